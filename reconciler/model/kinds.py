@@ -1,0 +1,305 @@
+"""The document kinds of `reconciler/v1`: what a declared repository may contain.
+
+Part of the model. Each kind is `apiVersion`, `kind`, `metadata`, `spec`. These
+classes check one document at a time; checks that need several documents
+(references, cycles, params against pipeline inputs) live in `reconciler.load`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from reconciler.model.common import (
+    Duration,
+    Metadata,
+    Name,
+    SecretRef,
+    Selector,
+    Strict,
+)
+from reconciler.model.tasks import Task
+
+API_VERSION = "reconciler/v1"
+
+
+def _unique_task_names(tasks: list[Any], where: str) -> None:
+    seen: set[str] = set()
+    for task in tasks:
+        if task.name in seen:
+            raise ValueError(f"task name {task.name!r} appears twice in {where}")
+        seen.add(task.name)
+
+
+class Hooks(Strict):
+    """Extension points a team fills without forking a shared stage.
+
+    Lists compose across levels instead of overriding: the global profile's, then
+    the pipeline's, then the stage's own, then the resource's profiles' (in order),
+    then the resource's.
+    """
+
+    pre_notify: list[Task] = Field(default_factory=list, alias="pre-notify")
+    pre_process: list[Task] = Field(default_factory=list, alias="pre-process")
+    post_process: list[Task] = Field(default_factory=list, alias="post-process")
+    post_notify: list[Task] = Field(default_factory=list, alias="post-notify")
+
+    POINTS: ClassVar[tuple[str, ...]] = ("pre_notify", "pre_process", "post_process", "post_notify")
+
+
+StageHooks = dict[str, Hooks]
+"""Hooks by stage name; the key `"*"` applies to every stage."""
+
+
+# --- Provider ---------------------------------------------------------------
+
+
+class Limits(Strict):
+    concurrency: int = Field(default=10, ge=1, le=10_000)
+    rate_per_second: float | None = Field(default=None, gt=0)
+
+
+class Tls(Strict):
+    verify: bool = True
+    ca_bundle: SecretRef | None = None
+
+
+class ProviderSpec(Strict):
+    type: str = Field(
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="simulator, redfish, aws-ec2, http, or a third-party provider's name",
+    )
+    endpoint: str | None = None
+    region: str | None = None
+    credentials: dict[str, SecretRef] = Field(
+        default_factory=dict, description="Each value a reference: env:NAME or file:PATH"
+    )
+    settings: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options")
+    limits: Limits = Field(default_factory=Limits)
+    tls: Tls = Field(default_factory=Tls)
+
+
+class Provider(Strict):
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Provider"]
+    metadata: Metadata
+    spec: ProviderSpec
+
+
+# --- Resources --------------------------------------------------------------
+
+
+class ResourceSpec(Strict):
+    provider: Name
+    pipeline: Name
+    profiles: list[Name] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] = Field(
+        default_factory=list, description="Kind/name, or a bare name of a Machine or Instance"
+    )
+    hooks: StageHooks = Field(default_factory=dict)
+
+
+class Bmc(Strict):
+    """How the provider finds the machine: a BMC address and/or a system identity."""
+
+    address: str | None = None
+    system_id: str | None = None
+    serial: str | None = None
+    mac: str | None = Field(default=None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+
+
+class MachineSpec(ResourceSpec):
+    bmc: Bmc = Field(default_factory=Bmc)
+    rack: str | None = None
+
+
+class Machine(Strict):
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Machine"]
+    metadata: Metadata
+    spec: MachineSpec
+
+
+class InstanceSpec(ResourceSpec):
+    size: str
+    image: str
+    region: str | None = None
+    zone: str | None = None
+
+
+class Instance(Strict):
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Instance"]
+    metadata: Metadata
+    spec: InstanceSpec
+
+
+# --- Pipelines and stages -----------------------------------------------------
+
+
+class Input(Strict):
+    """One input a pipeline accepts: the service catalog's form field."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: Literal["string", "integer", "number", "boolean", "list", "map"] = "string"
+    allowed: list[Any] | None = None
+    default: Any = None
+    required: bool = False
+    secure: bool = Field(default=False, description="Value is a reference, redacted everywhere")
+    description: str = ""
+
+
+class PipelineStep(Strict):
+    """One entry of a pipeline: a stage, or another pipeline whose stages are spliced in."""
+
+    stage: Name | None = None
+    include: Name | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PipelineStep:
+        if (self.stage is None) == (self.include is None):
+            raise ValueError("each step names exactly one of stage or include")
+        return self
+
+
+class PipelineSpec(Strict):
+    description: str = ""
+    inputs: list[Input] = Field(default_factory=list)
+    steps: list[PipelineStep] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    hooks: StageHooks = Field(default_factory=dict)
+
+    @field_validator("inputs")
+    @classmethod
+    def _unique_inputs(cls, inputs: list[Input]) -> list[Input]:
+        names = [i.name for i in inputs]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"input {name!r} is declared twice")
+        return inputs
+
+
+class Pipeline(Strict):
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Pipeline"]
+    metadata: Metadata
+    spec: PipelineSpec
+
+
+class StageSpec(Strict):
+    """A reusable unit of work.
+
+    Run order: pre-notify, pre-process, classify, work, post-process, validate,
+    post-notify; then the stages named in `chain` follow (when the pipeline does
+    not already run them). The stage counts as done only when `validate` passes.
+    """
+
+    description: str = ""
+    converges: list[str] = Field(
+        default_factory=list,
+        description="Dotted fields this stage brings to their declared value, e.g. params.os",
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+    pre_notify: list[Task] = Field(default_factory=list, alias="pre-notify")
+    pre_process: list[Task] = Field(default_factory=list, alias="pre-process")
+    classify: list[Task] = Field(default_factory=list)
+    work: list[Task] = Field(default_factory=list)
+    post_process: list[Task] = Field(default_factory=list, alias="post-process")
+    validate_: list[Task] = Field(default_factory=list, alias="validate")
+    post_notify: list[Task] = Field(default_factory=list, alias="post-notify")
+    chain: list[Name] = Field(default_factory=list)
+    destructive: bool = Field(
+        default=False, description="Re-runs destroy data (re-image, re-provision)"
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> StageSpec:
+        _unique_task_names(
+            [
+                *self.pre_notify,
+                *self.pre_process,
+                *self.classify,
+                *self.work,
+                *self.post_process,
+                *self.validate_,
+                *self.post_notify,
+            ],
+            "this stage",
+        )
+        return self
+
+
+class Stage(Strict):
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Stage"]
+    metadata: Metadata
+    spec: StageSpec
+
+
+# --- Profiles and policy ------------------------------------------------------
+
+
+class ProfileSpec(Strict):
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    hooks: StageHooks = Field(default_factory=dict)
+
+
+class Profile(Strict):
+    """A named set of params; the profile named `global` applies to every resource."""
+
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Profile"]
+    metadata: Metadata
+    spec: ProfileSpec
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class ChangeWindow(Strict):
+    """When destructive actions may run; outside every window they wait."""
+
+    days: list[Weekday] = Field(min_length=1)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
+    timezone: str = "UTC"
+
+
+class PolicySpec(Strict):
+    prune: bool = Field(default=False, description="Decommission resources removed from Git")
+    self_heal: bool = Field(default=False, description="Correct drift; otherwise only report it")
+    protected: list[Selector] = Field(default_factory=list)
+    max_destructive_actions: int = Field(default=10, ge=0)
+    change_windows: list[ChangeWindow] = Field(default_factory=list)
+    ignore_differences: list[IgnoreRule] = Field(default_factory=list)
+    sync_timeout: Duration = 3600.0
+
+
+class IgnoreRule(Strict):
+    """Observed differences not to count as drift (like Argo CD's ignoreDifferences).
+
+    `paths` are dotted, `*` matches any one key or list element: `observed.nics.*.ip`.
+    """
+
+    selector: Selector = Field(default_factory=Selector)
+    paths: list[str] = Field(min_length=1)
+
+
+class Policy(Strict):
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Policy"]
+    metadata: Metadata
+    spec: PolicySpec
+
+
+PolicySpec.model_rebuild()
+
+Document = Annotated[
+    Provider | Machine | Instance | Pipeline | Stage | Profile | Policy,
+    Field(discriminator="kind"),
+]
+Resource = Machine | Instance
+RESOURCE_KINDS = ("Machine", "Instance")

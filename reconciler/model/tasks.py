@@ -1,0 +1,154 @@
+"""Task types: the units of work a stage runs, a discriminated union on `type`.
+
+Part of the model. A task is a serializable value: the executor (in-process
+today, a distributed engine later) runs it from this description alone. String
+fields may refer to the resource's effective params as ``${params.NAME}``; the
+executor substitutes them, never through a shell.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, HttpUrl, model_validator
+
+from reconciler.model.common import (
+    SECRET_LOOKING_KEY,
+    Duration,
+    RetryPolicy,
+    SecretRef,
+    Strict,
+    is_secret_ref,
+)
+
+TASK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class TaskBase(Strict):
+    name: str = Field(pattern=TASK_NAME_PATTERN, description="Unique within its task list")
+    timeout: Duration = Field(default=300.0, description="Deadline of one attempt")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    description: str = ""
+
+
+class ProviderActionTask(TaskBase):
+    """Asks the resource's provider to do something: power, boot device, create, delete…"""
+
+    type: Literal["provider"]
+    action: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration = 1800.0
+
+
+class HttpAuth(Strict):
+    bearer: SecretRef | None = None
+    username: str | None = None
+    password: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> HttpAuth:
+        if self.bearer and (self.username or self.password):
+            raise ValueError("give either bearer or username/password, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        return self
+
+
+class PollSpec(Strict):
+    """How to follow a long-running operation: a 202 with Location, or a status field."""
+
+    interval: Duration = 2.0
+    status_field: str = Field(default="status", description="Dotted path in the JSON body")
+    success: list[str] = Field(default_factory=lambda: ["succeeded", "done", "completed"])
+    failure: list[str] = Field(default_factory=lambda: ["failed", "error"])
+
+
+class HttpTask(TaskBase):
+    """An HTTP call; `202 Accepted` with a Location is polled to completion."""
+
+    type: Literal["http"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    auth: HttpAuth | None = None
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+    poll: PollSpec = Field(default_factory=PollSpec)
+
+    @model_validator(mode="after")
+    def _no_inline_credentials(self) -> HttpTask:
+        for key, value in self.headers.items():
+            secret_header = key.lower() in {"authorization", "proxy-authorization"}
+            if (secret_header or SECRET_LOOKING_KEY.search(key)) and not is_secret_ref(value):
+                raise ValueError(
+                    f"header {key!r}: inline secret not allowed; use auth.bearer "
+                    "or a reference (env:NAME or file:PATH)"
+                )
+        return self
+
+
+class CommandTask(TaskBase):
+    """Runs a program from an argv list, never a shell string; secrets via environment."""
+
+    type: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, SecretRef] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    @model_validator(mode="after")
+    def _no_inline_secret_env(self) -> CommandTask:
+        for key, value in self.env.items():
+            if SECRET_LOOKING_KEY.search(key) and not is_secret_ref(value):
+                raise ValueError(f"env {key!r}: inline secret not allowed; put it in secretEnv")
+        return self
+
+
+class AnsibleTask(TaskBase):
+    """Runs an Ansible playbook from the repository against the resource."""
+
+    type: Literal["ansible"]
+    playbook: str = Field(description="Path in the repository")
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+    limit: str | None = None
+    timeout: Duration = 3600.0
+
+
+class Condition(Strict):
+    """A test on one observed field (dotted path): equals one of, or exists."""
+
+    field: str
+    equals: list[Any] | None = None
+    exists: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        if (self.equals is None) == (self.exists is None):
+            raise ValueError("give exactly one of equals or exists")
+        return self
+
+
+class WaitForTask(TaskBase):
+    """Polls the resource's observed state until a condition holds, or the deadline."""
+
+    type: Literal["wait-for"]
+    condition: Condition
+    interval: Duration = 5.0
+
+
+class NotifyTask(TaskBase):
+    """Sends a webhook: a JSON POST signed with HMAC-SHA256 when a secret is given."""
+
+    type: Literal["notify"]
+    url: HttpUrl
+    secret: SecretRef | None = None
+    message: str = ""
+    timeout: Duration = 30.0
+
+
+Task = Annotated[
+    ProviderActionTask | HttpTask | CommandTask | AnsibleTask | WaitForTask | NotifyTask,
+    Field(discriminator="type"),
+]
+
+TASK_TYPES = ("provider", "http", "command", "ansible", "wait-for", "notify")

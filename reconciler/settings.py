@@ -1,0 +1,68 @@
+"""Controller settings, the same for every command: flags, `RECONCILER_*` env, a config file.
+
+Precedence: command-line flag, then environment, then the `--config` file
+(YAML), then the defaults below. Settings that are secrets hold references
+(`env:NAME` / `file:PATH`), resolved by `reconciler.secrets` where they are used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reconciler.model.common import Duration, SecretRef
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECONCILER_", extra="forbid", frozen=True)
+
+    repo: str | None = Field(default=None, description="URL or local path of the declared repo")
+    branch: str = "main"
+    ref: str | None = Field(default=None, description="Pin a tag or commit instead of the branch")
+    state_dir: Path = Path(".reconciler")
+    status_branch: str = Field(
+        default="reconciler/status",
+        description="Branch for status commits; the tracked branch itself puts them under status/",
+    )
+    interval: Duration = 60.0
+    listen: str = "127.0.0.1:8080"
+    git_username: str | None = None
+    git_password: SecretRef | None = None
+    git_ssh_key: SecretRef | None = None
+    git_ssh_public_key: str | None = None
+    git_known_hosts: Path = Path("~/.ssh/known_hosts")
+    git_insecure_skip_host_key_check: bool = False
+    git_author_name: str = "reconciler"
+    git_author_email: str = "reconciler@localhost"
+    force_push_policy: str = Field(default="follow", pattern="^(follow|refuse)$")
+    api_token: SecretRef | None = None
+    webhook_secret: SecretRef | None = None
+    config: Path | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("listen is HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from flags (`overrides`, None meaning "not given"), env and the config file."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    config_path = given.get("config") or Settings().config
+    from_file: dict[str, Any] = {}
+    if config_path:
+        text = Path(config_path).read_text(encoding="utf-8")
+        from_file = yaml.safe_load(text) or {}
+        if not isinstance(from_file, dict):
+            raise ValueError(f"{config_path}: a config file is a mapping of settings")
+        from_file = {k.replace("-", "_"): v for k, v in from_file.items()}
+    env_settings = Settings()
+    env_given = {k: getattr(env_settings, k) for k in env_settings.model_fields_set}
+    return Settings(**{**from_file, **env_given, **given})

@@ -1,0 +1,159 @@
+"""Command line: the contract users and CI rely on (see README, "Command line").
+
+The outermost edge: parses flags into `Settings`, calls the flow's steps, turns
+results into exit codes and one-line `path:line:col: message` errors (or JSON
+with `--output json`). No logic of its own lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from reconciler import __version__
+from reconciler.load import LoadResult, load_directory
+from reconciler.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="reconciler",
+    help="A GitOps controller for infrastructure: one Git repository in charge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+class Output(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"reconciler {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def common(
+    ctx: typer.Context,
+    repo: Annotated[str | None, typer.Option(help="Declared repository: URL or local path")] = None,
+    branch: Annotated[str | None, typer.Option(help="Tracked branch [default: main]")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Mirror, journal, simulator state [default: .reconciler]")
+    ] = None,
+    status_branch: Annotated[
+        str | None, typer.Option(help="Where status is committed [default: reconciler/status]")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Time between cycles of run [default: 60s]")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HTTP API of run [default: 127.0.0.1:8080]")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML file holding any setting")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version")
+    ] = False,
+) -> None:
+    """Settings are the same for every command: flag, then RECONCILER_* env, then --config."""
+    try:
+        ctx.obj = load_settings(
+            repo=repo,
+            branch=branch,
+            state_dir=state_dir,
+            status_branch=status_branch,
+            interval=interval,
+            listen=listen,
+            config=config,
+        )
+    except (ValidationError, ValueError, OSError) as exc:
+        typer.echo(f"reconciler: invalid settings: {_one_line(exc)}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+    return str(exc).replace("\n", " ")
+
+
+def _print_load_result(result: LoadResult, output: Output) -> None:
+    if output is Output.json:
+        typer.echo(
+            json.dumps(
+                {
+                    "valid": result.ok,
+                    "files": result.files,
+                    "documents": result.documents,
+                    "resources": len(result.desired.resources) if result.desired else 0,
+                    "errors": [d.to_dict() for d in result.diagnostics],
+                },
+                indent=2,
+            )
+        )
+        return
+    for diagnostic in result.diagnostics:
+        typer.echo(str(diagnostic))
+    if result.ok:
+        assert result.desired is not None
+        typer.echo(
+            f"valid: {result.documents} documents in {result.files} files, "
+            f"{len(result.desired.resources)} resources",
+            err=True,
+        )
+    else:
+        files = len({d.path for d in result.diagnostics})
+        typer.echo(f"invalid: {len(result.diagnostics)} errors in {files} files", err=True)
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A checkout of the declared repository")] = Path(),
+    output: Annotated[Output, typer.Option(help="text or json")] = Output.text,
+) -> None:
+    """Load and validate every document. Exit 0 valid, 1 invalid."""
+    if not path.is_dir():
+        typer.echo(f"{path}:1:1: not a directory", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    result = load_directory(path)
+    _print_load_result(result, output)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON Schemas")] = Path("schemas"),
+) -> None:
+    """Write one JSON Schema per document kind (and of the plan) to schemas/ or --out."""
+    from reconciler.schema import write_schemas
+
+    for path in write_schemas(out):
+        typer.echo(str(path))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""The declared state, resolved: what `reconciler.load` hands to diff and plan.
+
+Pure values and pure functions. Resolution turns documents into what the rest of
+the flow needs per resource: the flattened pipeline (includes spliced in, chained
+stages appended), each stage's task lists with extension points composed, and
+the effective params.
+
+Effective params resolve first-match-wins in this order (documented in README):
+the resource's own params, its profiles in the order listed, the pipeline's
+params (an including pipeline before the ones it includes), the stage's params
+(for that stage only), the `global` profile, then the pipeline inputs' defaults.
+
+Extension-point task lists compose, never override, in this order: the `global`
+profile, the pipeline, the stage itself, the resource's profiles (in order),
+the resource. At each level, hooks under `"*"` come before those for the stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.model import Input, Instance, Machine, Pipeline, Profile, Provider, Stage, Task
+from reconciler.model.kinds import Hooks, InstanceSpec, PolicySpec, StageHooks, StageSpec
+
+GLOBAL_PROFILE = "global"
+TASK_POINTS = (
+    "pre_notify",
+    "pre_process",
+    "classify",
+    "work",
+    "post_process",
+    "validate",
+    "post_notify",
+)
+"""A stage's task lists in run order; hooks extend the four pre/post points."""
+
+
+@dataclass(frozen=True)
+class ResolvedStage:
+    name: str
+    spec: StageSpec
+    destructive: bool
+    converges: tuple[str, ...]
+    tasks: Mapping[str, tuple[Task, ...]]
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ResolvedResource:
+    kind: str
+    name: str
+    key: str
+    document: Machine | Instance
+    path: str
+    line: int
+    provider: str
+    pipeline: str
+    stages: tuple[ResolvedStage, ...]
+    params: Mapping[str, Any]
+    secure_params: frozenset[str]
+    depends_on: tuple[str, ...]
+    labels: Mapping[str, str]
+
+    def declared(self) -> dict[str, Any]:
+        """The canonical declared state that diff compares with what a provider observes."""
+        spec = self.document.spec
+        state: dict[str, Any] = {"params": dict(self.params)}
+        if isinstance(spec, InstanceSpec):
+            state.update(size=spec.size, image=spec.image)
+            if spec.region:
+                state["region"] = spec.region
+            if spec.zone:
+                state["zone"] = spec.zone
+        else:
+            bmc = spec.bmc.model_dump(exclude_none=True, by_alias=True)
+            if bmc:
+                state["bmc"] = bmc
+            if spec.rack:
+                state["rack"] = spec.rack
+        return state
+
+    def fingerprint(self) -> str:
+        """Stable hash of everything that, when changed, may need work on this resource."""
+        return canonical_hash(
+            {
+                "declared": self.declared(),
+                "provider": self.provider,
+                "pipeline": self.pipeline,
+                "stages": [s.name for s in self.stages],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Desired:
+    revision: str | None
+    resources: Mapping[str, ResolvedResource]
+    providers: Mapping[str, Provider]
+    policy: PolicySpec = field(default_factory=PolicySpec)
+    pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
+    stages: Mapping[str, Stage] = field(default_factory=dict)
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def canonical_hash(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+# --- resolution ------------------------------------------------------------------------
+
+
+def _hooks_for(stage: str, hooks: StageHooks) -> list[Hooks]:
+    return [h for h in (hooks.get("*"), hooks.get(stage)) if h is not None]
+
+
+def merge_layers(layers: list[tuple[str, Mapping[str, Any]]]) -> dict[str, tuple[Any, str]]:
+    """First-match-wins merge: each param's value and the origin that set it."""
+    merged: dict[str, tuple[Any, str]] = {}
+    for origin, params in layers:
+        for key, value in params.items():
+            merged.setdefault(key, (value, origin))
+    return merged
+
+
+class Resolver:
+    """Resolves resources against one revision's pipelines, stages and profiles.
+
+    Pure, but memoizing: in a fleet most resources share a pipeline and profiles,
+    so what depends only on those is computed once per revision, not per resource.
+    """
+
+    def __init__(
+        self,
+        pipelines: Mapping[str, Pipeline],
+        stages: Mapping[str, Stage],
+        profiles: Mapping[str, Profile],
+    ) -> None:
+        self.pipelines = pipelines
+        self.stages = stages
+        self.profiles = profiles
+        self._chains: dict[str, tuple[str, ...]] = {}
+        self._inputs: dict[str, dict[str, Input]] = {}
+        self._orders: dict[str, tuple[str, ...]] = {}
+        self._tasks: dict[tuple[str, str, tuple[str, ...]], dict[str, tuple[Task, ...]]] = {}
+
+    def pipeline_chain(self, name: str) -> tuple[str, ...]:
+        """The pipeline and every pipeline it includes, outermost first, each once."""
+        if name not in self._chains:
+            order: list[str] = []
+            pending = [name]
+            while pending:
+                current = pending.pop(0)
+                if current in order or current not in self.pipelines:
+                    continue
+                order.append(current)
+                pending[:0] = [s.include for s in self.pipelines[current].spec.steps if s.include]
+            self._chains[name] = tuple(order)
+        return self._chains[name]
+
+    def stage_order(self, name: str) -> tuple[str, ...]:
+        """Stage names a pipeline runs, in order: includes spliced in place, chains appended.
+
+        A stage that would run twice (two included pipelines share it) runs at its
+        first place only. Cycles are reported by the loader before this is called.
+        """
+        if name in self._orders:
+            return self._orders[name]
+        order: list[str] = []
+        expanding: set[str] = set()
+
+        def add_stage(stage: str) -> None:
+            if stage in order or stage not in self.stages:
+                return
+            order.append(stage)
+            for follower in self.stages[stage].spec.chain:
+                add_stage(follower)
+
+        def expand(pipeline: str) -> None:
+            if pipeline in expanding or pipeline not in self.pipelines:
+                return
+            expanding.add(pipeline)
+            for step in self.pipelines[pipeline].spec.steps:
+                if step.stage:
+                    add_stage(step.stage)
+                elif step.include:
+                    expand(step.include)
+            expanding.discard(pipeline)
+
+        expand(name)
+        self._orders[name] = tuple(order)
+        return self._orders[name]
+
+    def inputs(self, name: str) -> dict[str, Input]:
+        """Inputs a pipeline accepts, its own first, then those of what it includes."""
+        if name not in self._inputs:
+            inputs: dict[str, Input] = {}
+            for pipeline in self.pipeline_chain(name):
+                for item in self.pipelines[pipeline].spec.inputs:
+                    inputs.setdefault(item.name, item)
+            self._inputs[name] = inputs
+        return self._inputs[name]
+
+    def param_layers(
+        self, resource: Machine | Instance, stage: Stage | None = None
+    ) -> list[tuple[str, Mapping[str, Any]]]:
+        """(origin, params) from highest to lowest precedence; origin is "Kind/name"."""
+        spec = resource.spec
+        profiles = self.profiles
+        layers: list[tuple[str, Mapping[str, Any]]] = [
+            (f"{resource.kind}/{resource.metadata.name}", spec.params)
+        ]
+        layers += [
+            (f"Profile/{p}", profiles[p].spec.params)
+            for p in spec.profiles
+            if p in profiles and p != GLOBAL_PROFILE
+        ]
+        layers += [
+            (f"Pipeline/{p}", self.pipelines[p].spec.params)
+            for p in self.pipeline_chain(spec.pipeline)
+        ]
+        if stage is not None:
+            layers.append((f"Stage/{stage.metadata.name}", stage.spec.params))
+        if GLOBAL_PROFILE in profiles:
+            layers.append((f"Profile/{GLOBAL_PROFILE}", profiles[GLOBAL_PROFILE].spec.params))
+        defaults = {
+            name: item.default
+            for name, item in self.inputs(spec.pipeline).items()
+            if item.default is not None
+        }
+        layers.append((f"Pipeline/{spec.pipeline}#defaults", defaults))
+        return layers
+
+    def compose_tasks(
+        self, stage: Stage, resource: Machine | Instance
+    ) -> dict[str, tuple[Task, ...]]:
+        spec = resource.spec
+        cache_key = (stage.metadata.name, spec.pipeline, tuple(spec.profiles))
+        if not spec.hooks and cache_key in self._tasks:
+            return self._tasks[cache_key]
+        name = stage.metadata.name
+        profiles = self.profiles
+        outer: list[Hooks] = []
+        if GLOBAL_PROFILE in profiles:
+            outer += _hooks_for(name, profiles[GLOBAL_PROFILE].spec.hooks)
+        for pipeline in self.pipeline_chain(spec.pipeline):
+            outer += _hooks_for(name, self.pipelines[pipeline].spec.hooks)
+        inner: list[Hooks] = []
+        for profile in spec.profiles:
+            if profile in profiles and profile != GLOBAL_PROFILE:
+                inner += _hooks_for(name, profiles[profile].spec.hooks)
+        inner += _hooks_for(name, spec.hooks)
+        tasks: dict[str, tuple[Task, ...]] = {}
+        for point in TASK_POINTS:
+            own: list[Task] = list(
+                getattr(stage.spec, "validate_" if point == "validate" else point)
+            )
+            if point in Hooks.POINTS:
+                own = [
+                    *(t for h in outer for t in getattr(h, point)),
+                    *own,
+                    *(t for h in inner for t in getattr(h, point)),
+                ]
+            tasks[point] = tuple(own)
+        if not spec.hooks:
+            self._tasks[cache_key] = tasks
+        return tasks
+
+    def resolve(
+        self,
+        resource: Machine | Instance,
+        *,
+        path: str,
+        line: int,
+        depends_on: tuple[str, ...],
+    ) -> ResolvedResource:
+        spec = resource.spec
+        params = {k: v for k, (v, _) in merge_layers(self.param_layers(resource)).items()}
+        resolved_stages = []
+        for stage_name in self.stage_order(spec.pipeline):
+            stage = self.stages[stage_name]
+            stage_params = params
+            if stage.spec.params:
+                layers = self.param_layers(resource, stage)
+                stage_params = {k: v for k, (v, _) in merge_layers(layers).items()}
+            resolved_stages.append(
+                ResolvedStage(
+                    name=stage_name,
+                    spec=stage.spec,
+                    destructive=stage.spec.destructive,
+                    converges=tuple(stage.spec.converges),
+                    tasks=self.compose_tasks(stage, resource),
+                    params=stage_params,
+                )
+            )
+        inputs = self.inputs(spec.pipeline)
+        return ResolvedResource(
+            kind=resource.kind,
+            name=resource.metadata.name,
+            key=f"{resource.kind}/{resource.metadata.name}",
+            document=resource,
+            path=path,
+            line=line,
+            provider=spec.provider,
+            pipeline=spec.pipeline,
+            stages=tuple(resolved_stages),
+            params=params,
+            secure_params=frozenset(name for name, item in inputs.items() if item.secure),
+            depends_on=depends_on,
+            labels=dict(resource.metadata.labels),
+        )

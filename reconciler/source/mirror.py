@@ -167,6 +167,7 @@ class _Callbacks(pygit2.RemoteCallbacks):
         self.access = access
         self.answered: set[CredentialType] = set()
         self.rejected: dict[str, str] = {}
+        self.remote_text: list[str] = []
 
     def credentials(
         self, url: str, username_from_url: str | None, allowed_types: CredentialType
@@ -219,6 +220,14 @@ class _Callbacks(pygit2.RemoteCallbacks):
                 "RECONCILER_GIT_INSECURE_SKIP_HOST_KEY_CHECK=true to skip the check)"
             )
         raise PermanentError(f"TLS certificate of {hostname} is not trusted")
+
+    def sideband_progress(self, string: str) -> None:
+        self.remote_text.append(string)
+
+    def remote_said(self) -> str:
+        """What the server printed (hook output), one line, for a refusal's message."""
+        lines = "".join(self.remote_text).replace("\r", "\n").splitlines()
+        return " ".join(line.strip() for line in lines if line.strip())
 
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message is not None:
@@ -344,5 +353,7 @@ class Mirror:
         with self._network("push to") as callbacks:
             self.repo.remotes[REMOTE].push([f"{local_ref}:{remote_ref}"], callbacks=callbacks)
         if remote_ref in callbacks.rejected:
-            return PushOutcome(False, REDACTOR.text(callbacks.rejected[remote_ref]))
+            said = callbacks.remote_said()
+            message = callbacks.rejected[remote_ref] + (f" (remote: {said})" if said else "")
+            return PushOutcome(False, REDACTOR.text(message))
         return PushOutcome(True)

@@ -61,7 +61,8 @@ class Human:
     def pull(self, branch: str | None = None) -> None:
         branch = branch or self.branch
         git("fetch", "-q", "origin", cwd=self.work)
-        git("checkout", "-q", "-B", branch, f"origin/{branch}", cwd=self.work)
+        git("checkout", "-q", "-f", "-B", branch, f"origin/{branch}", cwd=self.work)
+        git("clean", "-q", "-f", "-d", cwd=self.work)
 
     def reset(self, rev: str) -> None:
         git("reset", "-q", "--hard", rev, cwd=self.work)

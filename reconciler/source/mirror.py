@@ -85,7 +85,7 @@ class Revision:
     @classmethod
     def of(cls, commit: pygit2.Commit) -> Revision:
         author = commit.author
-        tz = timezone(timedelta(minutes=author.offset))
+        tz = timezone(timedelta(minutes=commit.commit_time_offset))
         return cls(
             sha=str(commit.id),
             author_name=author.name,

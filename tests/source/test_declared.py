@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.source import DeclaredSource, Mirror, StatusWriter
+from reconciler.source import DeclaredSource, StatusWriter
 from reconciler.source.declared import (
     FORCE_PUSH_REFUSED,
     REMOTE_UNAVAILABLE,
@@ -195,15 +195,15 @@ def test_own_status_commits_on_the_tracked_branch_are_not_changes(
     assert not is_own_commit(repo, repo[first.revision.sha], "bot@example.com")  # type: ignore[union-attr]
 
 
-def test_plain_local_path_and_file_url(human_factory, tmp_path: Path) -> None:
+def test_plain_local_path_and_file_url_from_settings(human_factory, tmp_path: Path) -> None:
+    from reconciler.settings import Settings
     from tests.servers.git import init_bare
 
     bare = init_bare(tmp_path / "local.git")
-    server = Server(str(bare), bare, tmp_path)
-    sha = seeded(human_factory(server))
+    sha = seeded(human_factory(Server(str(bare), bare, tmp_path)))
     for name, url in (("path", str(bare)), ("file", f"file://{bare}")):
-        source = DeclaredSource(
-            Mirror.in_state_dir(tmp_path / name, source_for(url, tmp_path / name).mirror.access)
-        )
+        settings = Settings(repo=url, state_dir=tmp_path / name, branch="main")
+        source = DeclaredSource.from_settings(settings)
         result = source.poll()
         assert result.revision is not None and result.revision.sha == sha, name
+        assert (tmp_path / name / "mirror.git").is_dir()

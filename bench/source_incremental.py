@@ -26,6 +26,7 @@ Each figure carries its ratio to the full load; parse counts are printed too
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -132,6 +133,8 @@ def run(resources: int, changes: int) -> dict[str, Any]:
         if not reference.ok:
             first = "\n".join(str(d) for d in reference.diagnostics[:5])
             raise SystemExit(f"generated repository does not validate:\n{first}")
+        del reference
+        gc.collect()  # the reference's objects must not tax the source's garbage collections
 
         assemble_times: list[float] = []
 

@@ -173,13 +173,15 @@ class _Callbacks(pygit2.RemoteCallbacks):
         self, url: str, username_from_url: str | None, allowed_types: CredentialType
     ) -> Any:
         access = self.access
-        user = access.username or username_from_url
+        user = access.username or username_from_url or ("git" if access.is_ssh else None)
         if allowed_types & CredentialType.SSH_KEY and access.ssh_key_ref:
             kind = CredentialType.SSH_KEY
         elif allowed_types & CredentialType.USERPASS_PLAINTEXT and access.password_ref:
             kind = CredentialType.USERPASS_PLAINTEXT
         elif allowed_types & CredentialType.USERNAME and user:
             return pygit2.Username(user)
+        elif _URL_SCHEME.match(access.url) and urlsplit(access.url).password is not None:
+            raise PermanentError(f"authentication refused by {access.display_url}")
         else:
             needed = "an SSH key" if access.is_ssh else "a user name and password"
             raise PermanentError(
@@ -197,7 +199,7 @@ class _Callbacks(pygit2.RemoteCallbacks):
             public = (
                 access.ssh_public_key.read_text(encoding="utf-8") if access.ssh_public_key else None
             )
-            return pygit2.KeypairFromMemory(user or "git", public, private, "")
+            return pygit2.KeypairFromMemory(user, public, private, "")
         assert access.password_ref is not None
         if not user:
             raise PermanentError(

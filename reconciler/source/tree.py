@@ -20,6 +20,7 @@ content addresses:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -89,7 +90,13 @@ def declared_files(
     """The files that hold declared documents, after `.reconcilerignore`."""
     ignore_oid = files.get(load.IGNORE_FILE)
     patterns = load.read_ignore_patterns(read_blob(repo, ignore_oid) if ignore_oid else None)
-    return {p: oid for p, oid in files.items() if load.is_declared_path(p, patterns)}
+    return {p: oid for p, oid in files.items() if _is_declared(p, patterns)}
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _is_declared(path: str, patterns: tuple[str, ...]) -> bool:
+    """`load.is_declared_path`, remembered: paths rarely change between revisions."""
+    return load.is_declared_path(path, patterns)
 
 
 def read_blob(repo: pygit2.Repository, oid: pygit2.Oid) -> bytes:

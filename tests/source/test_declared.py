@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.source import DeclaredSource, StatusWriter
+from reconciler.source import DeclaredSource, StatusWriter, changed_paths
 from reconciler.source.declared import (
     FORCE_PUSH_REFUSED,
     REMOTE_UNAVAILABLE,
@@ -52,6 +52,9 @@ def test_one_file_change_reparses_one_file(daemon: Server, human_factory, tmp_pa
     assert result.changed_paths == {"providers/p2.yaml"}
     assert source.parse_calls == 6  # one more parse, not five
     assert len(source.cache) == 5  # pruned to the revision in force
+
+    before = source.repo[new].parents[0].id
+    assert changed_paths(source.repo, before, new) == {"providers/p2.yaml"}
 
     again = source.poll()  # nothing new: no reload, no parse
     assert not again.declared_changed and again.revision == result.revision

@@ -5,8 +5,9 @@ turns them into one commit and pushes it. Its rules:
 
 - The commit's tree is the status branch's current tree with the controller's
   folders replaced by the cycle's files: under `status/`, `reports/` and
-  `plans/` the given mapping is the whole content, so a file not in it is
-  removed (the status of a deleted resource goes away); `audit/` is append-only,
+  `plans/` (or the folders the caller names) the given mapping is the whole
+  content, so a file not in it is removed (the status of a deleted resource
+  goes away); `audit/` is append-only,
   so existing audit files are never removed or rewritten (giving an existing
   audit path different bytes is an error). Files outside these folders are left
   as they are (a README a person keeps on the status branch; the declared
@@ -29,7 +30,7 @@ its folders), so they are never taken for a change of declared state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -157,15 +158,22 @@ class StatusWriter:
         *,
         message: str,
         trailers: Mapping[str, str] | None = None,
+        replaced: Sequence[str] = REPLACED_DIRS,
     ) -> WriteResult:
-        """One commit holding `files` (the cycle's status), pushed; None if nothing changed."""
+        """One commit holding `files` (the cycle's status), pushed; None if nothing changed.
+
+        `replaced` names the folders whose whole content `files` gives (`status`
+        or `status/` alike; `report.CycleReport.managed_prefixes` fits); files
+        there that are not in `files` are removed. `audit/` never is.
+        """
         for path in files:
             check_path(path)
+        owned = tuple(p.strip("/") for p in replaced if p.strip("/") not in APPEND_ONLY_DIRS)
         text = format_message(message, trailers or {})
         repo = self.mirror.repo
         for attempt in range(1, self.max_attempts + 1):
             tip = self._tip()
-            tree = self._build_tree(tip, files)
+            tree = self._build_tree(tip, files, owned)
             if (tip is not None and tree == tip.tree_id) or (tip is None and not files):
                 return WriteResult(None, self.branch, attempt - 1)
             signature = pygit2.Signature(self.author_name, self.author_email)
@@ -203,14 +211,16 @@ class StatusWriter:
         now = self._tip()
         return (now.id if now else None) != (tip.id if tip else None)
 
-    def _build_tree(self, tip: pygit2.Commit | None, files: Mapping[str, bytes]) -> pygit2.Oid:
+    def _build_tree(
+        self, tip: pygit2.Commit | None, files: Mapping[str, bytes], replaced: tuple[str, ...]
+    ) -> pygit2.Oid:
         repo = self.mirror.repo
         index = pygit2.Index()
         if tip is not None:
             index.read_tree(tip.tree)
         existing = {entry.path: entry.id for entry in index}
         for path in existing:
-            if top_dir(path) in REPLACED_DIRS and path not in files:
+            if top_dir(path) in replaced and path not in files:
                 index.remove(path)
         for path, data in files.items():
             blob = repo.create_blob(data)

@@ -93,6 +93,16 @@ def test_no_empty_commits_across_repeated_cycles(
         "status/Provider/p1.yaml": b"phase: Ready\n",
         "audit/1.yaml": b"a: 1\n",
     }
+    # Folders not named in `replaced` keep what the mapping does not mention.
+    fourth = writer.write(
+        {"reports/drift.md": b"none\n"}, message="cycle 6", replaced=("reports/",)
+    )
+    assert fourth.changed
+    assert set(remote_files(daemon, STATUS)) == {
+        "status/Provider/p1.yaml",
+        "reports/drift.md",
+        "audit/1.yaml",
+    }
     with pytest.raises(PermanentError, match="append-only"):
         writer.write({"audit/1.yaml": b"a: 2\n"}, message="rewrite history")
 

@@ -20,6 +20,10 @@ scp-like `user@host:path`). Credentials are references (`reconciler.secrets`):
   and `certificate_check` refuses anything libgit2 did not find there, unless
   `insecure_skip_host_key_check` is set.
 
+Connect and I/O timeouts (`GitAccess.connect_timeout`, `io_timeout`) keep a
+remote that accepts and then hangs from stalling the cycle; libgit2 holds them
+process-wide, so each operation sets them before it starts.
+
 `pygit2.GitError` is translated here, and only here, into `TemporaryError`
 (remote down, timeouts, anything worth retrying) or `PermanentError`
 (authentication refused, unknown host key, missing branch); every message is
@@ -131,6 +135,10 @@ class GitAccess:
     ssh_public_key: Path | None = None
     known_hosts: Path = Path("~/.ssh/known_hosts")
     insecure_skip_host_key_check: bool = False
+    connect_timeout: float = 10.0
+    """Seconds to wait for a connection (libgit2's option; process-wide)."""
+    io_timeout: float = 60.0
+    """Seconds a read or write on the connection may stall (process-wide)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GitAccess:
@@ -294,6 +302,8 @@ class Mirror:
     def _network(self, doing: str) -> Iterator[_Callbacks]:
         """Callbacks for one operation; GitError translated; SSH known_hosts in place."""
         callbacks = _Callbacks(self.access)
+        pygit2.settings.server_connect_timeout = int(self.access.connect_timeout * 1000)
+        pygit2.settings.server_timeout = int(self.access.io_timeout * 1000)
         with self._known_hosts():
             try:
                 yield callbacks

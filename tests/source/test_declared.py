@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.source import DeclaredSource, StatusWriter, changed_paths
+import pytest
+
+from reconciler.source import DeclaredSource, Mirror, StatusWriter, changed_paths
 from reconciler.source.declared import (
     FORCE_PUSH_REFUSED,
     REMOTE_UNAVAILABLE,
@@ -210,3 +212,27 @@ def test_plain_local_path_and_file_url_from_settings(human_factory, tmp_path: Pa
         result = source.poll()
         assert result.revision is not None and result.revision.sha == sha, name
         assert (tmp_path / name / "mirror.git").is_dir()
+
+
+def test_a_remote_that_hangs_times_out(tmp_path: Path) -> None:
+    import socket
+    import threading
+    import time
+
+    from reconciler.errors import TemporaryError
+    from reconciler.source import GitAccess
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    accepted: list[object] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    url = f"git://127.0.0.1:{listener.getsockname()[1]}/repo.git"
+    mirror = Mirror.in_state_dir(tmp_path / "state", GitAccess(url, io_timeout=0.5))
+    started = time.monotonic()
+    try:
+        with pytest.raises(TemporaryError, match="timed out"):
+            mirror.fetch()
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 5

@@ -29,6 +29,7 @@ force even while the remote is down.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,7 +111,7 @@ class DeclaredSource:
         ref: str | None = None,
         force_push_policy: str = "follow",
         parse: ParseFn = load.parse_file,
-        assemble: AssembleFn = load.assemble,
+        assemble: AssembleFn | None = None,
         backoff: Backoff = Backoff(),
     ) -> None:
         if force_push_policy not in ("follow", "refuse"):
@@ -121,7 +122,9 @@ class DeclaredSource:
         self.force_push_policy = force_push_policy
         self.backoff = backoff
         self.cache = ParseCache(parse)
-        self._assemble = assemble
+        # Unchanged resources keep their checks and resolution from the last revision.
+        self.assembly = load.AssembleCache()
+        self._assemble = assemble or functools.partial(load.assemble, cache=self.assembly)
         self._lister: TreeLister | None = None
         self._good: LoadedRevision | None = None
         self._rejected: LoadedRevision | None = None

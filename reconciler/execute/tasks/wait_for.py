@@ -47,7 +47,7 @@ async def attempt(task: WaitForTask, ctx: TaskContext, run: RunState) -> Outcome
             f"condition {text} met",
             {"field": cond.field, "value": REDACTOR.data(None if value is _MISSING else value)},
         )
-    budget = run.deadline - run.started
+    budget = round(run.deadline - run.started, 2)
     run.deadline_message = lambda _elapsed: (
         f"condition {text} not met within {budget:g}s; last observed: {cond.field}={shown}"
     )

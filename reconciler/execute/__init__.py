@@ -17,6 +17,7 @@ the orchestration (plan → waves → stages → tasks) sits on top and calls:
 
 from reconciler.execute.context import (
     Observe,
+    Progress,
     ProviderAction,
     TaskContext,
     TaskResult,
@@ -42,6 +43,7 @@ __all__ = [
     "LeaseHeld",
     "Observe",
     "PlanRow",
+    "Progress",
     "ProviderAction",
     "TaskContext",
     "TaskLog",

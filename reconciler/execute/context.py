@@ -34,6 +34,9 @@ Observe = Callable[[], Awaitable[Mapping[str, Any]]]
 Acknowledge = Callable[[str], object]
 """Called with an operation id (e.g. a 202's Location) as soon as a remote accepted work."""
 
+Progress = Callable[[int, str], object]
+"""Called with ``(attempts so far, note)`` after a temporary failure or a changed poll note."""
+
 
 @dataclass(frozen=True)
 class TaskContext:
@@ -59,6 +62,7 @@ class TaskContext:
     log: TaskLog = NULL_LOG
     operation_id: str | None = None
     on_acknowledged: Acknowledge | None = None
+    on_progress: Progress | None = None
     provider_action: ProviderAction | None = None
     observe: Observe | None = None
     http_client: httpx.AsyncClient | None = None
@@ -130,6 +134,7 @@ class RunState:
     deadline: float
     activity: str
     operation_id: str | None = None
+    failures: int = 0
     deadline_message: Callable[[float], str] | None = None
 
     def describe_deadline(self, elapsed: float) -> str:

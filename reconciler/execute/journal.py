@@ -13,6 +13,12 @@ Tables:
   (started → acknowledged → finished), operation id, attempts, progress note,
   result JSON, error, times.
 
+A plan hash names one *execution* of a plan: derive it from the plan's content
+and the time it is first recorded, and on resume use the hash `unfinished_plan`
+gives back. (A purely content-derived hash would make the same plan, computed
+again after it finished with a failure, return the stored failures forever
+instead of trying again.)
+
 Crash semantics (what `run_journaled` does with a row after a restart):
 
 - **finished**: never run again; the stored result is the task's result.

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
+from reconciler.errors import PermanentError, ReconcilerError, TemporaryError, WaitingError
 from reconciler.execute.context import Outcome, RunState, TaskContext, TaskResult
 from reconciler.execute.journal import Journal
 from reconciler.execute.retry import GaveUp, with_retries
@@ -80,9 +80,26 @@ async def run_task(
                 return await attempt(task, ctx, run)
         except TimeoutError:
             raise DeadlineExceeded(run.describe_deadline(loop.time() - started)) from None
+        except TemporaryError as exc:
+            ctx.log.event(f"TemporaryError: {exc}")
+            run.failures += 1
+            report_progress(f"attempt {run.failures} failed: {exc}")
+            raise
+        except WaitingError as exc:
+            ctx.log.event(f"waiting: {exc}")
+            report_progress(str(exc))
+            raise
         except ReconcilerError as exc:
             ctx.log.event(f"{type(exc).__name__}: {exc}")
             raise
+
+    last_note: list[str] = []
+
+    def report_progress(note: str) -> None:
+        if ctx.on_progress is None or last_note == [note]:
+            return  # unchanged notes (a poll that is still running) are not re-reported
+        last_note[:] = [note]
+        ctx.on_progress(run.failures + 1, REDACTOR.text(note))
 
     def result(status: str, message: str, outputs: Any, attempts: int) -> TaskResult:
         message = REDACTOR.text(message)
@@ -144,10 +161,17 @@ async def run_journaled(
     operation_id = row.operation_id if row is not None else None
     outer_ack = ctx.on_acknowledged
 
+    outer_progress = ctx.on_progress
+
     def acknowledged(op_id: str) -> None:
         journal.mark_acknowledged(key, op_id)
         if outer_ack is not None:
             outer_ack(op_id)
+
+    def progress(attempts: int, note: str) -> None:
+        journal.mark_progress(key, attempts=attempts, note=note)
+        if outer_progress is not None:
+            outer_progress(attempts, note)
 
     log = ctx.log
     opened = None
@@ -167,6 +191,7 @@ async def run_journaled(
                 ctx,
                 operation_id=ctx.operation_id or operation_id,
                 on_acknowledged=acknowledged,
+                on_progress=progress,
                 log=log,
             ),
             sleep=sleep,

@@ -208,11 +208,19 @@ def test_started_but_not_acknowledged_is_retried_with_the_same_key(
     t = task(
         name="create",
         type="http",
-        url=f"{api.url}/jobs?polls=1",
+        url=f"{api.url}/jobs?polls=1&fail=500",
         body={"password": "${params.token}"},
         poll={"interval": 0.02},
+        retry={"attempts": 3, "initialBackoff": 0.01},
     )
-    ctx = make_ctx(idempotency_key=key, plan_hash=PLAN, stage="s", point="work")
+    notes: list[tuple[int, str]] = []
+    ctx = make_ctx(
+        idempotency_key=key,
+        plan_hash=PLAN,
+        stage="s",
+        point="work",
+        on_progress=lambda attempts, note: notes.append((attempts, note)),
+    )
     with Journal.open(tmp_path) as journal:
         # a crash right after mark_started, before any answer
         journal.mark_started(
@@ -221,7 +229,12 @@ def test_started_but_not_acknowledged_is_retried_with_the_same_key(
         result = asyncio.run(run_journaled(journal, t, ctx, state_dir=tmp_path))
     assert result.ok, result.message
     posts = api.requests("POST", "/jobs")
-    assert [p.headers["Idempotency-Key"] for p in posts] == [key]
+    assert [p.headers["Idempotency-Key"] for p in posts] == [key, key]
+    assert notes[0][0] == 2 and "attempt 1 failed" in notes[0][1] and "500" in notes[0][1]
+    assert any("accepted" in note for _, note in notes[1:])
+    with Journal.open(tmp_path) as journal:
+        row = journal.task_state(key)
+        assert row is not None and row.attempts == 2 and row.progress
     assert_no_canary(tmp_path, result.to_json())
 
 

@@ -110,7 +110,7 @@ async def attempt(task: HttpTask, ctx: TaskContext, run: RunState) -> Outcome:
         content = None
         if task.body is not None:
             body = render(task.body, tvars, where="body", secrets="resolve")
-            content = json.dumps(body).encode()
+            content = json.dumps(body, default=str).encode()
             headers["Content-Type"] = "application/json"
         run.activity = f"calling {task.method} {shown_url}"
         response = await send(

@@ -176,7 +176,7 @@ async def run_journaled(
     log = ctx.log
     opened = None
     if state_dir is not None and log.path is None:
-        opened = log = TaskLog.open(
+        opened = log = await TaskLog.open_async(
             state_dir,
             ctx.plan_hash,
             ctx.resource_key,
@@ -198,6 +198,6 @@ async def run_journaled(
         )
     finally:
         if opened is not None:
-            opened.close()
+            await opened.aclose()
     journal.mark_finished(key, result)
     return result

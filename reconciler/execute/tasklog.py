@@ -6,20 +6,21 @@ and the status of a failed resource points at the file:
 
     <state_dir>/logs/<plan-hash[:12]>/<Kind>/<name>/<stage>/[<point>-]<task>.log
 
-A log is bounded (256 KiB by default): the first half is written through to the
-file as it comes; past it, only the latest bytes are kept (in memory, flushed to
-the file at most once a second and on close) behind a ``… N bytes elided …``
-marker. Every line goes through `REDACTOR.text` before it is stored. A resumed
+A log is bounded (256 KiB by default): the first half is written to the file as
+it comes (buffered, flushed at most once a second and on close); past it, only
+the latest bytes are kept, written behind the head and a ``… N bytes elided …``
+marker on each flush. Every line goes through `REDACTOR.text` before it is stored. A resumed
 task appends to its existing log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from reconciler.secrets import REDACTOR
 
@@ -51,7 +52,7 @@ class TaskLog:
         self._tail = bytearray()
         self._elided = 0
         self._dirty = False
-        self._last_flush = 0.0
+        self._last_flush = time.monotonic()
         self._file: IO[bytes] | None = None
         self._head_end = 0
         if path is not None:
@@ -83,8 +84,7 @@ class TaskLog:
         room = self._head_limit - self._head_end
         if room > 0 and not self._tail:
             head, data = data[:room], data[room:]
-            self._file.write(head)
-            self._file.flush()
+            self._file.write(head)  # buffered: flushed at most once a second, and on close
             self._head_end += len(head)
         if data:
             self._tail += data
@@ -92,9 +92,9 @@ class TaskLog:
             if excess > 0:
                 del self._tail[:excess]
                 self._elided += excess
-            self._dirty = True
-            if time.monotonic() - self._last_flush > 1.0:
-                self.flush()
+        self._dirty = True
+        if time.monotonic() - self._last_flush > 1.0:
+            self.flush()
 
     def event(self, text: str) -> None:
         """A timestamped line: what the runner did (requests, polls, decisions)."""
@@ -103,20 +103,31 @@ class TaskLog:
     def flush(self) -> None:
         if self._file is None or not self._dirty:
             return
-        self._file.seek(self._head_end)
-        self._file.truncate()
-        if self._elided:
-            self._file.write(f"\n… {self._elided} bytes elided …\n".encode())
-        self._file.write(self._tail)
+        if self._tail:
+            self._file.flush()
+            self._file.truncate(self._head_end)
+            if self._elided:
+                self._file.write(f"\n… {self._elided} bytes elided …\n".encode())
+            self._file.write(self._tail)
         self._file.flush()
         self._dirty = False
         self._last_flush = time.monotonic()
+
+    @classmethod
+    async def open_async(cls, *args: Any, **kwargs: Any) -> TaskLog:
+        """`open` off the event loop: creating directories and files can take a while."""
+        return await asyncio.to_thread(cls.open, *args, **kwargs)
 
     def close(self) -> None:
         if self._file is not None:
             self.flush()
             self._file.close()
             self._file = None
+
+    async def aclose(self) -> None:
+        """`close` off the event loop."""
+        if self._file is not None:
+            await asyncio.to_thread(self.close)
 
     def __enter__(self) -> TaskLog:
         return self

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from urllib.parse import quote
+
+import pytest
 
 from reconciler.execute import TaskLog, run_task
 from reconciler.execute.tasks.web import retry_after_seconds
@@ -176,3 +180,38 @@ def test_secure_param_refused_in_notify_message(api: ApiServer) -> None:
     assert not result.ok and "secure param 'token'" in result.message
     assert api.state.hooks == []
     assert_no_canary(result.to_json())
+
+
+def test_retry_after_of_429_and_202_is_honoured_seconds_and_http_date(api: ApiServer) -> None:
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    for hint, low, high in (("90", 90.0, 90.0), (quote(later), 110.0, 120.0)):
+        slept: list[float] = []
+
+        async def fake_sleep(seconds: float, slept: list[float] = slept) -> None:
+            slept.append(seconds)  # a clock, not a server mock: no real waiting
+
+        t = http_task(api, f"fail=429&ra={hint}", timeout=600)
+        result = asyncio.run(run_task(t, make_ctx(), sleep=fake_sleep))
+        assert result.ok, result.message
+        # once after the 429, once before polling the 202's Location: both as told
+        assert len(slept) == 2 and all(low <= s <= high for s in slept), slept
+
+
+def test_basic_auth_from_a_reference_is_sent_and_not_logged(
+    api: ApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_TEST_BASIC", "basic-pass-word")
+    t = task(
+        type="http",
+        method="GET",
+        url=f"{api.url}/status",
+        auth={"username": "${resource.name}", "password": "env:RECONCILER_TEST_BASIC"},
+    )
+    log = TaskLog.open(tmp_path, "p" * 64, "Machine/m1", "s", "get")
+    result = asyncio.run(run_task(t, make_ctx(log=log)))
+    log.close()
+    assert result.ok, result.message
+    token = base64.b64encode(b"m1:basic-pass-word").decode()
+    assert api.requests("GET", "/status")[0].headers["Authorization"] == f"Basic {token}"
+    text = Path(result.log_path or "").read_text()
+    assert token not in text and "basic-pass-word" not in text

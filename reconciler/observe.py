@@ -66,8 +66,8 @@ def resource_ref(resource: ResolvedResource) -> ResourceRef:
         name=resource.name,
         key=resource.key,
         declared=resource.declared(),
-        params=dict(resource.params),
-        labels=dict(resource.labels),
+        params=resource.params,  # resolved values are not mutated downstream: no copies
+        labels=resource.labels,
     )
 
 

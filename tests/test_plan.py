@@ -376,3 +376,45 @@ def test_plan_without_diff_input_is_the_same_as_compute_plan():
     d = pv.desired([a])
     seen = pv.observed(d, absent=[a.key])
     assert plan(d, diff(d, seen)) == compute_plan(d, seen)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_stages_are_the_whole_pipeline_or_a_suffix_of_it(scenario):
+    d, seen, last = scenario
+    for a in compute_plan(d, seen, last_applied=last).actions:
+        if a.key not in d.resources:
+            assert a.stages == ()
+            continue
+        pipeline = tuple(s.name for s in d.resources[a.key].stages)
+        if a.operation is Operation.CREATE:
+            assert a.stages == pipeline
+        elif a.operation is Operation.UPDATE:
+            assert a.stages and pipeline[-len(a.stages) :] == a.stages
+            stages = {s.name: s for s in d.resources[a.key].stages}
+            assert a.destructive == any(stages[s].destructive for s in a.stages)
+        else:
+            assert a.stages == ()
+
+
+SECRET = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, max_size=16)
+
+
+@settings(max_examples=100, deadline=None)
+@given(SECRET, SECRET)
+def test_secure_values_never_appear_in_plans_or_renderings(declared, observed):
+    from reconciler.render import render_markdown, render_text
+
+    stages = [("configure", ("params",), False), ("app", ("params.application",), False)]
+    r = pv.resource(
+        "a",
+        params={"pw": f"env:CANARY_{declared.upper()}", "application": "x"},
+        stages=stages,
+        secure=["pw"],
+    )
+    d = pv.desired([r])
+    observed = f"Canary-{observed}"  # distinctive: never part of ordinary plan text
+    seen = pv.observed(d, fields={r.key: {"params": {"pw": observed, "application": "y"}}})
+    p = compute_plan(d, seen)
+    for text in (p.to_json(), render_text(p), *render_markdown(p)):
+        assert observed not in text and f"CANARY_{declared.upper()}" not in text

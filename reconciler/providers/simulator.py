@@ -447,7 +447,7 @@ class SimulatorProvider:
                     request.idempotency_key,
                     ref.key,
                     request.action,
-                    _dumps(request.to_dict()),
+                    _dumps(REDACTOR.data(request.to_dict())),  # secrets never stored
                     now,
                     now + latency,
                     outcome,

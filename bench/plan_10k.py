@@ -22,7 +22,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def plan_once(
     desired: Desired,
     providers: dict[str, Any],
     last_applied: dict[str, LastApplied] | None = None,
-    previous: dict[str, int] | None = None,
+    previous: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[Plan, ObservedState]:
     seen = asyncio.run(observe(desired, providers, previous=previous))
     return compute_plan(desired, seen, last_applied=last_applied), seen

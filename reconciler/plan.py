@@ -309,9 +309,12 @@ def _plan_resource(
     if not acting:
         first = min(starts.values())
         stage = resource.stages[first].name if first < len(resource.stages) else "?"
+        harmful = [s.name for s in resource.stages[first:] if s.destructive]
+        warning = f", destructive: {', '.join(harmful)}" if harmful else ""
         reasons = (
             *(_describe(f, revision) for f in d.fields),
-            f"selfHeal is off: reported only (correcting it would re-run from stage {stage})",
+            f"selfHeal is off: reported only (correcting it would re-run from stage "
+            f"{stage}{warning})",
         )
         return dict(operation=Operation.REPORT_DRIFT, reasons=reasons, changes=changes, **common)
     start = min(starts[f.path] for f in acting)

@@ -92,6 +92,20 @@ def test_drift_is_reported_without_self_heal_and_corrected_with_it():
         assert "params.application drifted outside Git" in action.reasons[0]
 
 
+def test_reported_drift_warns_when_correcting_it_would_be_destructive():
+    r = pv.resource("a")
+    fields = pv.converged(r) | {"params": {"os": "esxi-8"}}
+    d = pv.desired([r])
+    action = only(
+        compute_plan(d, pv.observed(d, fields={r.key: fields}), last_applied={r.key: applied(r)})
+    )
+    assert action.operation is Operation.REPORT_DRIFT and not action.destructive
+    assert action.reasons[-1] == (
+        "selfHeal is off: reported only (correcting it would re-run from stage install-os, "
+        "destructive: install-os)"
+    )
+
+
 def test_in_sync_plan_is_empty_and_exits_zero():
     d = pv.desired([pv.resource("a"), pv.resource("b", kind="Instance", params={})])
     p = compute_plan(

@@ -432,3 +432,17 @@ def test_secure_values_never_appear_in_plans_or_renderings(declared, observed):
     p = compute_plan(d, seen)
     for text in (p.to_json(), render_text(p), *render_markdown(p)):
         assert observed not in text and f"CANARY_{declared.upper()}" not in text
+
+
+def test_a_plan_with_an_untrusted_provider_is_never_in_sync():
+    from reconciler.render import summary_line
+
+    d = pv.desired([pv.resource("a")])
+    seen = pv.observed(d)
+    seen = ObservedState(seen.observations, seen.owned, {"sim": "listing failed"})
+    p = compute_plan(d, seen)
+    assert p.actions == () and p.unknown_providers == ("sim",)
+    assert not p.in_sync and p.exit_code == 2
+    assert summary_line(p) == (
+        "Incomplete: provider(s) sim could not be trusted; nothing else to do."
+    )

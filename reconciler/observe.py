@@ -131,7 +131,10 @@ async def _observe_provider(
     )
     observations: dict[str, ObservationResult] = {}
     problem: str | None = None
-    for batch, result in zip(batches, results[:-1], strict=True):
+    for batch, answer in zip(batches, results[:-1], strict=True):
+        result = answer
+        if not isinstance(answer, BaseException | Mapping):
+            result = TypeError(f"observe answered a {type(answer).__name__}, not a mapping")
         if isinstance(result, BaseException):
             problem = _reason(result)
             for ref in batch:
@@ -150,8 +153,13 @@ async def _observe_provider(
     if isinstance(listed, BaseException):
         owned = None
         problem = problem or f"listing owned resources failed: {_reason(listed)}"
+    elif isinstance(listed, list | tuple):
+        owned = [o for o in listed if isinstance(o, OwnedResource)]
+        if len(owned) != len(listed):
+            owned, problem = None, problem or "listing owned resources answered non-resources"
     else:
-        owned = list(listed)
+        owned = None
+        problem = problem or f"listing owned resources answered a {type(listed).__name__}"
     return observations, owned, problem
 
 

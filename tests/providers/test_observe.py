@@ -193,3 +193,18 @@ def test_observe_desired_remembers_counts_between_runs(tmp_path):
     assert read_existing(tmp_path) == {"sim": frozenset(d.resources)}
     fresh = asyncio.run(observe_desired(d, state_dir=tmp_path, remember=False))
     assert all(o.exists is False for o in fresh.observations.values())
+
+
+def test_a_provider_answering_nonsense_is_unknown_not_a_crash():
+    d, a, _ = two_providers()
+
+    class Nonsense(FakeProvider):
+        async def observe(self, resources):
+            return [1, 2, 3]
+
+        async def list_owned(self):
+            return "everything"
+
+    seen = asyncio.run(observe(d, {"pa": Nonsense("pa"), "pb": FakeProvider("pb")}))
+    assert all(isinstance(seen.observations[r.key], ObservationUnknown) for r in a)
+    assert seen.unknown_providers["pa"] == "TypeError: observe answered a list, not a mapping"

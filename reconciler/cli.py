@@ -32,9 +32,18 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 
 
+EXIT_PENDING = 2
+
+
 class Output(StrEnum):
     text = "text"
     json = "json"
+
+
+class PlanOutput(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -156,6 +165,90 @@ def validate(
     result = _load_at_ref(path, ref) if ref else load_directory(path)
     _print_load_result(result, output)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+def _need_repo(settings: Settings) -> None:
+    if not settings.repo:
+        typer.echo(
+            "reconciler: no declared repository: give --repo URL|PATH or RECONCILER_REPO",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def plan(
+    ctx: typer.Context,
+    output: Annotated[PlanOutput, typer.Option(help="text, json or markdown")] = PlanOutput.text,
+    head: Annotated[
+        str | None, typer.Option(help="Branch or revision to plan [default: the tracked branch]")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option(help="Show only what HEAD adds to this branch or revision")
+    ] = None,
+    full_out: Annotated[
+        Path | None,
+        typer.Option(help="With markdown: write the full plan here when the summary is cut"),
+    ] = None,
+) -> None:
+    """Show what would change. Exit 0 in sync, 2 changes pending, 1 error."""
+    from reconciler.commands import plan_revisions
+
+    settings = _settings(ctx)
+    _need_repo(settings)
+    outcome = plan_revisions(settings, head=head, base=base)
+    if outcome.diagnostics:
+        for diagnostic in outcome.diagnostics:
+            typer.echo(str(diagnostic))
+        typer.echo(f"invalid: {outcome.error}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    if outcome.plan is None:
+        typer.echo(f"reconciler: {outcome.error}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    from reconciler.render import render_json, render_markdown, render_text
+
+    if output is PlanOutput.json:
+        typer.echo(render_json(outcome.plan))
+    elif output is PlanOutput.markdown:
+        summary, full = render_markdown(outcome.plan)
+        typer.echo(summary)
+        if full_out is not None:
+            full_out.write_text(full, encoding="utf-8")
+    else:
+        typer.echo(render_text(outcome.plan))
+    raise typer.Exit(outcome.plan.exit_code)
+
+
+@app.command()
+def apply(ctx: typer.Context) -> None:
+    """One full cycle: pull, plan, execute, write status back. Exit 0 ok, 1 failed."""
+    from reconciler.commands import run_apply
+
+    settings = _settings(ctx)
+    _need_repo(settings)
+    raise typer.Exit(run_apply(settings))
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    resource: Annotated[str | None, typer.Argument(help="KIND/NAME for one resource")] = None,
+    output: Annotated[Output, typer.Option(help="text or json")] = Output.text,
+) -> None:
+    """Resources and their conditions, as last committed to the status branch."""
+    from reconciler.commands import show_status
+
+    settings = _settings(ctx)
+    _need_repo(settings)
+    raise typer.Exit(show_status(settings, resource, as_json=output is Output.json))
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """The embedded default: sample-repo in a local Git repository, the simulator, one cycle."""
+    from reconciler.commands import run_demo
+
+    raise typer.Exit(run_demo(_settings(ctx)))
 
 
 @app.command()

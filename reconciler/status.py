@@ -84,6 +84,7 @@ class ResourceStatus(_Value):
     stages_done: tuple[str, ...] = ()
     last_applied_revision: str | None = None
     last_applied_fingerprint: str | None = None
+    last_applied_declared: dict[str, Any] | None = None
     drifted_since: datetime | None = None
     failure: Failure | None = None
     observed: dict[str, Any] = Field(default_factory=dict)

@@ -30,7 +30,8 @@ async def run_action(
     *,
     operation_id: str | None = None,
     on_acknowledged: Callable[[str], object] | None = None,
-    poll_interval: float = 1.0,
+    poll_interval: float = 0.05,
+    max_poll_interval: float = 2.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> dict[str, Any]:
     """Start `request` (or resume polling `operation_id` from the journal) until done.
@@ -39,7 +40,9 @@ async def run_action(
     succeeded; raises `PermanentError` when it failed or was cancelled. Errors of
     `start` and `poll` pass through (`TemporaryError` is retried by the caller with
     the same idempotency key, which never starts the action twice). The caller's
-    deadline bounds the polling (cancel this coroutine to stop it).
+    deadline bounds the polling (cancel this coroutine to stop it). Polls start
+    `poll_interval` apart and back off by half each time up to `max_poll_interval`:
+    quick operations are seen done soon, long ones cost few calls.
     """
     if operation_id is None:
         handle = await provider.start(request)
@@ -65,6 +68,7 @@ async def run_action(
                 f"(operation {handle.operation_id})"
             )
         await sleep(poll_interval)
+        poll_interval = min(poll_interval * 1.5, max_poll_interval)
 
 
 async def observe_one(provider: Provider, ref: ResourceRef) -> Mapping[str, Any]:

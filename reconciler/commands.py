@@ -1,0 +1,358 @@
+"""What each command does, behind `cli.py`'s flag parsing: plan, apply, status, demo.
+
+The outer edge next to the CLI: composes the flow's steps (source, load,
+observe, plan, controller) for one invocation and prints what people read. Each
+function returns the command's exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import structlog
+
+from reconciler.controller import Controller, CycleResult, last_applied, read_statuses
+from reconciler.desired import Desired
+from reconciler.errors import Diagnostic, ReconcilerError
+from reconciler.execute.journal import LeaseHeld
+from reconciler.observe import observe_desired
+from reconciler.plan import Plan, compute_plan, relative_to
+from reconciler.render import render_text, summary_line
+from reconciler.secrets import REDACTOR, redact_processor
+from reconciler.settings import Settings
+from reconciler.source import DeclaredSource, StatusWriter
+from reconciler.source.tree import load_revision
+
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    plan: Plan | None = None
+    diagnostics: tuple[Diagnostic, ...] = ()
+    error: str = ""
+
+
+def _desired_at(
+    source: DeclaredSource, ref: str
+) -> tuple[Desired | None, tuple[Diagnostic, ...], str]:
+    repo = source.repo
+    for candidate in (f"refs/heads/{ref}", ref):
+        try:
+            sha = str(repo.revparse_single(candidate).peel(pygit2.Commit).id)
+            break
+        except (KeyError, ValueError, pygit2.GitError):
+            continue
+    else:
+        return None, (), f"revision {ref!r} not found"
+    result = load_revision(repo, sha, lister=source.lister, cache=source.cache).result
+    if not result.ok:
+        return None, result.diagnostics, f"revision {sha[:12]} is invalid"
+    from dataclasses import replace
+
+    return replace(result.desired, revision=sha), (), ""
+
+
+def plan_revisions(settings: Settings, *, head: str | None, base: str | None) -> PlanOutcome:
+    """The plan of HEAD (the tracked branch by default) against what providers observe."""
+    source = DeclaredSource.from_settings(settings)
+    try:
+        source.mirror.fetch()
+    except ReconcilerError as exc:
+        if not source.mirror.exists:
+            return PlanOutcome(error=str(exc))
+    head_desired, diagnostics, error = _desired_at(source, head or settings.ref or settings.branch)
+    if head_desired is None:
+        return PlanOutcome(diagnostics=diagnostics, error=error)
+    applied = last_applied(read_statuses(source.repo, settings.status_branch))
+    state_dir = Path(settings.state_dir)
+    repository = REDACTOR.text(settings.repo or "")
+
+    def plan_of(desired: Desired) -> Plan:
+        observed = asyncio.run(observe_desired(desired, state_dir=state_dir, repository=repository))
+        return compute_plan(desired, observed, last_applied=applied)
+
+    head_plan = plan_of(head_desired)
+    if base is None:
+        return PlanOutcome(plan=head_plan)
+    base_desired, diagnostics, error = _desired_at(source, base)
+    if base_desired is None:
+        return PlanOutcome(diagnostics=diagnostics, error=f"base: {error}")
+    return PlanOutcome(plan=relative_to(head_plan, plan_of(base_desired)))
+
+
+# --- apply: one cycle, with progress ------------------------------------------------
+
+
+def _configure_logging(json_logs: bool) -> None:
+    processors: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_processor,
+    ]
+    processors.append(
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=processors,
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+class _Progress:
+    """On a terminal, a live display of resources, stages and tasks; otherwise JSON logs."""
+
+    def __init__(self) -> None:
+        self.interactive = sys.stderr.isatty()
+        _configure_logging(json_logs=not self.interactive)
+        self.log = structlog.get_logger("reconciler")
+        self._bar: Any = None
+        self._task: Any = None
+        self.total = 0
+        self.done = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        name = event.pop("event")
+        if name == "plan.started":
+            self.total = int(event.get("actions", 0))
+            if self.interactive and self.total:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+                self._bar = Progress(
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    transient=True,
+                )
+                self._task = self._bar.add_task("resources", total=self.total)
+                self._bar.start()
+        if self._bar is not None:
+            if name in ("resource.finished", "resource.skipped"):
+                self._bar.advance(self._task)
+            if name in ("stage.done", "resource.started"):
+                what = event.get("stage") or event.get("operation")
+                self._bar.update(self._task, description=f"{event.get('resource')}: {what}")
+            if name in ("task.failed", "resource.skipped"):
+                self._bar.console.print(f"  {name} {json.dumps(event, default=str)}")
+            if name == "plan.finished":
+                self._bar.stop()
+                self._bar = None
+        else:
+            self.log.info(name, **event)
+
+
+def _print_cycle(result: CycleResult) -> None:
+    source = result.source
+    if source.stale is not None:
+        print(f"source: {source.stale.reason}: {source.stale.message}", file=sys.stderr)
+        for diagnostic in source.diagnostics:
+            print(str(diagnostic), file=sys.stderr)
+    if result.resumed is not None:
+        print(f"resumed an unfinished plan ({len(result.resumed.outcomes)} resources)")
+    if result.execution is not None:
+        for outcome in result.execution.outcomes.values():
+            if outcome.result == "failed":
+                print(
+                    f"FAILED {outcome.key}: stage {outcome.failed_stage}, task "
+                    f"{outcome.failed_task}: {outcome.error}"
+                    + (f" (log: {outcome.log})" if outcome.log else "")
+                )
+            elif outcome.result == "skipped":
+                print(f"skipped {outcome.key}: {outcome.reason}")
+    counts: dict[str, int] = {}
+    for status in result.statuses.values():
+        counts[status.phase] = counts.get(status.phase, 0) + 1
+    shown = ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) or "no resources"
+    print(f"resources: {shown}")
+    if result.written is not None and result.written.commit:
+        print(f"status committed: {result.written.commit[:12]} on {result.written.branch}")
+    elif result.written is not None:
+        print(f"status unchanged: no commit on {result.written.branch}")
+
+
+def run_apply(settings: Settings, *, quiet: bool = False) -> int:
+    try:
+        show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
+        with Controller(settings, on_event=_Progress(), on_plan=show_plan) as controller:
+            result = asyncio.run(controller.cycle())
+    except LeaseHeld as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not quiet:
+        _print_cycle(result)
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> int:
+    source = DeclaredSource.from_settings(settings)
+    try:
+        source.mirror.fetch()
+    except ReconcilerError as exc:
+        if not source.mirror.exists:
+            print(f"reconciler: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"warning: showing the last fetched status: {exc}", file=sys.stderr)
+    statuses = read_statuses(
+        source.repo, StatusWriter.from_settings(source.mirror, settings).branch
+    )
+    if resource is not None:
+        found = statuses.get(resource)
+        if found is None:
+            print(f"reconciler: no status for {resource}", file=sys.stderr)
+            return EXIT_ERROR
+        if as_json:
+            print(json.dumps(found.model_dump(mode="json", by_alias=True), indent=2))
+        else:
+            print(found.to_yaml(), end="")
+        return EXIT_OK
+    if as_json:
+        data = {k: s.model_dump(mode="json", by_alias=True) for k, s in sorted(statuses.items())}
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("RESOURCE", "PHASE", "READY", "REASON", "STAGE", "MESSAGE", box=None)
+    for key, status in sorted(statuses.items()):
+        ready = status.condition("Ready")
+        table.add_row(
+            key,
+            status.phase,
+            ready.status if ready else "-",
+            ready.reason if ready else "-",
+            status.stage_reached or "-",
+            (ready.message if ready else "")[:80],
+        )
+    Console(width=200).print(table)
+    return EXIT_OK
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
+DEMO_SINK_PORT = 8099
+DEMO_SECRETS = {
+    "INFRA_HOOK_SECRET": "demo-infra-hook-secret",
+    "CHATOPS_HOOK_SECRET": "demo-chatops-hook-secret",
+    "CMDB_TOKEN": "demo-cmdb-token",
+    "R01_ROOT_PASSWORD": "demo-root-password",
+}
+
+
+def commit_directory(bare: Path, source: Path, message: str) -> str:
+    """Make `bare` a repository whose `main` holds the files of `source` (one commit)."""
+    repo = pygit2.init_repository(str(bare), bare=True, initial_head="main")
+    builder_cache: dict[str, Any] = {}
+
+    def tree_of(folder: Path) -> pygit2.Oid:
+        builder = repo.TreeBuilder()
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith(".") and entry.name != ".reconcilerignore":
+                continue
+            if entry.is_dir():
+                builder.insert(entry.name, tree_of(entry), pygit2.enums.FileMode.TREE)
+            elif entry.is_file():
+                blob = repo.create_blob(entry.read_bytes())
+                builder.insert(entry.name, blob, pygit2.enums.FileMode.BLOB)
+        builder_cache[str(folder)] = True
+        return builder.write()
+
+    signature = pygit2.Signature("reconciler demo", "demo@localhost")
+    oid = repo.create_commit("refs/heads/main", signature, signature, message, tree_of(source), [])
+    return str(oid)
+
+
+class _DemoSink(BaseHTTPRequestHandler):
+    """Stands in for your chat webhook and CMDB during the demo: accepts and prints."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path.startswith("/cmdb/") and self.command in ("PUT", "POST"):
+            self.send_response(202)
+            self.send_header("Location", f"http://127.0.0.1:{DEMO_SINK_PORT}/operations/cmdb")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            payload = b'{"status": "succeeded"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        if self.path.startswith("/hooks/"):
+            try:
+                message = json.loads(body or b"{}").get("message", "")
+            except ValueError:
+                message = ""
+            print(f"  [demo webhook {self.path}] {message}", file=sys.stderr)
+
+    do_GET = do_PUT = do_POST = _answer
+
+    def log_message(self, *_args: Any) -> None:
+        return
+
+
+@contextmanager
+def demo_sink() -> Iterator[None]:
+    server = ThreadingHTTPServer(("127.0.0.1", DEMO_SINK_PORT), _DemoSink)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_demo(settings: Settings) -> int:
+    """sample-repo in a local Git repository, the simulator, one full cycle, shown."""
+    state_dir = Path(settings.state_dir)
+    remote = state_dir / "demo" / "infra.git"
+    if not (remote / "HEAD").exists():
+        remote.parent.mkdir(parents=True, exist_ok=True)
+        sha = commit_directory(remote, SAMPLE_REPO, "Declare the sample fleet")
+        print(f"demo: made {remote} from sample-repo/ (main at {sha[:12]})")
+    else:
+        print(f"demo: using {remote} (edit it with git clone/push to try changes)")
+    for name, value in DEMO_SECRETS.items():
+        os.environ.setdefault(name, value)
+    demo_settings = settings.model_copy(update={"repo": str(remote.resolve())})
+    try:
+        with demo_sink():
+            code = run_apply(demo_settings)
+    except OSError as exc:
+        print(
+            f"demo: cannot listen on 127.0.0.1:{DEMO_SINK_PORT} for the demo webhooks: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    print(f"demo: status branch {settings.status_branch} of {remote}")
+    print(f"demo: see it with: git --git-dir {remote} log --stat {settings.status_branch}")
+    print(
+        "demo: drift a machine by hand: python -m reconciler.providers.simulator drift "
+        f"--state-dir {state_dir} Machine/r01-node02 params.os '\"rhel-9\"'"
+    )
+    return code
+
+
+__all__ = ["plan_revisions", "run_apply", "run_demo", "show_status", "summary_line"]

@@ -1,0 +1,368 @@
+"""The controller: one reconcile cycle as a short list of steps, the flow end to end.
+
+    pull -> load (last good revision stays in force) -> resume an unfinished plan
+    -> observe -> diff + plan -> execute -> observe what changed -> status -> one commit
+
+Each step is a module of its own; this file only chains them and owns the
+long-lived pieces (mirror, parse cache, journal, lease). `reconciler apply` runs
+one cycle; `reconciler run` (later) schedules cycles and serves the HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import yaml
+
+from reconciler.desired import Desired
+from reconciler.diff import Diff, LastApplied, diff
+from reconciler.execute.engine import EventSink, ExecutionResult, Executor
+from reconciler.execute.journal import Journal, Lease
+from reconciler.observe import ObservedState, observe
+from reconciler.plan import Plan, plan
+from reconciler.providers import open_providers
+from reconciler.providers.base import Provider
+from reconciler.render import summary_line
+from reconciler.report import (
+    STATUS_DIR,
+    ControllerStatus,
+    CycleReport,
+    build_report,
+)
+from reconciler.secrets import REDACTOR
+from reconciler.settings import Settings
+from reconciler.source import DeclaredSource, SourceResult, StatusWriter
+from reconciler.source.writeback import WriteResult
+from reconciler.status import Condition, ResourceStatus, set_condition
+from reconciler.transitions import audit_records, controller_conditions, next_statuses
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one cycle did: for the CLI's exit code and summary, and the API's operations."""
+
+    source: SourceResult
+    plan: Plan | None = None
+    execution: ExecutionResult | None = None
+    statuses: Mapping[str, ResourceStatus] = field(default_factory=dict)
+    written: WriteResult | None = None
+    report: CycleReport | None = None
+    resumed: ExecutionResult | None = None
+    resumed_revision: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        if self.source.revision is None:
+            return False
+        failed = self.execution.failed if self.execution else []
+        return not failed and not (self.resumed and self.resumed.failed)
+
+
+def status_tree(repo: pygit2.Repository, branch: str) -> pygit2.Tree | None:
+    """The tree of the status branch's tip in the mirror, or None before the first commit."""
+    try:
+        return repo.revparse_single(f"refs/heads/{branch}").peel(pygit2.Commit).tree
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+
+
+def read_statuses(repo: pygit2.Repository, branch: str) -> dict[str, ResourceStatus]:
+    """Every resource status on the status branch (what was last applied, and since when)."""
+    tree = status_tree(repo, branch)
+    if tree is None or STATUS_DIR not in tree:
+        return {}
+    statuses: dict[str, ResourceStatus] = {}
+    for kind_entry in repo[tree[STATUS_DIR].id]:
+        if kind_entry.type_str != "tree":
+            continue
+        for entry in repo[kind_entry.id]:
+            if not entry.name.endswith(".yaml"):
+                continue
+            try:
+                status = ResourceStatus.from_yaml(repo[entry.id].data.decode())
+            except Exception:  # a status file edited by hand is not worth failing a cycle over
+                continue
+            statuses[status.key] = status
+    return statuses
+
+
+def read_controller_conditions(repo: pygit2.Repository, branch: str) -> tuple[Condition, ...]:
+    tree = status_tree(repo, branch)
+    path = f"{STATUS_DIR}/controller.yaml"
+    try:
+        data = yaml.safe_load(repo[tree[path].id].data) if tree is not None else None
+        return tuple(Condition.model_validate(c) for c in (data or {}).get("conditions", []))
+    except (KeyError, ValueError, yaml.YAMLError):
+        return ()
+
+
+def last_applied(statuses: Mapping[str, ResourceStatus]) -> dict[str, LastApplied]:
+    return {
+        key: LastApplied(
+            fingerprint=s.last_applied_fingerprint,
+            declared=s.last_applied_declared or {},
+            revision=s.last_applied_revision,
+        )
+        for key, s in statuses.items()
+        if s.last_applied_fingerprint
+    }
+
+
+def subset(desired: Desired, keys: set[str]) -> Desired:
+    return dataclasses.replace(
+        desired, resources={k: r for k, r in desired.resources.items() if k in keys}
+    )
+
+
+class Controller:
+    """The long-lived pieces of a controller over one state directory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_event: EventSink | None = None,
+        on_plan: Callable[[Plan], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.state_dir = Path(settings.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.lease = Lease.acquire(self.state_dir, holder="reconciler")
+        self.source = DeclaredSource.from_settings(settings)
+        self.writer = StatusWriter.from_settings(self.source.mirror, settings)
+        self.journal = Journal.open(self.state_dir)
+        self.on_event = on_event
+        self.on_plan = on_plan
+        self.clock = clock
+        self.existing: dict[str, int] = {}
+        self._executor: Executor | None = None
+        self.last: CycleResult | None = None
+
+    def close(self) -> None:
+        self.journal.close()
+        self.lease.release()
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def repository(self) -> str:
+        return REDACTOR.text(self.settings.repo or "")
+
+    def request_stop(self, reason: str) -> None:
+        if self._executor is not None:
+            self._executor.request_stop(reason)
+
+    # --- the steps ---------------------------------------------------------------
+
+    def pull(self) -> SourceResult:
+        return self.source.poll()
+
+    def statuses(self) -> dict[str, ResourceStatus]:
+        return read_statuses(self.source.repo, self.writer.branch)
+
+    async def observe(
+        self, desired: Desired, providers: Mapping[str, Provider], failed: Mapping[str, str]
+    ) -> ObservedState:
+        observed = await observe(desired, providers, previous=self.existing, unavailable=failed)
+        self.existing.update(observed.existing)
+        return observed
+
+    def plan(
+        self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
+    ) -> tuple[Diff, Plan]:
+        found = diff(desired, observed, last_applied=last_applied(previous))
+        return found, plan(desired, found, unknown_providers=observed.unknown_providers)
+
+    async def execute(
+        self,
+        plan_value: Plan,
+        desired: Desired,
+        providers: Mapping[str, Provider],
+        *,
+        execution: str | None = None,
+    ) -> ExecutionResult:
+        self._executor = Executor(
+            journal=self.journal,
+            providers=providers,
+            desired=desired,
+            state_dir=self.state_dir,
+            on_event=self.on_event,
+            clock=self.clock,
+        )
+        try:
+            return await self._executor.execute(plan_value, execution=execution)
+        finally:
+            self._executor = None
+
+    async def resume(self) -> tuple[ExecutionResult, str | None] | None:
+        """An unfinished plan from before a crash runs to its end before anything new."""
+        unfinished = self.journal.unfinished_plan()
+        if unfinished is None:
+            return None
+        old = Plan.from_json(unfinished.plan_json)
+        desired = self.desired_at(old.revision) if old.revision else None
+        if desired is None:
+            self.journal.supersede_plan(
+                unfinished.plan_hash, "its revision can no longer be loaded"
+            )
+            return None
+        providers, _failed = open_providers(
+            desired.providers, state_dir=self.state_dir, repository=self.repository
+        )
+        try:
+            done = await self.execute(old, desired, providers, execution=unfinished.plan_hash)
+        finally:
+            await _close(providers)
+        return done, old.revision
+
+    def desired_at(self, sha: str) -> Desired | None:
+        from reconciler.source.tree import load_revision
+
+        try:
+            loaded = load_revision(
+                self.source.repo, sha, lister=self.source.lister, cache=self.source.cache
+            )
+        except Exception:
+            return None
+        return loaded.result.desired
+
+    # --- one cycle -------------------------------------------------------------------
+
+    async def cycle(self, *, execute: bool = True) -> CycleResult:
+        source = await asyncio.to_thread(self.pull)
+        now = self.clock()
+        previous = await asyncio.to_thread(self.statuses)
+        resumed = await self.resume() if execute else None
+        base = CycleResult(
+            source=source,
+            resumed=resumed[0] if resumed else None,
+            resumed_revision=resumed[1] if resumed else None,
+        )
+        if source.load is None or source.load.desired is None:
+            result = base
+            return await self._write(result, None, previous, None, None, now)
+        desired = dataclasses.replace(
+            source.load.desired, revision=source.revision.sha if source.revision else None
+        )
+        providers, failed = open_providers(
+            desired.providers, state_dir=self.state_dir, repository=self.repository
+        )
+        try:
+            observed = await self.observe(desired, providers, failed)
+            found, plan_value = self.plan(desired, observed, previous)
+            if self.on_plan is not None:
+                self.on_plan(plan_value)
+            execution = None
+            if execute and any(a.runnable for a in plan_value.actions):
+                execution = await self.execute(plan_value, desired, providers)
+                touched = {k for k, o in execution.outcomes.items() if o.tasks}
+                if touched:
+                    after = await observe(subset(desired, touched), providers, previous={})
+                    observed = dataclasses.replace(
+                        observed,
+                        observations={**observed.observations, **after.observations},
+                    )
+        finally:
+            await _close(providers)
+        result = dataclasses.replace(base, plan=plan_value, execution=execution)
+        return await self._write(result, desired, previous, found, observed, now)
+
+    async def _write(
+        self,
+        result: CycleResult,
+        desired: Desired | None,
+        previous: Mapping[str, ResourceStatus],
+        found: Diff | None,
+        observed: ObservedState | None,
+        now: datetime,
+    ) -> CycleResult:
+        source = result.source
+        statuses = dict(previous)
+        drift: list[Any] = []
+        if desired is not None and found is not None and result.plan is not None:
+            statuses, drift = next_statuses(
+                desired=desired,
+                previous=previous,
+                diff=found,
+                plan=result.plan,
+                execution=result.execution,
+                observed=observed,
+                now=now,
+            )
+        controller = ControllerStatus(
+            repository=self.repository,
+            branch=self.settings.branch,
+            revision=source.revision.sha if source.revision else None,
+            conditions=controller_conditions(
+                source,
+                previous_conditions=read_controller_conditions(
+                    self.source.repo, self.writer.branch
+                ),
+                now=now,
+            ),
+            invalid_revision=source.head.sha if source.diagnostics and source.head else None,
+            errors=tuple(str(d) for d in source.diagnostics),
+        )
+        author = None
+        if source.revision is not None:
+            author = f"{source.revision.author_name} <{source.revision.author_email}>"
+        audit = audit_records(result.execution, revision=controller.revision, author=author)
+        if result.resumed is not None:
+            audit = (
+                audit_records(
+                    result.resumed,
+                    revision=result.resumed_revision
+                    if hasattr(result, "resumed_revision")
+                    else None,
+                    author=None,
+                )
+                + audit
+            )
+        report = build_report(
+            controller=controller,
+            statuses=statuses,
+            drift=drift,
+            audit=audit,
+            plan_hash=result.execution.plan_hash
+            if result.execution
+            else (result.plan.content_hash if result.plan else None),
+            plan_summary=summary_line(result.plan)
+            if result.plan
+            else "No plan: no declared revision is in force.",
+            author=author,
+            now=now,
+        )
+        written = await asyncio.to_thread(
+            self.writer.write,
+            report.files,
+            message=report.message,
+            trailers=report.trailers,
+            replaced=report.managed_prefixes,
+        )
+        if source.revision is not None:
+            await asyncio.to_thread(self.source.mark_reconciled, source.revision.sha)
+        final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
+        self.last = final
+        return final
+
+
+async def _close(providers: Mapping[str, Provider]) -> None:
+    for provider in providers.values():
+        with contextlib.suppress(Exception):  # closing must never hide the cycle's result
+            await provider.close()
+
+
+__all__ = ["Controller", "CycleResult", "read_statuses", "set_condition"]

@@ -1,0 +1,365 @@
+"""The executor: runs a Plan's actions — step 6 of the flow, the orchestration half.
+
+Sits on `runners.run_journaled` (one task, crash-safe) and drives a whole plan:
+
+- each resource's stages run in order, each stage's task lists in run order
+  (pre-notify, pre-process, classify, work, post-process, validate, post-notify);
+  a stage is done only when its validate tasks pass; a failed task stops that
+  resource's pipeline and nothing else;
+- `dependsOn` is respected per resource: a resource starts when every resource
+  it depends on that is in the plan has succeeded (a stronger, faster form of
+  the plan's waves); when one failed, its dependents are skipped, not run;
+- concurrency is bounded globally and per provider (the Provider's
+  `limits.concurrency`), counted in tasks in flight, long waits included;
+- destructive actions run only inside the policy's change windows;
+- every task's idempotency key is derived from (execution id, resource, stage,
+  point, task), so a restart after `kill -9` resumes: finished tasks are not run
+  again, started ones are retried with the same key (providers deduplicate it);
+- `request_stop()` stops at a task boundary (SIGTERM, or a newer revision
+  superseding this plan): running tasks finish, nothing new starts.
+
+The results are values (`ExecutionResult`) for `report` to turn into status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
+from reconciler.execute.context import TaskContext, TaskResult
+from reconciler.execute.journal import Journal, idempotency_key
+from reconciler.execute.runners import run_journaled
+from reconciler.model.kinds import ChangeWindow
+from reconciler.model.tasks import ProviderActionTask, Task
+from reconciler.observe import resource_ref
+from reconciler.plan import Operation, Plan, PlannedAction
+from reconciler.providers.base import ActionRequest, Provider, ResourceRef
+from reconciler.providers.operations import observe_one, run_action
+from reconciler.secrets import REDACTOR
+
+ResultKind = Literal["succeeded", "failed", "skipped"]
+EventSink = Callable[[dict[str, Any]], None]
+
+DECOMMISSION_TASK = ProviderActionTask(
+    name="decommission", type="provider", action="decommission", timeout=3600.0
+)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task that ran (or whose earlier result was taken from the journal)."""
+
+    stage: str
+    point: str
+    task: str
+    result: str
+    message: str
+    started: str
+    finished: str
+    operation_id: str | None = None
+    log: str | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class ResourceOutcome:
+    key: str
+    operation: str
+    result: ResultKind
+    stages_done: tuple[str, ...] = ()
+    failed_stage: str | None = None
+    failed_task: str | None = None
+    error: str | None = None
+    log: str | None = None
+    reason: str = ""
+    tasks: tuple[TaskRecord, ...] = ()
+    started: str = ""
+    finished: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    execution_id: str
+    plan_hash: str
+    outcomes: Mapping[str, ResourceOutcome]
+    stopped: str | None = None
+    """Why execution stopped early (SIGTERM, superseded), or None when it ran to the end."""
+
+    @property
+    def failed(self) -> list[ResourceOutcome]:
+        return [o for o in self.outcomes.values() if o.result == "failed"]
+
+
+def execution_id(plan: Plan, started: str) -> str:
+    """Names one execution of a plan: the same plan run again later is a new execution
+    (its tasks run again), while a resumed one keeps its id (its tasks do not)."""
+    return hashlib.sha256(f"{plan.content_hash}|{started}".encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def in_change_window(windows: tuple[ChangeWindow, ...] | list[ChangeWindow], now: datetime) -> bool:
+    """True when there are no windows, or `now` falls inside one of them."""
+    if not windows:
+        return True
+    for window in windows:
+        local = now.astimezone(ZoneInfo(window.timezone))
+        day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
+        minute = local.hour * 60 + local.minute
+        start = int(window.start[:2]) * 60 + int(window.start[3:])
+        end = int(window.end[:2]) * 60 + int(window.end[3:])
+        if day in window.days and start <= minute < end:
+            return True
+    return False
+
+
+@dataclass
+class Executor:
+    """Runs plans against open providers, journaling every task in `journal`."""
+
+    journal: Journal
+    providers: Mapping[str, Provider]
+    desired: Desired
+    state_dir: Path
+    repo_dir: Path | None = None
+    concurrency: int = 200
+    on_event: EventSink | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _stop: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """Start nothing new; tasks in flight finish and are journaled."""
+        self._stop = reason
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(REDACTOR.data({"event": event, **fields}))
+
+    async def execute(self, plan: Plan, *, execution: str | None = None) -> ExecutionResult:
+        """Run every runnable action of `plan`; `execution` resumes a journaled run."""
+        if execution is None:
+            execution = execution_id(plan, _now())
+            self.journal.record_plan(execution, plan.revision, plan.to_json())
+        actions = [a for a in plan.actions if a.runnable]
+        self._emit("plan.started", execution=execution, actions=len(actions))
+        global_limit = asyncio.Semaphore(self.concurrency)
+        provider_limits = {
+            name: asyncio.Semaphore(spec.spec.limits.concurrency)
+            for name, spec in self.desired.providers.items()
+        }
+        done: dict[str, asyncio.Event] = {a.key: asyncio.Event() for a in actions}
+        outcomes: dict[str, ResourceOutcome] = {}
+        limits = httpx.Limits(max_connections=self.concurrency)
+        async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
+            run = _Run(self, plan, execution, global_limit, provider_limits, client)
+
+            async def one(action: PlannedAction) -> None:
+                try:
+                    outcomes[action.key] = await run.resource(action, done, outcomes)
+                finally:
+                    done[action.key].set()
+
+            await asyncio.gather(*(one(a) for a in actions))
+        stopped = self._stop
+        if stopped:
+            self.journal.supersede_plan(execution, stopped)
+        else:
+            self.journal.finish_plan(execution)
+        self._emit(
+            "plan.finished",
+            execution=execution,
+            succeeded=sum(o.result == "succeeded" for o in outcomes.values()),
+            failed=sum(o.result == "failed" for o in outcomes.values()),
+            skipped=sum(o.result == "skipped" for o in outcomes.values()),
+            stopped=stopped,
+        )
+        return ExecutionResult(
+            execution, plan.content_hash, dict(sorted(outcomes.items())), stopped
+        )
+
+
+@dataclass
+class _Run:
+    """The state of one execution, shared by its resources' coroutines."""
+
+    executor: Executor
+    plan: Plan
+    execution: str
+    global_limit: asyncio.Semaphore
+    provider_limits: Mapping[str, asyncio.Semaphore]
+    client: httpx.AsyncClient
+
+    async def resource(
+        self,
+        action: PlannedAction,
+        done: Mapping[str, asyncio.Event],
+        outcomes: Mapping[str, ResourceOutcome],
+    ) -> ResourceOutcome:
+        ex = self.executor
+        for dep in action.depends_on:
+            if dep in done:
+                await done[dep].wait()
+                if outcomes[dep].result != "succeeded":
+                    return self._skipped(action, f"dependency {dep} did not succeed")
+        if ex._stop:
+            return self._skipped(action, f"not started: {ex._stop}")
+        policy = ex.desired.policy
+        if action.destructive and not in_change_window(policy.change_windows, ex.clock()):
+            return self._skipped(action, "destructive action waits for a change window")
+        provider = ex.providers.get(action.provider)
+        if provider is None:
+            return ResourceOutcome(
+                key=action.key,
+                operation=action.operation.value,
+                result="failed",
+                error=f"provider {action.provider!r} is not available",
+                reason="ProviderUnavailable",
+            )
+        started = _now()
+        ex._emit("resource.started", resource=action.key, operation=action.operation.value)
+        resolved = ex.desired.resources.get(action.key)
+        if action.operation is Operation.DECOMMISSION or resolved is None:
+            plan_stages: list[tuple[str, str, Task]] = [("decommission", "work", DECOMMISSION_TASK)]
+            ref = ResourceRef(kind=action.kind, name=action.name, key=action.key)
+        else:
+            by_name = {s.name: s for s in resolved.stages}
+            plan_stages = [
+                (stage, point, task)
+                for stage in action.stages
+                for point in TASK_POINTS
+                for task in by_name[stage].tasks[point]
+            ]
+            ref = resource_ref(resolved)
+        records: list[TaskRecord] = []
+        stages_done: list[str] = []
+        for index, (stage, point, task) in enumerate(plan_stages):
+            if ex._stop:
+                return self._finish(
+                    action, "skipped", started, records, stages_done, reason=f"stopped: {ex._stop}"
+                )
+            result, began = await self._task(action, resolved, ref, provider, stage, point, task)
+            records.append(
+                TaskRecord(
+                    stage=stage,
+                    point=point,
+                    task=task.name,
+                    result=result.status,
+                    message=result.message,
+                    started=began,
+                    finished=_now(),
+                    operation_id=result.operation_id,
+                    log=result.log_path,
+                    attempts=result.attempts,
+                )
+            )
+            if not result.ok:
+                ex._emit(
+                    "task.failed",
+                    resource=action.key,
+                    stage=stage,
+                    task=task.name,
+                    error=result.message,
+                )
+                return self._finish(
+                    action,
+                    "failed",
+                    started,
+                    records,
+                    stages_done,
+                    failed=(stage, task.name, result.message, result.log_path),
+                )
+            last_of_stage = index + 1 == len(plan_stages) or plan_stages[index + 1][0] != stage
+            if last_of_stage:
+                stages_done.append(stage)
+                ex._emit("stage.done", resource=action.key, stage=stage)
+        return self._finish(action, "succeeded", started, records, stages_done)
+
+    def _skipped(self, action: PlannedAction, reason: str) -> ResourceOutcome:
+        self.executor._emit("resource.skipped", resource=action.key, reason=reason)
+        return ResourceOutcome(
+            key=action.key, operation=action.operation.value, result="skipped", reason=reason
+        )
+
+    def _finish(
+        self,
+        action: PlannedAction,
+        result: ResultKind,
+        started: str,
+        records: list[TaskRecord],
+        stages_done: list[str],
+        *,
+        failed: tuple[str, str, str, str | None] | None = None,
+        reason: str = "",
+    ) -> ResourceOutcome:
+        self.executor._emit("resource.finished", resource=action.key, result=result)
+        return ResourceOutcome(
+            key=action.key,
+            operation=action.operation.value,
+            result=result,
+            stages_done=tuple(stages_done),
+            failed_stage=failed[0] if failed else None,
+            failed_task=failed[1] if failed else None,
+            error=failed[2] if failed else None,
+            log=failed[3] if failed else None,
+            reason=reason,
+            tasks=tuple(records),
+            started=started,
+            finished=_now(),
+        )
+
+    async def _task(
+        self,
+        action: PlannedAction,
+        resolved: ResolvedResource | None,
+        ref: ResourceRef,
+        provider: Provider,
+        stage: str,
+        point: str,
+        task: Task,
+    ) -> tuple[TaskResult, str]:
+        ex = self.executor
+        key = idempotency_key(self.execution, action.key, stage, task.name, point=point)
+
+        async def provider_action(
+            name: str, args: Mapping[str, Any], idem: str
+        ) -> Mapping[str, Any]:
+            request = ActionRequest(action=name, resource=ref, idempotency_key=idem, args=args)
+            return await run_action(provider, request)
+
+        async def observe() -> Mapping[str, Any]:
+            return await observe_one(provider, ref)
+
+        ctx = TaskContext(
+            resource_key=action.key,
+            resource_kind=action.kind,
+            resource_name=action.name,
+            idempotency_key=key,
+            params=dict(resolved.params) if resolved else {},
+            secure_params=resolved.secure_params if resolved else frozenset(),
+            plan_hash=self.execution,
+            stage=stage,
+            point=point,
+            repo_dir=ex.repo_dir,
+            provider_action=provider_action,
+            observe=observe,
+            http_client=self.client,
+        )
+        limit = self.provider_limits.get(action.provider)
+        async with self.global_limit:
+            if limit is None:
+                began = _now()
+                return await run_journaled(ex.journal, task, ctx, state_dir=ex.state_dir), began
+            async with limit:
+                began = _now()
+                return await run_journaled(ex.journal, task, ctx, state_dir=ex.state_dir), began

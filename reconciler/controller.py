@@ -60,7 +60,8 @@ class CycleResult:
 
     @property
     def ok(self) -> bool:
-        if self.source.revision is None:
+        """The head was applied: no stale source, nothing failed (what `apply` exits on)."""
+        if self.source.revision is None or self.source.stale is not None:
             return False
         failed = self.execution.failed if self.execution else []
         return not failed and not (self.resumed and self.resumed.failed)

@@ -13,9 +13,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from providers_real.servers import (
+    AWS_SECRET,
     BMC_PASSWORD,
     BMC_USER,
     DRIVES,
@@ -68,3 +70,28 @@ def sushy_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's EC2 API (and the rest of AWS) in server mode on 127.0.0.1, one per session."""
+    pytest.importorskip("boto3", reason="pip install boto3 (the test extra)")
+    server_module = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ec2_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The moto server emptied for this test, and dummy AWS credentials in the environment."""
+    httpx.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
+    monkeypatch.setenv("TEST_AWS_KEY", "AKIATESTTESTTEST")
+    monkeypatch.setenv("TEST_AWS_SECRET", AWS_SECRET)
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_server

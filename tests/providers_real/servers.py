@@ -14,6 +14,8 @@ import httpx
 BMC_USER = "admin"
 BMC_PASSWORD = "canary-Bmc-Pass-7f3a9"
 """A canary: it must never appear in an observation, a status, an error or a log line."""
+AWS_SECRET = "canary-Aws-Secret-2c81d"
+"""Another canary, for the EC2 provider."""
 
 SYSTEMS = [
     {

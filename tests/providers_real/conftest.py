@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from providers_real.servers import (
+from .servers import (
     AWS_SECRET,
     BMC_PASSWORD,
     BMC_USER,

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from providers_real.servers import AWS_SECRET
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
@@ -25,6 +24,8 @@ from reconciler.providers.base import (
     ProviderContext,
     ResourceRef,
 )
+
+from .servers import AWS_SECRET
 
 boto3 = pytest.importorskip("boto3", reason="pip install boto3 (the test extra)")
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from providers_real.servers import BMC_PASSWORD, BMC_USER, SYSTEMS
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model.kinds import ProviderSpec, Tls
 from reconciler.providers.base import (
@@ -28,6 +27,8 @@ from reconciler.providers.base import (
     ProviderContext,
     ResourceRef,
 )
+
+from .servers import BMC_PASSWORD, BMC_USER, SYSTEMS
 
 pytest.importorskip("sushy", reason="pip install sushy (the test extra)")
 
@@ -112,6 +113,7 @@ def test_finds_systems_by_id_uuid_mac_or_name_and_reads_inventory(
     json.dumps({k: v.to_dict() for k, v in seen.items()})  # a stable JSON form
 
 
+@pytest.mark.slow
 def test_set_boot_pxe_then_power_on_is_polled_across_a_restart_and_outside_changes_show(
     sushy_emulator: str, tmp_path: Path, bmc_env: None
 ) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from providers_real.widget_api import WidgetApi, serve
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
@@ -24,6 +23,8 @@ from reconciler.providers.base import (
     ResourceRef,
 )
 from reconciler.providers.rest import RestProvider, select
+
+from .widget_api import WidgetApi, serve
 
 TOKEN = "canary-Api-Token-91be4"
 

@@ -1,0 +1,334 @@
+"""Diff: declared against observed, per resource — step 4 of the flow, pure.
+
+Takes the loader's `Desired`, observation's `ObservedState` and what was last
+applied per resource; returns a `Diff` of frozen values. No I/O, no clock.
+
+Desired and observed are first *paired* (a declared resource not found is
+`missing`; an owned one no longer declared is `orphaned`; one whose provider could
+not say is `unknown`), then compared. Only the fields some stage of the
+resource's pipeline *converges* are compared (`params.os`, `size`, `power`…):
+those are the fields the controller can bring to their declared value; the rest
+of the declared state is input to tasks, not observable state. Each difference
+says its cause: `git` when the declared value changed since it was last applied
+(or was never applied), `drift` when the declared value is what was applied and
+the world moved. Ignore rules (the policy's `ignoreDifferences`, `*` for any key
+or list element) drop differences; `secure` params are redacted everywhere.
+
+Fast path: a field whose declared and observed values are equal costs one `==`;
+deepdiff runs only on the fields that differ, to name the precise sub-paths. When
+a resource's fingerprint equals the last applied one, no comparison with the last
+applied declared state is made at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from deepdiff import DeepDiff
+from deepdiff.helper import notpresent
+
+from reconciler.providers.base import Observation, OwnedResource
+from reconciler.secrets import REDACTED, REDACTOR
+
+if TYPE_CHECKING:
+    from reconciler.desired import Desired, ResolvedResource
+    from reconciler.model.common import Selector
+    from reconciler.model.kinds import IgnoreRule
+    from reconciler.observe import ObservedState
+
+
+class Status(StrEnum):
+    IN_SYNC = "in-sync"
+    MISSING = "missing"
+    CHANGED = "changed"
+    DRIFTED = "drifted"
+    ORPHANED = "orphaned"
+    UNKNOWN = "unknown"
+
+
+class Cause(StrEnum):
+    GIT = "git"
+    DRIFT = "drift"
+
+
+@dataclass(frozen=True)
+class LastApplied:
+    """What was last brought about for a resource: written by the executor, read here."""
+
+    fingerprint: str
+    declared: Mapping[str, Any]
+    revision: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "declared": dict(self.declared),
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LastApplied:
+        return cls(data["fingerprint"], dict(data.get("declared", {})), data.get("revision"))
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    """One differing field: dotted path, both values (redacted), and the cause.
+
+    `absent` says which side has no value at all: "observed" or "declared".
+    """
+
+    path: str
+    declared: Any
+    observed: Any
+    cause: Cause
+    absent: str | None = None
+
+
+@dataclass(frozen=True)
+class ResourceDiff:
+    key: str
+    kind: str
+    name: str
+    status: Status
+    provider: str = ""
+    exists: bool | None = None
+    fields: tuple[FieldDiff, ...] = ()
+    reason: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    unconverged: tuple[str, ...] = ()
+    """Declared paths changed since last applied that no stage converges (nothing can run)."""
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Every declared and orphaned resource's diff, by key (sorted)."""
+
+    resources: Mapping[str, ResourceDiff]
+
+    def with_status(self, *statuses: Status) -> list[ResourceDiff]:
+        return [d for d in self.resources.values() if d.status in statuses]
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in Status}
+        for d in self.resources.values():
+            out[d.status.value] += 1
+        return out
+
+
+# --- paths ----------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def get_path(data: Any, parts: Sequence[str]) -> Any:
+    """The value at a dotted path (list elements by index), or the module's `_MISSING`."""
+    node = data
+    for part in parts:
+        if isinstance(node, Mapping):
+            if part not in node:
+                return _MISSING
+            node = node[part]
+        elif isinstance(node, list | tuple) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def covers(converged: str, path: str) -> bool:
+    """Whether a stage converging `converged` brings `path` to its declared value."""
+    return path == converged or path.startswith(converged + ".") or converged.startswith(path + ".")
+
+
+def converged_paths(resource: ResolvedResource) -> tuple[str, ...]:
+    """The paths compared for a resource: every stage's converges, ancestors first wins."""
+    paths = sorted({p for stage in resource.stages for p in stage.converges})
+    kept: list[str] = []
+    for path in paths:
+        if not any(path.startswith(k + ".") for k in kept):
+            kept.append(path)
+    return tuple(kept)
+
+
+def selector_matches(selector: Selector, kind: str, name: str, labels: Mapping[str, str]) -> bool:
+    """`Kind/name` or a bare name, and every matchLabels pair; an empty selector matches all."""
+    if selector.name is not None and selector.name not in (f"{kind}/{name}", name):
+        return False
+    return all(labels.get(k) == v for k, v in selector.match_labels.items())
+
+
+def _ignore_patterns(
+    rules: Iterable[IgnoreRule], kind: str, name: str, labels: Mapping[str, str]
+) -> list[list[str]]:
+    patterns = []
+    for rule in rules:
+        if selector_matches(rule.selector, kind, name, labels):
+            for path in rule.paths:
+                parts = path.split(".")
+                if parts[0] == "observed" and len(parts) > 1:
+                    parts = parts[1:]
+                patterns.append(parts)
+    return patterns
+
+
+def _ignored(parts: Sequence[str], patterns: Sequence[Sequence[str]]) -> bool:
+    return any(
+        len(pattern) <= len(parts) and all(p == "*" or p == parts[i] for i, p in enumerate(pattern))
+        for pattern in patterns
+    )
+
+
+def _redact(parts: Sequence[str], value: Any, secure: frozenset[str]) -> Any:
+    if value is _MISSING or value is notpresent:
+        return None
+    if secure and parts and parts[0] == "params":
+        if len(parts) > 1 and parts[1] in secure:
+            return REDACTED
+        if len(parts) == 1 and isinstance(value, Mapping):
+            value = {k: REDACTED if k in secure else v for k, v in value.items()}
+    return REDACTOR.data(value)
+
+
+def _differences(declared: Any, observed: Any, base: list[str]) -> list[tuple[list[str], Any, Any]]:
+    """(path parts, declared, observed) for every leaf that differs under `base`."""
+    if observed is _MISSING or not (
+        isinstance(declared, Mapping | list) and isinstance(observed, Mapping | list)
+    ):
+        return [(base, declared, observed)]
+    tree = DeepDiff(declared, observed, view="tree", verbose_level=2)
+    out = []
+    for items in tree.values():
+        for item in items:
+            rel = [str(p) for p in item.path(output_format="list")]
+            out.append((base + rel, item.t1, item.t2))
+    out.sort(key=lambda d: d[0])
+    return out
+
+
+# --- the diff -------------------------------------------------------------------
+
+
+def diff_resource(
+    resource: ResolvedResource,
+    observation: Any,
+    last: LastApplied | None,
+    ignore: Sequence[IgnoreRule] = (),
+) -> ResourceDiff:
+    """One declared resource against its observation (see the module docstring)."""
+    base = {
+        "key": resource.key,
+        "kind": resource.kind,
+        "name": resource.name,
+        "provider": resource.provider,
+        "labels": dict(resource.labels),
+    }
+    if not isinstance(observation, Observation):
+        reason = getattr(observation, "reason", None) or "not observed"
+        return ResourceDiff(status=Status.UNKNOWN, reason=reason, **base)
+    if not observation.exists:
+        if last is None:
+            return ResourceDiff(
+                status=Status.MISSING, exists=False, reason="not found by the provider", **base
+            )
+        at = f" (last applied at revision {last.revision})" if last.revision else ""
+        return ResourceDiff(
+            status=Status.DRIFTED,
+            exists=False,
+            reason=f"deleted outside Git{at}",
+            **base,
+        )
+
+    declared = resource.declared()
+    fingerprint_unchanged = last is not None and last.fingerprint == resource.fingerprint()
+    secure = frozenset(resource.secure_params)
+    patterns: list[list[str]] | None = None
+    fields: list[FieldDiff] = []
+    paths = converged_paths(resource)
+    for path in paths:
+        parts = path.split(".")
+        want = get_path(declared, parts)
+        if want is _MISSING:
+            continue
+        seen = get_path(observation.fields, parts)
+        if want == seen:
+            continue
+        if patterns is None:
+            patterns = _ignore_patterns(ignore, resource.kind, resource.name, resource.labels)
+        for sub, d_value, o_value in _differences(want, seen, parts):
+            if _ignored(sub, patterns):
+                continue
+            applied = fingerprint_unchanged or (
+                last is not None and get_path(last.declared, sub) == get_path(declared, sub)
+            )
+            cause = Cause.DRIFT if applied else Cause.GIT
+            absent = None
+            if o_value is _MISSING or o_value is notpresent:
+                absent = "observed"
+            elif d_value is _MISSING or d_value is notpresent:
+                absent = "declared"
+            fields.append(
+                FieldDiff(
+                    ".".join(sub),
+                    _redact(sub, d_value, secure),
+                    _redact(sub, o_value, secure),
+                    cause,
+                    absent,
+                )
+            )
+
+    unconverged: tuple[str, ...] = ()
+    if last is not None and not fingerprint_unchanged and last.declared != declared:
+        changed = _differences(dict(last.declared), declared, [])
+        unconverged = tuple(
+            sorted(
+                {
+                    ".".join(sub)
+                    for sub, _, _ in changed
+                    if sub and not any(covers(p, ".".join(sub)) for p in paths)
+                }
+            )
+        )
+
+    if not fields:
+        return ResourceDiff(status=Status.IN_SYNC, exists=True, unconverged=unconverged, **base)
+    status = Status.CHANGED if any(f.cause is Cause.GIT for f in fields) else Status.DRIFTED
+    return ResourceDiff(
+        status=status, exists=True, fields=tuple(fields), unconverged=unconverged, **base
+    )
+
+
+def diff_orphan(owned: OwnedResource) -> ResourceDiff:
+    return ResourceDiff(
+        key=owned.key,
+        kind=owned.kind,
+        name=owned.name,
+        status=Status.ORPHANED,
+        provider=owned.provider,
+        exists=True,
+        reason="owned by reconciler, no longer declared",
+        labels=dict(owned.labels),
+    )
+
+
+def diff(
+    desired: Desired,
+    observed: ObservedState,
+    *,
+    last_applied: Mapping[str, LastApplied] | None = None,
+) -> Diff:
+    """Every declared resource paired with its observation, plus every orphan."""
+    last_applied = last_applied or {}
+    ignore = tuple(desired.policy.ignore_differences)
+    out: dict[str, ResourceDiff] = {}
+    for key, resource in desired.resources.items():
+        out[key] = diff_resource(
+            resource, observed.observations.get(key), last_applied.get(key), ignore
+        )
+    for key, owned in observed.owned.items():
+        if key not in desired.resources:
+            out[key] = diff_orphan(owned)
+    return Diff(dict(sorted(out.items())))

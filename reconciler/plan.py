@@ -1,0 +1,527 @@
+"""Plan: what to do about a diff, in which order — step 5 of the flow, pure.
+
+Takes the loader's `Desired` and the `Diff`; returns a frozen `Plan` with a
+stable JSON form and content hash, the executor's input. No I/O, no clock.
+
+- A missing resource runs its whole pipeline (`create`).
+- A changed or drifted field runs the first stage whose `converges` covers it and
+  every stage after it (`update`); drift is corrected only when the policy's
+  `selfHeal` is on, otherwise it is reported (`report-drift`, nothing runs).
+- An orphan is decommissioned only when `prune` is on (`report-orphan` otherwise).
+- A resource whose observation is unknown gets no action (`unknown`, blocked).
+- `dependsOn` gives waves: a resource's wave comes after every wave holding one
+  of its dependencies; decommissions come last; within a wave, by key.
+- Destructive actions (a decommission, or re-running a `destructive` stage on an
+  existing resource) are refused — kept in the plan, `blocked` with the reason —
+  on a protected resource not in `approved`, whenever any observation is
+  unknown, and all of them when there are more than `maxDestructiveActions`.
+- Every action says why: the field, its cause (Git or drift), the revision.
+
+Change windows need a clock: the executor applies them to destructive actions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from reconciler.diff import (
+    Cause,
+    Diff,
+    FieldDiff,
+    LastApplied,
+    ResourceDiff,
+    Status,
+    covers,
+    diff,
+    selector_matches,
+)
+
+if TYPE_CHECKING:
+    from reconciler.desired import Desired, ResolvedResource
+    from reconciler.model.kinds import PolicySpec
+    from reconciler.observe import ObservedState
+
+PLAN_FORMAT = "reconciler.plan/v1"
+
+
+class Operation(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DECOMMISSION = "decommission"
+    REPORT_DRIFT = "report-drift"
+    REPORT_ORPHAN = "report-orphan"
+    UNKNOWN = "unknown"
+
+    @property
+    def executes(self) -> bool:
+        """Whether the executor runs anything for it (when not blocked)."""
+        return self in (Operation.CREATE, Operation.UPDATE, Operation.DECOMMISSION)
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class Change(_Value):
+    """One field that differs: declared and observed values (secure ones as ***)."""
+
+    path: str
+    declared: Any = None
+    observed: Any = None
+    cause: Literal["git", "drift"]
+    absent: Literal["observed", "declared"] | None = None
+
+
+class PlannedAction(_Value):
+    """What happens to one resource, and why. `blocked` set: refused, nothing runs."""
+
+    key: str
+    kind: str
+    name: str
+    provider: str
+    operation: Operation
+    stages: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    changes: tuple[Change, ...] = ()
+    destructive: bool = False
+    wave: int = 1
+    blocked: str | None = None
+    depends_on: tuple[str, ...] = ()
+    fingerprint: str | None = None
+    """The declared fingerprint the action brings about (record it as last applied)."""
+
+    @property
+    def runnable(self) -> bool:
+        return self.operation.executes and self.blocked is None
+
+
+class Wave(_Value):
+    number: int
+    actions: tuple[PlannedAction, ...]
+
+
+class Summary(_Value):
+    create: int = 0
+    update: int = 0
+    destroy: int = 0
+    drifted: int = 0
+    orphaned: int = 0
+    unknown: int = 0
+    blocked: int = 0
+    destructive: int = 0
+    in_sync: int = 0
+
+
+class PlanPolicy(_Value):
+    prune: bool
+    self_heal: bool
+    max_destructive_actions: int
+
+
+class Plan(_Value):
+    """The plan value: waves of actions, a summary, notes, and the hash of it all.
+
+    `content_hash` is the sha256 of the canonical JSON of every other field: the
+    same inputs give the same hash, so the executor derives idempotency keys from it.
+    """
+
+    format: Literal["reconciler.plan/v1"] = PLAN_FORMAT
+    revision: str | None
+    policy: PlanPolicy
+    waves: tuple[Wave, ...] = ()
+    summary: Summary
+    notes: tuple[str, ...] = ()
+    content_hash: str = ""
+
+    @property
+    def actions(self) -> tuple[PlannedAction, ...]:
+        return tuple(a for w in self.waves for a in w.actions)
+
+    @property
+    def blocked(self) -> tuple[PlannedAction, ...]:
+        return tuple(a for a in self.actions if a.blocked is not None)
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.waves
+
+    @property
+    def exit_code(self) -> int:
+        """`reconciler plan`'s exit status: 0 in sync, 2 anything pending or reported."""
+        return 0 if self.in_sync else 2
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """Canonical JSON (sorted keys); `indent` for people, the same content."""
+        if indent is None:
+            return _canonical(self.to_data())
+        return json.dumps(self.to_data(), sort_keys=True, indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        """Read a plan back; ValueError if its content does not match its hash."""
+        plan = cls.model_validate_json(text)
+        if plan.content_hash != _hash_of(plan):
+            raise ValueError("plan content does not match its content hash")
+        return plan
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        revision: str | None,
+        policy: PlanPolicy,
+        waves: Iterable[Wave],
+        summary: Summary,
+        notes: Iterable[str] = (),
+    ) -> Plan:
+        plan = cls(
+            revision=revision,
+            policy=policy,
+            waves=tuple(waves),
+            summary=summary,
+            notes=tuple(notes),
+        )
+        return plan.model_copy(update={"content_hash": _hash_of(plan)})
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _hash_of(plan: Plan) -> str:
+    data = plan.to_data()
+    data.pop("contentHash", None)
+    return hashlib.sha256(_canonical(data).encode()).hexdigest()
+
+
+# --- planning -------------------------------------------------------------------
+
+
+def _change(f: FieldDiff) -> Change:
+    return Change(
+        path=f.path,
+        declared=f.declared,
+        observed=f.observed,
+        cause=f.cause.value,
+        absent=f.absent,  # type: ignore[arg-type]
+    )
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _describe(f: FieldDiff, revision: str | None) -> str:
+    observed = "not observed" if f.absent == "observed" else f"observed {_show(f.observed)}"
+    declared = "not declared" if f.absent == "declared" else f"declared {_show(f.declared)}"
+    if f.cause is Cause.GIT:
+        at = f" at revision {revision}" if revision else ""
+        return f"{f.path} changed in Git{at}: {declared}, {observed}"
+    return f"{f.path} drifted outside Git: {declared}, {observed}"
+
+
+def _first_stage(resource: ResolvedResource, path: str) -> int:
+    for index, stage in enumerate(resource.stages):
+        if any(covers(c, path) for c in stage.converges):
+            return index
+    return len(resource.stages)
+
+
+def _declared_at(resource: ResolvedResource, revision: str | None) -> str:
+    at = f" at revision {revision}" if revision else ""
+    return f"declared in {resource.path}:{resource.line}{at}"
+
+
+def _plan_resource(
+    d: ResourceDiff,
+    resource: ResolvedResource | None,
+    policy: PolicySpec,
+    revision: str | None,
+) -> PlannedAction | None:
+    common: dict[str, Any] = {"key": d.key, "kind": d.kind, "name": d.name, "provider": d.provider}
+    if resource is not None:
+        common["depends_on"] = tuple(resource.depends_on)
+        common["fingerprint"] = resource.fingerprint()
+    all_stages = tuple(s.name for s in resource.stages) if resource is not None else ()
+
+    match d.status:
+        case Status.IN_SYNC:
+            return None
+        case Status.UNKNOWN:
+            return PlannedAction(
+                operation=Operation.UNKNOWN,
+                reasons=(f"observation unknown: {d.reason}",),
+                blocked=f"observation unknown: {d.reason}",
+                **common,
+            )
+        case Status.ORPHANED:
+            why = "owned by reconciler, no longer declared in Git"
+            if policy.prune:
+                return PlannedAction(
+                    operation=Operation.DECOMMISSION,
+                    reasons=(f"{why}; prune is on",),
+                    destructive=True,
+                    **common,
+                )
+            return PlannedAction(
+                operation=Operation.REPORT_ORPHAN,
+                reasons=(f"{why}; prune is off, kept",),
+                **common,
+            )
+    assert resource is not None
+    if d.status is Status.MISSING:
+        return PlannedAction(
+            operation=Operation.CREATE,
+            stages=all_stages,
+            reasons=(f"not found by provider {d.provider}; {_declared_at(resource, revision)}",),
+            **common,
+        )
+    if not d.exists:  # drifted: deleted outside Git
+        if policy.self_heal:
+            return PlannedAction(
+                operation=Operation.CREATE,
+                stages=all_stages,
+                reasons=(f"{d.reason}; selfHeal is on, re-created",),
+                **common,
+            )
+        return PlannedAction(
+            operation=Operation.REPORT_DRIFT,
+            reasons=(f"{d.reason}; selfHeal is off, reported only",),
+            **common,
+        )
+
+    starts = {f.path: _first_stage(resource, f.path) for f in d.fields}
+    acting = [f for f in d.fields if f.cause is Cause.GIT or policy.self_heal]
+    changes = tuple(_change(f) for f in d.fields)
+    if not acting:
+        first = min(starts.values())
+        stage = resource.stages[first].name if first < len(resource.stages) else "?"
+        reasons = (
+            *(_describe(f, revision) for f in d.fields),
+            f"selfHeal is off: reported only (correcting it would re-run from stage {stage})",
+        )
+        return PlannedAction(
+            operation=Operation.REPORT_DRIFT, reasons=reasons, changes=changes, **common
+        )
+    start = min(starts[f.path] for f in acting)
+    stages = resource.stages[start:]
+    reasons_list = []
+    for f in d.fields:
+        text = _describe(f, revision)
+        if f.cause is Cause.DRIFT:
+            if policy.self_heal:
+                text += "; selfHeal is on, corrected"
+            elif starts[f.path] >= start:
+                text += "; re-converged by the update"
+            else:
+                text += "; selfHeal is off, reported only"
+        reasons_list.append(f"{text} (stage {resource.stages[starts[f.path]].name})")
+    destructive_stages = [s.name for s in stages if s.destructive]
+    if destructive_stages:
+        reasons_list.append(
+            f"re-runs destructive stage(s) {', '.join(destructive_stages)} on an existing resource"
+        )
+    return PlannedAction(
+        operation=Operation.UPDATE,
+        stages=tuple(s.name for s in stages),
+        reasons=tuple(reasons_list),
+        changes=changes,
+        destructive=bool(destructive_stages),
+        **common,
+    )
+
+
+def _levels(desired: Desired) -> dict[str, int]:
+    """Dependency depth of every declared resource (0: depends on nothing declared)."""
+    deps = {
+        key: [d for d in r.depends_on if d in desired.resources and d != key]
+        for key, r in desired.resources.items()
+    }
+    dependents: dict[str, list[str]] = {key: [] for key in deps}
+    waiting = {key: len(v) for key, v in deps.items()}
+    for key, v in deps.items():
+        for dep in v:
+            dependents[dep].append(key)
+    level = {key: 0 for key in deps}
+    ready = sorted(k for k, n in waiting.items() if n == 0)
+    done = 0
+    while ready:
+        key = ready.pop()
+        done += 1
+        for child in dependents[key]:
+            level[child] = max(level[child], level[key] + 1)
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    if done != len(deps):
+        cycle = sorted(k for k, n in waiting.items() if n > 0)
+        raise ValueError(f"dependsOn cycle among: {', '.join(cycle)}")
+    return level
+
+
+def _protected(action: PlannedAction, policy: PolicySpec, labels: Mapping[str, str]) -> bool:
+    return any(selector_matches(s, action.kind, action.name, labels) for s in policy.protected)
+
+
+def plan(
+    desired: Desired,
+    changes: Diff,
+    *,
+    approved: frozenset[str] = frozenset(),
+    unknown_providers: Mapping[str, str] | None = None,
+) -> Plan:
+    """The plan closing the gap a `Diff` shows (see the module docstring).
+
+    `approved` holds keys whose destructive actions a person approved despite
+    protection (no approval mechanism yet: the hook is here).
+    """
+    policy = desired.policy
+    revision = desired.revision
+    actions: list[PlannedAction] = []
+    labels: dict[str, Mapping[str, str]] = {}
+    notes: list[str] = []
+    for key, d in changes.resources.items():
+        labels[key] = d.labels
+        action = _plan_resource(d, desired.resources.get(key), policy, revision)
+        if action is not None:
+            actions.append(action)
+        if d.unconverged:
+            notes.append(
+                f"{key}: {', '.join(d.unconverged)} changed in Git but no stage converges "
+                "it; nothing runs for it"
+            )
+
+    # Guardrails, in order: protection, unknown observation, the destructive budget.
+    unknown = sorted(a.key for a in actions if a.operation is Operation.UNKNOWN)
+    unknown_providers = dict(unknown_providers or {})
+    for name, why in sorted(unknown_providers.items()):
+        notes.append(f"provider {name} is unknown: {why}")
+    guarded: list[PlannedAction] = []
+    for a in actions:
+        if a.destructive and a.blocked is None:
+            if _protected(a, policy, labels.get(a.key, {})) and a.key not in approved:
+                a = a.model_copy(update={"blocked": "protected by policy; not approved"})
+            elif unknown or unknown_providers:
+                what = ", ".join(unknown[:3] or sorted(unknown_providers)[:3])
+                more = len(unknown) + len(unknown_providers) - 3
+                what += f" and {more} more" if more > 0 else ""
+                a = a.model_copy(
+                    update={"blocked": f"observation unknown ({what}): destructive refused"}
+                )
+        guarded.append(a)
+    destructive = [a for a in guarded if a.destructive and a.blocked is None]
+    if len(destructive) > policy.max_destructive_actions:
+        why = (
+            f"plan has {len(destructive)} destructive actions, "
+            f"policy allows {policy.max_destructive_actions}"
+        )
+        guarded = [
+            a.model_copy(update={"blocked": why}) if a.destructive and a.blocked is None else a
+            for a in guarded
+        ]
+
+    # Waves: dependency depth; decommissions after everything else.
+    levels = _levels(desired)
+    last_level = max(levels.values(), default=0) + 1
+
+    def level_of(a: PlannedAction) -> int:
+        return levels.get(a.key, last_level)
+
+    numbers = {lvl: n for n, lvl in enumerate(sorted({level_of(a) for a in guarded}), start=1)}
+    by_wave: dict[int, list[PlannedAction]] = {}
+    for a in guarded:
+        wave = numbers[level_of(a)]
+        by_wave.setdefault(wave, []).append(a.model_copy(update={"wave": wave}))
+    waves = [
+        Wave(number=n, actions=tuple(sorted(acts, key=lambda a: a.key)))
+        for n, acts in sorted(by_wave.items())
+    ]
+    return Plan.build(
+        revision=revision,
+        policy=PlanPolicy(
+            prune=policy.prune,
+            self_heal=policy.self_heal,
+            max_destructive_actions=policy.max_destructive_actions,
+        ),
+        waves=waves,
+        summary=summarize(guarded, in_sync=len(changes.with_status(Status.IN_SYNC))),
+        notes=notes,
+    )
+
+
+def summarize(actions: Iterable[PlannedAction], *, in_sync: int = 0) -> Summary:
+    counts = dict.fromkeys(Summary.model_fields, 0)
+    counts["in_sync"] = in_sync
+    names = {
+        Operation.CREATE: "create",
+        Operation.UPDATE: "update",
+        Operation.DECOMMISSION: "destroy",
+        Operation.REPORT_DRIFT: "drifted",
+        Operation.REPORT_ORPHAN: "orphaned",
+        Operation.UNKNOWN: "unknown",
+    }
+    for a in actions:
+        if a.blocked is not None:
+            counts["blocked"] += 1
+            if a.operation is Operation.UNKNOWN:
+                counts["unknown"] += 1
+            continue
+        counts[names[a.operation]] += 1
+        counts["destructive"] += int(a.destructive)
+    return Summary(**counts)
+
+
+def compute_plan(
+    desired: Desired,
+    observed: ObservedState,
+    *,
+    last_applied: Mapping[str, LastApplied] | None = None,
+    approved: frozenset[str] = frozenset(),
+) -> Plan:
+    """Diff then plan: the one call `reconciler plan` and the controller make."""
+    return plan(
+        desired,
+        diff(desired, observed, last_applied=last_applied),
+        approved=approved,
+        unknown_providers=observed.unknown_providers,
+    )
+
+
+def relative_to(head: Plan, base: Plan) -> Plan:
+    """Only what `head` (a branch) adds to `base`: actions not identical in the base plan.
+
+    For `reconciler plan --base REF`: both plans are computed against the same
+    observation; an action present in both with the same operation, stages and
+    changes is already pending without the branch.
+    """
+
+    def signature(a: PlannedAction) -> tuple[Any, ...]:
+        return (a.operation, a.stages, a.changes, a.blocked)
+
+    before = {a.key: signature(a) for a in base.actions}
+    waves = []
+    kept: list[PlannedAction] = []
+    for w in head.waves:
+        actions = tuple(a for a in w.actions if before.get(a.key) != signature(a))
+        if actions:
+            waves.append(Wave(number=w.number, actions=actions))
+            kept.extend(actions)
+    return Plan.build(
+        revision=head.revision,
+        policy=head.policy,
+        waves=waves,
+        summary=summarize(kept, in_sync=head.summary.in_sync),
+        notes=(*head.notes, f"relative to base revision {base.revision}"),
+    )

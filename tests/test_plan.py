@@ -1,0 +1,369 @@
+"""plan: which stages, in which waves, refused by which guardrail — literal and property tests."""
+
+from __future__ import annotations
+
+import random
+
+import plan_values as pv
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.diff import LastApplied, diff, selector_matches
+from reconciler.observe import ObservedState
+from reconciler.plan import Operation, Plan, compute_plan, plan, relative_to
+from reconciler.providers.base import Observation
+
+
+def applied(r):
+    return LastApplied(r.fingerprint(), r.declared(), "r0")
+
+
+def only(p: Plan):
+    (action,) = p.actions
+    return action
+
+
+# --- literal cases -----------------------------------------------------------------
+
+
+def test_new_resource_runs_its_whole_pipeline():
+    r = pv.resource("a")
+    d = pv.desired([r])
+    action = only(compute_plan(d, pv.observed(d, absent=[r.key])))
+    assert action.operation is Operation.CREATE
+    assert action.stages == tuple(s.name for s in r.stages)
+    assert not action.destructive
+    assert (
+        "not found by provider sim; declared in machines.yaml:1 at revision abc1234"
+        in (action.reasons[0])
+    )
+
+
+def test_changed_field_reruns_from_the_first_stage_converging_it():
+    r = pv.resource("a", params={"os": "ubuntu-24.04", "application": "ceph-osd"})
+    before = pv.resource("a", params={"os": "ubuntu-24.04", "application": "kubernetes-node"})
+    d = pv.desired([r])
+    p = compute_plan(
+        d,
+        pv.observed(d, fields={r.key: pv.converged(before)}),
+        last_applied={r.key: applied(before)},
+    )
+    action = only(p)
+    assert action.operation is Operation.UPDATE
+    assert action.stages == ("install-app", "register")
+    assert not action.destructive
+    assert action.changes[0].path == "params.application"
+    assert "params.application changed in Git at revision abc1234" in action.reasons[0]
+    assert p.exit_code == 2
+
+
+def test_changing_the_os_reruns_a_destructive_stage_and_says_so():
+    r = pv.resource("a", params={"os": "rhel-9"})
+    before = pv.resource("a", params={"os": "ubuntu-24.04"})
+    d = pv.desired([r])
+    p = compute_plan(
+        d,
+        pv.observed(d, fields={r.key: pv.converged(before)}),
+        last_applied={r.key: applied(before)},
+    )
+    action = only(p)
+    assert action.stages == ("install-os", "install-app", "register")
+    assert action.destructive
+    assert any("destructive stage(s) install-os" in reason for reason in action.reasons)
+    assert p.summary.destructive == 1
+
+
+def test_drift_is_reported_without_self_heal_and_corrected_with_it():
+    r = pv.resource("a", params={"os": "ubuntu-24.04", "application": "kubernetes-node"})
+    fields = pv.converged(r)
+    fields["params"] = dict(fields["params"], application="none")
+    for heal, operation, stages in (
+        (False, Operation.REPORT_DRIFT, ()),
+        (True, Operation.UPDATE, ("install-app", "register")),
+    ):
+        d = pv.desired([r], policy_spec=pv.policy(self_heal=heal))
+        action = only(
+            compute_plan(
+                d, pv.observed(d, fields={r.key: fields}), last_applied={r.key: applied(r)}
+            )
+        )
+        assert (action.operation, action.stages) == (operation, stages)
+        assert "params.application drifted outside Git" in action.reasons[0]
+
+
+def test_in_sync_plan_is_empty_and_exits_zero():
+    d = pv.desired([pv.resource("a"), pv.resource("b", kind="Instance", params={})])
+    p = compute_plan(
+        d, pv.observed(d), last_applied={k: applied(r) for k, r in d.resources.items()}
+    )
+    assert p.in_sync and p.actions == () and p.exit_code == 0
+    assert p.summary.in_sync == 2
+
+
+def test_orphans_are_decommissioned_only_with_prune():
+    d = pv.desired([], policy_spec=pv.policy(prune=False))
+    kept = only(compute_plan(d, pv.observed(d, owned=[pv.orphan("old")])))
+    assert kept.operation is Operation.REPORT_ORPHAN and not kept.destructive
+    d = pv.desired([], policy_spec=pv.policy(prune=True))
+    gone = only(compute_plan(d, pv.observed(d, owned=[pv.orphan("old")])))
+    assert gone.operation is Operation.DECOMMISSION and gone.destructive and gone.runnable
+
+
+def test_protected_resource_is_not_destroyed_unless_approved():
+    d = pv.desired([], policy_spec=pv.policy(prune=True, protected=[{"role": "storage"}]))
+    seen = pv.observed(d, owned=[pv.orphan("ceph1", role="storage")])
+    action = only(compute_plan(d, seen))
+    assert action.blocked == "protected by policy; not approved"
+    assert not action.runnable
+    approved = only(compute_plan(d, seen, approved=frozenset({"Machine/ceph1"})))
+    assert approved.runnable
+
+
+def test_unknown_observation_blocks_every_destructive_action():
+    a = pv.resource("a")
+    d = pv.desired([a], policy_spec=pv.policy(prune=True))
+    p = compute_plan(d, pv.observed(d, unknown=[a.key], owned=[pv.orphan("old")]))
+    by_key = {x.key: x for x in p.actions}
+    assert by_key[a.key].operation is Operation.UNKNOWN
+    assert by_key[a.key].blocked == "observation unknown: sim: down"
+    assert by_key["Machine/old"].blocked.startswith("observation unknown (Machine/a)")
+    assert p.summary.blocked == 2 and p.summary.destroy == 0
+
+
+def test_more_destructive_actions_than_allowed_blocks_them_all():
+    d = pv.desired([], policy_spec=pv.policy(prune=True, max_destructive=2))
+    p = compute_plan(d, pv.observed(d, owned=[pv.orphan(f"o{i}") for i in range(3)]))
+    assert all(a.blocked == "plan has 3 destructive actions, policy allows 2" for a in p.actions)
+    d = pv.desired([], policy_spec=pv.policy(prune=True, max_destructive=3))
+    assert all(a.runnable for a in compute_plan(d, pv.observed(d, owned=[])).actions)
+
+
+def test_depends_on_gives_waves_and_decommissions_come_last():
+    a = pv.resource("a")
+    b = pv.resource("b", depends_on=["Machine/a"])
+    c = pv.resource("c", kind="Instance", params={}, depends_on=["Machine/b"])
+    e = pv.resource("e")
+    d = pv.desired([c, b, a, e], policy_spec=pv.policy(prune=True))
+    p = compute_plan(d, pv.observed(d, absent=list(d.resources), owned=[pv.orphan("old")]))
+    assert [[x.key for x in w.actions] for w in p.waves] == [
+        ["Machine/a", "Machine/e"],
+        ["Machine/b"],
+        ["Instance/c"],
+        ["Machine/old"],
+    ]
+    assert [x.wave for x in p.actions] == [1, 1, 2, 3, 4]
+
+
+def test_waves_skip_levels_without_actions():
+    a = pv.resource("a")
+    b = pv.resource("b", depends_on=["Machine/a"])
+    d = pv.desired([a, b])
+    p = compute_plan(d, pv.observed(d, absent=[b.key]), last_applied={a.key: applied(a)})
+    assert [(w.number, [x.key for x in w.actions]) for w in p.waves] == [(1, ["Machine/b"])]
+
+
+def test_dependency_cycle_is_refused():
+    a = pv.resource("a", depends_on=["Machine/b"])
+    b = pv.resource("b", depends_on=["Machine/a"])
+    d = pv.desired([a, b])
+    with pytest.raises(ValueError, match="cycle"):
+        compute_plan(d, pv.observed(d))
+
+
+def test_secure_values_never_reach_the_plan():
+    stages = [("configure", ("params",), False)]
+    r = pv.resource("a", params={"pw": "env:PW"}, stages=stages, secure=["pw"])
+    d = pv.desired([r])
+    seen = pv.observed(d, fields={r.key: {"params": {"pw": "s3cret-value"}}})
+    text = compute_plan(d, seen).to_json()
+    assert "s3cret-value" not in text and "env:PW" not in text and '"***"' in text
+
+
+def test_json_round_trip_and_hash():
+    a = pv.resource("a")
+    d = pv.desired([a, pv.resource("b")], policy_spec=pv.policy(prune=True))
+    p = compute_plan(d, pv.observed(d, absent=[a.key], owned=[pv.orphan("old")]))
+    again = Plan.from_json(p.to_json())
+    assert again == p
+    assert len(p.content_hash) == 64
+    assert '"contentHash"' in p.to_json() and '"dependsOn"' in p.to_json()
+    tampered = p.to_json().replace('"create"', '"update"')
+    with pytest.raises(ValueError, match="content hash"):
+        Plan.from_json(tampered)
+
+
+def test_relative_to_base_keeps_only_what_the_branch_adds():
+    a, b = pv.resource("a"), pv.resource("b")
+    seen_base = pv.desired([a])
+    head = pv.desired([a, b])
+    observation = pv.observed(head, absent=[a.key, b.key])
+    base_plan = compute_plan(seen_base, observation)
+    head_plan = compute_plan(head, observation)
+    delta = relative_to(head_plan, base_plan)
+    assert [x.key for x in delta.actions] == ["Machine/b"]
+    assert delta.summary.create == 1
+
+
+# --- properties ----------------------------------------------------------------------
+
+STATES = ("absent", "unknown", "converged", "git", "drift", "deleted")
+ROLES = ("storage", "worker", "edge")
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(0, 10))
+    resources = []
+    states = {}
+    for i in range(n):
+        deps = draw(st.sets(st.integers(0, i - 1), max_size=3)) if i else set()
+        kind = draw(st.sampled_from(("Machine", "Instance")))
+        destructive = draw(st.lists(st.booleans(), min_size=4, max_size=4))
+        stages = [
+            ("s0", ("bmc", "size"), destructive[0]),
+            ("s1", ("params.os",), destructive[1]),
+            ("s2", ("params.application",), destructive[2]),
+            ("s3", (), destructive[3]),
+        ]
+        r = pv.resource(
+            f"r{i}",
+            kind=kind,
+            params={"os": draw(st.sampled_from(("a", "b"))), "application": "x"},
+            stages=stages,
+            depends_on=[resources[j].key for j in sorted(deps)],
+            labels={"role": draw(st.sampled_from(ROLES))},
+        )
+        resources.append(r)
+        states[r.key] = draw(st.sampled_from(STATES))
+    orphans = [
+        pv.orphan(f"o{i}", role=draw(st.sampled_from(ROLES)))
+        for i in range(draw(st.integers(0, 4)))
+    ]
+    names = [r.key for r in resources] + [o.key for o in orphans]
+    protected = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(names or ["Machine/none"]),
+                st.sampled_from([{"role": x} for x in ROLES]),
+            ),
+            max_size=3,
+        )
+    )
+    policy = pv.policy(
+        prune=draw(st.booleans()),
+        self_heal=draw(st.booleans()),
+        protected=protected,
+        max_destructive=draw(st.integers(0, 6)),
+    )
+    d = pv.desired(resources, policy_spec=policy)
+    observations, last = {}, {}
+    for r in resources:
+        state = states[r.key]
+        fields = pv.converged(r)
+        if state == "git":
+            fields["params"] = dict(fields["params"], os="old")
+            last[r.key] = LastApplied("old", {"params": {"os": "old"}}, "r0")
+        elif state == "drift":
+            fields["params"] = dict(fields["params"], application="hand-made")
+            last[r.key] = applied(r)
+        elif state in ("converged", "deleted"):
+            last[r.key] = applied(r)
+        base = pv.observed(
+            pv.desired([r]),
+            fields={r.key: fields},
+            absent=[r.key] if state in ("absent", "deleted") else [],
+            unknown=[r.key] if state == "unknown" else [],
+        )
+        observations.update(base.observations)
+    seen = ObservedState(observations=observations, owned={o.key: o for o in orphans})
+    return d, seen, last
+
+
+def labels_of(d, seen, key):
+    if key in d.resources:
+        return d.resources[key].labels
+    return seen.owned[key].labels
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_never_destroys_a_protected_resource(scenario):
+    d, seen, last = scenario
+    for a in compute_plan(d, seen, last_applied=last).actions:
+        labels = labels_of(d, seen, a.key)
+        if any(selector_matches(s, a.kind, a.name, labels) for s in d.policy.protected):
+            assert not (a.destructive and a.runnable), a
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_never_destroys_when_any_observation_is_unknown(scenario):
+    d, seen, last = scenario
+    p = compute_plan(d, seen, last_applied=last)
+    unknown = [k for k, o in seen.observations.items() if not isinstance(o, Observation)]
+    for a in p.actions:
+        if a.key in unknown:
+            assert a.operation is Operation.UNKNOWN and not a.runnable
+        if unknown:
+            assert not (a.destructive and a.runnable), a
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_destructive_budget_and_prune_hold(scenario):
+    d, seen, last = scenario
+    p = compute_plan(d, seen, last_applied=last)
+    runnable = [a for a in p.actions if a.destructive and a.runnable]
+    assert len(runnable) <= d.policy.max_destructive_actions
+    if not d.policy.prune:
+        assert all(a.operation is not Operation.DECOMMISSION for a in p.actions)
+    if not d.policy.self_heal:
+        drifted = [
+            k
+            for k, r in diff(d, seen, last_applied=last).resources.items()
+            if r.status.value == "drifted"
+        ]
+        assert all(a.operation is Operation.REPORT_DRIFT for a in p.actions if a.key in drifted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_always_respects_depends_on_order(scenario):
+    d, seen, last = scenario
+    p = compute_plan(d, seen, last_applied=last)
+    wave = {a.key: a.wave for a in p.actions}
+    for a in p.actions:
+        for dep in a.depends_on:
+            if dep in wave:
+                assert wave[dep] < a.wave, (dep, a.key)
+    assert [w.number for w in p.waves] == list(range(1, len(p.waves) + 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_deterministic_for_the_same_inputs(scenario, rnd: random.Random):
+    d, seen, last = scenario
+    first = compute_plan(d, seen, last_applied=last)
+    items = list(d.resources.items())
+    rnd.shuffle(items)
+    observations = list(seen.observations.items())
+    rnd.shuffle(observations)
+    shuffled = type(d)(
+        revision=d.revision, resources=dict(items), providers=d.providers, policy=d.policy
+    )
+    again = compute_plan(
+        shuffled,
+        ObservedState(observations=dict(observations), owned=dict(reversed(seen.owned.items()))),
+        last_applied=dict(reversed(last.items())),
+    )
+    assert again.to_json() == first.to_json()
+    assert again.content_hash == first.content_hash
+    assert Plan.from_json(first.to_json()) == first
+
+
+def test_plan_without_diff_input_is_the_same_as_compute_plan():
+    a = pv.resource("a")
+    d = pv.desired([a])
+    seen = pv.observed(d, absent=[a.key])
+    assert plan(d, diff(d, seen)) == compute_plan(d, seen)

@@ -243,7 +243,7 @@ def diff_resource(
         )
 
     declared = resource.declared()
-    fingerprint_unchanged = last is not None and last.fingerprint == resource.fingerprint()
+    fingerprint_unchanged: bool | None = None  # computed only when something differs
     secure = frozenset(resource.secure_params)
     patterns: list[list[str]] | None = None
     fields: list[FieldDiff] = []
@@ -261,6 +261,10 @@ def diff_resource(
         for sub, d_value, o_value in _differences(want, seen, parts):
             if _ignored(sub, patterns):
                 continue
+            if fingerprint_unchanged is None:
+                fingerprint_unchanged = (
+                    last is not None and last.fingerprint == resource.fingerprint()
+                )
             applied = fingerprint_unchanged or (
                 last is not None and get_path(last.declared, sub) == get_path(declared, sub)
             )
@@ -281,7 +285,7 @@ def diff_resource(
             )
 
     unconverged: tuple[str, ...] = ()
-    if last is not None and not fingerprint_unchanged and last.declared != declared:
+    if last is not None and last.declared != declared:
         changed = _differences(dict(last.declared), declared, [])
         unconverged = tuple(
             sorted(

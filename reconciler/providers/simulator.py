@@ -265,6 +265,30 @@ class SimulatorProvider:
             except sqlite3.OperationalError as exc:
                 raise TemporaryError(f"simulator state {self.path}: {exc}") from None
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read, after settling due operations (a write only if any are due)."""
+        with self._lock:
+            try:
+                due = self._db.execute(
+                    "SELECT 1 FROM operations WHERE state = 'running' AND complete_at <= ? LIMIT 1",
+                    (self._clock(),),
+                ).fetchone()
+            except sqlite3.OperationalError as exc:
+                raise TemporaryError(f"simulator state {self.path}: {exc}") from None
+        if due:
+            with self._transaction() as db:
+                self._settle(db)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                try:
+                    yield self._db
+                finally:
+                    self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise TemporaryError(f"simulator state {self.path}: {exc}") from None
+
     def _log(
         self,
         db: sqlite3.Connection,
@@ -329,8 +353,7 @@ class SimulatorProvider:
         """Every requested key: its fields if it exists, `exists=False` otherwise."""
         keys = [r.key for r in resources]
         found: dict[str, dict[str, Any]] = {}
-        with self._transaction() as db:
-            self._settle(db)
+        with self._reading() as db:
             for i in range(0, len(keys), 900):
                 chunk = keys[i : i + 900]
                 marks = ",".join("?" * len(chunk))
@@ -344,17 +367,17 @@ class SimulatorProvider:
         }
 
     async def list_owned(self) -> Sequence[OwnedResource]:
-        """Everything this provider enrolled or created for this repository."""
-        with self._transaction() as db:
-            self._settle(db)
+        """Everything this provider enrolled or created for this repository (identity and
+        labels; fields come from `observe`)."""
+        with self._reading() as db:
             rows = db.execute(
-                "SELECT key, kind, name, repository, labels, fields FROM resources"
+                "SELECT key, kind, name, repository, labels FROM resources"
                 " WHERE provider = ? AND repository = ? ORDER BY key",
                 (self.name, self.repository),
             ).fetchall()
         return [
-            OwnedResource(key, kind, name, repo, json.loads(labels), json.loads(fields))
-            for key, kind, name, repo, labels, fields in rows
+            OwnedResource(key, kind, name, repo, json.loads(labels))
+            for key, kind, name, repo, labels in rows
         ]
 
     async def start(self, request: ActionRequest) -> OperationHandle:
@@ -515,6 +538,26 @@ class SimulatorProvider:
             _set(fields, field, value)
             db.execute("UPDATE resources SET fields = ? WHERE key = ?", (_dumps(fields), key))
             self._log(db, "drift", key, "drift", detail={"field": field, "value": value})
+
+    def seed(self, resources: Sequence[tuple[ResourceRef, Mapping[str, Any]]]) -> None:
+        """Put resources in place with the given fields at once, as an import of an
+        existing fleet would (benchmarks, tests); not logged as actions."""
+        now = self._clock()
+        rows = [
+            (
+                ref.key,
+                self.name,
+                ref.kind,
+                ref.name,
+                self.repository,
+                _dumps(dict(ref.labels)),
+                _dumps(dict(fields)),
+                now,
+            )
+            for ref, fields in resources
+        ]
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def remove(self, key: str) -> None:
         """Delete a resource behind the controller's back."""

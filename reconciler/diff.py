@@ -146,7 +146,11 @@ def covers(converged: str, path: str) -> bool:
 
 def converged_paths(resource: ResolvedResource) -> tuple[str, ...]:
     """The paths compared for a resource: every stage's converges, ancestors first wins."""
-    paths = sorted({p for stage in resource.stages for p in stage.converges})
+    return _minimal_paths(tuple(stage.converges for stage in resource.stages))
+
+
+def _minimal_paths(converges: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
+    paths = sorted({p for stage in converges for p in stage})
     kept: list[str] = []
     for path in paths:
         if not any(path.startswith(k + ".") for k in kept):
@@ -217,6 +221,7 @@ def diff_resource(
     observation: Any,
     last: LastApplied | None,
     ignore: Sequence[IgnoreRule] = (),
+    paths_cache: dict[tuple[tuple[str, ...], ...], tuple[str, ...]] | None = None,
 ) -> ResourceDiff:
     """One declared resource against its observation (see the module docstring)."""
     base = {
@@ -247,7 +252,11 @@ def diff_resource(
     secure = frozenset(resource.secure_params)
     patterns: list[list[str]] | None = None
     fields: list[FieldDiff] = []
-    paths = converged_paths(resource)
+    if paths_cache is None:
+        paths = converged_paths(resource)
+    else:
+        shape = tuple(stage.converges for stage in resource.stages)
+        paths = paths_cache.get(shape) or paths_cache.setdefault(shape, _minimal_paths(shape))
     for path in paths:
         parts = path.split(".")
         want = get_path(declared, parts)
@@ -328,9 +337,10 @@ def diff(
     last_applied = last_applied or {}
     ignore = tuple(desired.policy.ignore_differences)
     out: dict[str, ResourceDiff] = {}
+    paths_cache: dict[tuple[tuple[str, ...], ...], tuple[str, ...]] = {}
     for key, resource in desired.resources.items():
         out[key] = diff_resource(
-            resource, observed.observations.get(key), last_applied.get(key), ignore
+            resource, observed.observations.get(key), last_applied.get(key), ignore, paths_cache
         )
     for key, owned in observed.owned.items():
         if key not in desired.resources:

@@ -250,6 +250,8 @@ def _plan_resource(
     policy: PolicySpec,
     revision: str | None,
 ) -> PlannedAction | None:
+    if d.status is Status.IN_SYNC:
+        return None
     common: dict[str, Any] = {"key": d.key, "kind": d.kind, "name": d.name, "provider": d.provider}
     if resource is not None:
         common["depends_on"] = tuple(resource.depends_on)
@@ -257,8 +259,6 @@ def _plan_resource(
     all_stages = tuple(s.name for s in resource.stages) if resource is not None else ()
 
     match d.status:
-        case Status.IN_SYNC:
-            return None
         case Status.UNKNOWN:
             return PlannedAction(
                 operation=Operation.UNKNOWN,

@@ -376,7 +376,7 @@ class SimulatorProvider:
                 (self.name, self.repository),
             ).fetchall()
         return [
-            OwnedResource(key, kind, name, repo, json.loads(labels))
+            OwnedResource(key, kind, name, repo, {} if labels == "{}" else json.loads(labels))
             for key, kind, name, repo, labels in rows
         ]
 

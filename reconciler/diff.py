@@ -56,22 +56,30 @@ class Cause(StrEnum):
 
 @dataclass(frozen=True)
 class LastApplied:
-    """What was last brought about for a resource: written by the executor, read here."""
+    """What was last brought about for a resource: written by the executor, read here.
+
+    `fingerprint` is `ResolvedResource.fingerprint()` at that time; `declared` its
+    `declared()`. Without `declared`, a resource whose fingerprint changed counts
+    every difference as a Git change (the per-field cause needs the old values).
+    """
 
     fingerprint: str
-    declared: Mapping[str, Any]
+    declared: Mapping[str, Any] | None = None
     revision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
-            "declared": dict(self.declared),
+            "declared": None if self.declared is None else dict(self.declared),
             "revision": self.revision,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LastApplied:
-        return cls(data["fingerprint"], dict(data.get("declared", {})), data.get("revision"))
+        declared = data.get("declared")
+        return cls(
+            data["fingerprint"], None if declared is None else dict(declared), data.get("revision")
+        )
 
 
 @dataclass(frozen=True)
@@ -275,7 +283,9 @@ def diff_resource(
                     last is not None and last.fingerprint == resource.fingerprint()
                 )
             applied = fingerprint_unchanged or (
-                last is not None and get_path(last.declared, sub) == get_path(declared, sub)
+                last is not None
+                and last.declared is not None
+                and get_path(last.declared, sub) == get_path(declared, sub)
             )
             cause = Cause.DRIFT if applied else Cause.GIT
             absent = None
@@ -294,7 +304,7 @@ def diff_resource(
             )
 
     unconverged: tuple[str, ...] = ()
-    if last is not None and last.declared != declared:
+    if last is not None and last.declared is not None and last.declared != declared:
         changed = _differences(dict(last.declared), declared, [])
         unconverged = tuple(
             sorted(

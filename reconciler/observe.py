@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler.providers import open_providers
 from reconciler.providers.base import (
     Observation,
     ObservationResult,
@@ -222,3 +224,30 @@ async def observe(
         unknown_providers=dict(sorted(unknown.items())),
         existing=existing,
     )
+
+
+async def observe_desired(
+    desired: Desired,
+    *,
+    state_dir: Path,
+    repository: str = "default",
+    previous: Mapping[str, int] | None = None,
+) -> ObservedState:
+    """Open every declared provider through the registry, observe, close them again.
+
+    The one call `reconciler plan` needs; a provider that cannot be opened makes its
+    resources unknown.
+    """
+    providers, failed = open_providers(
+        desired.providers, state_dir=Path(state_dir), repository=repository
+    )
+    try:
+        return await observe(
+            desired,
+            providers,
+            previous=previous,
+            unavailable={name: REDACTOR.text(why) for name, why in failed.items()},
+        )
+    finally:
+        for provider in providers.values():
+            await provider.close()

@@ -140,3 +140,21 @@ def test_observes_the_simulator(tmp_path):
         "Machine/a": False,
     }
     assert seen.existing == {"sim": 0}
+
+
+def test_observe_desired_opens_and_closes_providers_through_the_registry(tmp_path):
+    from reconciler.model.kinds import Provider, ProviderSpec
+    from reconciler.observe import observe_desired
+
+    d = pv.desired([pv.resource("a"), pv.resource("b", provider="x")], providers=("sim",))
+    broken = Provider(
+        api_version="reconciler/v1",
+        kind="Provider",
+        metadata={"name": "x"},
+        spec=ProviderSpec(type="no-such-type"),
+    )
+    d.providers["x"] = broken  # type: ignore[index]
+    seen = asyncio.run(observe_desired(d, state_dir=tmp_path))
+    assert seen.observations["Machine/a"].exists is False
+    assert isinstance(seen.observations["Machine/b"], ObservationUnknown)
+    assert "unknown provider type 'no-such-type'" in seen.unknown_providers["x"]

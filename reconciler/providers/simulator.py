@@ -72,6 +72,7 @@ from reconciler.providers.base import (
     ProviderContext,
     ResourceRef,
 )
+from reconciler.secrets import REDACTOR
 
 DB_NAME = "simulator.db"
 
@@ -311,7 +312,7 @@ class SimulatorProvider:
                 operation_id,
                 key,
                 action,
-                _dumps(detail or {}),
+                _dumps(REDACTOR.data(detail or {})),
             ),
         )
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import plan_values as pv
-
 from reconciler.desired import ResolvedResource
 from reconciler.diff import Cause, LastApplied, Status, diff
 from reconciler.model.common import Selector
+from tests import plan_values as pv
 
 
 def applied(r, **override):

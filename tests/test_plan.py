@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import plan_values as pv
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +12,7 @@ from reconciler.diff import LastApplied, diff, selector_matches
 from reconciler.observe import ObservedState
 from reconciler.plan import Operation, Plan, compute_plan, plan, relative_to
 from reconciler.providers.base import Observation
+from tests import plan_values as pv
 
 
 def applied(r):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-import plan_values as pv
-
 from reconciler.diff import LastApplied
 from reconciler.plan import Plan, compute_plan
 from reconciler.render import render_json, render_markdown, render_text, summary_line
 from reconciler.secrets import REDACTOR
+from tests import plan_values as pv
 
 
 def mixed_plan() -> Plan:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import plan_values as pv
-
 from reconciler.errors import TemporaryError
 from reconciler.observe import RateLimiter, observe
 from reconciler.providers.base import Observation, ObservationUnknown, OwnedResource, ResourceRef
+from tests import plan_values as pv
 
 
 class FakeProvider:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from plan_values import provider_document
 
 import reconciler.providers as providers
 from reconciler.errors import PermanentError
 from reconciler.providers.simulator import SimulatorProvider
+from tests.plan_values import provider_document
 
 
 def test_simulator_is_built_in():

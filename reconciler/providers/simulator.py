@@ -481,8 +481,8 @@ class SimulatorProvider:
         )
 
     async def poll(self, handle: OperationHandle) -> OperationStatus:
-        with self._transaction() as db:
-            self._settle(db)
+        """Read-only; writes only to apply operations whose time has come."""
+        with self._reading() as db:
             row = db.execute(
                 "SELECT state, started_at, complete_at, message FROM operations WHERE id = ?",
                 (handle.operation_id,),

@@ -205,3 +205,20 @@ def test_drift_by_hand_and_from_the_command_line(sim, tmp_path, capsys):
     events = [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()]
     # The command line runs on the real clock: power-on completes before its drift.
     assert events == ["started", "drift", "succeeded", "drift"]
+
+
+def test_racing_starts_from_separate_connections_execute_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sims = [SimulatorProvider.open(tmp_path, name="sim", latency=60) for _ in range(4)]
+
+    def start(i: int):
+        return run(sims[i % 4].start(request(MACHINE, "install-os", f"race-{i % 3}")))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        handles = list(pool.map(start, range(48)))
+    assert len({h.operation_id for h in handles}) == 3
+    started = [e["idempotency_key"] for e in sims[0].action_log() if e["event"] == "started"]
+    assert sorted(started) == ["race-0", "race-1", "race-2"]
+    for sim in sims:
+        run(sim.close())

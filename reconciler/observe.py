@@ -214,7 +214,9 @@ async def observe(
             unknown[name] = problem
             listed = None  # an untrusted provider's listing finds no orphans
         if listed is not None:
-            owned.update((o.key, replace(o, provider=name)) for o in listed)
+            owned.update(
+                (o.key, o if o.provider == name else replace(o, provider=name)) for o in listed
+            )
         observations.update(seen)
         # Keep the last trusted count while a provider is unknown.
         existing[name] = count if problem is None else before

@@ -123,16 +123,37 @@ def _print_load_result(result: LoadResult, output: Output) -> None:
         typer.echo(f"invalid: {len(result.diagnostics)} errors in {files} files", err=True)
 
 
+def _load_at_ref(path: Path, ref: str) -> LoadResult:
+    """The documents of a Git repository at a revision, read from its trees (no checkout)."""
+    import pygit2
+
+    from reconciler.source.tree import ParseCache, TreeLister, load_revision
+
+    try:
+        repo = pygit2.Repository(str(path))
+        sha = str(repo.revparse_single(ref).peel(pygit2.Commit).id)
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        typer.echo(f"{path}:1:1: cannot read revision {ref!r}: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    return load_revision(repo, sha, lister=TreeLister(repo), cache=ParseCache()).result
+
+
 @app.command()
 def validate(
-    path: Annotated[Path, typer.Argument(help="A checkout of the declared repository")] = Path(),
+    path: Annotated[
+        Path,
+        typer.Argument(help="A checkout of the declared repository (or a Git repo with --ref)"),
+    ] = Path(),
+    ref: Annotated[
+        str | None, typer.Option(help="Validate this revision of the Git repository at PATH")
+    ] = None,
     output: Annotated[Output, typer.Option(help="text or json")] = Output.text,
 ) -> None:
     """Load and validate every document. Exit 0 valid, 1 invalid."""
     if not path.is_dir():
         typer.echo(f"{path}:1:1: not a directory", err=True)
         raise typer.Exit(EXIT_ERROR)
-    result = load_directory(path)
+    result = _load_at_ref(path, ref) if ref else load_directory(path)
     _print_load_result(result, output)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
 

@@ -56,22 +56,30 @@ class Cause(StrEnum):
 
 @dataclass(frozen=True)
 class LastApplied:
-    """What was last brought about for a resource: written by the executor, read here."""
+    """What was last brought about for a resource: written by the executor, read here.
+
+    `fingerprint` is `ResolvedResource.fingerprint()` at that time; `declared` its
+    `declared()`. Without `declared`, a resource whose fingerprint changed counts
+    every difference as a Git change (the per-field cause needs the old values).
+    """
 
     fingerprint: str
-    declared: Mapping[str, Any]
+    declared: Mapping[str, Any] | None = None
     revision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
-            "declared": dict(self.declared),
+            "declared": None if self.declared is None else dict(self.declared),
             "revision": self.revision,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LastApplied:
-        return cls(data["fingerprint"], dict(data.get("declared", {})), data.get("revision"))
+        declared = data.get("declared")
+        return cls(
+            data["fingerprint"], None if declared is None else dict(declared), data.get("revision")
+        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,11 @@ def covers(converged: str, path: str) -> bool:
 
 def converged_paths(resource: ResolvedResource) -> tuple[str, ...]:
     """The paths compared for a resource: every stage's converges, ancestors first wins."""
-    paths = sorted({p for stage in resource.stages for p in stage.converges})
+    return _minimal_paths(tuple(stage.converges for stage in resource.stages))
+
+
+def _minimal_paths(converges: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
+    paths = sorted({p for stage in converges for p in stage})
     kept: list[str] = []
     for path in paths:
         if not any(path.startswith(k + ".") for k in kept):
@@ -217,6 +229,7 @@ def diff_resource(
     observation: Any,
     last: LastApplied | None,
     ignore: Sequence[IgnoreRule] = (),
+    paths_cache: dict[tuple[tuple[str, ...], ...], tuple[str, ...]] | None = None,
 ) -> ResourceDiff:
     """One declared resource against its observation (see the module docstring)."""
     base = {
@@ -243,11 +256,15 @@ def diff_resource(
         )
 
     declared = resource.declared()
-    fingerprint_unchanged = last is not None and last.fingerprint == resource.fingerprint()
+    fingerprint_unchanged: bool | None = None  # computed only when something differs
     secure = frozenset(resource.secure_params)
     patterns: list[list[str]] | None = None
     fields: list[FieldDiff] = []
-    paths = converged_paths(resource)
+    if paths_cache is None:
+        paths = converged_paths(resource)
+    else:
+        shape = tuple(stage.converges for stage in resource.stages)
+        paths = paths_cache.get(shape) or paths_cache.setdefault(shape, _minimal_paths(shape))
     for path in paths:
         parts = path.split(".")
         want = get_path(declared, parts)
@@ -261,8 +278,14 @@ def diff_resource(
         for sub, d_value, o_value in _differences(want, seen, parts):
             if _ignored(sub, patterns):
                 continue
+            if fingerprint_unchanged is None:
+                fingerprint_unchanged = (
+                    last is not None and last.fingerprint == resource.fingerprint()
+                )
             applied = fingerprint_unchanged or (
-                last is not None and get_path(last.declared, sub) == get_path(declared, sub)
+                last is not None
+                and last.declared is not None
+                and get_path(last.declared, sub) == get_path(declared, sub)
             )
             cause = Cause.DRIFT if applied else Cause.GIT
             absent = None
@@ -281,7 +304,7 @@ def diff_resource(
             )
 
     unconverged: tuple[str, ...] = ()
-    if last is not None and not fingerprint_unchanged and last.declared != declared:
+    if last is not None and last.declared is not None and last.declared != declared:
         changed = _differences(dict(last.declared), declared, [])
         unconverged = tuple(
             sorted(
@@ -324,9 +347,10 @@ def diff(
     last_applied = last_applied or {}
     ignore = tuple(desired.policy.ignore_differences)
     out: dict[str, ResourceDiff] = {}
+    paths_cache: dict[tuple[tuple[str, ...], ...], tuple[str, ...]] = {}
     for key, resource in desired.resources.items():
         out[key] = diff_resource(
-            resource, observed.observations.get(key), last_applied.get(key), ignore
+            resource, observed.observations.get(key), last_applied.get(key), ignore, paths_cache
         )
     for key, owned in observed.owned.items():
         if key not in desired.resources:

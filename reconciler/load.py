@@ -291,11 +291,28 @@ class _Assembler:
         return {name: d for (k, name), d in self.docs.items() if k == kind}
 
 
+@dataclass
+class AssembleCache:
+    """What the last clean `assemble` resolved, for a next revision that changed little.
+
+    A resource document that is the very same parsed object as last time (the
+    source's parse cache hands back the same object for an unchanged blob) keeps
+    its checks and resolution, as long as nothing it may depend on changed: every
+    non-resource document is the same object and the set of resource keys is the
+    same. Anything else is checked and resolved again.
+    """
+
+    context: tuple[Any, ...] | None = None
+    resources: dict[str, tuple[LoadedDocument, ResolvedResource]] = field(default_factory=dict)
+    reused: int = 0
+
+
 def assemble(
     parsed: Iterable[ParsedFile],
     read: Callable[[str], bytes],
     *,
     revision: str | None = None,
+    cache: AssembleCache | None = None,
 ) -> LoadResult:
     """Cross-document checks and resolution; `read(path)` is used only to locate errors."""
     asm = _Assembler(read)
@@ -394,9 +411,21 @@ def assemble(
     for key in resources:
         names_by_bare.setdefault(key.split("/", 1)[1], []).append(key)
 
+    context = (
+        tuple(sorted((k, id(d)) for k, d in asm.docs.items() if d.kind not in RESOURCE_KINDS)),
+        frozenset(resources),
+    )
+    reusable = cache.resources if cache is not None and cache.context == context else {}
+    reused: dict[str, ResolvedResource] = {}
     dependency_graph: dict[str, list[str]] = {}
     usable: dict[str, bool] = {}
     for key, doc in sorted(resources.items()):
+        hit = reusable.get(key)
+        if hit is not None and hit[0] is doc:
+            reused[key] = hit[1]
+            dependency_graph[key] = list(hit[1].depends_on)
+            usable[key] = True
+            continue
         spec = doc.document.spec
         ok = check_ref(doc, ("spec", "provider"), spec.provider, providers, "Provider")
         if check_ref(doc, ("spec", "pipeline"), spec.pipeline, pipelines, "Pipeline"):
@@ -439,7 +468,7 @@ def assemble(
     profile_models = {n: d.document for n, d in profiles.items()}
     resolver = Resolver(pipeline_models, stage_models, profile_models)
     for key, doc in sorted(resources.items()):
-        if usable[key]:
+        if usable[key] and key not in reused:
             pipeline = doc.document.spec.pipeline
             _check_params(
                 asm,
@@ -455,7 +484,8 @@ def assemble(
         return LoadResult(None, tuple(sorted(asm.diagnostics)), count, files)
 
     resolved: dict[str, ResolvedResource] = {
-        key: resolver.resolve(
+        key: reused.get(key)
+        or resolver.resolve(
             doc.document,
             path=doc.path,
             line=doc.line,
@@ -463,6 +493,10 @@ def assemble(
         )
         for key, doc in sorted(resources.items())
     }
+    if cache is not None:
+        cache.context = context
+        cache.resources = {key: (resources[key], r) for key, r in resolved.items()}
+        cache.reused = len(reused)
     policy = next(iter(policies.values())).document.spec if policies else PolicySpec()
     desired = Desired(
         revision=revision,

@@ -249,7 +249,10 @@ def _plan_resource(
     resource: ResolvedResource | None,
     policy: PolicySpec,
     revision: str | None,
-) -> PlannedAction | None:
+) -> dict[str, Any] | None:
+    """The fields of the resource's action (a dict: guardrails and waves are added later)."""
+    if d.status is Status.IN_SYNC:
+        return None
     common: dict[str, Any] = {"key": d.key, "kind": d.kind, "name": d.name, "provider": d.provider}
     if resource is not None:
         common["depends_on"] = tuple(resource.depends_on)
@@ -257,10 +260,8 @@ def _plan_resource(
     all_stages = tuple(s.name for s in resource.stages) if resource is not None else ()
 
     match d.status:
-        case Status.IN_SYNC:
-            return None
         case Status.UNKNOWN:
-            return PlannedAction(
+            return dict(
                 operation=Operation.UNKNOWN,
                 reasons=(f"observation unknown: {d.reason}",),
                 blocked=f"observation unknown: {d.reason}",
@@ -269,20 +270,20 @@ def _plan_resource(
         case Status.ORPHANED:
             why = "owned by reconciler, no longer declared in Git"
             if policy.prune:
-                return PlannedAction(
+                return dict(
                     operation=Operation.DECOMMISSION,
                     reasons=(f"{why}; prune is on",),
                     destructive=True,
                     **common,
                 )
-            return PlannedAction(
+            return dict(
                 operation=Operation.REPORT_ORPHAN,
                 reasons=(f"{why}; prune is off, kept",),
                 **common,
             )
     assert resource is not None
     if d.status is Status.MISSING:
-        return PlannedAction(
+        return dict(
             operation=Operation.CREATE,
             stages=all_stages,
             reasons=(f"not found by provider {d.provider}; {_declared_at(resource, revision)}",),
@@ -290,13 +291,13 @@ def _plan_resource(
         )
     if not d.exists:  # drifted: deleted outside Git
         if policy.self_heal:
-            return PlannedAction(
+            return dict(
                 operation=Operation.CREATE,
                 stages=all_stages,
                 reasons=(f"{d.reason}; selfHeal is on, re-created",),
                 **common,
             )
-        return PlannedAction(
+        return dict(
             operation=Operation.REPORT_DRIFT,
             reasons=(f"{d.reason}; selfHeal is off, reported only",),
             **common,
@@ -312,9 +313,7 @@ def _plan_resource(
             *(_describe(f, revision) for f in d.fields),
             f"selfHeal is off: reported only (correcting it would re-run from stage {stage})",
         )
-        return PlannedAction(
-            operation=Operation.REPORT_DRIFT, reasons=reasons, changes=changes, **common
-        )
+        return dict(operation=Operation.REPORT_DRIFT, reasons=reasons, changes=changes, **common)
     start = min(starts[f.path] for f in acting)
     stages = resource.stages[start:]
     reasons_list = []
@@ -333,7 +332,7 @@ def _plan_resource(
         reasons_list.append(
             f"re-runs destructive stage(s) {', '.join(destructive_stages)} on an existing resource"
         )
-    return PlannedAction(
+    return dict(
         operation=Operation.UPDATE,
         stages=tuple(s.name for s in stages),
         reasons=tuple(reasons_list),
@@ -371,8 +370,9 @@ def _levels(desired: Desired) -> dict[str, int]:
     return level
 
 
-def _protected(action: PlannedAction, policy: PolicySpec, labels: Mapping[str, str]) -> bool:
-    return any(selector_matches(s, action.kind, action.name, labels) for s in policy.protected)
+def _protected(action: Mapping[str, Any], policy: PolicySpec, labels: Mapping[str, str]) -> bool:
+    kind, name = action["kind"], action["name"]
+    return any(selector_matches(s, kind, name, labels) for s in policy.protected)
 
 
 def plan(
@@ -389,14 +389,14 @@ def plan(
     """
     policy = desired.policy
     revision = desired.revision
-    actions: list[PlannedAction] = []
+    drafts: list[dict[str, Any]] = []
     labels: dict[str, Mapping[str, str]] = {}
     notes: list[str] = []
     for key, d in changes.resources.items():
         labels[key] = d.labels
-        action = _plan_resource(d, desired.resources.get(key), policy, revision)
-        if action is not None:
-            actions.append(action)
+        draft = _plan_resource(d, desired.resources.get(key), policy, revision)
+        if draft is not None:
+            drafts.append(draft)
         if d.unconverged:
             notes.append(
                 f"{key}: {', '.join(d.unconverged)} changed in Git but no stage converges "
@@ -404,50 +404,39 @@ def plan(
             )
 
     # Guardrails, in order: protection, unknown observation, the destructive budget.
-    unknown = sorted(a.key for a in actions if a.operation is Operation.UNKNOWN)
+    unknown = sorted(a["key"] for a in drafts if a["operation"] is Operation.UNKNOWN)
     unknown_providers = dict(unknown_providers or {})
     for name, why in sorted(unknown_providers.items()):
         notes.append(f"provider {name} is unknown: {why}")
-    guarded: list[PlannedAction] = []
-    for a in actions:
-        if a.destructive and a.blocked is None:
-            if _protected(a, policy, labels.get(a.key, {})) and a.key not in approved:
-                a = a.model_copy(update={"blocked": "protected by policy; not approved"})
+    for a in drafts:
+        if a.get("destructive") and a.get("blocked") is None:
+            if _protected(a, policy, labels.get(a["key"], {})) and a["key"] not in approved:
+                a["blocked"] = "protected by policy; not approved"
             elif unknown or unknown_providers:
                 what = ", ".join(unknown[:3] or sorted(unknown_providers)[:3])
                 more = len(unknown) + len(unknown_providers) - 3
                 what += f" and {more} more" if more > 0 else ""
-                a = a.model_copy(
-                    update={"blocked": f"observation unknown ({what}): destructive refused"}
-                )
-        guarded.append(a)
-    destructive = [a for a in guarded if a.destructive and a.blocked is None]
+                a["blocked"] = f"observation unknown ({what}): destructive refused"
+    destructive = [a for a in drafts if a.get("destructive") and a.get("blocked") is None]
     if len(destructive) > policy.max_destructive_actions:
         why = (
             f"plan has {len(destructive)} destructive actions, "
             f"policy allows {policy.max_destructive_actions}"
         )
-        guarded = [
-            a.model_copy(update={"blocked": why}) if a.destructive and a.blocked is None else a
-            for a in guarded
-        ]
+        for a in destructive:
+            a["blocked"] = why
 
     # Waves: dependency depth; decommissions after everything else.
     levels = _levels(desired)
     last_level = max(levels.values(), default=0) + 1
-
-    def level_of(a: PlannedAction) -> int:
-        return levels.get(a.key, last_level)
-
-    numbers = {lvl: n for n, lvl in enumerate(sorted({level_of(a) for a in guarded}), start=1)}
+    level_of = {a["key"]: levels.get(a["key"], last_level) for a in drafts}
+    numbers = {lvl: n for n, lvl in enumerate(sorted(set(level_of.values())), start=1)}
     by_wave: dict[int, list[PlannedAction]] = {}
-    for a in guarded:
-        wave = numbers[level_of(a)]
-        by_wave.setdefault(wave, []).append(a.model_copy(update={"wave": wave}))
-    waves = [
-        Wave(number=n, actions=tuple(sorted(acts, key=lambda a: a.key)))
-        for n, acts in sorted(by_wave.items())
-    ]
+    for a in sorted(drafts, key=lambda a: a["key"]):
+        wave = numbers[level_of[a["key"]]]
+        by_wave.setdefault(wave, []).append(PlannedAction(**a, wave=wave))
+    waves = [Wave(number=n, actions=tuple(acts)) for n, acts in sorted(by_wave.items())]
+    actions = [a for w in waves for a in w.actions]
     return Plan.build(
         revision=revision,
         policy=PlanPolicy(
@@ -456,7 +445,7 @@ def plan(
             max_destructive_actions=policy.max_destructive_actions,
         ),
         waves=waves,
-        summary=summarize(guarded, in_sync=len(changes.with_status(Status.IN_SYNC))),
+        summary=summarize(actions, in_sync=len(changes.with_status(Status.IN_SYNC))),
         notes=notes,
     )
 

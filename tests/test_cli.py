@@ -93,3 +93,22 @@ def test_bad_setting_is_one_clear_line() -> None:
     result = run("--listen", "nonsense", "validate", "sample-repo")
     assert result.returncode == 1
     assert result.stderr.strip().startswith("reconciler: invalid settings: listen")
+
+
+def test_validate_a_revision_without_checkout(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "repo", dict(BASE_FILES))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "good"], check=True)
+    (repo / "machines.yaml").write_text(BASE_FILES["machines.yaml"].replace("sim", "gone", 1))
+    subprocess.run([*git, "commit", "-qam", "bad"], check=True)
+    (repo / "machines.yaml").write_text(BASE_FILES["machines.yaml"])  # the checkout is fine again
+    assert run("validate", str(repo)).returncode == 0
+    bad = run("validate", "--ref", "HEAD", str(repo))
+    assert bad.returncode == 1
+    assert bad.stdout.startswith("machines.yaml:5:13: unknown Provider 'gone'")
+    assert run("validate", "--ref", "HEAD~1", str(repo)).returncode == 0
+    missing = run("validate", "--ref", "no-such-ref", str(repo))
+    assert missing.returncode == 1
+    assert "cannot read revision 'no-such-ref'" in missing.stderr

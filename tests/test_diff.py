@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import plan_values as pv
-
 from reconciler.desired import ResolvedResource
 from reconciler.diff import Cause, LastApplied, Status, diff
 from reconciler.model.common import Selector
+from tests import plan_values as pv
 
 
 def applied(r, **override):
@@ -148,3 +147,17 @@ def test_whole_params_difference_redacts_secure_keys_inside():
     (field,) = diff(d, seen).resources[r.key].fields
     assert field.path == "params"
     assert field.declared == {"pw": "***", "os": "x"}
+
+
+def test_fingerprint_alone_tells_drift_from_git_change_per_resource():
+    r = pv.resource("a", params={"os": "rhel-9"})
+    d = pv.desired([r])
+    fields = pv.converged(r) | {"params": {"os": "esxi-8"}}
+    seen = pv.observed(d, fields={r.key: fields})
+    same = diff(d, seen, last_applied={r.key: LastApplied(r.fingerprint())})
+    assert same.resources[r.key].status is Status.DRIFTED
+    other = diff(d, seen, last_applied={r.key: LastApplied("older")})
+    assert other.resources[r.key].status is Status.CHANGED
+    assert LastApplied.from_dict(LastApplied("f", {"params": {}}, "r1").to_dict()) == LastApplied(
+        "f", {"params": {}}, "r1"
+    )

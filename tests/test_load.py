@@ -265,3 +265,24 @@ def test_ambiguous_bare_depends_on() -> None:
     assert errors_of(files) == [
         "machines.yaml:16:15: ambiguous dependsOn 'm1': write one of Instance/m1, Machine/m1"
     ]
+
+
+def test_assemble_cache_reuses_unchanged_resources_and_rechecks_changed() -> None:
+    from reconciler.load import AssembleCache, assemble, parse_file
+
+    files = as_bytes(BASE_FILES)
+    parsed = {p: parse_file(p, d) for p, d in files.items()}
+    cache = AssembleCache()
+    first = assemble(parsed.values(), files.__getitem__, cache=cache)
+    assert first.ok and cache.reused == 0
+    again = assemble(parsed.values(), files.__getitem__, cache=cache)
+    assert again.ok and cache.reused == 2
+    assert again.desired.resources == first.desired.resources
+    # A changed pipeline invalidates everything: m1's os is no longer offered.
+    changed = dict(files)
+    changed["pipelines.yaml"] = files["pipelines.yaml"].replace(b"[ubuntu, rhel]", b"[rhel]")
+    parsed["pipelines.yaml"] = parse_file("pipelines.yaml", changed["pipelines.yaml"])
+    result = assemble(parsed.values(), changed.__getitem__, cache=cache)
+    assert [str(d) for d in result.diagnostics] == [
+        "machines.yaml:7:16: param 'os' = 'ubuntu' is not offered by pipeline 'bm' (allowed: rhel)"
+    ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import plan_values as pv
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +12,7 @@ from reconciler.diff import LastApplied, diff, selector_matches
 from reconciler.observe import ObservedState
 from reconciler.plan import Operation, Plan, compute_plan, plan, relative_to
 from reconciler.providers.base import Observation
+from tests import plan_values as pv
 
 
 def applied(r):
@@ -276,7 +276,12 @@ def scenarios(draw):
             unknown=[r.key] if state == "unknown" else [],
         )
         observations.update(base.observations)
-    seen = ObservedState(observations=observations, owned={o.key: o for o in orphans})
+    broken = {"sim": "listing failed"} if draw(st.booleans()) and draw(st.booleans()) else {}
+    seen = ObservedState(
+        observations=observations,
+        owned={} if broken else {o.key: o for o in orphans},
+        unknown_providers=broken,
+    )
     return d, seen, last
 
 
@@ -305,7 +310,7 @@ def test_never_destroys_when_any_observation_is_unknown(scenario):
     for a in p.actions:
         if a.key in unknown:
             assert a.operation is Operation.UNKNOWN and not a.runnable
-        if unknown:
+        if unknown or seen.unknown_providers:
             assert not (a.destructive and a.runnable), a
 
 
@@ -354,7 +359,11 @@ def test_deterministic_for_the_same_inputs(scenario, rnd: random.Random):
     )
     again = compute_plan(
         shuffled,
-        ObservedState(observations=dict(observations), owned=dict(reversed(seen.owned.items()))),
+        ObservedState(
+            observations=dict(observations),
+            owned=dict(reversed(seen.owned.items())),
+            unknown_providers=seen.unknown_providers,
+        ),
         last_applied=dict(reversed(last.items())),
     )
     assert again.to_json() == first.to_json()

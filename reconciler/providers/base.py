@@ -127,7 +127,7 @@ ObservationResult = Observation | ObservationUnknown
 class OwnedResource:
     """A resource the provider holds with our ownership tags (managed-by, repository, key).
 
-    `provider` is filled in by the engine (the Provider name that listed it).
+    `provider` is the Provider name that listed it (the engine fills it in if empty).
     """
 
     key: str
@@ -292,6 +292,9 @@ class Provider(Protocol):
 
     async def observe(self, resources: Sequence[ResourceRef]) -> Mapping[str, ObservationResult]:
         """Observe a batch of declared resources; read-only and idempotent.
+
+        The returned `fields` are read-only for the caller (a provider may share them
+        with its cache).
 
         Returns one entry per requested key. A resource the API positively reports
         absent is `Observation(exists=False)`; one it cannot say anything about is

@@ -1,0 +1,161 @@
+"""Benchmark: planning N resources against the simulator — a full plan and a no-change plan.
+
+- `full_plan`: load + observe + diff + plan of a synthetic repository against a
+  fresh simulator (everything to create). Target for 10k on 2 cores: under 5 s.
+  Reference in the same run: `load` alone (the loader's share of it).
+- `no_change_plan`: observe + diff + plan of the same, already loaded (a cached
+  repository), against a simulator where every resource is in its declared state.
+  Target for 10k: under 1 s. Reference: the same with 10 % of resources drifted.
+- `render`: text and JSON of the full plan.
+
+Medians of repeated runs; `--json PATH` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.generate import generate
+from reconciler.desired import Desired
+from reconciler.diff import LastApplied
+from reconciler.load import load_files
+from reconciler.observe import ObservedState, observe, resource_ref
+from reconciler.plan import Plan, compute_plan
+from reconciler.providers import open_providers
+from reconciler.providers.simulator import SimulatorProvider, inventory
+from reconciler.render import render_json, render_text
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load(files: dict[str, bytes]) -> Desired:
+    result = load_files(files, revision="bench")
+    assert result.ok and result.desired is not None, result.diagnostics[:3]
+    return result.desired
+
+
+def plan_once(
+    desired: Desired,
+    providers: dict[str, Any],
+    last_applied: dict[str, LastApplied] | None = None,
+    previous: dict[str, int] | None = None,
+) -> tuple[Plan, ObservedState]:
+    seen = asyncio.run(observe(desired, providers, previous=previous))
+    return compute_plan(desired, seen, last_applied=last_applied), seen
+
+
+def converge(desired: Desired, providers: dict[str, Any], drift_every: int = 0) -> None:
+    """Put every resource in place as an apply would have left it (one transaction each)."""
+    rows: dict[str, list[Any]] = {}
+    for index, r in enumerate(desired.resources.values()):
+        fields = r.declared()
+        if r.kind == "Machine":
+            fields.update(power="on", discovered=True, inventory=inventory(r.name))
+        else:
+            fields.update(state="running")
+        if drift_every and index % drift_every == 0:
+            fields["params"] = dict(fields["params"], application="none")
+        rows.setdefault(r.provider, []).append((resource_ref(r), fields))
+    for name, batch in rows.items():
+        simulator: SimulatorProvider = providers[name]
+        simulator.seed(batch)
+
+
+def run(n: int, repeat: int) -> dict[str, dict[str, Any]]:
+    files = generate(n)
+    label = f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    figures: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as fresh_dir, tempfile.TemporaryDirectory() as synced:
+        desired = load(files)
+        fresh, failed = open_providers(desired.providers, state_dir=Path(fresh_dir))
+        assert not failed, failed
+
+        def full() -> Plan:
+            return plan_once(load(files), fresh)[0]
+
+        full_plan = full()
+        assert full_plan.summary.create == n, full_plan.summary
+        load_s = median_seconds(lambda: load(files), repeat)
+        full_s = median_seconds(full, repeat)
+        render_s = median_seconds(lambda: (render_text(full_plan), render_json(full_plan)), repeat)
+
+        providers, _ = open_providers(desired.providers, state_dir=Path(synced))
+        converge(desired, providers)
+        last = {
+            key: LastApplied(r.fingerprint(), r.declared(), "bench")
+            for key, r in desired.resources.items()
+        }
+        plan, seen = plan_once(desired, providers, last)
+        assert plan.in_sync, plan.summary
+        previous = dict(seen.existing)
+        no_change_s = median_seconds(lambda: plan_once(desired, providers, last, previous), repeat)
+        converge(desired, providers, drift_every=10)
+        drifted_plan, _ = plan_once(desired, providers, last, previous)
+        expected = sum(
+            1
+            for i, r in enumerate(desired.resources.values())
+            if i % 10 == 0 and r.params.get("application") != "none"
+        )
+        assert drifted_plan.summary.drifted == expected, drifted_plan.summary
+        drifted_s = median_seconds(lambda: plan_once(desired, providers, last, previous), repeat)
+
+    figures[f"load_{label}_s"] = {"value": load_s, "unit": "s", "reference": "-"}
+    figures[f"full_plan_{label}_s"] = {
+        "value": full_s,
+        "unit": "s",
+        "reference": "target < 5 s",
+    }
+    figures[f"full_plan_{label}_vs_load"] = {
+        "value": full_s / load_s,
+        "unit": "x",
+        "reference": "load alone",
+    }
+    figures[f"no_change_plan_{label}_s"] = {
+        "value": no_change_s,
+        "unit": "s",
+        "reference": "target < 1 s",
+    }
+    figures[f"drift_10pct_plan_{label}_s"] = {
+        "value": drifted_s,
+        "unit": "s",
+        "reference": "-",
+    }
+    figures[f"no_change_plan_{label}_vs_drift_10pct"] = {
+        "value": no_change_s / drifted_s,
+        "unit": "x",
+        "reference": "10 % drifted",
+    }
+    figures[f"render_{label}_s"] = {"value": render_s, "unit": "s", "reference": "text + json"}
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    figures = run(args.n, args.repeat)
+    for name, figure in figures.items():
+        print(f"{name:36} {figure['value']:10.3f} {figure['unit']:3} {figure['reference']}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

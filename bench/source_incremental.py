@@ -1,0 +1,226 @@
+"""Benchmark: one changed file in a 10,000-resource repository, incremental vs full load.
+
+    python -m bench.source_incremental [--resources N] [--changes K] [--quick] [--json PATH]
+
+Builds a bare repository (the sample repository's providers, pipelines, stages,
+profiles and policy, plus N generated machines, one file each, 100 per folder),
+then measures through `reconciler.source.DeclaredSource` with a local-path remote:
+
+- `full_load`: a fresh source loading the head (list the tree, parse every
+  file, assemble), after the clone;
+- `incremental_load`: after a commit that changes one machine file, loading
+  the new head with the warm caches (list changed folders, parse one file,
+  assemble), median of K commits;
+- `incremental_without_assemble` / `incremental_assemble`: that load split
+  into the source's own work (listing, filtering, cache lookups, the one parse)
+  and the loader's per-revision `assemble` (cross-document checks over all
+  documents, which no per-file cache can skip);
+- `fetch_one_commit`: fetching that commit into the mirror;
+- `load_files`: `reconciler.load.load_files` on the same files (no Git), the
+  in-run reference.
+
+Each figure carries its ratio to the full load; parse counts are printed too
+(the point: 1 file re-parsed per one-file commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import yaml
+
+from reconciler import load
+from reconciler.source import DeclaredSource, GitAccess, Mirror
+
+SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
+SIGNATURE = pygit2.Signature("bench", "bench@example.com", 1_700_000_000, 0)
+
+
+def support_files() -> dict[str, bytes]:
+    """The sample repository minus its machines and instances (the resources we generate)."""
+    out: dict[str, bytes] = {}
+    for path in sorted(SAMPLE_REPO.rglob("*")):
+        rel = path.relative_to(SAMPLE_REPO).as_posix()
+        if path.is_file() and not rel.startswith(("machines/", "instances/")):
+            out[rel] = path.read_bytes()
+    return out
+
+
+def machine_template() -> dict[str, Any]:
+    for path in sorted((SAMPLE_REPO / "machines").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if isinstance(doc, dict) and doc.get("kind") == "Machine":
+                doc["spec"].pop("dependsOn", None)
+                return doc
+    raise SystemExit(f"no Machine document under {SAMPLE_REPO / 'machines'}")
+
+
+def machine(template: dict[str, Any], i: int, revision: int = 0) -> bytes:
+    doc = json.loads(json.dumps(template))
+    rack = f"r{i // 100:03d}"
+    doc["metadata"]["name"] = f"{rack}-node{i:05d}"
+    doc["metadata"].setdefault("labels", {})["rack"] = rack
+    doc["metadata"]["labels"]["revision"] = str(revision)
+    doc["spec"]["rack"] = rack
+    doc["spec"]["bmc"] = {
+        "address": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
+        "mac": f"52:54:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
+    }
+    return yaml.safe_dump(doc, sort_keys=False).encode()
+
+
+def machine_path(i: int) -> str:
+    return f"machines/r{i // 100:03d}/node{i:05d}.yaml"
+
+
+def write_tree(repo: pygit2.Repository, files: dict[str, bytes]) -> pygit2.Oid:
+    """A tree for a {path: bytes} mapping, built bottom-up with TreeBuilders."""
+    nested: dict[str, Any] = {}
+    for path, data in files.items():
+        node = nested
+        *dirs, name = path.split("/")
+        for part in dirs:
+            node = node.setdefault(part, {})
+        node[name] = data
+
+    def build(node: dict[str, Any]) -> pygit2.Oid:
+        builder = repo.TreeBuilder()
+        for name, value in sorted(node.items()):
+            if isinstance(value, dict):
+                builder.insert(name, build(value), pygit2.enums.FileMode.TREE)
+            else:
+                builder.insert(name, repo.create_blob(value), pygit2.enums.FileMode.BLOB)
+        return builder.write()
+
+    return build(nested)
+
+
+def commit(repo: pygit2.Repository, files: dict[str, bytes], message: str) -> str:
+    parents = [] if repo.head_is_unborn else [repo.head.target]
+    oid = repo.create_commit(
+        "refs/heads/main", SIGNATURE, SIGNATURE, message, write_tree(repo, files), parents
+    )
+    return str(oid)
+
+
+def timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = call()
+    return time.perf_counter() - start, value
+
+
+def run(resources: int, changes: int) -> dict[str, Any]:
+    template = machine_template()
+    with tempfile.TemporaryDirectory(prefix="bench-source-") as tmp:
+        root = Path(tmp)
+        remote = pygit2.init_repository(str(root / "remote.git"), bare=True)
+        remote.set_head("refs/heads/main")
+        files = support_files()
+        files.update({machine_path(i): machine(template, i) for i in range(resources)})
+        build_s, _ = timed(lambda: commit(remote, files, "inventory"))
+
+        reference_s, reference = timed(lambda: load.load_files(files))
+        if not reference.ok:
+            first = "\n".join(str(d) for d in reference.diagnostics[:5])
+            raise SystemExit(f"generated repository does not validate:\n{first}")
+        del reference
+        gc.collect()  # the reference's objects must not tax the source's garbage collections
+
+        assemble_times: list[float] = []
+        assembly = load.AssembleCache()  # what DeclaredSource uses by default
+
+        def timed_assemble(parsed: Any, read: Callable[[str], bytes]) -> load.LoadResult:
+            seconds, result = timed(lambda: load.assemble(parsed, read, cache=assembly))
+            assemble_times.append(seconds)
+            return result
+
+        mirror = Mirror.in_state_dir(root / "state", GitAccess(str(root / "remote.git")))
+        source = DeclaredSource(mirror, assemble=timed_assemble)
+        clone_s, _ = timed(source.mirror.fetch)
+        full_s, full = timed(lambda: source.poll(fetch=False))
+        assert full.ready, full.stale
+        full_parses = source.parse_calls
+
+        fetch_times: list[float] = []
+        load_times: list[float] = []
+        overhead_times: list[float] = []
+        parses: list[int] = []
+        for k in range(1, changes + 1):
+            i = (k * 7919) % resources
+            files[machine_path(i)] = machine(template, i, revision=k)
+            commit(remote, files, f"change {machine_path(i)}")
+            before = source.parse_calls
+            fetch_s, _ = timed(source.mirror.fetch)
+            load_s, result = timed(lambda: source.poll(fetch=False))
+            assert result.ready and result.changed_paths == {machine_path(i)}, result
+            fetch_times.append(fetch_s)
+            load_times.append(load_s)
+            overhead_times.append(load_s - assemble_times[-1])
+            parses.append(source.parse_calls - before)
+
+    incremental_s = statistics.median(load_times)
+    fetch_s = statistics.median(fetch_times)
+    overhead_s = statistics.median(overhead_times)
+    assemble_s = incremental_s - overhead_s
+    figures = {
+        "source_full_load_s": (full_s, 1.0),
+        "source_incremental_load_s": (incremental_s, incremental_s / full_s),
+        "source_incremental_without_assemble_s": (overhead_s, overhead_s / full_s),
+        "source_incremental_assemble_s": (assemble_s, assemble_s / full_s),
+        "source_fetch_one_commit_s": (fetch_s, fetch_s / full_s),
+        "source_clone_s": (clone_s, clone_s / full_s),
+        "load_files_reference_s": (reference_s, reference_s / full_s),
+    }
+    return {
+        "resources": resources,
+        "files": len(files),
+        "changes": changes,
+        "build_repo_s": build_s,
+        "full_load_parses": full_parses,
+        "incremental_parses": parses,
+        "figures": {k: {"value": v, "ratio_to_full_load": r} for k, (v, r) in figures.items()},
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(
+        f"source incremental load: {report['resources']} resources in {report['files']} files, "
+        f"{report['changes']} one-file commits"
+    )
+    print(f"{'figure':<38} {'seconds':>10} {'vs full load':>13}")
+    for name, fig in report["figures"].items():
+        print(f"{name:<38} {fig['value']:>10.4f} {fig['ratio_to_full_load']:>12.3f}x")
+    print(
+        f"files parsed: full load {report['full_load_parses']}, "
+        f"per one-file commit {report['incremental_parses']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--resources", type=int, default=10_000)
+    parser.add_argument("--changes", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="1,000 resources, 3 commits")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    resources, changes = (1_000, 3) if args.quick else (args.resources, args.changes)
+    report = run(resources, changes)
+    print_table(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

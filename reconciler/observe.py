@@ -1,0 +1,255 @@
+"""Observe: ask every provider, concurrently, what exists — step 3 of the flow.
+
+Sits between load (the Desired set) and diff. One provider's failure never stops
+the others, and never reads as "gone": resources of a provider that errors, times
+out, or suddenly reports nothing where it reported resources before are
+`ObservationUnknown`, and its ownership listing is left out (so nothing of it can
+be found orphaned). Each provider's declared limits hold: at most
+`limits.concurrency` calls in flight, at most `limits.ratePerSecond` calls started
+per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.providers import open_providers
+from reconciler.providers.base import (
+    Observation,
+    ObservationResult,
+    ObservationUnknown,
+    OwnedResource,
+    Provider,
+    ResourceRef,
+)
+from reconciler.secrets import REDACTOR
+
+if TYPE_CHECKING:
+    from reconciler.desired import Desired, ResolvedResource
+
+DEFAULT_BATCH = 500
+DEFAULT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True, repr=False)
+class ObservedState:
+    """What observation found, ready for `reconciler.diff`.
+
+    `observations` has one entry per declared key; `owned` holds what providers
+    report as ours (only from providers whose listing succeeded); `unknown_providers`
+    says which providers could not be trusted and why; `existing` counts, per
+    provider, the resources seen — pass it back as `previous` next time.
+    """
+
+    observations: Mapping[str, ObservationResult]
+    owned: Mapping[str, OwnedResource] = field(default_factory=dict)
+    unknown_providers: Mapping[str, str] = field(default_factory=dict)
+    existing: Mapping[str, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Short on purpose: Python 3.11's asyncio.run reprs the main task's result when
+        # it restores the SIGINT handler, and a 10,000-entry repr costs a quarter second.
+        return (
+            f"ObservedState({len(self.observations)} observations, {len(self.owned)} owned, "
+            f"unknown providers: {sorted(self.unknown_providers)})"
+        )
+
+
+def resource_ref(resource: ResolvedResource) -> ResourceRef:
+    """The plain value a provider sees of a resolved resource."""
+    return ResourceRef(
+        kind=resource.kind,
+        name=resource.name,
+        key=resource.key,
+        declared=resource.declared(),
+        params=dict(resource.params),
+        labels=dict(resource.labels),
+    )
+
+
+class RateLimiter:
+    """At most `rate` starts per second, spaced evenly (None: unlimited)."""
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+        self._clock = clock
+        self._sleep = sleep
+
+    async def acquire(self) -> None:
+        if not self._interval:
+            return
+        now = self._clock() if self._clock else asyncio.get_running_loop().time()
+        wait = self._next - now
+        self._next = max(now, self._next) + self._interval
+        if wait > 0:
+            await self._sleep(wait)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "provider did not answer in time"
+    return REDACTOR.text(f"{type(exc).__name__}: {exc}")
+
+
+async def _observe_provider(
+    name: str,
+    provider: Provider,
+    refs: Sequence[ResourceRef],
+    *,
+    concurrency: int,
+    rate: float | None,
+    batch_size: int,
+    timeout: float,
+) -> tuple[dict[str, ObservationResult], list[OwnedResource] | None, str | None]:
+    """Observations of one provider's resources, its owned list (None: unknown), and why."""
+    gate = asyncio.Semaphore(concurrency)
+    limiter = RateLimiter(rate)
+
+    async def call(coro_factory: Any) -> Any:
+        async with gate:
+            await limiter.acquire()
+            return await asyncio.wait_for(coro_factory(), timeout)
+
+    batches = [refs[i : i + batch_size] for i in range(0, len(refs), batch_size)]
+    results = await asyncio.gather(
+        *(call(lambda b=batch: provider.observe(b)) for batch in batches),
+        call(provider.list_owned),
+        return_exceptions=True,
+    )
+    observations: dict[str, ObservationResult] = {}
+    problem: str | None = None
+    for batch, result in zip(batches, results[:-1], strict=True):
+        if isinstance(result, BaseException):
+            problem = _reason(result)
+            for ref in batch:
+                observations[ref.key] = ObservationUnknown(ref.key, f"{name}: {problem}")
+            continue
+        for ref in batch:
+            got = result.get(ref.key)
+            if isinstance(got, Observation | ObservationUnknown):
+                observations[ref.key] = got
+            else:
+                observations[ref.key] = ObservationUnknown(
+                    ref.key, f"{name}: provider did not report it"
+                )
+    listed = results[-1]
+    owned: list[OwnedResource] | None
+    if isinstance(listed, BaseException):
+        owned = None
+        problem = problem or f"listing owned resources failed: {_reason(listed)}"
+    else:
+        owned = list(listed)
+    return observations, owned, problem
+
+
+async def observe(
+    desired: Desired,
+    providers: Mapping[str, Provider],
+    *,
+    previous: Mapping[str, int] | None = None,
+    unavailable: Mapping[str, str] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> ObservedState:
+    """Observe every declared resource and list every provider's owned resources.
+
+    `providers` are open instances by Provider name (`reconciler.providers.open_providers`);
+    `unavailable` names providers that could not be opened, with why. `previous` is
+    the last `ObservedState.existing`: a provider that now sees nothing where it saw
+    resources before is treated as unknown.
+    """
+    previous = previous or {}
+    unknown: dict[str, str] = dict(unavailable or {})
+    by_provider: dict[str, list[ResourceRef]] = {name: [] for name in providers}
+    observations: dict[str, ObservationResult] = {}
+    for key, resource in desired.resources.items():
+        if resource.provider in providers:
+            by_provider[resource.provider].append(resource_ref(resource))
+        else:
+            why = unknown.get(resource.provider, "provider is not available")
+            observations[key] = ObservationUnknown(key, f"{resource.provider}: {why}")
+
+    names = sorted(by_provider)
+    jobs = []
+    for name in names:
+        document = desired.providers.get(name)
+        limits = document.spec.limits if document is not None else None
+        jobs.append(
+            _observe_provider(
+                name,
+                providers[name],
+                by_provider[name],
+                concurrency=limits.concurrency if limits else 10,
+                rate=limits.rate_per_second if limits else None,
+                batch_size=batch_size,
+                timeout=timeout,
+            )
+        )
+    outcomes = await asyncio.gather(*jobs)
+
+    owned: dict[str, OwnedResource] = {}
+    existing: dict[str, int] = {}
+    for name, (seen, listed, problem) in zip(names, outcomes, strict=True):
+        count = max(
+            sum(1 for o in seen.values() if isinstance(o, Observation) and o.exists),
+            len(listed or ()),
+        )
+        before = previous.get(name, 0)
+        if problem is None and count == 0 and before > 0:
+            problem = f"reported no resources where it reported {before} before"
+            seen = {k: ObservationUnknown(k, f"{name}: {problem}") for k in seen}
+            listed = None
+        if problem is not None:
+            unknown[name] = problem
+            listed = None  # an untrusted provider's listing finds no orphans
+        if listed is not None:
+            owned.update(
+                (o.key, o if o.provider == name else replace(o, provider=name)) for o in listed
+            )
+        observations.update(seen)
+        # Keep the last trusted count while a provider is unknown.
+        existing[name] = count if problem is None else before
+    return ObservedState(
+        observations=dict(sorted(observations.items())),
+        owned=dict(sorted(owned.items())),
+        unknown_providers=dict(sorted(unknown.items())),
+        existing=existing,
+    )
+
+
+async def observe_desired(
+    desired: Desired,
+    *,
+    state_dir: Path,
+    repository: str = "default",
+    previous: Mapping[str, int] | None = None,
+) -> ObservedState:
+    """Open every declared provider through the registry, observe, close them again.
+
+    The one call `reconciler plan` needs; a provider that cannot be opened makes its
+    resources unknown.
+    """
+    providers, failed = open_providers(
+        desired.providers, state_dir=Path(state_dir), repository=repository
+    )
+    try:
+        return await observe(
+            desired,
+            providers,
+            previous=previous,
+            unavailable={name: REDACTOR.text(why) for name, why in failed.items()},
+        )
+    finally:
+        for provider in providers.values():
+            await provider.close()

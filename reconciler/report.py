@@ -1,0 +1,206 @@
+"""Report: a cycle's statuses, drift and audit records -> the files of ONE status commit.
+
+Step 7 of the flow, pure: values in, `{path: bytes}` plus a commit message and
+trailers out; `reconciler.source` commits and pushes them. Everything written is
+deterministic for the same state (no "last run at" stamps), so a cycle that
+changed nothing produces byte-identical files and therefore no commit.
+
+What is written (see README, "What the controller writes back"):
+
+- `status/<Kind>/<name>.yaml` — phase, conditions, stage reached, observed state,
+  `lastAppliedRevision`; `status/controller.yaml` — the source's own conditions
+  (which revision is in force, why it may be stale, the last invalid revision's
+  errors);
+- `reports/drift.md` and `reports/drift.json` — what differs and since when;
+- `audit/YYYY/MM/DD/<time>-<plan>.jsonl` — one JSON line per executed action,
+  a new file per cycle, never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from reconciler.secrets import REDACTOR
+from reconciler.status import Condition, ResourceStatus, worst_phase
+
+STATUS_DIR = "status"
+REPORTS_DIR = "reports"
+AUDIT_DIR = "audit"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One executed action: who asked (revision, author, approvers), what ran, what happened."""
+
+    revision: str | None
+    author: str | None
+    plan_hash: str
+    resource: str
+    operation: str
+    stage: str | None
+    task: str | None
+    result: str
+    started: str
+    finished: str
+    message: str = ""
+    operation_id: str | None = None
+    approvers: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(REDACTOR.data(asdict(self)), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class DriftEntry:
+    """One resource that differs from Git without Git having asked for it."""
+
+    key: str
+    since: datetime | None
+    corrected: bool
+    reason: str = ""
+    fields: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ControllerStatus:
+    """The source's side of the cycle: which revision is in force and why."""
+
+    repository: str
+    branch: str
+    revision: str | None
+    conditions: tuple[Condition, ...] = ()
+    invalid_revision: str | None = None
+    errors: tuple[str, ...] = ()
+
+    def to_yaml(self) -> str:
+        data: dict[str, Any] = {
+            "repository": REDACTOR.text(self.repository),
+            "branch": self.branch,
+            "revision": self.revision,
+            "conditions": [c.model_dump(mode="json", by_alias=True) for c in self.conditions],
+        }
+        if self.invalid_revision:
+            data["invalidRevision"] = {
+                "revision": self.invalid_revision,
+                "errors": list(self.errors),
+            }
+        return yaml.safe_dump(REDACTOR.data(data), sort_keys=False, allow_unicode=True)
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    files: Mapping[str, bytes]
+    message: str
+    trailers: Mapping[str, str] = field(default_factory=dict)
+    managed_prefixes: tuple[str, ...] = (f"{STATUS_DIR}/", f"{REPORTS_DIR}/")
+    """Folders the writer owns whole: files there that are not in `files` are removed.
+    `audit/` is not among them: audit files are only ever added."""
+
+
+def status_path(kind: str, name: str) -> str:
+    return f"{STATUS_DIR}/{kind}/{name}.yaml"
+
+
+def audit_path(now: datetime, plan_hash: str) -> str:
+    return f"{AUDIT_DIR}/{now:%Y/%m/%d}/{now:%Y%m%dT%H%M%SZ}-{plan_hash[:12]}.jsonl"
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def drift_markdown(entries: Sequence[DriftEntry], revision: str | None) -> str:
+    lines = ["# Drift report", ""]
+    lines.append(f"Declared revision: `{revision or 'unknown'}`")
+    lines.append("")
+    if not entries:
+        lines.append("No drift: every observed resource matches what Git last applied.")
+        return "\n".join(lines) + "\n"
+    lines.append(f"{len(entries)} resource(s) differ from Git outside Git:")
+    lines.append("")
+    lines.append("| resource | since | field | declared | observed | action |")
+    lines.append("|---|---|---|---|---|---|")
+    for entry in entries:
+        since = entry.since.strftime("%Y-%m-%dT%H:%M:%SZ") if entry.since else "-"
+        action = "corrected (selfHeal)" if entry.corrected else "reported only"
+        rows = entry.fields or ({"path": "-", "declared": None, "observed": entry.reason},)
+        for row in rows:
+            lines.append(
+                f"| `{entry.key}` | {since} | `{row.get('path')}` | "
+                f"`{_value(row.get('declared'))}` | `{_value(row.get('observed'))}` | {action} |"
+            )
+    return REDACTOR.text("\n".join(lines) + "\n")
+
+
+def drift_json(entries: Sequence[DriftEntry], revision: str | None) -> str:
+    data = {
+        "revision": revision,
+        "drifted": [
+            {
+                "resource": e.key,
+                "since": e.since.strftime("%Y-%m-%dT%H:%M:%SZ") if e.since else None,
+                "corrected": e.corrected,
+                "reason": e.reason,
+                "fields": [dict(f) for f in e.fields],
+            }
+            for e in entries
+        ],
+    }
+    return json.dumps(REDACTOR.data(data), indent=2, sort_keys=True) + "\n"
+
+
+def build_report(
+    *,
+    controller: ControllerStatus,
+    statuses: Mapping[str, ResourceStatus],
+    drift: Sequence[DriftEntry],
+    audit: Sequence[AuditRecord],
+    plan_hash: str | None,
+    plan_summary: str,
+    author: str | None,
+    now: datetime,
+) -> CycleReport:
+    """The files, message and trailers of this cycle's one status commit."""
+    files: dict[str, bytes] = {
+        f"{STATUS_DIR}/controller.yaml": controller.to_yaml().encode(),
+    }
+    for status in statuses.values():
+        redacted = ResourceStatus.model_validate(
+            REDACTOR.data(status.model_dump(mode="json", by_alias=True))
+        )
+        files[status_path(status.kind, status.name)] = redacted.to_yaml().encode()
+    files[f"{REPORTS_DIR}/drift.md"] = drift_markdown(drift, controller.revision).encode()
+    files[f"{REPORTS_DIR}/drift.json"] = drift_json(drift, controller.revision).encode()
+    if audit and plan_hash:
+        files[audit_path(now, plan_hash)] = (
+            "\n".join(record.to_json() for record in audit) + "\n"
+        ).encode()
+
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status.phase] = counts.get(status.phase, 0) + 1
+    health = worst_phase(list(counts))
+    revision = controller.revision or "none"
+    shown = (
+        ", ".join(f"{n} {phase.lower()}" for phase, n in sorted(counts.items())) or "no resources"
+    )
+    message = f"reconcile {revision[:12]}: {shown}\n\n{plan_summary}\n"
+    trailers = {
+        "Reconciled-Revision": revision,
+        "Reconciled-Health": health,
+        "Resources": str(len(statuses)),
+        **{f"Resources-{phase}": str(n) for phase, n in sorted(counts.items())},
+        "Drifted": str(len(drift)),
+        "Actions": str(len(audit)),
+    }
+    if author:
+        trailers["Declared-By"] = author
+    if plan_hash:
+        trailers["Plan-Hash"] = plan_hash
+    return CycleReport(files=files, message=REDACTOR.text(message), trailers=trailers)

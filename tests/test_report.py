@@ -1,0 +1,96 @@
+"""Report: one set of files per cycle, deterministic, redacted, audit added never rewritten."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from reconciler.report import AuditRecord, ControllerStatus, DriftEntry, build_report
+from reconciler.secrets import REDACTOR
+from reconciler.status import ResourceStatus, set_condition
+
+NOW = datetime(2026, 11, 29, 21, 0, tzinfo=UTC)
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _report(audit=(), canary: str = "", drift=()):
+    status = ResourceStatus(
+        kind="Machine",
+        name="m1",
+        phase="Ready",
+        conditions=set_condition((), "Ready", "True", "Reconciled", f"ok {canary}", NOW),
+        observed={"power": "on", "note": canary},
+    )
+    controller = ControllerStatus(repository="file:///srv/infra.git", branch="main", revision=SHA)
+    return build_report(
+        controller=controller,
+        statuses={status.key: status},
+        drift=list(drift),
+        audit=list(audit),
+        plan_hash="f" * 64,
+        plan_summary="Plan: 0 to create, 0 to update, 0 to destroy.",
+        author="Ada <ada@example.com>",
+        now=NOW,
+    )
+
+
+def test_files_message_and_trailers() -> None:
+    report = _report()
+    assert sorted(report.files) == [
+        "reports/drift.json",
+        "reports/drift.md",
+        "status/Machine/m1.yaml",
+        "status/controller.yaml",
+    ]
+    assert report.message.startswith("reconcile 0123456789ab: 1 ready")
+    assert report.trailers["Reconciled-Revision"] == SHA
+    assert report.trailers["Declared-By"] == "Ada <ada@example.com>"
+    assert report.trailers["Reconciled-Health"] == "Ready"
+
+
+def test_same_state_gives_identical_bytes() -> None:
+    assert _report().files == _report().files
+
+
+def test_audit_is_a_new_file_per_cycle() -> None:
+    record = AuditRecord(
+        revision=SHA,
+        author="Ada",
+        plan_hash="f" * 64,
+        resource="Machine/m1",
+        operation="create",
+        stage="install-os",
+        task="install",
+        result="succeeded",
+        started="2026-11-29T21:00:00Z",
+        finished="2026-11-29T21:01:00Z",
+    )
+    report = _report(audit=[record])
+    path = "audit/2026/11/29/20261129T210000Z-ffffffffffff.jsonl"
+    assert json.loads(report.files[path])["task"] == "install"
+    assert path not in report.managed_prefixes
+
+
+def test_drift_report_names_fields_and_since() -> None:
+    entry = DriftEntry(
+        key="Machine/m1",
+        since=NOW,
+        corrected=False,
+        fields=({"path": "power", "declared": "on", "observed": "off"},),
+    )
+    report = _report(drift=[entry])
+    text = report.files["reports/drift.md"].decode()
+    assert (
+        '| `Machine/m1` | 2026-11-29T21:00:00Z | `power` | `"on"` | `"off"` | reported only |'
+        in text
+    )
+    assert json.loads(report.files["reports/drift.json"])["drifted"][0]["resource"] == "Machine/m1"
+
+
+def test_canary_secret_never_written() -> None:
+    canary = "CANARY-report-5b1e-secret"
+    REDACTOR.add(canary)
+    report = _report(canary=canary)
+    for data in report.files.values():
+        assert canary.encode() not in data
+    assert canary not in report.message

@@ -258,7 +258,10 @@ class RedfishProvider:
             auth=auth,
             root_prefix=self._root_prefix,
             verify=self._verify,
-            server_side_retries=0,  # the executor retries, with its own backoff
+            # No in-call retries of 5xx (the executor retries, with its own backoff);
+            # sushy still tries a refused or reset connection 3 times, this far apart:
+            server_side_retries=0,
+            server_side_retries_delay=0.5,
             read_timeout=self._timeout,
             connect_timeout=min(self._timeout, 10.0),
         )

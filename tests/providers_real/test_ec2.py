@@ -253,3 +253,38 @@ def test_errors_are_typed_and_the_secret_never_shows(
     everything = "\n".join([*texts, caplog.text, captured.out, captured.err])
     assert "Instance/x" in everything and "botocore" in caplog.text  # real output looked at
     assert AWS_SECRET not in everything
+
+
+def test_power_off_resize_of_a_stopped_instance_and_power_on(
+    ec2_endpoint: str, tmp_path: Path
+) -> None:
+    ref = instance("edge-d")
+
+    async def run() -> list[tuple[str, str]]:
+        provider = make(ec2_endpoint, tmp_path)
+        seen: list[tuple[str, str]] = []
+        try:
+            for action, target, key in (
+                ("create", ref, "d/create"),
+                ("power-off", ref, "d/off"),
+                ("resize", instance("edge-d", size="c5.xlarge"), "d/resize"),
+                ("power-on", ref, "d/on"),
+            ):
+                status = await settle(
+                    provider, await provider.start(ActionRequest(action, target, key))
+                )
+                assert status.phase is OperationPhase.SUCCEEDED, (action, status)
+                fields = (await provider.observe([ref]))["Instance/edge-d"].fields
+                seen.append((fields["state"], fields["size"]))
+            again = await provider.start(ActionRequest("power-on", ref, "d/on-again"))
+            assert (await provider.poll(again)).message == "already running"
+        finally:
+            await provider.close()
+        return seen
+
+    assert asyncio.run(run()) == [
+        ("running", "t3.micro"),
+        ("stopped", "t3.micro"),
+        ("stopped", "c5.xlarge"),  # it was stopped: the resize does not start it
+        ("running", "c5.xlarge"),
+    ]

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -285,3 +286,40 @@ def test_tls_verification_off_is_explicit_and_logged(
     asyncio.run(provider.close())
     assert "tls verification is off" in capsys.readouterr().out
     assert make("https://127.0.0.1:9", tmp_path / "v")._verify is True
+
+
+def test_an_unreachable_bmc_is_temporary_and_never_absent(tmp_path: Path, bmc_env: None) -> None:
+    async def run() -> None:
+        provider = make("http://127.0.0.1:9", tmp_path)
+        try:
+            with pytest.raises(TemporaryError, match="unreachable"):
+                await provider.observe([machine("rack1-a", systemId="node-a")])
+            with pytest.raises(TemporaryError):
+                await provider.start(ActionRequest("power-on", machine("rack1-a"), "k"))
+        finally:
+            await provider.close()
+
+    began = time.monotonic()
+    asyncio.run(run())
+    assert time.monotonic() - began < 10
+
+
+def test_one_unreachable_bmc_makes_only_its_machines_unknown(
+    sushy_emulator: str, tmp_path: Path, bmc_env: None
+) -> None:
+    here = machine("rack1-a", systemId="node-a")
+    elsewhere = ResourceRef(
+        "Machine", "far", "Machine/far", declared={"bmc": {"address": "http://127.0.0.1:9"}}
+    )
+
+    async def run() -> dict:
+        provider = make(sushy_emulator, tmp_path)
+        try:
+            return dict(await provider.observe([here, elsewhere]))
+        finally:
+            await provider.close()
+
+    seen = asyncio.run(run())
+    assert seen["Machine/rack1-a"].exists is True
+    assert isinstance(seen["Machine/far"], ObservationUnknown)
+    assert "unreachable" in seen["Machine/far"].reason

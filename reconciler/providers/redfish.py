@@ -60,6 +60,11 @@ Calls and their semantics (Pulumi style):
   the BMC reports power on again. Other actions complete within `start`.
 - `cancel`: a BMC cannot take back a reset: False.
 
+Inventory and virtual media are read again only after ``inventoryTtl`` (default
+10m, at most a minute when a section failed; 0 reads every time) or after an
+action of this provider on the system; power and boot override are read on every
+observe.
+
 Settings: ``powerTimeout`` (duration), ``timeout`` (per request, default 30s),
 ``auth`` (``session``, ``basic`` or ``auto``: session with basic as fallback),
 ``rootPrefix`` (default ``/redfish/v1/``), ``ignoreMachineAddress`` (always use
@@ -217,6 +222,8 @@ class RedfishProvider:
         self._ignore_machine_address = bool(settings.get("ignoreMachineAddress", False))
         self._power_timeout = duration_setting(context, "powerTimeout", 300.0)
         self._timeout = duration_setting(context, "timeout", 30.0)
+        self._inventory_ttl = duration_setting(context, "inventoryTtl", 600.0)
+        self._inventory: dict[tuple[str, str], tuple[float, dict[str, Any], Any]] = {}
         self._auth_mode = str(settings.get("auth", "auto"))
         if self._auth_mode not in ("auto", "session", "basic"):
             raise PermanentError(
@@ -370,8 +377,18 @@ class RedfishProvider:
             )
         return system, verified
 
-    def _read(self, system: Any, verified: Mapping[str, Any]) -> dict[str, Any]:
-        """The observed fields of one system (see the module docstring)."""
+    def _sections(self, system: Any, fresh: bool) -> tuple[dict[str, Any], Any]:
+        """Inventory and virtual media of one system, from the cache while it is young.
+
+        Hardware rarely changes and a BMC answers slowly (a GET can take a second), so
+        these are read again only after ``inventoryTtl`` (a minute at most when a
+        section failed), or after an action of this provider on the system.
+        """
+        cache_key = (system._conn._url, system.path)
+        now = time.monotonic()
+        cached = self._inventory.get(cache_key)
+        if not fresh and cached is not None and now < cached[0]:
+            return cached[1], cached[2]
         exceptions = self._sushy.exceptions
         not_offered: dict[str, str] = {}
         errors: dict[str, str] = {}
@@ -395,8 +412,6 @@ class RedfishProvider:
                 errors[name] = scrub(f"{type(exc).__name__}: {exc}")
             return None
 
-        boot = system.boot
-        boot_target = _value(getattr(boot, "target", None))
         inventory: dict[str, Any] = {
             "vendor": system.manufacturer,
             "model": system.model,
@@ -415,9 +430,24 @@ class RedfishProvider:
         nics = section("nics", lambda: _nics(system))
         if nics is not None:
             inventory["nics"] = nics
+        media = section("virtualMedia", lambda: _virtual_media(system))
         inventory["notOffered"] = dict(sorted(not_offered.items()))
         inventory["errors"] = dict(sorted(errors.items()))
-        media = section("virtualMedia", lambda: _virtual_media(system))
+        # a section that failed is tried again sooner (a minute at most)
+        ttl = min(self._inventory_ttl, 60.0) if errors else self._inventory_ttl
+        self._inventory[cache_key] = (now + ttl, inventory, media)
+        return inventory, media
+
+    def _forget(self, system: Any) -> None:
+        self._inventory.pop((system._conn._url, system.path), None)
+
+    def _read(
+        self, system: Any, verified: Mapping[str, Any], *, fresh: bool = False
+    ) -> dict[str, Any]:
+        """The observed fields of one system (see the module docstring)."""
+        inventory, media = self._sections(system, fresh)
+        boot = system.boot
+        boot_target = _value(getattr(boot, "target", None))
         return {
             "power": _power(system.power_state),
             "bootDevice": _BOOT_NAMES.get((boot_target or "").lower(), (boot_target or "").lower())
@@ -549,7 +579,9 @@ class RedfishProvider:
         data: dict[str, Any] = {"address": address, "system": system.path}
 
         if action in ("discover", "inventory"):
-            return _done(base, OperationPhase.SUCCEEDED, "", data, self._read(system, verified))
+            fields = self._read(system, verified, fresh=True)
+            return _done(base, OperationPhase.SUCCEEDED, "", data, fields)
+        self._forget(system)
         if action == "set-boot":
             self._set_boot(system, str(args.get("device", "pxe")), args)
             return _done(

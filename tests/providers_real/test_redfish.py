@@ -323,3 +323,35 @@ def test_one_unreachable_bmc_makes_only_its_machines_unknown(
     assert seen["Machine/rack1-a"].exists is True
     assert isinstance(seen["Machine/far"], ObservationUnknown)
     assert "unreachable" in seen["Machine/far"].reason
+
+
+def test_inventory_is_cached_but_power_is_always_read(
+    sushy_emulator: str, tmp_path: Path, bmc_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.providers import redfish
+
+    reads: list[str] = []
+    real_nics = redfish._nics
+    monkeypatch.setattr(
+        redfish, "_nics", lambda system: reads.append(system.name) or real_nics(system)
+    )
+    node_c = machine("rack1-c", systemId="node-c")
+
+    async def run() -> None:
+        provider = make(sushy_emulator, tmp_path)
+        uncached = make(sushy_emulator, tmp_path / "u", settings={"inventoryTtl": 0})
+        try:
+            for _ in range(3):
+                seen = (await provider.observe([node_c]))["Machine/rack1-c"]
+                assert seen.fields["inventory"]["nics"][0]["mac"] == "00:5c:52:31:3c:01"
+            assert reads == ["node-c"]
+            await provider.start(ActionRequest("inventory", node_c, "inv/1"))  # reads afresh
+            assert reads == ["node-c", "node-c"]
+            await uncached.observe([node_c])
+            await uncached.observe([node_c])
+            assert len(reads) == 4
+        finally:
+            await provider.close()
+            await uncached.close()
+
+    asyncio.run(run())

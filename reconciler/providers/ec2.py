@@ -90,6 +90,7 @@ from reconciler.providers.support import (
     Gate,
     OperationRecord,
     OperationStore,
+    arg_duration,
     credential,
     duration_setting,
     existing_operation,
@@ -416,7 +417,7 @@ class Ec2Provider:
         def record(
             op: OperationId, message: str, phase: OperationPhase = OperationPhase.RUNNING
         ) -> OperationRecord:
-            data = {"timeout": float(args.get("timeout", self._timeout))}
+            data = {"timeout": arg_duration(args, "timeout", self._timeout)}
             return OperationRecord(
                 op.encode(), request.idempotency_key, ref.key, action, phase, message, data, now
             )

@@ -53,7 +53,11 @@ Calls and their semantics (Pulumi style):
   inventory          fail when no system matches
   ================== ==========================================================
 
-  If `start` raises, the BMC was not asked (a `TemporaryError` may be retried).
+  If `start` raises, the action was not sent (a `TemporaryError` may be retried;
+  ``pxe-boot`` may have set the boot override, which is idempotent). Redfish has
+  no idempotency key: a crash between a reset and its record makes the retry send
+  it again — harmless for power-on/off (the target holds, or is pending), a
+  second restart for ``reset``/``reboot``.
 - `poll`: power operations compare the observed power state with the target;
   past the deadline (``args.timeout`` or ``settings.powerTimeout``, default 5m)
   they fail. Redfish reports no completion of a reset, so a reset is done when
@@ -100,6 +104,7 @@ from reconciler.providers.support import (
     Gate,
     OperationRecord,
     OperationStore,
+    arg_duration,
     credential,
     duration_setting,
     existing_operation,
@@ -171,9 +176,9 @@ def _mac(value: Any) -> str | None:
     return value.lower() if isinstance(value, str) and value else None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Target:
-    """Where one machine is and which of its declared identities matched."""
+    """One machine to find: its declared resource, the BMC address, its declared ``bmc``."""
 
     ref: ResourceRef
     address: str
@@ -594,7 +599,7 @@ class RedfishProvider:
             result = self._eject_media(system, args)
             return _done(base, OperationPhase.SUCCEEDED, "", data, result)
 
-        timeout = float(args.get("timeout", self._power_timeout))
+        timeout = arg_duration(args, "timeout", self._power_timeout)
         power = _power(system.power_state)
         if action == "pxe-boot":
             self._set_boot(system, "pxe", {"once": True})

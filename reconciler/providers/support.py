@@ -251,6 +251,17 @@ def duration_setting(context: ProviderContext, name: str, default: float) -> flo
         raise PermanentError(f"provider {context.name}: settings.{name}: {exc}") from None
 
 
+def arg_duration(args: Mapping[str, Any], name: str, default: float) -> float:
+    """A duration argument of a task (seconds or "5m"); PermanentError if malformed."""
+    value = args.get(name)
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise PermanentError(f"args.{name}: {exc}") from None
+
+
 def scrub(message: object) -> str:
     """An error text safe to show: every resolved secret replaced by ``***``."""
     return REDACTOR.text(str(message))

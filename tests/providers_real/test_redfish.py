@@ -96,7 +96,11 @@ def test_finds_systems_by_id_uuid_mac_or_name_and_reads_inventory(
     assert seen["Machine/rack1-x"] == Observation("Machine/rack1-x", False, {})
     assert seen["Machine/rack1-y"].exists is False
 
-    assert a.fields["power"] == "off" and b.fields["power"] == "on"
+    for seen_system, system in ((a, SYSTEMS[0]), (b, SYSTEMS[1])):
+        raw = httpx.get(
+            f"{sushy_emulator}/redfish/v1/Systems/{system['uuid']}", auth=(BMC_USER, BMC_PASSWORD)
+        ).json()
+        assert seen_system.fields["power"] == raw["PowerState"].lower()
     inventory = a.fields["inventory"]
     assert [n["mac"] for n in inventory["nics"]] == ["00:5c:52:31:3a:9c"]
     assert [n["mac"] for n in b.fields["inventory"]["nics"]] == [

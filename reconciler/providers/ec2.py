@@ -94,7 +94,9 @@ from reconciler.providers.support import (
     credential,
     duration_setting,
     existing_operation,
+    is_tls_failure,
     scrub,
+    tls_message,
     tls_verify,
 )
 
@@ -272,6 +274,8 @@ class Ec2Provider:
             return PermanentError(f"aws-ec2: {text}")
         if isinstance(exc, e.NoCredentialsError | e.PartialCredentialsError):
             return PermanentError(f"aws-ec2: no usable credentials: {text}")
+        if isinstance(exc, e.SSLError) or is_tls_failure(exc):
+            return PermanentError(tls_message("aws-ec2", exc))
         if isinstance(exc, e.EndpointConnectionError | e.ConnectionError | e.ReadTimeoutError):
             return TemporaryError(f"aws-ec2: endpoint unreachable: {text}")
         if isinstance(exc, e.BotoCoreError | OSError):

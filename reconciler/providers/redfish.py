@@ -108,7 +108,9 @@ from reconciler.providers.support import (
     credential,
     duration_setting,
     existing_operation,
+    is_tls_failure,
     scrub,
+    tls_message,
     tls_verify,
 )
 
@@ -305,6 +307,8 @@ class RedfishProvider:
         if isinstance(exc, exceptions.AccessError):
             return PermanentError(f"redfish: the BMC refused the credentials: {text}")
         if isinstance(exc, exceptions.ConnectionError):
+            if is_tls_failure(exc):
+                return PermanentError(tls_message("redfish", exc))
             return TemporaryError(f"redfish: BMC unreachable: {text}")
         if isinstance(exc, exceptions.HTTPError):
             status = getattr(exc, "status_code", None) or 0

@@ -87,7 +87,9 @@ from reconciler.providers.support import (
     OperationStore,
     credential,
     existing_operation,
+    is_tls_failure,
     scrub,
+    tls_message,
     tls_verify,
 )
 
@@ -367,6 +369,8 @@ class RestProvider:
                         method, url, json=body, headers=dict(headers or {})
                     )
             except httpx.TransportError as exc:
+                if is_tls_failure(exc):
+                    raise PermanentError(tls_message(f"http: {method} {url}", exc)) from None
                 if retry_server_errors and not last:
                     await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
                     continue

@@ -262,6 +262,26 @@ def arg_duration(args: Mapping[str, Any], name: str, default: float) -> float:
         raise PermanentError(f"args.{name}: {exc}") from None
 
 
+def is_tls_failure(exc: BaseException) -> bool:
+    """Whether a library's connection error is a refused certificate (retrying cannot help)."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        text = str(node).lower()
+        if "certificate verify failed" in text or "certificate_verify_failed" in text:
+            return True
+        node = node.__cause__ or node.__context__
+    return False
+
+
+def tls_message(provider: str, exc: BaseException) -> str:
+    return (
+        f"{provider}: the server's TLS certificate was refused ({scrub(exc)}); give its CA as "
+        "tls.caBundle (or, in a lab only, tls.verify: false)"
+    )
+
+
 def scrub(message: object) -> str:
     """An error text safe to show: every resolved secret replaced by ``***``."""
     return REDACTOR.text(str(message))

@@ -23,7 +23,9 @@ from .servers import (
     DRIVES,
     STORAGE,
     SYSTEMS,
+    Certificates,
     free_port,
+    make_certificates,
     stop,
     wait_http,
 )
@@ -35,19 +37,16 @@ def _htpasswd(path: Path) -> None:
     path.write_text(f"{BMC_USER}:{digest}\n")
 
 
-@pytest.fixture(scope="session")
-def sushy_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """sushy-emulator with its fake driver, three systems, storage on node-a, basic auth."""
+def _start_sushy(root: Path, tls: Certificates | None = None) -> Iterator[str]:
     pytest.importorskip("sushy", reason="pip install sushy (the test extra)")
     pytest.importorskip("sushy_tools", reason="pip install sushy-tools (the test extra)")
     exe = shutil.which("sushy-emulator") or str(Path(sys.executable).parent / "sushy-emulator")
     if not Path(exe).exists():
         pytest.skip("sushy-emulator is not on PATH (pip install sushy-tools)")
-    root = tmp_path_factory.mktemp("sushy")
     _htpasswd(root / "htpasswd")
     port = free_port()
     config = root / "emulator.conf"
-    config.write_text(
+    settings = (
         f"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n"
         f"SUSHY_EMULATOR_LISTEN_PORT = {port}\n"
         f"SUSHY_EMULATOR_FAKE_DRIVER = True\n"
@@ -57,6 +56,12 @@ def sushy_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"SUSHY_EMULATOR_STORAGE = {STORAGE!r}\n"
         f"SUSHY_EMULATOR_DRIVES = {DRIVES!r}\n"
     )
+    if tls is not None:
+        settings += (
+            f"SUSHY_EMULATOR_SSL_CERT = {str(tls.cert)!r}\n"
+            f"SUSHY_EMULATOR_SSL_KEY = {str(tls.key)!r}\n"
+        )
+    config.write_text(settings)
     log = root / "emulator.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -65,11 +70,32 @@ def sushy_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/redfish/v1/", proc, log)
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        wait_http(f"{url}/redfish/v1/", proc, log, verify=str(tls.ca) if tls else True)
         yield url
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def sushy_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """sushy-emulator with its fake driver, three systems, storage on node-a, basic auth."""
+    yield from _start_sushy(tmp_path_factory.mktemp("sushy"))
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A private CA and a server certificate for 127.0.0.1 signed by it."""
+    pytest.importorskip("cryptography", reason="pip install cryptography (moto brings it)")
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def sushy_emulator_tls(
+    tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
+) -> Iterator[str]:
+    """The same emulator over HTTPS, its certificate signed by `certificates`' CA."""
+    yield from _start_sushy(tmp_path_factory.mktemp("sushy-tls"), certificates)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +30,7 @@ from reconciler.providers.base import (
     ResourceRef,
 )
 
-from .servers import BMC_PASSWORD, BMC_USER, SYSTEMS
+from .servers import BMC_PASSWORD, BMC_USER, SYSTEMS, Certificates
 
 pytest.importorskip("sushy", reason="pip install sushy (the test extra)")
 
@@ -359,3 +360,30 @@ def test_inventory_is_cached_but_power_is_always_read(
             await uncached.close()
 
     asyncio.run(run())
+
+
+def test_tls_is_verified_against_the_declared_ca_bundle(
+    sushy_emulator_tls: str,
+    certificates: Certificates,
+    tmp_path: Path,
+    bmc_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    node_a = machine("rack1-a", systemId="node-a")
+
+    async def observe(tls: Tls, where: str) -> Any:
+        provider = make(sushy_emulator_tls, tmp_path / where, tls=tls)
+        try:
+            return (await provider.observe([node_a]))["Machine/rack1-a"]
+        finally:
+            await provider.close()
+
+    refused = asyncio.run(observe(Tls(), "default"))
+    assert isinstance(refused, ObservationUnknown)
+    assert "certificate was refused" in refused.reason and "tls.caBundle" in refused.reason
+    trusted = asyncio.run(observe(Tls(caBundle=f"file:{certificates.ca}"), "ca"))
+    assert trusted.exists and trusted.fields["identity"]["name"] == "node-a"
+    capsys.readouterr()
+    unverified = asyncio.run(observe(Tls(verify=False), "off"))
+    assert unverified.exists
+    assert "tls verification is off" in capsys.readouterr().out

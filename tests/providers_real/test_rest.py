@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from reconciler.errors import PermanentError, TemporaryError
-from reconciler.model.kinds import ProviderSpec
+from reconciler.model.kinds import ProviderSpec, Tls
 from reconciler.providers.base import (
     ActionRequest,
     OperationHandle,
@@ -24,6 +24,7 @@ from reconciler.providers.base import (
 )
 from reconciler.providers.rest import RestProvider, select
 
+from .servers import Certificates
 from .widget_api import WidgetApi, serve
 
 TOKEN = "canary-Api-Token-91be4"
@@ -313,3 +314,31 @@ def test_select_reads_json_paths() -> None:
     assert select(document, '$.labels["reconciler/key"]') == "Widget/x"
     assert select(document, "$.missing.deeper") is None
     assert select(document, "$") == document
+
+
+def test_tls_is_verified_against_the_declared_ca_bundle(
+    tmp_path: Path, certificates: Certificates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_API_TOKEN", TOKEN)
+
+    async def observe(api: WidgetApi, tls: Tls) -> Any:
+        spec = ProviderSpec(
+            type="http",
+            endpoint=api.url,
+            credentials={"token": "env:TEST_API_TOKEN"},
+            settings=SETTINGS,
+            tls=tls,
+        )
+        provider = RestProvider(ProviderContext("widgets", spec, tmp_path, "repo-a"))
+        try:
+            return (await provider.observe([widget("w1")]))["Widget/w1"]
+        finally:
+            await provider.close()
+
+    with serve(TOKEN, tls=(certificates.cert, certificates.key)) as api:
+        with pytest.raises(PermanentError, match=r"certificate was refused.*tls\.caBundle"):
+            asyncio.run(observe(api, Tls()))
+        trusted = asyncio.run(observe(api, Tls(caBundle=f"file:{certificates.ca}")))
+        assert trusted.exists is False  # the API answered (404): TLS held
+        unverified = asyncio.run(observe(api, Tls(verify=False)))
+        assert unverified.exists is False

@@ -10,11 +10,13 @@ on their second poll, updated by PATCH (PUT is refused), listed in pages of two
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -164,10 +166,16 @@ def _handler(api: WidgetApi) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve(token: str) -> Iterator[WidgetApi]:
+def serve(token: str, tls: tuple[Path, Path] | None = None) -> Iterator[WidgetApi]:
+    """The API on a free port; over HTTPS with ``tls`` = (certificate, key) PEM files."""
     api = WidgetApi(token)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
-    api.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls else "http"
+    api.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

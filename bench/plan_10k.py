@@ -7,6 +7,8 @@
   repository), against a simulator where every resource is in its declared state.
   Target for 10k: under 1 s. Reference: the same with 10 % of resources drifted.
 - `render`: text and JSON of the full plan.
+- `*_gc_frozen`: the same with `gc.freeze()` right after loading, as a long-running
+  process should do with its large, long-lived Desired set (collections then skip it).
 
 Medians of repeated runs; `--json PATH` writes the figures.
 """
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,7 @@ def plan_once(
     desired: Desired,
     providers: dict[str, Any],
     last_applied: dict[str, LastApplied] | None = None,
-    previous: dict[str, int] | None = None,
+    previous: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[Plan, ObservedState]:
     seen = asyncio.run(observe(desired, providers, previous=previous))
     return compute_plan(desired, seen, last_applied=last_applied), seen
@@ -141,7 +144,46 @@ def run(n: int, repeat: int) -> dict[str, dict[str, Any]]:
         "reference": "10 % drifted",
     }
     figures[f"render_{label}_s"] = {"value": render_s, "unit": "s", "reference": "text + json"}
+    figures.update(run_frozen(files, label, repeat))
     return figures
+
+
+def run_frozen(files: dict[str, bytes], label: str, repeat: int) -> dict[str, dict[str, Any]]:
+    """Full and no-change plans with the loaded Desired frozen out of garbage collection."""
+    with tempfile.TemporaryDirectory() as fresh_dir, tempfile.TemporaryDirectory() as synced:
+        desired = load(files)
+        fresh, _ = open_providers(desired.providers, state_dir=Path(fresh_dir))
+
+        def full() -> Plan:
+            loaded = load(files)
+            gc.freeze()
+            return plan_once(loaded, fresh)[0]
+
+        try:
+            full_s = median_seconds(full, repeat)
+            providers, _ = open_providers(desired.providers, state_dir=Path(synced))
+            converge(desired, providers)
+            last = {
+                key: LastApplied(r.fingerprint(), r.declared(), "bench")
+                for key, r in desired.resources.items()
+            }
+            plan, seen = plan_once(desired, providers, last)
+            assert plan.in_sync, plan.summary
+            previous = dict(seen.existing)
+            gc.freeze()
+            no_change_s = median_seconds(
+                lambda: plan_once(desired, providers, last, previous), repeat
+            )
+        finally:
+            gc.unfreeze()
+    return {
+        f"full_plan_{label}_gc_frozen_s": {"value": full_s, "unit": "s", "reference": "-"},
+        f"no_change_plan_{label}_gc_frozen_s": {
+            "value": no_change_s,
+            "unit": "s",
+            "reference": "-",
+        },
+    }
 
 
 def main() -> None:

@@ -237,7 +237,7 @@ def diff_resource(
         "kind": resource.kind,
         "name": resource.name,
         "provider": resource.provider,
-        "labels": dict(resource.labels),
+        "labels": resource.labels,
     }
     if not isinstance(observation, Observation):
         reason = getattr(observation, "reason", None) or "not observed"

@@ -12,7 +12,8 @@ per second.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import json
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,14 +42,15 @@ class ObservedState:
 
     `observations` has one entry per declared key; `owned` holds what providers
     report as ours (only from providers whose listing succeeded); `unknown_providers`
-    says which providers could not be trusted and why; `existing` counts, per
-    provider, the resources seen — pass it back as `previous` next time.
+    says which providers could not be trusted and why; `existing` holds, per
+    provider, the keys of the declared resources seen to exist — pass it back as
+    `previous` next time.
     """
 
     observations: Mapping[str, ObservationResult]
     owned: Mapping[str, OwnedResource] = field(default_factory=dict)
     unknown_providers: Mapping[str, str] = field(default_factory=dict)
-    existing: Mapping[str, int] = field(default_factory=dict)
+    existing: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Short on purpose: Python 3.11's asyncio.run reprs the main task's result when
@@ -66,8 +68,8 @@ def resource_ref(resource: ResolvedResource) -> ResourceRef:
         name=resource.name,
         key=resource.key,
         declared=resource.declared(),
-        params=dict(resource.params),
-        labels=dict(resource.labels),
+        params=resource.params,  # resolved values are not mutated downstream: no copies
+        labels=resource.labels,
     )
 
 
@@ -129,7 +131,10 @@ async def _observe_provider(
     )
     observations: dict[str, ObservationResult] = {}
     problem: str | None = None
-    for batch, result in zip(batches, results[:-1], strict=True):
+    for batch, answer in zip(batches, results[:-1], strict=True):
+        result = answer
+        if not isinstance(answer, BaseException | Mapping):
+            result = TypeError(f"observe answered a {type(answer).__name__}, not a mapping")
         if isinstance(result, BaseException):
             problem = _reason(result)
             for ref in batch:
@@ -148,8 +153,13 @@ async def _observe_provider(
     if isinstance(listed, BaseException):
         owned = None
         problem = problem or f"listing owned resources failed: {_reason(listed)}"
+    elif isinstance(listed, list | tuple):
+        owned = [o for o in listed if isinstance(o, OwnedResource)]
+        if len(owned) != len(listed):
+            owned, problem = None, problem or "listing owned resources answered non-resources"
     else:
-        owned = list(listed)
+        owned = None
+        problem = problem or f"listing owned resources answered a {type(listed).__name__}"
     return observations, owned, problem
 
 
@@ -157,7 +167,7 @@ async def observe(
     desired: Desired,
     providers: Mapping[str, Provider],
     *,
-    previous: Mapping[str, int] | None = None,
+    previous: Mapping[str, Collection[str]] | None = None,
     unavailable: Mapping[str, str] | None = None,
     batch_size: int = DEFAULT_BATCH,
     timeout: float = DEFAULT_TIMEOUT,
@@ -166,8 +176,10 @@ async def observe(
 
     `providers` are open instances by Provider name (`reconciler.providers.open_providers`);
     `unavailable` names providers that could not be opened, with why. `previous` is
-    the last `ObservedState.existing`: a provider that now sees nothing where it saw
-    resources before is treated as unknown.
+    the last `ObservedState.existing`: a provider that now reports none of the
+    still-declared resources it reported existing before is treated as unknown (an
+    API answering empty by mistake must not read as "everything is gone"). Resources
+    removed from Git or decommissioned do not count, so pruning never trips it.
     """
     previous = previous or {}
     unknown: dict[str, str] = dict(unavailable or {})
@@ -199,17 +211,13 @@ async def observe(
     outcomes = await asyncio.gather(*jobs)
 
     owned: dict[str, OwnedResource] = {}
-    existing: dict[str, int] = {}
+    existing: dict[str, frozenset[str]] = {}
     for name, (seen, listed, problem) in zip(names, outcomes, strict=True):
-        count = max(
-            sum(1 for o in seen.values() if isinstance(o, Observation) and o.exists),
-            len(listed or ()),
-        )
-        before = previous.get(name, 0)
-        if problem is None and count == 0 and before > 0:
-            problem = f"reported no resources where it reported {before} before"
+        now = frozenset(k for k, o in seen.items() if isinstance(o, Observation) and o.exists)
+        before = frozenset(previous.get(name, ())) & seen.keys()
+        if problem is None and before and not now & before:
+            problem = f"reported none of the {len(before)} resources it reported existing before"
             seen = {k: ObservationUnknown(k, f"{name}: {problem}") for k in seen}
-            listed = None
         if problem is not None:
             unknown[name] = problem
             listed = None  # an untrusted provider's listing finds no orphans
@@ -218,8 +226,8 @@ async def observe(
                 (o.key, o if o.provider == name else replace(o, provider=name)) for o in listed
             )
         observations.update(seen)
-        # Keep the last trusted count while a provider is unknown.
-        existing[name] = count if problem is None else before
+        # Keep the last trusted answer while a provider is unknown.
+        existing[name] = now if problem is None else frozenset(previous.get(name, ()))
     return ObservedState(
         observations=dict(sorted(observations.items())),
         owned=dict(sorted(owned.items())),
@@ -228,23 +236,55 @@ async def observe(
     )
 
 
+SEEN_FILE = "observed-existing.json"
+"""In the state directory: per provider, the keys it reported existing last time."""
+
+
+def read_existing(state_dir: Path) -> dict[str, frozenset[str]]:
+    """What `observe_desired` remembered, or nothing (missing or unreadable file).
+
+    Deleting the file accepts a provider's empty answer as the truth.
+    """
+    try:
+        data = json.loads((Path(state_dir) / SEEN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): frozenset(map(str, v)) for k, v in data.items() if isinstance(v, list)}
+
+
+def write_existing(state_dir: Path, existing: Mapping[str, Collection[str]]) -> None:
+    path = Path(state_dir) / SEEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    data = {name: sorted(keys) for name, keys in sorted(existing.items())}
+    tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 async def observe_desired(
     desired: Desired,
     *,
     state_dir: Path,
     repository: str = "default",
-    previous: Mapping[str, int] | None = None,
+    previous: Mapping[str, Collection[str]] | None = None,
+    remember: bool = True,
 ) -> ObservedState:
     """Open every declared provider through the registry, observe, close them again.
 
-    The one call `reconciler plan` needs; a provider that cannot be opened makes its
-    resources unknown.
+    The one call `reconciler plan` and `apply` need; a provider that cannot be opened
+    makes its resources unknown. With `remember` (and no explicit `previous`), what
+    each provider reported existing is kept in the state directory between runs, so
+    a provider that suddenly reports nothing is unknown, not "all gone".
     """
+    if previous is None and remember:
+        previous = read_existing(state_dir)
     providers, failed = open_providers(
         desired.providers, state_dir=Path(state_dir), repository=repository
     )
     try:
-        return await observe(
+        seen = await observe(
             desired,
             providers,
             previous=previous,
@@ -253,3 +293,6 @@ async def observe_desired(
     finally:
         for provider in providers.values():
             await provider.close()
+    if remember:
+        write_existing(state_dir, {**(previous or {}), **seen.existing})
+    return seen

@@ -140,6 +140,8 @@ class Plan(_Value):
     waves: tuple[Wave, ...] = ()
     summary: Summary
     notes: tuple[str, ...] = ()
+    unknown_providers: tuple[str, ...] = ()
+    """Providers whose answer could not be trusted: the plan may be incomplete."""
     content_hash: str = ""
 
     @property
@@ -152,7 +154,8 @@ class Plan(_Value):
 
     @property
     def in_sync(self) -> bool:
-        return not self.waves
+        """Nothing to do, and every provider answered."""
+        return not self.waves and not self.unknown_providers
 
     @property
     def exit_code(self) -> int:
@@ -185,6 +188,7 @@ class Plan(_Value):
         waves: Iterable[Wave],
         summary: Summary,
         notes: Iterable[str] = (),
+        unknown_providers: Iterable[str] = (),
     ) -> Plan:
         plan = cls(
             revision=revision,
@@ -192,6 +196,7 @@ class Plan(_Value):
             waves=tuple(waves),
             summary=summary,
             notes=tuple(notes),
+            unknown_providers=tuple(sorted(unknown_providers)),
         )
         return plan.model_copy(update={"content_hash": _hash_of(plan)})
 
@@ -309,9 +314,12 @@ def _plan_resource(
     if not acting:
         first = min(starts.values())
         stage = resource.stages[first].name if first < len(resource.stages) else "?"
+        harmful = [s.name for s in resource.stages[first:] if s.destructive]
+        warning = f", destructive: {', '.join(harmful)}" if harmful else ""
         reasons = (
             *(_describe(f, revision) for f in d.fields),
-            f"selfHeal is off: reported only (correcting it would re-run from stage {stage})",
+            f"selfHeal is off: reported only (correcting it would re-run from stage "
+            f"{stage}{warning})",
         )
         return dict(operation=Operation.REPORT_DRIFT, reasons=reasons, changes=changes, **common)
     start = min(starts[f.path] for f in acting)
@@ -447,6 +455,7 @@ def plan(
         waves=waves,
         summary=summarize(actions, in_sync=len(changes.with_status(Status.IN_SYNC))),
         notes=notes,
+        unknown_providers=unknown_providers,
     )
 
 
@@ -513,4 +522,5 @@ def relative_to(head: Plan, base: Plan) -> Plan:
         waves=waves,
         summary=summarize(kept, in_sync=head.summary.in_sync),
         notes=(*head.notes, f"relative to base revision {base.revision}"),
+        unknown_providers=head.unknown_providers,
     )

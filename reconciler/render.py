@@ -45,6 +45,11 @@ def summary_line(plan: Plan) -> str:
     s = plan.summary
     if plan.in_sync:
         return f"In sync: {s.in_sync} resources match their declared state, nothing to do."
+    if not plan.waves:
+        return (
+            f"Incomplete: provider(s) {', '.join(plan.unknown_providers)} could not be "
+            "trusted; nothing else to do."
+        )
     parts = [
         f"{s.create} to create",
         f"{s.update} to update",

@@ -92,6 +92,20 @@ def test_drift_is_reported_without_self_heal_and_corrected_with_it():
         assert "params.application drifted outside Git" in action.reasons[0]
 
 
+def test_reported_drift_warns_when_correcting_it_would_be_destructive():
+    r = pv.resource("a")
+    fields = pv.converged(r) | {"params": {"os": "esxi-8"}}
+    d = pv.desired([r])
+    action = only(
+        compute_plan(d, pv.observed(d, fields={r.key: fields}), last_applied={r.key: applied(r)})
+    )
+    assert action.operation is Operation.REPORT_DRIFT and not action.destructive
+    assert action.reasons[-1] == (
+        "selfHeal is off: reported only (correcting it would re-run from stage install-os, "
+        "destructive: install-os)"
+    )
+
+
 def test_in_sync_plan_is_empty_and_exits_zero():
     d = pv.desired([pv.resource("a"), pv.resource("b", kind="Instance", params={})])
     p = compute_plan(
@@ -376,3 +390,59 @@ def test_plan_without_diff_input_is_the_same_as_compute_plan():
     d = pv.desired([a])
     seen = pv.observed(d, absent=[a.key])
     assert plan(d, diff(d, seen)) == compute_plan(d, seen)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_stages_are_the_whole_pipeline_or_a_suffix_of_it(scenario):
+    d, seen, last = scenario
+    for a in compute_plan(d, seen, last_applied=last).actions:
+        if a.key not in d.resources:
+            assert a.stages == ()
+            continue
+        pipeline = tuple(s.name for s in d.resources[a.key].stages)
+        if a.operation is Operation.CREATE:
+            assert a.stages == pipeline
+        elif a.operation is Operation.UPDATE:
+            assert a.stages and pipeline[-len(a.stages) :] == a.stages
+            stages = {s.name: s for s in d.resources[a.key].stages}
+            assert a.destructive == any(stages[s].destructive for s in a.stages)
+        else:
+            assert a.stages == ()
+
+
+SECRET = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, max_size=16)
+
+
+@settings(max_examples=100, deadline=None)
+@given(SECRET, SECRET)
+def test_secure_values_never_appear_in_plans_or_renderings(declared, observed):
+    from reconciler.render import render_markdown, render_text
+
+    stages = [("configure", ("params",), False), ("app", ("params.application",), False)]
+    r = pv.resource(
+        "a",
+        params={"pw": f"env:CANARY_{declared.upper()}", "application": "x"},
+        stages=stages,
+        secure=["pw"],
+    )
+    d = pv.desired([r])
+    observed = f"Canary-{observed}"  # distinctive: never part of ordinary plan text
+    seen = pv.observed(d, fields={r.key: {"params": {"pw": observed, "application": "y"}}})
+    p = compute_plan(d, seen)
+    for text in (p.to_json(), render_text(p), *render_markdown(p)):
+        assert observed not in text and f"CANARY_{declared.upper()}" not in text
+
+
+def test_a_plan_with_an_untrusted_provider_is_never_in_sync():
+    from reconciler.render import summary_line
+
+    d = pv.desired([pv.resource("a")])
+    seen = pv.observed(d)
+    seen = ObservedState(seen.observations, seen.owned, {"sim": "listing failed"})
+    p = compute_plan(d, seen)
+    assert p.actions == () and p.unknown_providers == ("sim",)
+    assert not p.in_sync and p.exit_code == 2
+    assert summary_line(p) == (
+        "Incomplete: provider(s) sim could not be trusted; nothing else to do."
+    )

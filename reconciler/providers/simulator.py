@@ -32,9 +32,9 @@ delete          removed (``decommission`` is the same)
 Any action may carry ``args.set``: dotted paths to values set on success
 (``{"params.role": "web"}``). Settings (the Provider document's ``spec.settings``):
 ``latency`` or ``latencySeconds`` (seconds or ``"2s"``, or a mapping action ->
-latency with ``default``),
-``failureRate`` (0..1, decided per idempotency key with a seeded RNG, so a retry of
-the same task fails the same way), ``seed``.
+latency with ``default``), ``failureRate`` (0..1, decided per idempotency key with
+the ``seed``ed RNG: the same keys fail in every run; like any idempotent API, a
+failed operation stays failed under its key, so a new attempt needs a new key).
 
 Every action started is written to ``action_log`` with its idempotency key;
 starting again with a key already used returns the existing operation and logs
@@ -447,7 +447,7 @@ class SimulatorProvider:
                     request.idempotency_key,
                     ref.key,
                     request.action,
-                    _dumps(request.to_dict()),
+                    _dumps(REDACTOR.data(request.to_dict())),  # secrets never stored
                     now,
                     now + latency,
                     outcome,

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from reconciler.errors import TemporaryError
-from reconciler.observe import RateLimiter, observe
+from reconciler.observe import RateLimiter, observe, resource_ref
 from reconciler.providers.base import Observation, ObservationUnknown, OwnedResource, ResourceRef
 from tests import plan_values as pv
 
@@ -77,16 +77,31 @@ def test_a_failing_providers_listing_finds_no_orphans():
 
 def test_nothing_where_there_was_something_is_unknown():
     d, a, _ = two_providers()
+    before = {"pa": {r.key for r in a}, "pb": set()}
     empty = FakeProvider("pa")
-    seen = asyncio.run(
-        observe(d, {"pa": empty, "pb": FakeProvider("pb")}, previous={"pa": 4, "pb": 0})
-    )
+    seen = asyncio.run(observe(d, {"pa": empty, "pb": FakeProvider("pb")}, previous=before))
     assert all(isinstance(seen.observations[r.key], ObservationUnknown) for r in a)
-    assert "reported no resources where it reported 4 before" in seen.unknown_providers["pa"]
-    assert seen.existing == {"pa": 4, "pb": 0}
+    assert seen.unknown_providers["pa"] == (
+        "reported none of the 4 resources it reported existing before"
+    )
+    assert seen.existing == {"pa": frozenset(before["pa"]), "pb": frozenset()}
     # The first time (nothing seen before), an empty answer is believed: all missing.
     first = asyncio.run(observe(d, {"pa": empty, "pb": FakeProvider("pb")}))
     assert all(first.observations[r.key].exists is False for r in a)
+
+
+def test_one_survivor_is_an_answer_and_removed_resources_do_not_count():
+    d, a, _ = two_providers()
+    before = {"pa": {r.key for r in a} | {"Machine/pruned"}}
+    one_left = FakeProvider("pa", existing=[a[0].key])
+    seen = asyncio.run(observe(d, {"pa": one_left, "pb": FakeProvider("pb")}, previous=before))
+    assert "pa" not in seen.unknown_providers
+    assert [r.key for r in a if seen.observations[r.key].exists] == [a[0].key]
+    # Everything that existed was removed from Git (and pruned): nothing to distrust.
+    replaced = pv.desired([pv.resource("new", provider="pa")], providers=("pa",))
+    seen = asyncio.run(observe(replaced, {"pa": FakeProvider("pa")}, previous=before))
+    assert seen.unknown_providers == {}
+    assert seen.observations["Machine/new"].exists is False
 
 
 def test_unavailable_provider_and_unreported_keys_are_unknown():
@@ -138,7 +153,7 @@ def test_observes_the_simulator(tmp_path):
         "Instance/b": False,
         "Machine/a": False,
     }
-    assert seen.existing == {"sim": 0}
+    assert seen.existing == {"sim": frozenset()}
 
 
 def test_observe_desired_opens_and_closes_providers_through_the_registry(tmp_path):
@@ -157,3 +172,39 @@ def test_observe_desired_opens_and_closes_providers_through_the_registry(tmp_pat
     assert seen.observations["Machine/a"].exists is False
     assert isinstance(seen.observations["Machine/b"], ObservationUnknown)
     assert "unknown provider type 'no-such-type'" in seen.unknown_providers["x"]
+
+
+def test_observe_desired_remembers_counts_between_runs(tmp_path):
+    from reconciler.observe import observe_desired, read_existing
+    from reconciler.providers.base import ActionRequest
+    from reconciler.providers.simulator import SimulatorProvider
+
+    d = pv.desired([pv.resource("a"), pv.resource("b")])
+    sim = SimulatorProvider.open(tmp_path, name="sim")
+    for key, r in d.resources.items():
+        asyncio.run(sim.start(ActionRequest("discover", resource_ref(r), f"d-{key}")))
+    first = asyncio.run(observe_desired(d, state_dir=tmp_path))
+    assert all(o.exists for o in first.observations.values())
+    assert read_existing(tmp_path) == {"sim": frozenset(d.resources)}
+    for key in d.resources:
+        sim.remove(key)  # the fleet "vanishes": an API answering empty by mistake
+    second = asyncio.run(observe_desired(d, state_dir=tmp_path))
+    assert all(isinstance(o, ObservationUnknown) for o in second.observations.values())
+    assert read_existing(tmp_path) == {"sim": frozenset(d.resources)}
+    fresh = asyncio.run(observe_desired(d, state_dir=tmp_path, remember=False))
+    assert all(o.exists is False for o in fresh.observations.values())
+
+
+def test_a_provider_answering_nonsense_is_unknown_not_a_crash():
+    d, a, _ = two_providers()
+
+    class Nonsense(FakeProvider):
+        async def observe(self, resources):
+            return [1, 2, 3]
+
+        async def list_owned(self):
+            return "everything"
+
+    seen = asyncio.run(observe(d, {"pa": Nonsense("pa"), "pb": FakeProvider("pb")}))
+    assert all(isinstance(seen.observations[r.key], ObservationUnknown) for r in a)
+    assert seen.unknown_providers["pa"] == "TypeError: observe answered a list, not a mapping"

@@ -222,3 +222,16 @@ def test_racing_starts_from_separate_connections_execute_once(tmp_path):
     assert sorted(started) == ["race-0", "race-1", "race-2"]
     for sim in sims:
         run(sim.close())
+
+
+def test_resolved_secrets_are_not_stored(sim, clock):
+    from reconciler.secrets import REDACTOR
+
+    REDACTOR.add("sim-canary-52f1")
+    run(sim.start(request(MACHINE, "configure", "s", password="sim-canary-52f1")))
+    clock.now += 10
+    run(sim.observe([MACHINE]))
+    assert b"sim-canary-52f1" not in sim.path.read_bytes()
+    wal = sim.path.with_name(sim.path.name + "-wal")
+    assert not wal.exists() or b"sim-canary-52f1" not in wal.read_bytes()
+    assert run(sim.observe([MACHINE]))[MACHINE.key].fields["params"]["password"] == "***"

@@ -1,0 +1,380 @@
+"""The durable journal (SQLite) and the lease: the truth about what ran.
+
+Part of execute, beside the runners: the orchestrator records each plan before
+running it and each task as it goes, so a crash (``kill -9``, power loss) resumes
+instead of repeating work. Process memory is never the truth; this file is.
+
+Tables:
+
+- ``plans``: plan hash, revision, plan JSON, state (running → finished, or
+  superseded with a reason), created/finished times. At most one plan runs.
+- ``tasks``: one row per task run of a plan, keyed by its idempotency key
+  (sha256 of plan hash | resource | stage | [point |] task): state
+  (started → acknowledged → finished), operation id, attempts, progress note,
+  result JSON, error, times.
+
+A plan hash names one *execution* of a plan: derive it from the plan's content
+and the time it is first recorded, and on resume use the hash `unfinished_plan`
+gives back. (A purely content-derived hash would make the same plan, computed
+again after it finished with a failure, return the stored failures forever
+instead of trying again.)
+
+Crash semantics (what `run_journaled` does with a row after a restart):
+
+- **finished**: never run again; the stored result is the task's result.
+- **acknowledged** (a remote accepted the work and gave an operation id): the
+  operation is polled to its end, not issued again.
+- **started** but not acknowledged: the remote may or may not have seen the call,
+  so it is retried *with the same idempotency key*; a remote honouring the key
+  answers with the original operation instead of starting a second one.
+- no row: never started.
+
+Each mark is its own transaction, committed before the call that follows it
+(``mark_started`` before the request is sent; ``mark_acknowledged`` as soon as the
+answer names an operation). WAL mode lets readers (status, the API) look while
+the executor writes. ``synchronous=NORMAL`` by default: in WAL mode every commit
+survives a crash of the process (the kernel has the WAL pages); only an OS crash
+or power loss can roll back the last commits, and then the affected tasks fall
+back one state (finished → started: re-run with the same idempotency key, which
+the key makes safe). That keeps a commit at tens of microseconds instead of an
+fsync each, which thousands of concurrent tasks need. Pass
+``synchronous="FULL"`` to trade that speed for durability against power loss.
+
+The lease: one controller per state directory. `Lease.acquire` takes an
+exclusive, non-blocking ``flock`` on ``<state_dir>/lease`` and writes who holds
+it (holder, pid, hostname, start time) into that file. A second process gets
+`LeaseHeld` naming the holder. The kernel drops the lock when its process dies,
+so a stale file from a dead process blocks nobody.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
+from reconciler.execute.context import TaskResult
+from reconciler.secrets import REDACTOR
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS plans (
+    plan_hash   TEXT PRIMARY KEY,
+    revision    TEXT,
+    plan_json   TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('running', 'finished', 'superseded')),
+    reason      TEXT,
+    created_at  TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS plans_by_state ON plans (state);
+CREATE TABLE IF NOT EXISTS tasks (
+    idempotency_key TEXT PRIMARY KEY,
+    plan_hash       TEXT NOT NULL,
+    resource        TEXT NOT NULL,
+    stage           TEXT NOT NULL,
+    point           TEXT NOT NULL,
+    task            TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('started', 'acknowledged', 'finished')),
+    operation_id    TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    runs            INTEGER NOT NULL DEFAULT 1,
+    progress        TEXT,
+    result_json     TEXT,
+    error           TEXT,
+    started_at      TEXT NOT NULL,
+    acknowledged_at TEXT,
+    updated_at      TEXT NOT NULL,
+    finished_at     TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_by_plan ON tasks (plan_hash, resource);
+"""
+
+TaskState = Literal["started", "acknowledged", "finished"]
+PlanState = Literal["running", "finished", "superseded"]
+
+
+def idempotency_key(
+    plan_hash: str, resource: str, stage: str, task: str, point: str | None = None
+) -> str:
+    """The key of one task of one plan: stable across retries and restarts.
+
+    `point` (the extension point) is part of it when given: hooks composed from
+    several levels may repeat a task name within a stage.
+    """
+    parts = [plan_hash, resource, stage, *([point] if point else []), task]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class UnfinishedPlan(NamedTuple):
+    plan_hash: str
+    plan_json: str
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task's journal entry."""
+
+    idempotency_key: str
+    plan_hash: str
+    resource: str
+    stage: str
+    point: str
+    task: str
+    state: TaskState
+    operation_id: str | None
+    attempts: int
+    runs: int
+    progress: str | None
+    result: TaskResult | None
+    error: str | None
+    started_at: str
+    acknowledged_at: str | None
+    updated_at: str
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    plan_hash: str
+    revision: str | None
+    plan_json: str
+    state: PlanState
+    reason: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class Journal:
+    """The SQLite journal of one state directory. Use from one thread (the event loop)."""
+
+    FILENAME = "journal.sqlite"
+
+    def __init__(self, path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise PermanentError(f"journal {path}: {exc}") from None
+
+    @classmethod
+    def open(cls, state_dir: Path, **kwargs: Any) -> Journal:
+        return cls(Path(state_dir) / cls.FILENAME, **kwargs)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        try:
+            return self._db.execute(sql, args).rowcount
+        except sqlite3.OperationalError as exc:  # locked, disk I/O: worth another try
+            raise TemporaryError(f"journal {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise PermanentError(f"journal {self.path}: {exc}") from None
+
+    # --- plans -------------------------------------------------------------------------
+
+    def record_plan(self, plan_hash: str, revision: str | None, plan_json: str) -> None:
+        """Record a plan about to run. Recording the running plan again is a no-op
+        (a resume); another plan still running must be finished or superseded first."""
+        running = self.unfinished_plan()
+        if running is not None and running.plan_hash != plan_hash:
+            raise PermanentError(
+                f"plan {running.plan_hash[:12]} is still running: finish or supersede it first"
+            )
+        self._write(
+            "INSERT INTO plans (plan_hash, revision, plan_json, state, created_at) "
+            "VALUES (?, ?, ?, 'running', ?) "
+            "ON CONFLICT (plan_hash) DO UPDATE SET state = 'running', finished_at = NULL, "
+            "reason = NULL WHERE state != 'finished'",
+            (plan_hash, revision, REDACTOR.text(plan_json), _now()),
+        )
+
+    def unfinished_plan(self) -> UnfinishedPlan | None:
+        """The plan a crash interrupted (resume it before computing a new one)."""
+        row = self._db.execute(
+            "SELECT plan_hash, plan_json FROM plans WHERE state = 'running' "
+            "ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+        return UnfinishedPlan(row["plan_hash"], row["plan_json"]) if row else None
+
+    def plan(self, plan_hash: str) -> PlanRow | None:
+        row = self._db.execute("SELECT * FROM plans WHERE plan_hash = ?", (plan_hash,)).fetchone()
+        return PlanRow(**dict(row)) if row else None
+
+    def finish_plan(self, plan_hash: str) -> None:
+        self._write(
+            "UPDATE plans SET state = 'finished', finished_at = ? WHERE plan_hash = ?",
+            (_now(), plan_hash),
+        )
+
+    def supersede_plan(self, plan_hash: str, reason: str) -> None:
+        """A newer declared revision replaces a running plan (at a task boundary)."""
+        self._write(
+            "UPDATE plans SET state = 'superseded', reason = ?, finished_at = ? "
+            "WHERE plan_hash = ? AND state = 'running'",
+            (REDACTOR.text(reason), _now(), plan_hash),
+        )
+
+    # --- tasks -------------------------------------------------------------------------
+
+    def task_state(self, key: str) -> TaskRow | None:
+        row = self._db.execute("SELECT * FROM tasks WHERE idempotency_key = ?", (key,)).fetchone()
+        return _task_row(row) if row else None
+
+    def tasks(self, plan_hash: str) -> list[TaskRow]:
+        rows = self._db.execute(
+            "SELECT * FROM tasks WHERE plan_hash = ? ORDER BY started_at, rowid", (plan_hash,)
+        ).fetchall()
+        return [_task_row(r) for r in rows]
+
+    def mark_started(
+        self, key: str, *, plan_hash: str, resource: str, stage: str, point: str, task: str
+    ) -> None:
+        """Before the first call of a task (or again on resume: counts a run, keeps the state)."""
+        now = _now()
+        self._write(
+            "INSERT INTO tasks (idempotency_key, plan_hash, resource, stage, point, task, "
+            "state, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'started', ?, ?) "
+            "ON CONFLICT (idempotency_key) DO UPDATE SET runs = runs + 1, updated_at = ? "
+            "WHERE state != 'finished'",
+            (key, plan_hash, resource, stage, point, task, now, now, now),
+        )
+
+    def mark_acknowledged(self, key: str, operation_id: str) -> None:
+        """A remote accepted the work: from now on it is polled, never re-issued."""
+        now = _now()
+        self._write(
+            "UPDATE tasks SET state = 'acknowledged', operation_id = ?, acknowledged_at = ?, "
+            "updated_at = ? WHERE idempotency_key = ? AND state != 'finished'",
+            (REDACTOR.text(operation_id), now, now, key),
+        )
+
+    def mark_progress(
+        self, key: str, *, attempts: int | None = None, note: str | None = None
+    ) -> None:
+        self._write(
+            "UPDATE tasks SET attempts = COALESCE(?, attempts), progress = COALESCE(?, progress), "
+            "updated_at = ? WHERE idempotency_key = ? AND state != 'finished'",
+            (attempts, REDACTOR.text(note) if note is not None else None, _now(), key),
+        )
+
+    def mark_finished(self, key: str, result: TaskResult) -> None:
+        """The task's end (succeeded or failed): it will not run again in this plan."""
+        now = _now()
+        self._write(
+            "UPDATE tasks SET state = 'finished', result_json = ?, error = ?, attempts = ?, "
+            "operation_id = COALESCE(?, operation_id), updated_at = ?, finished_at = ? "
+            "WHERE idempotency_key = ?",
+            (
+                REDACTOR.text(json.dumps(result.to_json(), sort_keys=True, default=str)),
+                REDACTOR.text(result.message) if not result.ok else None,
+                result.attempts,
+                result.operation_id,
+                now,
+                now,
+                key,
+            ),
+        )
+
+
+def _task_row(row: sqlite3.Row) -> TaskRow:
+    data = dict(row)
+    result_json = data.pop("result_json")
+    return TaskRow(
+        **data, result=TaskResult.from_json(json.loads(result_json)) if result_json else None
+    )
+
+
+# --- the lease -------------------------------------------------------------------------
+
+
+class LeaseHeld(ReconcilerError):
+    """Another controller holds this state directory."""
+
+    def __init__(self, state_dir: Path, holder: dict[str, Any] | str) -> None:
+        self.holder = holder
+        if isinstance(holder, dict):
+            who = (
+                f"{holder.get('holder', '?')} (pid {holder.get('pid', '?')} on "
+                f"{holder.get('hostname', '?')}, since {holder.get('started', '?')})"
+            )
+        else:
+            who = holder or "an unknown process"
+        super().__init__(f"state directory {state_dir} is in use by {who}")
+
+
+class Lease:
+    """An exclusive hold on a state directory for the life of this process (or `release`)."""
+
+    FILENAME = "lease"
+
+    def __init__(self, path: Path, fd: int, holder: dict[str, Any]) -> None:
+        self.path = path
+        self.holder = holder
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, state_dir: Path, holder: str = "reconciler") -> Lease:
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path = state_dir / cls.FILENAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            os.close(fd)
+            try:
+                info: dict[str, Any] | str = json.loads(text)
+            except json.JSONDecodeError:
+                info = text.strip()
+            raise LeaseHeld(state_dir, info) from None
+        info = {
+            "holder": holder,
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "started": _now(),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        os.fsync(fd)
+        return cls(path, fd, info)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,203 @@
+"""`run_task`: one task of a stage, run to a `TaskResult` — retried, polled, bounded.
+
+Part of execute, under the orchestrator (plan → waves → stages → tasks) and over
+the per-type runners in `reconciler.execute.tasks`. The flow for one task:
+
+1. its deadline is the earlier of ``ctx.deadline`` and now + ``task.timeout``
+   (the timeout is the task's whole budget: attempts, backoff and polling);
+2. the runner's attempt is called under `with_retries` (temporary → backoff,
+   waiting → poll again, permanent → stop), each call bounded by the deadline;
+3. whatever happens, a `TaskResult` comes back — a failure is a value, not an
+   exception (only cancellation propagates) — with secrets redacted.
+
+`run_journaled` wraps it with the journal's crash semantics (see `journal.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import PermanentError, ReconcilerError, TemporaryError, WaitingError
+from reconciler.execute.context import Outcome, RunState, TaskContext, TaskResult
+from reconciler.execute.journal import Journal
+from reconciler.execute.retry import GaveUp, with_retries
+from reconciler.execute.tasklog import TaskLog
+from reconciler.execute.tasks import ansible, command, http, notify, provider, wait_for
+from reconciler.model.tasks import Task
+from reconciler.secrets import REDACTOR
+
+Attempt = Callable[[Any, TaskContext, RunState], Awaitable[Outcome]]
+
+ATTEMPTS: dict[str, Attempt] = {
+    "provider": provider.attempt,
+    "http": http.attempt,
+    "command": command.attempt,
+    "ansible": ansible.attempt,
+    "wait-for": wait_for.attempt,
+    "notify": notify.attempt,
+}
+
+
+class DeadlineExceeded(PermanentError):
+    """The task's deadline passed during an attempt."""
+
+
+async def run_task(
+    task: Task,
+    ctx: TaskContext,
+    *,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+) -> TaskResult:
+    """Run `task` to its end: succeeded, or failed with the reason. Never raises a failure."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + task.timeout
+    if ctx.deadline is not None:
+        deadline = min(deadline, ctx.deadline)
+    run = RunState(
+        started=started,
+        deadline=deadline,
+        activity=f"running {task.type} task {task.name}",
+        operation_id=ctx.operation_id,
+    )
+    attempt = ATTEMPTS[task.type]
+    log_path = str(ctx.log.path) if ctx.log.path is not None else None
+    ctx.log.event(
+        f"task {task.name} ({task.type}) of {ctx.resource_key} stage {ctx.stage or '-'} "
+        f"point {ctx.point or '-'}, idempotency key {ctx.idempotency_key}"
+        + (f", resuming operation {ctx.operation_id}" if ctx.operation_id else "")
+    )
+
+    async def once() -> Outcome:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await attempt(task, ctx, run)
+        except TimeoutError:
+            raise DeadlineExceeded(run.describe_deadline(loop.time() - started)) from None
+        except TemporaryError as exc:
+            ctx.log.event(f"TemporaryError: {exc}")
+            run.failures += 1
+            report_progress(f"attempt {run.failures} failed: {exc}")
+            raise
+        except WaitingError as exc:
+            ctx.log.event(f"waiting: {exc}")
+            report_progress(str(exc))
+            raise
+        except ReconcilerError as exc:
+            ctx.log.event(f"{type(exc).__name__}: {exc}")
+            raise
+
+    last_note: list[str] = []
+
+    def report_progress(note: str) -> None:
+        if ctx.on_progress is None or last_note == [note]:
+            return  # unchanged notes (a poll that is still running) are not re-reported
+        last_note[:] = [note]
+        ctx.on_progress(run.failures + 1, REDACTOR.text(note))
+
+    def result(status: str, message: str, outputs: Any, attempts: int) -> TaskResult:
+        message = REDACTOR.text(message)
+        ctx.log.event(f"task {task.name} {status}: {message}")
+        return TaskResult(
+            status="succeeded" if status == "succeeded" else "failed",
+            message=message,
+            outputs=REDACTOR.data(dict(outputs)),
+            operation_id=REDACTOR.text(run.operation_id) if run.operation_id else None,
+            attempts=attempts,
+            log_path=log_path,
+        )
+
+    try:
+        outcome, attempts = await with_retries(
+            once, task.retry, deadline=deadline, sleep=sleep, rng=rng, clock=loop.time
+        )
+    except GaveUp as exc:
+        message = str(exc)
+        if exc.reason == "deadline":
+            message = run.describe_deadline(loop.time() - started)
+            if isinstance(exc.last, TemporaryError):
+                message += f"; last error: {exc.last}"
+        return result("failed", message, {}, exc.attempts)
+    except ReconcilerError as exc:  # a runner bug that raised outside the retry loop
+        return result("failed", str(exc), {}, 1)
+    except Exception as exc:  # an unexpected bug must not take the whole plan down
+        return result("failed", f"internal error: {type(exc).__name__}: {exc}", {}, 1)
+    return result("succeeded", outcome.message, outcome.outputs, attempts)
+
+
+async def run_journaled(
+    journal: Journal,
+    task: Task,
+    ctx: TaskContext,
+    *,
+    state_dir: Path | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> TaskResult:
+    """`run_task` with the journal's crash semantics, keyed by ``ctx.idempotency_key``.
+
+    - finished before: its stored result comes back, nothing runs;
+    - acknowledged before: the runner resumes polling that operation id;
+    - started but not acknowledged: run again with the same idempotency key.
+    With `state_dir` (and no log in the context), the task's log is opened there.
+    """
+    key = ctx.idempotency_key
+    row = journal.task_state(key)
+    if row is not None and row.state == "finished" and row.result is not None:
+        return row.result
+    journal.mark_started(
+        key,
+        plan_hash=ctx.plan_hash,
+        resource=ctx.resource_key,
+        stage=ctx.stage,
+        point=ctx.point,
+        task=task.name,
+    )
+    operation_id = row.operation_id if row is not None else None
+    outer_ack = ctx.on_acknowledged
+
+    outer_progress = ctx.on_progress
+
+    def acknowledged(op_id: str) -> None:
+        journal.mark_acknowledged(key, op_id)
+        if outer_ack is not None:
+            outer_ack(op_id)
+
+    def progress(attempts: int, note: str) -> None:
+        journal.mark_progress(key, attempts=attempts, note=note)
+        if outer_progress is not None:
+            outer_progress(attempts, note)
+
+    log = ctx.log
+    opened = None
+    if state_dir is not None and log.path is None:
+        opened = log = await TaskLog.open_async(
+            state_dir,
+            ctx.plan_hash,
+            ctx.resource_key,
+            ctx.stage,
+            task.name,
+            point=ctx.point or None,
+        )
+    try:
+        result = await run_task(
+            task,
+            replace(
+                ctx,
+                operation_id=ctx.operation_id or operation_id,
+                on_acknowledged=acknowledged,
+                on_progress=progress,
+                log=log,
+            ),
+            sleep=sleep,
+        )
+    finally:
+        if opened is not None:
+            await opened.aclose()
+    journal.mark_finished(key, result)
+    return result

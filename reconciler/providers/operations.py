@@ -1,0 +1,79 @@
+"""Provider calls as the executor's task callbacks: an action run to completion, one observe.
+
+Sits between execute (whose provider and wait-for tasks take
+``provider_action(action, args, idempotency_key)`` and ``observe()`` callbacks,
+see `reconciler.execute.context`) and a `Provider`. "200 OK is not request
+complete": `run_action` starts the action, reports the acknowledgement, and polls
+the operation until it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from reconciler.errors import PermanentError, TemporaryError
+from reconciler.providers.base import (
+    ActionRequest,
+    Observation,
+    OperationHandle,
+    OperationPhase,
+    Provider,
+    ResourceRef,
+)
+
+
+async def run_action(
+    provider: Provider,
+    request: ActionRequest,
+    *,
+    operation_id: str | None = None,
+    on_acknowledged: Callable[[str], object] | None = None,
+    poll_interval: float = 1.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> dict[str, Any]:
+    """Start `request` (or resume polling `operation_id` from the journal) until done.
+
+    Returns ``{"operationId", "phase", "message", "result"}`` when the operation
+    succeeded; raises `PermanentError` when it failed or was cancelled. Errors of
+    `start` and `poll` pass through (`TemporaryError` is retried by the caller with
+    the same idempotency key, which never starts the action twice). The caller's
+    deadline bounds the polling (cancel this coroutine to stop it).
+    """
+    if operation_id is None:
+        handle = await provider.start(request)
+    else:
+        handle = OperationHandle(
+            provider.name, operation_id, request.idempotency_key, request.key, request.action
+        )
+    if on_acknowledged is not None:
+        on_acknowledged(handle.operation_id)
+    while True:
+        status = await provider.poll(handle)
+        if status.phase is OperationPhase.SUCCEEDED:
+            return {
+                "operationId": handle.operation_id,
+                "phase": status.phase.value,
+                "message": status.message,
+                "result": dict(status.result),
+            }
+        if status.phase.done:
+            why = status.message or status.phase.value
+            raise PermanentError(
+                f"{request.action} on {request.key} {status.phase.value}: {why} "
+                f"(operation {handle.operation_id})"
+            )
+        await sleep(poll_interval)
+
+
+async def observe_one(provider: Provider, ref: ResourceRef) -> Mapping[str, Any]:
+    """The observed fields of one resource (empty when it does not exist).
+
+    An unknown observation is a `TemporaryError`: the caller polls again later.
+    """
+    result = (await provider.observe([ref])).get(ref.key)
+    if isinstance(result, Observation):
+        return result.fields if result.exists else {}
+    reason = getattr(result, "reason", "not reported")
+    raise TemporaryError(f"{ref.key} could not be observed: {reason}")

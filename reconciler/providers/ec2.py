@@ -88,6 +88,7 @@ from reconciler.providers.base import (
 )
 from reconciler.providers.support import (
     Gate,
+    KeyedLocks,
     OperationRecord,
     OperationStore,
     arg_duration,
@@ -230,7 +231,7 @@ class Ec2Provider:
         self._store = OperationStore(context.state_dir / f"ec2-{context.name}.db")
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
-        self._key_locks: dict[str, asyncio.Lock] = {}
+        self._key_locks = KeyedLocks()
 
     # --- clients and errors -----------------------------------------------------------
 
@@ -387,15 +388,12 @@ class Ec2Provider:
                 )  # fmt: skip
         return sorted(owned, key=lambda o: (o.key, o.fields.get("instanceId", "")))
 
-    def _lock(self, idempotency_key: str) -> asyncio.Lock:
-        return self._key_locks.setdefault(idempotency_key, asyncio.Lock())
-
     async def start(self, request: ActionRequest) -> OperationHandle:
         if request.action not in ACTIONS:
             raise PermanentError(
                 f"aws-ec2: unknown action {request.action!r}; known: {', '.join(sorted(ACTIONS))}"
             )
-        async with self._lock(request.idempotency_key):
+        async with self._key_locks.hold(request.idempotency_key):
             record = existing_operation(self._store, request)
             if record is not None:
                 return record.handle(self.name)

@@ -102,6 +102,7 @@ from reconciler.providers.base import (
 )
 from reconciler.providers.support import (
     Gate,
+    KeyedLocks,
     OperationRecord,
     OperationStore,
     arg_duration,
@@ -243,8 +244,8 @@ class RedfishProvider:
         self._gate = Gate.from_context(context)
         self._store = OperationStore(context.state_dir / f"redfish-{context.name}.db")
         self._clients: dict[str, Any] = {}
-        self._clients_lock = asyncio.Lock()
-        self._key_locks: dict[str, asyncio.Lock] = {}
+        self._address_locks = KeyedLocks()
+        self._key_locks = KeyedLocks()
 
     # --- connections and errors ---------------------------------------------------
 
@@ -281,7 +282,10 @@ class RedfishProvider:
         )
 
     async def _client(self, address: str) -> Any:
-        async with self._clients_lock:
+        client = self._clients.get(address)
+        if client is not None:
+            return client
+        async with self._address_locks.hold(address):  # one login per BMC, BMCs in parallel
             client = self._clients.get(address)
             if client is None:
                 client = await self._gate.thread(self._guard(self._connect), address)
@@ -541,15 +545,12 @@ class RedfishProvider:
         """BMCs carry no ownership tags and machines are never created: nothing to prune."""
         return []
 
-    def _lock(self, idempotency_key: str) -> asyncio.Lock:
-        return self._key_locks.setdefault(idempotency_key, asyncio.Lock())
-
     async def start(self, request: ActionRequest) -> OperationHandle:
         if request.action not in ACTIONS:
             raise PermanentError(
                 f"redfish: unknown action {request.action!r}; known: {', '.join(sorted(ACTIONS))}"
             )
-        async with self._lock(request.idempotency_key):
+        async with self._key_locks.hold(request.idempotency_key):
             record = existing_operation(self._store, request)
             if record is not None:
                 return record.handle(self.name)

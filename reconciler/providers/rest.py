@@ -83,6 +83,7 @@ from reconciler.providers.base import (
 )
 from reconciler.providers.support import (
     Gate,
+    KeyedLocks,
     OperationRecord,
     OperationStore,
     credential,
@@ -331,7 +332,7 @@ class RestProvider:
         )
         self._gate = Gate.from_context(context)
         self._store = OperationStore(context.state_dir / f"http-{context.name}.db")
-        self._key_locks: dict[str, asyncio.Lock] = {}
+        self._key_locks = KeyedLocks()
 
     # --- requests ---------------------------------------------------------------------
 
@@ -485,9 +486,6 @@ class RestProvider:
             f"http: {spec.url}: more than {spec.max_pages} pages; not listing part"
         )
 
-    def _lock(self, idempotency_key: str) -> asyncio.Lock:
-        return self._key_locks.setdefault(idempotency_key, asyncio.Lock())
-
     def _request_spec(self, action: str) -> RequestSpec:
         if action in self.settings.actions:
             return self.settings.actions[action]
@@ -508,7 +506,7 @@ class RestProvider:
 
     async def start(self, request: ActionRequest) -> OperationHandle:
         spec = self._request_spec(request.action)
-        async with self._lock(request.idempotency_key):
+        async with self._key_locks.hold(request.idempotency_key):
             record = existing_operation(self._store, request)
             if record is not None:
                 return record.handle(self.name)

@@ -169,6 +169,36 @@ def existing_operation(store: OperationStore, request: ActionRequest) -> Operati
     return record
 
 
+class KeyedLocks:
+    """One asyncio lock per key (an idempotency key, a BMC address), dropped when unused.
+
+    Two starts with the same idempotency key are serialized, so the second finds the
+    first one's record; different keys never wait for each other.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class Gate:
     """Bounds concurrent and per-second calls to one API; runs blocking calls in a thread."""
 

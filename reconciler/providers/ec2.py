@@ -47,7 +47,8 @@ Calls and their semantics (Pulumi style):
   (``args.timeout`` or ``settings.operationTimeout``, default 15m). A resize is
   driven by poll: each call takes the next step the observed state allows
   (stop → modify → start); every step is conditional on the observed state, so
-  polling again, or from another process, repeats nothing. Operation ids are
+  polling again, or from another process, repeats nothing. A type the API refuses
+  fails the operation and starts the instance again with its old type. Operation ids are
   self-describing (``ec2:<action>:<region>:<ids>:<target>:<mode>:<started>``), so a
   handle can be polled even without the records file.
 - `cancel`: EC2 cannot take back a launch or a termination: False.
@@ -578,9 +579,19 @@ class Ec2Provider:
                     return running, "stopping", result
                 if state == "stopping":
                     return running, "stopping", result
-                client.modify_instance_attribute(
-                    InstanceId=instance_id, InstanceType={"Value": op.target}
-                )
+                try:
+                    client.modify_instance_attribute(
+                        InstanceId=instance_id, InstanceType={"Value": op.target}
+                    )
+                except self._exceptions.ClientError as exc:
+                    error = self._translate(exc)
+                    if isinstance(error, TemporaryError):
+                        raise error from None
+                    message = f"the type cannot become {op.target}: {error}"
+                    if op.mode == "run":  # leave it as it was found: running, old type
+                        client.start_instances(InstanceIds=[instance_id])
+                        message += "; started again with its old type"
+                    return OperationPhase.FAILED, message, result
                 result["size"] = op.target
                 if op.mode != "run":
                     return OperationPhase.SUCCEEDED, f"type is {op.target}", result

@@ -288,3 +288,34 @@ def test_power_off_resize_of_a_stopped_instance_and_power_on(
         ("stopped", "c5.xlarge"),  # it was stopped: the resize does not start it
         ("running", "c5.xlarge"),
     ]
+
+
+def test_a_refused_instance_type_fails_the_resize_and_restarts_the_instance(
+    ec2_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    ref = instance("edge-e")
+
+    async def run() -> tuple[OperationStatus, dict[str, Any]]:
+        provider = make(ec2_endpoint, tmp_path)
+        try:
+            await settle(provider, await provider.start(ActionRequest("create", ref, "e/create")))
+            client = provider._client(REGION)
+
+            def refuse(**kwargs: Any) -> None:  # moto accepts any type; real EC2 does not
+                error = {"Code": "InvalidParameterValue", "Message": "x9.huge is not supported"}
+                raise ClientError({"Error": error}, "ModifyInstanceAttribute")
+
+            monkeypatch.setattr(client, "modify_instance_attribute", refuse)
+            request = ActionRequest("resize", instance("edge-e", size="x9.huge"), "e/resize")
+            status = await settle(provider, await provider.start(request))
+            assert (await provider.poll(await provider.start(request))) == status  # stays failed
+            return status, dict((await provider.observe([ref]))["Instance/edge-e"].fields)
+        finally:
+            await provider.close()
+
+    status, fields = asyncio.run(run())
+    assert status.phase is OperationPhase.FAILED
+    assert "x9.huge is not supported" in status.message and "started again" in status.message
+    assert (fields["state"], fields["size"]) == ("running", "t3.micro")

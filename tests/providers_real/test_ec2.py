@@ -319,3 +319,39 @@ def test_a_refused_instance_type_fails_the_resize_and_restarts_the_instance(
     assert status.phase is OperationPhase.FAILED
     assert "x9.huge is not supported" in status.message and "started again" in status.message
     assert (fields["state"], fields["size"]) == ("running", "t3.micro")
+
+
+def test_duplicates_are_shown_and_a_decommission_terminates_them_all(
+    ec2_endpoint: str, tmp_path: Path
+) -> None:
+    ref = instance("edge-f")
+    tags = [
+        {"Key": "managed-by", "Value": "reconciler"},
+        {"Key": "reconciler/repository", "Value": "repo-a"},
+        {"Key": TAG_KEY, "Value": "Instance/edge-f"},
+    ]
+    for _ in range(2):  # e.g. launched by hand from a copied template
+        raw(ec2_endpoint).run_instances(
+            ImageId=AMI,
+            InstanceType="t3.micro",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )
+
+    async def run() -> None:
+        provider = make(ec2_endpoint, tmp_path)
+        try:
+            fields = (await provider.observe([ref]))["Instance/edge-f"].fields
+            assert len(fields["duplicates"]) == 1
+            assert fields["duplicates"][0] != fields["instanceId"]
+            created = await provider.start(ActionRequest("create", ref, "f/create"))
+            assert (await provider.poll(created)).phase is OperationPhase.SUCCEEDED  # adopted
+            gone = await provider.start(ActionRequest("decommission", ref, "f/delete"))
+            assert (await settle(provider, gone)).phase is OperationPhase.SUCCEEDED
+            assert (await provider.observe([ref]))["Instance/edge-f"].exists is False
+        finally:
+            await provider.close()
+        assert live_with_key(ec2_endpoint, "Instance/edge-f") == []
+
+    asyncio.run(run())

@@ -174,7 +174,8 @@ def test_apply_change_drift_and_self_heal(fleet: Fleet) -> None:
     fleet.edit("policy.yaml", "  selfHeal: false", "  selfHeal: true")
     fleet.edit(
         "policy.yaml",
-        '  changeWindows:\n    - {days: [tue, wed, thu], start: "09:00", end: "16:00", timezone: Europe/Paris}\n',
+        "  changeWindows:\n    - {days: [tue, wed, thu], "
+        'start: "09:00", end: "16:00", timezone: Europe/Paris}\n',
         "",
     )
     fleet.push("Let the controller correct drift")

@@ -311,10 +311,15 @@ class _DemoSink(BaseHTTPRequestHandler):
         return
 
 
+class _SinkServer(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops a burst of webhooks
+    daemon_threads = True
+
+
 @contextmanager
 def demo_sink(port: int = DEMO_SINK_PORT) -> Iterator[int]:
     """The demo's stand-in for a chat webhook and a CMDB on 127.0.0.1; yields its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _DemoSink)
+    server = _SinkServer(("127.0.0.1", port), _DemoSink)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
     )

@@ -27,7 +27,7 @@ import json
 import signal
 import sys
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Any
 
 import structlog
 import uvicorn
@@ -117,8 +117,10 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         if not settings.api_read_open:
             require_token(request)
 
-    Mutating = Annotated[None, Depends(require_token)]
-    Reading = Annotated[None, Depends(require_read)]
+    # Dependencies as defaults: this module's annotations are strings (PEP 563) that
+    # FastAPI resolves in module scope, where names local to create_app do not exist.
+    mutating = Depends(require_token)
+    reading = Depends(require_read)
 
     def accepted(op_id: str, phase: str) -> JSONResponse:
         location = f"/api/v1/operations/{op_id}"
@@ -150,7 +152,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         tags=["operations"],
         responses={401: {}, 503: {}},
     )
-    def sync(_: Mutating) -> JSONResponse:
+    def sync(_: None = mutating) -> JSONResponse:
         """Start a cycle (pull, plan, execute, report): 202 with an operation id, at once."""
         op = scheduler.request_cycle("sync")
         if op is None:
@@ -163,7 +165,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         tags=["operations"],
         responses={401: {}, 404: {}},
     )
-    def operation(op_id: str, _: Reading) -> dict[str, Any]:
+    def operation(op_id: str, _: None = reading) -> dict[str, Any]:
         """Phase (pending, running, succeeded, failed), progress (resources), errors."""
         op = scheduler.operations.get(op_id)
         if op is None:
@@ -172,7 +174,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         return op.to_json()
 
     @app.get("/api/v1/resources", tags=["resources"], responses={401: {}})
-    def resources(_: Reading) -> dict[str, Any]:
+    def resources(_: None = reading) -> dict[str, Any]:
         """Every resource's status and conditions, as last reconciled."""
         return {
             "revision": scheduler.revision,
@@ -183,7 +185,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         }
 
     @app.get("/api/v1/resources/{kind}/{name}", tags=["resources"], responses={401: {}, 404: {}})
-    def resource(kind: str, name: str, _: Reading) -> dict[str, Any]:
+    def resource(kind: str, name: str, _: None = reading) -> dict[str, Any]:
         """One resource's status and conditions."""
         found = scheduler.statuses.get(f"{kind}/{name}")
         if found is None:
@@ -191,7 +193,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         return found.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     @app.get("/api/v1/plan", tags=["resources"], responses={401: {}, 404: {}})
-    def current_plan(_: Reading) -> Any:
+    def current_plan(_: None = reading) -> Any:
         """The plan of the last full cycle (schema: schemas/plan.json)."""
         if scheduler.plan is None:
             raise HTTPException(404, "no plan yet: the first cycle has not planned")
@@ -234,7 +236,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         response_model=EventAccepted,
         responses={200: {}, 401: {}, 404: {}, 422: {}},
     )
-    async def event(provider: str, request: Request, _: Mutating) -> JSONResponse:
+    async def event(provider: str, request: Request, _: None = mutating) -> JSONResponse:
         """A provider event: reconcile the resource(s) it concerns, alone and soon.
 
         Payload: `{"resource": "Machine/x"}`, `{"kind": ..., "name": ...}`, or a

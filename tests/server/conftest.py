@@ -188,9 +188,7 @@ def running(settings: Settings, monkeypatch: Any) -> Iterator[Running]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://{settings.listen}"
-    client = httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10.0
-    )
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10.0)
     try:
         deadline = time.monotonic() + 10
         while not server.started:

@@ -84,7 +84,10 @@ def test_mutating_routes_need_the_token_and_reads_open_by_configuration(
         cycles = len(api.scheduler.operations)
         assert anonymous.post("/api/v1/sync").status_code == 401
         assert wrong.post("/api/v1/sync").status_code == 401
-        assert anonymous.post("/api/v1/events/sim", json={"resource": "Machine/m00"}).status_code == 401
+        assert (
+            anonymous.post("/api/v1/events/sim", json={"resource": "Machine/m00"}).status_code
+            == 401
+        )
         assert len(api.scheduler.operations) == cycles
         assert anonymous.get("/api/v1/resources").status_code == 401
         assert anonymous.get("/api/v1/plan").status_code == 401

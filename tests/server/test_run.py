@@ -79,7 +79,7 @@ def test_sigterm_during_a_long_apply_then_restart_does_nothing_twice(tmp_path: P
     try:
         wait_for(lambda: started(state) if (state / "simulator.db").exists() else None)
         first.send_signal(signal.SIGTERM)
-        out, err = first.communicate(timeout=30)
+        _, err = first.communicate(timeout=30)
     finally:
         if first.poll() is None:
             first.kill()

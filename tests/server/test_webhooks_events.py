@@ -46,8 +46,10 @@ def test_signed_github_push_fetches_and_reconciles_the_new_revision(
         assert hook.status_code == 202, hook.text
         # "Within a second" in the issue; a generous bound here, the bench measures it.
         started = api.wait_for(
-            lambda: api.client.get(f"/api/v1/operations/{hook.json()['id']}").json()["phase"]
-            != "pending",
+            lambda: (
+                api.client.get(f"/api/v1/operations/{hook.json()['id']}").json()["phase"]
+                != "pending"
+            ),
             timeout=10,
         )
         assert started
@@ -89,9 +91,14 @@ def test_forged_or_unsigned_webhooks_are_refused_and_trigger_nothing(
         assert answer.status_code == 401
         assert api.scheduler.cycles_run == cycles
         assert len(api.scheduler.operations) == operations
-        assert sample(
-            api.scheduler.metrics, "reconciler_webhooks_total", {"source": "github", "result": "refused"}
-        ) == 4
+        assert (
+            sample(
+                api.scheduler.metrics,
+                "reconciler_webhooks_total",
+                {"source": "github", "result": "refused"},
+            )
+            == 4
+        )
 
 
 def test_pushes_to_other_branches_are_ignored_and_gitlab_and_generic_work(

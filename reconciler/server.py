@@ -310,6 +310,7 @@ def _configure_logging() -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
             redact_processor,
             structlog.processors.JSONRenderer(),
         ],
@@ -346,12 +347,12 @@ def run_server(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    print(f"reconciler: serving the API on http://{settings.listen}", file=sys.stderr, flush=True)
+    print(f"reconciler: starting the API on http://{settings.listen}", file=sys.stderr, flush=True)
     try:
         asyncio.run(serve(scheduler, server))
-    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
+    except SystemExit:  # uvicorn exits when it cannot bind the address
         scheduler.stop("server failed")
-        return int(exc.code or 1)
+        return 1
     if not server.started:
         return 1
     log.info("stopped")

@@ -214,3 +214,35 @@ spec: {selfHeal: true}
         unmatched = api.client.post("/api/v1/events/sim", json={"serial": "SN99"})
         assert unmatched.status_code == 200
         assert unmatched.json()["resources"] == []
+
+
+def test_a_targeted_reconcile_keeps_the_other_resources_drift_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pygit2
+
+    bare = declare(tmp_path, repo_files(3))
+    state = tmp_path / "state"
+    with running(settings_for(bare, state), monkeypatch) as api:
+        api.idle()
+        sim = SimulatorProvider.open(state, name="sim", repository=str(bare))
+        sim.drift("Machine/m01", "params.os", "rhel")
+        sim.drift("Machine/m02", "params.os", "rhel")
+        assert api.operation(api.client.post("/api/v1/sync").json()["id"])["phase"] == "succeeded"
+
+        def drifted() -> list[str]:
+            repo = pygit2.Repository(str(bare))
+            tree = repo.revparse_single("refs/heads/reconciler/status").peel(pygit2.Commit).tree
+            report = json.loads(repo[tree["reports/drift.json"].id].data)
+            return [d["resource"] for d in report["drifted"]]
+
+        assert drifted() == ["Machine/m01", "Machine/m02"]
+        sim.drift("Machine/m01", "params.os", "ubuntu")  # put right by hand
+        assert api.client.post("/api/v1/events/sim", json={"name": "m01"}).status_code == 202
+        api.wait_for(lambda: api.scheduler.reconciles["Machine/m01"] == 1)
+        api.idle()
+        assert drifted() == ["Machine/m02"]
+        statuses = {
+            s["name"]: s["phase"] for s in api.client.get("/api/v1/resources").json()["resources"]
+        }
+        assert statuses == {"m00": "Ready", "m01": "Ready", "m02": "Drifted"}

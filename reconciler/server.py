@@ -288,7 +288,9 @@ class _Server(uvicorn.Server):
 
 
 async def serve(scheduler: Scheduler, server: uvicorn.Server) -> None:
-    """Serve until SIGTERM/SIGINT, then stop taking work and wait for the cycle to end."""
+    """Start the scheduler and serve until SIGTERM/SIGINT; then stop taking work and wait
+    for the cycle to end. The signal handlers come first: a signal during the first
+    cycle's start is a clean stop too."""
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -299,7 +301,9 @@ async def serve(scheduler: Scheduler, server: uvicorn.Server) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await server.serve()
+        await asyncio.to_thread(scheduler.start)
+        if not scheduler.stopping:
+            await server.serve()
     finally:
         scheduler.begin_stop("server stopped")
         await asyncio.to_thread(scheduler.wait)
@@ -331,11 +335,6 @@ def run_server(settings: Settings) -> int:
                 print(f"reconciler: {name}: {exc}", file=sys.stderr)
                 return 1
     scheduler = Scheduler(settings)
-    try:
-        scheduler.start()
-    except LeaseHeld as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return 1
     host, port = host_port(settings.listen)
     config = uvicorn.Config(
         create_app(scheduler),
@@ -350,10 +349,11 @@ def run_server(settings: Settings) -> int:
     print(f"reconciler: starting the API on http://{settings.listen}", file=sys.stderr, flush=True)
     try:
         asyncio.run(serve(scheduler, server))
+    except LeaseHeld as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 1
     except SystemExit:  # uvicorn exits when it cannot bind the address
         scheduler.stop("server failed")
-        return 1
-    if not server.started:
         return 1
     log.info("stopped")
     return 0

@@ -246,3 +246,35 @@ def test_a_targeted_reconcile_keeps_the_other_resources_drift_report(
             s["name"]: s["phase"] for s in api.client.get("/api/v1/resources").json()["resources"]
         }
         assert statuses == {"m00": "Ready", "m01": "Ready", "m02": "Drifted"}
+
+
+def test_an_invalid_push_fails_its_operation_and_the_last_good_revision_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = declare(tmp_path, repo_files(2))
+    with running(settings_for(bare, tmp_path / "state"), monkeypatch) as api:
+        api.idle()
+        good = api.scheduler.revision
+        broken = repo_files(2)
+        broken["machines.yaml"] = broken["machines.yaml"].replace("pipeline: bm", "pipeline: nope")
+        push(bare, broken, "Break it")
+        body = github_push()
+        hook = httpx.post(
+            f"{api.url}/api/v1/webhooks/github",
+            content=body,
+            headers={"X-Hub-Signature-256": hmac_signature(WEBHOOK_SECRET, body)},
+        )
+        done = api.operation(hook.json()["id"])
+        assert done["phase"] == "failed"
+        assert done["errors"][0].startswith("source: ValidationFailed")
+        assert any("machines.yaml:" in e for e in done["errors"])
+        assert done["revision"] == good
+        assert api.client.get("/readyz").json()["revision"] == good
+        assert (
+            sample(
+                api.scheduler.metrics,
+                "reconciler_source_errors_total",
+                {"reason": "ValidationFailed"},
+            )
+            == 1
+        )

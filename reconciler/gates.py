@@ -1,0 +1,143 @@
+"""The approval gate between plan and execute: evidence from Git, the verdict, the gated plan.
+
+Used by the controller's cycle, by `reconciler plan` and by the plans of
+watched branches. It reads commits and trusted keys from the mirror
+(`reconciler.source.commits`), asks the pure `reconciler.approvals.decide`,
+and re-plans with the verdict: approved keys pass protection, the others are
+blocked with `needs approval from …`. When `Policy.approvals.required` is off
+in the rules in force, the plan is returned as it was.
+
+The rules in force are those of `rules_from` — the last reconciled revision
+for the controller, the base branch for a pull request plan — so a change
+cannot relax the rules that judge it. Protection is the union of both
+revisions' `protected` selectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import pygit2
+
+from reconciler.approvals import CommitEvidence, Decision, Subject, decide
+from reconciler.desired import Desired, ResolvedResource
+from reconciler.diff import Diff, selector_matches
+from reconciler.plan import Plan, plan
+from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A plan after the gate, and the verdict that shaped it."""
+
+    plan: Plan
+    decision: Decision = field(default_factory=Decision)
+    problems: tuple[str, ...] = ()
+    """Trusted-signer references that could not be read (reported as plan notes)."""
+
+
+def _protected(kind: str, name: str, labels: Mapping[str, str], *desired: Desired) -> bool:
+    return any(selector_matches(s, kind, name, labels) for d in desired for s in d.policy.protected)
+
+
+def gate(
+    repo: pygit2.Repository,
+    *,
+    desired: Desired,
+    found: Diff,
+    draft: Plan,
+    rules_from: Desired | None,
+    base_of: Callable[[str], str | None],
+    unknown_providers: Mapping[str, str] | None = None,
+    declared_before: Callable[[str], ResolvedResource | None] | None = None,
+) -> Gated:
+    """Gate `draft` (the plan of `desired` over `found`); `base_of(key)` starts each range.
+
+    `declared_before(key)` finds a resource no longer declared (a decommission),
+    for the path reviewers are listed by.
+    """
+    rules_desired = rules_from or desired
+    rules = rules_desired.policy.approvals
+    if not rules.required or desired.revision is None:
+        return Gated(draft)
+    head = desired.revision
+    verifier: SignatureVerifier | None = None
+    problems: list[str] = []
+    if rules.trusted_signers:
+        text, missing = allowed_signers(rules.trusted_signers, repo, rules_desired.revision)
+        problems = [f"trusted signers {ref} could not be read" for ref in missing]
+        verifier = SignatureVerifier(text) if text.strip() else None
+
+    ranges: dict[str | None, list[CommitEvidence]] = {}
+    subjects = []
+    commits: dict[str, list[CommitEvidence]] = {}
+    for action in draft.actions:
+        resource = desired.resources.get(action.key)
+        if resource is None and rules_from is not None:
+            resource = rules_from.resources.get(action.key)
+        if resource is None and declared_before is not None:
+            resource = declared_before(action.key)
+        resource_diff = found.resources.get(action.key)
+        labels = dict(resource.labels) if resource is not None else {}
+        if resource_diff is not None and resource_diff.labels:
+            labels = {**dict(resource_diff.labels), **labels}
+        protected = _protected(action.kind, action.name, labels, desired, rules_desired)
+        subject = Subject(
+            key=action.key,
+            path=resource.path if resource is not None else None,
+            labels=labels,
+            protected=protected,
+        )
+        subjects.append((subject, action.operation.executes, action.destructive))
+        base = base_of(action.key)
+        if base not in ranges:
+            ranges[base] = [evidence(c, verifier) for c in commits_between(repo, base, head)]
+        commits[action.key] = ranges[base]
+    decision = decide(subjects, rules, commits)
+    gated = plan(
+        desired,
+        found,
+        approved=decision.approved,
+        pending_approval=decision.pending,
+        unknown_providers=unknown_providers,
+    )
+    notes = [
+        f"{key}: approved by {', '.join(who)}" for key, who in sorted(decision.approvers.items())
+    ]
+    notes += problems
+    if notes:
+        gated = Plan.build(
+            revision=gated.revision,
+            policy=gated.policy,
+            waves=gated.waves,
+            summary=gated.summary,
+            notes=(*gated.notes, *notes),
+            unknown_providers=gated.unknown_providers,
+        )
+    return Gated(gated, decision, tuple(problems))
+
+
+def last_declared(
+    repo: pygit2.Repository,
+    key: str,
+    start: str | None,
+    load: Callable[[str], Desired | None],
+    *,
+    limit: int = 20,
+) -> tuple[str, ResolvedResource] | None:
+    """The newest revision (first parents from `start`, at most `limit`) still declaring `key`."""
+    if start is None:
+        return None
+    try:
+        commit: pygit2.Commit | None = repo.get(start).peel(pygit2.Commit)
+    except (KeyError, ValueError, AttributeError, pygit2.GitError):
+        return None
+    for _ in range(limit):
+        if commit is None:
+            return None
+        loaded = load(str(commit.id))
+        if loaded is not None and key in loaded.resources:
+            return str(commit.id), loaded.resources[key]
+        commit = commit.parents[0] if commit.parents else None
+    return None

@@ -90,7 +90,7 @@ class BranchPlan:
             return "\n".join(lines)
         assert self.plan is not None
         summary, _full = render_markdown(self.plan)
-        return "\n".join(lines) + summary
+        return "\n".join(lines) + "\n" + summary
 
 
 PlanOf = Callable[[str, str], Awaitable[BranchPlan]]

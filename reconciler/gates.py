@@ -69,7 +69,8 @@ def gate(
         problems = [f"trusted signers {ref} could not be read" for ref in missing]
         verifier = SignatureVerifier(text) if text.strip() else None
 
-    ranges: dict[str | None, list[CommitEvidence]] = {}
+    ranges: dict[str | None, list[pygit2.Commit]] = {}
+    seen: dict[pygit2.Oid, CommitEvidence] = {}
     subjects = []
     commits: dict[str, list[CommitEvidence]] = {}
     for action in draft.actions:
@@ -90,10 +91,16 @@ def gate(
             protected=protected,
         )
         subjects.append((subject, action.operation.executes, action.destructive))
+        if not (action.operation.executes and (action.destructive or protected)):
+            continue
         base = base_of(action.key)
         if base not in ranges:
-            ranges[base] = [evidence(c, verifier) for c in commits_between(repo, base, head)]
-        commits[action.key] = ranges[base]
+            ranges[base] = commits_between(repo, base, head)
+        in_range = since_change(repo, ranges[base], subject.path)
+        for commit in in_range:
+            if commit.id not in seen:
+                seen[commit.id] = evidence(commit, verifier)
+        commits[action.key] = [seen[c.id] for c in in_range]
     decision = decide(subjects, rules, commits)
     gated = plan(
         desired,
@@ -141,3 +148,32 @@ def last_declared(
             return str(commit.id), loaded.resources[key]
         commit = commit.parents[0] if commit.parents else None
     return None
+
+
+def _changes(commit: pygit2.Commit, path: str) -> bool:
+    def blob(tree: pygit2.Tree) -> pygit2.Oid | None:
+        try:
+            return tree[path].id
+        except KeyError:
+            return None
+
+    before = blob(commit.parents[0].tree) if commit.parents else None
+    return blob(commit.tree) != before
+
+
+def since_change(
+    repo: pygit2.Repository, commits: list[pygit2.Commit], path: str | None
+) -> list[pygit2.Commit]:
+    """The commits (newest first) from the first one in range that changed `path` on.
+
+    An approval counts only when given with the change or after it, so an old
+    `Approved-by` in the same range does not approve a later change. Without a
+    change in range (drift correction, a resource never applied) the whole range counts.
+    """
+    if path is None:
+        return commits
+    changed = [c for c in commits if _changes(c, path)]
+    if not changed:
+        return commits
+    first = changed[-1].id
+    return [c for c in commits if c.id == first or repo.descendant_of(c.id, first)]

@@ -510,12 +510,13 @@ def relative_to(head: Plan, base: Plan) -> Plan:
     """Only what `head` (a branch) adds to `base`: actions not identical in the base plan.
 
     For `reconciler plan --base REF`: both plans are computed against the same
-    observation; an action present in both with the same operation, stages and
-    changes is already pending without the branch.
+    observation; an action present in both with the same operation, stages,
+    changes and declared fingerprint is already pending without the branch (a
+    pending create the branch declares differently is kept).
     """
 
     def signature(a: PlannedAction) -> tuple[Any, ...]:
-        return (a.operation, a.stages, a.changes, a.blocked)
+        return (a.operation, a.stages, a.changes, a.blocked, a.fingerprint)
 
     before = {a.key: signature(a) for a in base.actions}
     waves = []

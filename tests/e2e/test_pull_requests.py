@@ -233,6 +233,12 @@ def test_branch_plans_gates_and_audit(fleet: Fleet) -> None:
     retire_plan = fleet.status_file("plans/request/retire-r02-node03.md")
     assert "- Machine/r02-node03  decommission" in retire_plan
     assert f"BLOCKED: needs approval from {GRACE}" in retire_plan
+    ci = fleet.cli(
+        "plan", "--base", "main", "--head", "request/retire-r02-node03", "--output", "markdown",
+        code=2,
+    )  # fmt: skip
+    assert f"> - `Machine/r02-node03`: needs approval from {GRACE}" in ci
+    assert "- Machine/r02-node03  decommission  [DESTRUCTIVE]" in ci
     git("checkout", "-q", "main", cwd=fleet.work)
     git("merge", "-q", "--no-ff", "-m", "Merge request/retire-r02-node03",
         "request/retire-r02-node03", cwd=fleet.work)  # fmt: skip

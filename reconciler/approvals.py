@@ -7,11 +7,13 @@ this module only weighs the evidence it gathered against `Policy.approvals`.
 
 - An action is *gated* when approvals are required and it would run something
   (create, update, decommission) that is destructive or touches a protected resource.
-- A gated action is approved when a commit in its range (from the resource's
-  last applied revision to the head, merge commits included) carries
+- A gated action is approved when a commit in its range carries
   `Approved-by: Name <email>` from a reviewer listed for the resource, or is
   signed by a trusted key whose principal is such a reviewer. Identities match
-  by e-mail address, case-insensitively.
+  by e-mail address, case-insensitively. The range (chosen by `reconciler.gates`)
+  runs from the resource's last applied revision to the head, merge commits
+  included, starting at the first commit in it that changed the resource's
+  file: an approval counts only when given with the change or after it.
 - With `requireSignature`, only commits signed by a trusted key count (their
   signer and their `Approved-by` trailers); an unsigned commit, or one signed
   by an unknown key, is refused and the plan says so.

@@ -159,6 +159,12 @@ def test_branch_plans_gates_and_audit(fleet: Fleet) -> None:
     ready = next(c for c in node01["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "BlockedByPolicy"
     assert f"needs approval from {ADA}" in ready["message"]
+    # Its dependents wait for it (dependsOn), the rest of the fleet proceeds.
+    assert fleet.status("Machine/r01-node02")["phase"] == "Stalled"
+    assert "dependency Machine/r01-node01 is not created" in json.dumps(
+        fleet.status("Machine/r01-node02")["conditions"]
+    )
+    assert fleet.status("Instance/bastion")["phase"] == "Ready"
     assert fleet.status("Machine/r02-node01")["phase"] == "Stalled"  # storage: Grace's
 
     # An approval from the listed reviewers (an empty commit with trailers) lets them run.

@@ -17,6 +17,9 @@ this module only weighs the evidence it gathered against `Policy.approvals`.
 - With `requireSignature`, only commits signed by a trusted key count (their
   signer and their `Approved-by` trailers); an unsigned commit, or one signed
   by an unknown key, is refused and the plan says so.
+- With `pinPlan`, a destructive action runs only if a reviewed plan showed it:
+  the plan file of a branch whose head was merged (`Reviewed`); otherwise it is
+  held and the plan names what reviewers saw instead (`pin`).
 """
 
 from __future__ import annotations
@@ -201,3 +204,40 @@ def approver_names(decision: Decision, key: str) -> tuple[str, ...]:
     return tuple(
         dict.fromkeys(a.rsplit(" (commit ", 1)[0] for a in decision.approvers.get(key, ()))
     )
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    """A pull request plan as recorded for reviewers (`plans/<branch>.md`)."""
+
+    branch: str
+    head: str
+    plan_hash: str
+    destructive: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """(key, operation, stages) of each destructive action it showed."""
+
+
+def pin(
+    actions: Iterable[tuple[str, str, tuple[str, ...]]], reviewed: Sequence[Reviewed]
+) -> dict[str, str]:
+    """Destructive actions (key, operation, stages) no reviewed plan showed -> why held."""
+    held: dict[str, str] = {}
+    seen = {entry for r in reviewed for entry in r.destructive}
+    for key, operation, stages in actions:
+        if (key, operation, stages) in seen:
+            continue
+        shown = [
+            f"{r.branch} (plan {r.plan_hash[:12]}) showed "
+            + (
+                ", ".join(
+                    f"{op} {' → '.join(st)}".strip() for k, op, st in r.destructive if k == key
+                )
+                or "nothing destructive for it"
+            )
+            for r in reviewed
+        ]
+        if shown:
+            held[key] = f"held: {operation} differs from the reviewed plan; " + "; ".join(shown)
+        else:
+            held[key] = f"held: no reviewed plan of a merged branch shows this {operation}"
+    return held

@@ -16,11 +16,13 @@ tell which plan was seen.
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pygit2
 
+from reconciler.approvals import Reviewed
 from reconciler.plan import Plan
 from reconciler.render import render_markdown
 
@@ -74,9 +76,15 @@ class BranchPlan:
 
     def markdown(self) -> str:
         hash_ = self.plan.content_hash if self.plan else "none"
+        destructive = [
+            [a.key, a.operation.value, list(a.stages)]
+            for a in (self.plan.actions if self.plan else ())
+            if a.destructive
+        ]
         lines = [
             f"<!-- reconciler-plan branch={self.branch} head={self.head} "
             f"base={self.base or 'none'} plan-hash={hash_} -->",
+            f"<!-- reconciler-destructive {json.dumps(destructive, separators=(',', ':'))} -->",
             f"# Plan for branch `{self.branch}`",
             "",
             f"Merging `{self.branch}` (at `{self.head[:12]}`) into `{self.base_branch}` "
@@ -113,3 +121,60 @@ def read_plan_header(text: str) -> dict[str, str]:
         return {}
     body = first.removeprefix("<!-- reconciler-plan ").removesuffix(" -->")
     return dict(part.split("=", 1) for part in body.split() if "=" in part)
+
+
+def read_reviewed(text: str) -> Reviewed | None:
+    """The reviewed plan a plan file records (None for another file or an invalid branch)."""
+    header = read_plan_header(text)
+    if not header.get("head") or header.get("plan-hash") in (None, "none"):
+        return None
+    second = text.split("\n", 2)[1] if text.count("\n") >= 1 else ""
+    destructive: list[tuple[str, str, tuple[str, ...]]] = []
+    if second.startswith("<!-- reconciler-destructive "):
+        try:
+            body = second.removeprefix("<!-- reconciler-destructive ").removesuffix(" -->")
+            raw = json.loads(body)
+            destructive = [(str(k), str(op), tuple(st)) for k, op, st in raw]
+        except (ValueError, TypeError):
+            destructive = []
+    return Reviewed(
+        branch=header.get("branch", "?"),
+        head=header["head"],
+        plan_hash=header["plan-hash"],
+        destructive=tuple(destructive),
+    )
+
+
+def reviewed_plans(
+    repo: pygit2.Repository, status_branch: str, heads: Iterable[str], *, limit: int = 500
+) -> list[Reviewed]:
+    """Plans reviewers saw for any of `heads`, from the status branch's recent history.
+
+    Plan files go away with their branch, so the last `limit` status commits are read;
+    the newest plan recorded for a head wins.
+    """
+    wanted = set(heads)
+    found: dict[str, Reviewed] = {}
+    try:
+        tip = repo.revparse_single(f"refs/heads/{status_branch}").peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError):
+        return []
+    seen_blobs: set[pygit2.Oid] = set()
+    commit: pygit2.Commit | None = tip
+    for _ in range(limit):
+        if commit is None or len(found) == len(wanted):
+            break
+        if PLANS_DIR in commit.tree:
+            stack = [repo[commit.tree[PLANS_DIR].id]]
+            while stack:
+                tree = stack.pop()
+                for entry in tree:
+                    if entry.type_str == "tree":
+                        stack.append(repo[entry.id])
+                    elif entry.id not in seen_blobs:
+                        seen_blobs.add(entry.id)
+                        reviewed = read_reviewed(repo[entry.id].data.decode("utf-8", "replace"))
+                        if reviewed and reviewed.head in wanted and reviewed.head not in found:
+                            found[reviewed.head] = reviewed
+        commit = commit.parents[0] if commit.parents else None
+    return list(found.values())

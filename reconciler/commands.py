@@ -111,6 +111,7 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
             base_of=base_of,
             unknown_providers=observed.unknown_providers,
             declared_before=lambda key: rules_from.resources.get(key) if rules_from else None,
+            status_branch=settings.status_branch if base_desired is None else None,
         ).plan
 
     head_plan = plan_of(head_desired)

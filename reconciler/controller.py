@@ -235,15 +235,17 @@ class Controller:
             base_of=base_of,
             unknown_providers=unknown_providers,
             declared_before=lambda key: (before(key) or (None, None))[1],
+            status_branch=self.writer.branch,
         )
 
     async def plan_branches(
         self, desired: Desired, previous: Mapping[str, ResourceStatus]
     ) -> dict[str, bytes] | None:
-        """`plans/<branch>.md` for the branches `plan_branches` watches (see branch_plans)."""
+        """`plans/<branch>.md` for the branches `plan_branches` watches (see branch_plans);
+        none watched: plans/ is emptied."""
         patterns = patterns_of(self.settings.plan_branches)
         if not patterns:
-            return None
+            return {}
         branches = watched_branches(
             self.source.repo, patterns, exclude={self.settings.branch, self.writer.branch}
         )

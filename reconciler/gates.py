@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import pygit2
 
-from reconciler.approvals import CommitEvidence, Decision, Subject, decide
+from reconciler.approvals import CommitEvidence, Decision, Subject, decide, pin
+from reconciler.branch_plans import reviewed_plans
 from reconciler.desired import Desired, ResolvedResource
 from reconciler.diff import Diff, selector_matches
 from reconciler.plan import Plan, plan
@@ -51,15 +52,17 @@ def gate(
     base_of: Callable[[str], str | None],
     unknown_providers: Mapping[str, str] | None = None,
     declared_before: Callable[[str], ResolvedResource | None] | None = None,
+    status_branch: str | None = None,
 ) -> Gated:
     """Gate `draft` (the plan of `desired` over `found`); `base_of(key)` starts each range.
 
     `declared_before(key)` finds a resource no longer declared (a decommission),
-    for the path reviewers are listed by.
+    for the path reviewers are listed by. With `pinPlan`, the plans reviewers saw
+    are read from `status_branch` for the branches merged since `rules_from`.
     """
     rules_desired = rules_from or desired
     rules = rules_desired.policy.approvals
-    if not rules.required or desired.revision is None:
+    if not (rules.required or rules.pin_plan) or desired.revision is None:
         return Gated(draft)
     head = desired.revision
     verifier: SignatureVerifier | None = None
@@ -102,11 +105,25 @@ def gate(
                 seen[commit.id] = evidence(commit, verifier)
         commits[action.key] = [seen[c.id] for c in in_range]
     decision = decide(subjects, rules, commits)
+    pending = dict(decision.pending)
+    if rules.pin_plan and status_branch is not None:
+        merged = commits_between(repo, rules_from.revision if rules_from else None, head)
+        reviewed = reviewed_plans(repo, status_branch, {str(c.id) for c in merged})
+        held = pin(
+            [
+                (a.key, a.operation.value, a.stages)
+                for a in draft.actions
+                if a.destructive and a.operation.executes
+            ],
+            reviewed,
+        )
+        for key, why in held.items():
+            pending[key] = f"{pending[key]}; {why}" if key in pending else why
     gated = plan(
         desired,
         found,
         approved=decision.approved,
-        pending_approval=decision.pending,
+        pending_approval=pending,
         unknown_providers=unknown_providers,
     )
     notes = [

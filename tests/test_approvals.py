@@ -7,14 +7,16 @@ from pydantic import ValidationError
 
 from reconciler.approvals import (
     CommitEvidence,
+    Reviewed,
     Subject,
     approver_names,
     decide,
     email_of,
     path_matches,
+    pin,
     reviewers_for,
 )
-from reconciler.branch_plans import patterns_of, read_plan_header
+from reconciler.branch_plans import patterns_of, read_plan_header, read_reviewed
 from reconciler.model.kinds import Approvals, PolicySpec
 from reconciler.source.commits import trailer_values
 
@@ -130,3 +132,30 @@ def test_trailers_and_plan_headers() -> None:
         "base": "def",
         "plan-hash": "0123",
     }
+
+
+def test_pin_holds_destructive_actions_reviewers_did_not_see() -> None:
+    reviewed = [
+        Reviewed("request/a", "h1", "p" * 64, (("Machine/a", "decommission", ()),)),
+        Reviewed("request/b", "h2", "q" * 64, (("Machine/b", "update", ("install-os",)),)),
+    ]
+    held = pin(
+        [
+            ("Machine/a", "decommission", ()),
+            ("Machine/b", "update", ("install-os", "secure")),
+            ("Machine/c", "decommission", ()),
+        ],
+        reviewed,
+    )
+    assert set(held) == {"Machine/b", "Machine/c"}
+    assert "request/b (plan qqqqqqqqqqqq) showed update install-os" in held["Machine/b"]
+    assert pin([("Machine/c", "decommission", ())], []) == {
+        "Machine/c": "held: no reviewed plan of a merged branch shows this decommission"
+    }
+    text = (
+        "<!-- reconciler-plan branch=request/a head=h1 base=b plan-hash=abc -->\n"
+        '<!-- reconciler-destructive [["Machine/a","decommission",[]]] -->\n# Plan'
+    )
+    assert read_reviewed(text) == Reviewed(
+        "request/a", "h1", "abc", (("Machine/a", "decommission", ()),)
+    )

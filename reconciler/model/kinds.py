@@ -321,6 +321,11 @@ class Approvals(Strict):
         default=False,
         description="Count only approvals from commits signed by a trusted key",
     )
+    pin_plan: bool = Field(
+        default=False,
+        description="Hold destructive actions that no reviewed pull request plan "
+        "(plans/<branch>.md of a merged branch) showed",
+    )
 
 
 class PolicySpec(Strict):

@@ -359,3 +359,61 @@ def test_signatures_required(fleet: Fleet) -> None:
     story = json.loads(fleet.cli("audit", "Machine/r02-node01", "--output", "json"))
     created = [e for e in story["entries"] if e["kind"] == "action"]
     assert created and created[0]["approvers"] == [GRACE]
+
+
+R02_NODE02 = """---
+# yaml-language-server: $schema=../../schemas/machine.json
+apiVersion: reconciler/v1
+kind: Machine
+metadata:
+  name: r02-node02
+  labels: {rack: r02, role: storage}
+spec:
+  provider: lab-sim
+  pipeline: bare-metal
+  profiles: [storage]
+  rack: r02
+  bmc: {address: "10.2.0.12", mac: "52:54:00:02:00:02"}
+  dependsOn: [r02-node01]
+"""
+
+
+def test_pinned_plan_holds_what_reviewers_did_not_see(fleet: Fleet) -> None:
+    policy = json.loads(json.dumps(POLICY))
+    policy["spec"]["protected"] = []
+    policy["spec"]["approvals"] = {"pinPlan": True}
+    fleet.set_policy(policy)
+    fleet.commit("Declare the sample fleet")
+    fleet.push()
+    fleet.apply()
+
+    # Reviewers see a plan retiring r02-node03 ...
+    git("checkout", "-q", "-b", "request/retire", cwd=fleet.work)
+    fleet.edit("machines/rack-r02.yaml", R02_NODE03, "")
+    fleet.commit("Retire r02-node03")
+    fleet.push("request/retire")
+    fleet.apply()
+    header = fleet.status_file("plans/request/retire.md").splitlines()[1]
+    assert header == '<!-- reconciler-destructive [["Machine/r02-node03","decommission",[]]] -->'
+    # ... the merge also retires r02-node02, which no reviewer saw.
+    git("checkout", "-q", "main", cwd=fleet.work)
+    git("merge", "-q", "--no-ff", "-m", "Merge request/retire", "request/retire", cwd=fleet.work)
+    fleet.edit("machines/rack-r02.yaml", R02_NODE02, "")
+    fleet.commit("Retire r02-node02 too")
+    git("push", "-q", "origin", "--delete", "request/retire", cwd=fleet.work)
+    fleet.push()
+    fleet.apply()
+    plan_text = fleet.cli("plan", code=2)
+    assert "- Machine/r02-node02  decommission  [DESTRUCTIVE]" in plan_text
+    assert "BLOCKED: held: no reviewed plan of a merged branch shows this decommission" in (
+        plan_text
+    )
+    assert "r02-node03" not in plan_text  # the reviewed one ran
+    records = [
+        json.loads(line)
+        for path in fleet.status_paths("audit")
+        for line in fleet.status_file(path).splitlines()
+    ]
+    assert {r["resource"] for r in records if r["operation"] == "decommission"} == {
+        "Machine/r02-node03"
+    }

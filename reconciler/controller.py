@@ -156,6 +156,7 @@ class Controller:
         self._executor: Executor | None = None
         self.last: CycleResult | None = None
         self.decision: Decision | None = None
+        self._rules_from: tuple[str, Desired | None] | None = None
 
     def close(self) -> None:
         self.journal.close()
@@ -210,7 +211,13 @@ class Controller:
         """Approval gates (`reconciler.gates`): rules of the last reconciled revision,
         approvals from each resource's last applied revision (or last declaring one) on."""
         reconciled = self.source.last_reconciled
-        rules_from = self.desired_at(reconciled) if reconciled else None
+        rules_from = None
+        if reconciled == desired.revision:
+            rules_from = desired
+        elif reconciled:
+            if self._rules_from is None or self._rules_from[0] != reconciled:
+                self._rules_from = (reconciled, self.desired_at(reconciled))
+            rules_from = self._rules_from[1]
         declared: dict[str, tuple[str, Any] | None] = {}
 
         def before(key: str) -> tuple[str, Any] | None:

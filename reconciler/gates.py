@@ -70,7 +70,7 @@ def gate(
     if rules.trusted_signers:
         text, missing = allowed_signers(rules.trusted_signers, repo, rules_desired.revision)
         problems = [f"trusted signers {ref} could not be read" for ref in missing]
-        verifier = SignatureVerifier(text) if text.strip() else None
+        verifier = SignatureVerifier.for_signers(text) if text.strip() else None
 
     ranges: dict[str | None, list[pygit2.Commit]] = {}
     seen: dict[pygit2.Oid, CommitEvidence] = {}

@@ -16,6 +16,7 @@ module reads). Reads the mirror only; verifying a signature runs `ssh-keygen`.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -75,11 +76,20 @@ def ssh_keygen_available() -> bool:
 
 
 class SignatureVerifier:
-    """Checks commit signatures against trusted SSH keys (an allowed_signers text)."""
+    """Checks commit signatures against trusted SSH keys (an allowed_signers text).
+
+    `for_signers` shares one verifier (and its per-commit results) per set of keys,
+    so a commit's signature is checked once, not once per cycle.
+    """
 
     def __init__(self, allowed_signers: str) -> None:
         self.allowed_signers = allowed_signers
         self._cache: dict[str, tuple[SignatureStatus, str | None]] = {}
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def for_signers(allowed_signers: str) -> SignatureVerifier:
+        return SignatureVerifier(allowed_signers)
 
     def check(self, commit: pygit2.Commit) -> tuple[SignatureStatus, str | None]:
         sha = str(commit.id)

@@ -239,34 +239,7 @@ class Stage(Strict):
     spec: StageSpec
 
 
-# --- Profiles and policy ------------------------------------------------------
-
-
-class ProfileSpec(Strict):
-    description: str = ""
-    params: dict[str, Any] = Field(default_factory=dict)
-    hooks: StageHooks = Field(default_factory=dict)
-
-
-class Profile(Strict):
-    """A named set of params; the profile named `global` applies to every resource."""
-
-    api_version: Literal["reconciler/v1"]
-    kind: Literal["Profile"]
-    metadata: Metadata
-    spec: ProfileSpec
-
-
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-
-
-class ChangeWindow(Strict):
-    """When destructive actions may run; outside every window they wait."""
-
-    days: list[Weekday] = Field(min_length=1)
-    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
-    timezone: str = "UTC"
+# --- Approvals (part of the policy) ---------------------------------------------
 
 
 SIGNER_REF_PATTERN = r"^(repo:[^/].*|file:.+|env:[A-Za-z_][A-Za-z0-9_]*)$"
@@ -326,6 +299,36 @@ class Approvals(Strict):
         description="Hold destructive actions that no reviewed pull request plan "
         "(plans/<branch>.md of a merged branch) showed",
     )
+
+
+# --- Profiles and policy ------------------------------------------------------
+
+
+class ProfileSpec(Strict):
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    hooks: StageHooks = Field(default_factory=dict)
+
+
+class Profile(Strict):
+    """A named set of params; the profile named `global` applies to every resource."""
+
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Profile"]
+    metadata: Metadata
+    spec: ProfileSpec
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class ChangeWindow(Strict):
+    """When destructive actions may run; outside every window they wait."""
+
+    days: list[Weekday] = Field(min_length=1)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
+    timezone: str = "UTC"
 
 
 class PolicySpec(Strict):

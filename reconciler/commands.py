@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,15 +101,25 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
     def plan_of(desired: Desired) -> Plan:
         observed = asyncio.run(observe_desired(desired, state_dir=state_dir, repository=repository))
         found = diff(desired, observed, last_applied=applied)
-        draft = plan(desired, found, unknown_providers=observed.unknown_providers)
+
+        def replan(
+            approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
+        ) -> Plan:
+            return plan(
+                desired,
+                found,
+                unknown_providers=observed.unknown_providers,
+                approved=approved,
+                pending_approval=pending,
+            )
+
         return gate(
             source.repo,
             desired=desired,
             found=found,
-            draft=draft,
+            replan=replan,
             rules_from=rules_from,
             base_of=base_of,
-            unknown_providers=observed.unknown_providers,
             declared_before=lambda key: rules_from.resources.get(key) if rules_from else None,
             status_branch=settings.status_branch if base_desired is None else None,
         ).plan

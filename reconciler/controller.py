@@ -28,7 +28,7 @@ from reconciler.desired import Desired
 from reconciler.diff import Diff, LastApplied, diff
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
-from reconciler.gates import Gated, gate, last_declared
+from reconciler.gates import Gated, Replan, gate, last_declared
 from reconciler.load import LoadResult
 from reconciler.observe import ObservedState, observe, observe_desired
 from reconciler.plan import Plan, plan, relative_to
@@ -195,8 +195,19 @@ class Controller:
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
     ) -> tuple[Diff, Plan]:
         found = diff(desired, observed, last_applied=last_applied(previous))
-        draft = plan(desired, found, unknown_providers=observed.unknown_providers)
-        gated = self.gate(desired, found, draft, previous, observed.unknown_providers)
+
+        def replan(
+            approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
+        ) -> Plan:
+            return plan(
+                desired,
+                found,
+                unknown_providers=observed.unknown_providers,
+                approved=approved,
+                pending_approval=pending,
+            )
+
+        gated = self.gate(desired, found, replan, previous)
         self.decision = gated.decision
         return found, gated.plan
 
@@ -204,9 +215,8 @@ class Controller:
         self,
         desired: Desired,
         found: Diff,
-        draft: Plan,
+        replan: Replan,
         previous: Mapping[str, ResourceStatus],
-        unknown_providers: Mapping[str, str],
     ) -> Gated:
         """Approval gates (`reconciler.gates`): rules of the last reconciled revision,
         approvals from each resource's last applied revision (or last declaring one) on."""
@@ -237,10 +247,9 @@ class Controller:
             self.source.repo,
             desired=desired,
             found=found,
-            draft=draft,
+            replan=replan,
             rules_from=rules_from,
             base_of=base_of,
-            unknown_providers=unknown_providers,
             declared_before=lambda key: (before(key) or (None, None))[1],
             status_branch=self.writer.branch,
         )
@@ -269,15 +278,25 @@ class Controller:
                 remember=False,
             )
             found = diff(target, observed, last_applied=last_applied(previous))
-            draft = plan(target, found, unknown_providers=observed.unknown_providers)
+
+            def replan(
+                approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
+            ) -> Plan:
+                return plan(
+                    target,
+                    found,
+                    unknown_providers=observed.unknown_providers,
+                    approved=approved,
+                    pending_approval=pending,
+                )
+
             return gate(
                 self.source.repo,
                 desired=target,
                 found=found,
-                draft=draft,
+                replan=replan,
                 rules_from=desired,
                 base_of=lambda _key: base,
-                unknown_providers=observed.unknown_providers,
             ).plan
 
         base_plan = await plan_at(desired)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pygit2
 
@@ -24,8 +25,14 @@ from reconciler.approvals import CommitEvidence, Decision, Subject, decide, pin
 from reconciler.branch_plans import reviewed_plans
 from reconciler.desired import Desired, ResolvedResource
 from reconciler.diff import Diff, selector_matches
-from reconciler.plan import Plan, plan
+from reconciler.plan import Plan
 from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
+
+
+class Replan(Protocol):
+    def __call__(
+        self, approved: frozenset[str] = ..., pending: Mapping[str, str] | None = ...
+    ) -> Plan: ...
 
 
 @dataclass(frozen=True)
@@ -47,14 +54,16 @@ def gate(
     *,
     desired: Desired,
     found: Diff,
-    draft: Plan,
+    replan: Replan,
     rules_from: Desired | None,
     base_of: Callable[[str], str | None],
-    unknown_providers: Mapping[str, str] | None = None,
     declared_before: Callable[[str], ResolvedResource | None] | None = None,
     status_branch: str | None = None,
 ) -> Gated:
-    """Gate `draft` (the plan of `desired` over `found`); `base_of(key)` starts each range.
+    """Gate the plan of `desired` over `found`; `base_of(key)` starts each range.
+
+    `replan(approved, pending)` is the caller's `plan.plan(...)` call with its own
+    options (unknown providers, …) plus these two: the draft is `replan()`.
 
     `declared_before(key)` finds a resource no longer declared (a decommission),
     for the path reviewers are listed by. With `pinPlan`, the plans reviewers saw
@@ -62,6 +71,7 @@ def gate(
     """
     rules_desired = rules_from or desired
     rules = rules_desired.policy.approvals
+    draft = replan()
     if not (rules.required or rules.pin_plan) or desired.revision is None:
         return Gated(draft)
     head = desired.revision
@@ -119,13 +129,7 @@ def gate(
         )
         for key, why in held.items():
             pending[key] = f"{pending[key]}; {why}" if key in pending else why
-    gated = plan(
-        desired,
-        found,
-        approved=decision.approved,
-        pending_approval=pending,
-        unknown_providers=unknown_providers,
-    )
+    gated = replan(decision.approved, pending)
     notes = [
         f"{key}: approved by {', '.join(who)}" for key, who in sorted(decision.approvers.items())
     ]

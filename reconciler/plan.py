@@ -389,9 +389,9 @@ def plan(
     desired: Desired,
     changes: Diff,
     *,
+    pending_approval: Mapping[str, str] | None = None,
     approved: frozenset[str] = frozenset(),
     unknown_providers: Mapping[str, str] | None = None,
-    pending_approval: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan closing the gap a `Diff` shows (see the module docstring).
 
@@ -494,7 +494,6 @@ def compute_plan(
     *,
     last_applied: Mapping[str, LastApplied] | None = None,
     approved: frozenset[str] = frozenset(),
-    pending_approval: Mapping[str, str] | None = None,
 ) -> Plan:
     """Diff then plan: the one call `reconciler plan` and the controller make."""
     return plan(
@@ -502,7 +501,6 @@ def compute_plan(
         diff(desired, observed, last_applied=last_applied),
         approved=approved,
         unknown_providers=observed.unknown_providers,
-        pending_approval=pending_approval,
     )
 
 

@@ -460,7 +460,7 @@ class Controller:
         author = None
         if source.revision is not None:
             author = f"{source.revision.author_name} <{source.revision.author_email}>"
-        decision = result.decision or Decision()
+        decision = result.decision or self.decision or Decision()  # this cycle's plan's
         approvers = {key: approver_names(decision, key) for key in decision.approvers}
         audit = audit_records(
             result.execution, revision=controller.revision, author=author, approvers=approvers

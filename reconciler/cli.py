@@ -254,6 +254,23 @@ def status(
 
 
 @app.command()
+def audit(
+    ctx: typer.Context,
+    resource: Annotated[str | None, typer.Argument(help="KIND/NAME for one resource")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only entries from this ISO date or time on")
+    ] = None,
+    output: Annotated[Output, typer.Option(help="text or json")] = Output.text,
+) -> None:
+    """Who asked for what (commit, author, approvers), what ran, what happened."""
+    from reconciler.commands import show_audit
+
+    settings = _settings(ctx)
+    _need_repo(settings)
+    raise typer.Exit(show_audit(settings, resource, since=since, as_json=output is Output.json))
+
+
+@app.command()
 def demo(ctx: typer.Context) -> None:
     """The embedded default: sample-repo in a local Git repository, the simulator, one cycle."""
     from reconciler.commands import run_demo

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,10 +24,12 @@ import structlog
 
 from reconciler.controller import Controller, CycleResult, last_applied, read_statuses
 from reconciler.desired import Desired
+from reconciler.diff import diff
 from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import LeaseHeld
+from reconciler.gates import gate
 from reconciler.observe import observe_desired
-from reconciler.plan import Plan, compute_plan, relative_to
+from reconciler.plan import Plan, plan, relative_to
 from reconciler.render import render_text, summary_line
 from reconciler.secrets import REDACTOR, redact_processor
 from reconciler.settings import Settings
@@ -75,20 +77,56 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
     head_desired, diagnostics, error = _desired_at(source, head or settings.ref or settings.branch)
     if head_desired is None:
         return PlanOutcome(diagnostics=diagnostics, error=error)
-    applied = last_applied(read_statuses(source.repo, settings.status_branch))
+    statuses = read_statuses(source.repo, settings.status_branch)
+    applied = last_applied(statuses)
     state_dir = Path(settings.state_dir)
     repository = REDACTOR.text(settings.repo or "")
+    base_desired: Desired | None = None
+    if base is not None:
+        base_desired, diagnostics, error = _desired_at(source, base)
+        if base_desired is None:
+            return PlanOutcome(diagnostics=diagnostics, error=f"base: {error}")
+    reconciled = source.last_reconciled
+    # The rules that will judge the change: the base's, else the last reconciled revision's.
+    rules_from = base_desired
+    if rules_from is None and reconciled:
+        rules_from, _, _ = _desired_at(source, reconciled)
+
+    def base_of(key: str) -> str | None:
+        if base_desired is not None:
+            return base_desired.revision
+        status = statuses.get(key)
+        return (status.last_applied_revision if status else None) or reconciled
 
     def plan_of(desired: Desired) -> Plan:
         observed = asyncio.run(observe_desired(desired, state_dir=state_dir, repository=repository))
-        return compute_plan(desired, observed, last_applied=applied)
+        found = diff(desired, observed, last_applied=applied)
+
+        def replan(
+            approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
+        ) -> Plan:
+            return plan(
+                desired,
+                found,
+                unknown_providers=observed.unknown_providers,
+                approved=approved,
+                pending_approval=pending,
+            )
+
+        return gate(
+            source.repo,
+            desired=desired,
+            found=found,
+            replan=replan,
+            rules_from=rules_from,
+            base_of=base_of,
+            declared_before=lambda key: rules_from.resources.get(key) if rules_from else None,
+            status_branch=settings.status_branch if base_desired is None else None,
+        ).plan
 
     head_plan = plan_of(head_desired)
-    if base is None:
-        return PlanOutcome(plan=head_plan)
-    base_desired, diagnostics, error = _desired_at(source, base)
     if base_desired is None:
-        return PlanOutcome(diagnostics=diagnostics, error=f"base: {error}")
+        return PlanOutcome(plan=head_plan)
     return PlanOutcome(plan=relative_to(head_plan, plan_of(base_desired)))
 
 
@@ -244,6 +282,39 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
     return EXIT_OK
 
 
+# --- audit ---------------------------------------------------------------------------------
+
+
+def show_audit(
+    settings: Settings, resource: str | None, *, since: str | None, as_json: bool
+) -> int:
+    """The history of a resource (or all) from the status branch: see `reconciler.audit`."""
+    from reconciler.audit import history, parse_time, read_history, render_json
+    from reconciler.audit import render_text as render_history
+
+    try:
+        since_time = parse_time(since) if since else None
+    except ValueError:
+        print(f"reconciler: --since {since!r}: not an ISO date or time", file=sys.stderr)
+        return EXIT_ERROR
+    source = DeclaredSource.from_settings(settings)
+    try:
+        source.mirror.fetch()
+    except ReconcilerError as exc:
+        if not source.mirror.exists:
+            print(f"reconciler: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"warning: showing the last fetched history: {exc}", file=sys.stderr)
+    branch = StatusWriter.from_settings(source.mirror, settings).branch
+    gathered = read_history(source.repo, branch, resource)
+    if gathered is None:
+        print(f"reconciler: no status branch {branch} yet", file=sys.stderr)
+        return EXIT_ERROR
+    entries = history(gathered, since=since_time)
+    print(render_json(entries, resource) if as_json else render_history(entries, resource), end="")
+    return EXIT_OK
+
+
 # --- demo -----------------------------------------------------------------------------------
 
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
@@ -362,4 +433,11 @@ def run_demo(settings: Settings) -> int:
     return code
 
 
-__all__ = ["plan_revisions", "run_apply", "run_demo", "show_status", "summary_line"]
+__all__ = [
+    "plan_revisions",
+    "run_apply",
+    "run_demo",
+    "show_audit",
+    "show_status",
+    "summary_line",
+]

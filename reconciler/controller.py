@@ -25,12 +25,16 @@ from typing import Any
 import pygit2
 import yaml
 
+from reconciler.approvals import Decision, approver_names
+from reconciler.branch_plans import PLANS_DIR, BranchPlan, patterns_of, plan_files, watched_branches
 from reconciler.desired import Desired
 from reconciler.diff import Diff, LastApplied, diff
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
-from reconciler.observe import ObservedState, observe
-from reconciler.plan import Plan, plan
+from reconciler.gates import Gated, Replan, gate, last_declared
+from reconciler.load import LoadResult
+from reconciler.observe import ObservedState, observe, observe_desired
+from reconciler.plan import Plan, plan, relative_to
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
 from reconciler.render import summary_line
@@ -62,6 +66,10 @@ class CycleResult:
     report: CycleReport | None = None
     resumed: ExecutionResult | None = None
     resumed_revision: str | None = None
+    decision: Decision | None = None
+    """The approval gate's verdict on this cycle's plan (approvers for the audit)."""
+    branch_plans: Mapping[str, bytes] | None = None
+    """`plans/<branch>.md` of the watched branches; None: not computed, plans/ kept."""
 
     @property
     def ok(self) -> bool:
@@ -179,6 +187,8 @@ class Controller:
         self._executor: Executor | None = None
         self._stop: str | None = None
         self.last: CycleResult | None = None
+        self.decision: Decision | None = None
+        self._rules_from: tuple[str, Desired | None] | None = None
 
     def close(self) -> None:
         self.journal.close()
@@ -219,7 +229,124 @@ class Controller:
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
     ) -> tuple[Diff, Plan]:
         found = diff(desired, observed, last_applied=last_applied(previous))
-        return found, plan(desired, found, unknown_providers=observed.unknown_providers)
+
+        def replan(
+            approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
+        ) -> Plan:
+            return plan(
+                desired,
+                found,
+                unknown_providers=observed.unknown_providers,
+                approved=approved,
+                pending_approval=pending,
+            )
+
+        gated = self.gate(desired, found, replan, previous)
+        self.decision = gated.decision
+        return found, gated.plan
+
+    def gate(
+        self,
+        desired: Desired,
+        found: Diff,
+        replan: Replan,
+        previous: Mapping[str, ResourceStatus],
+    ) -> Gated:
+        """Approval gates (`reconciler.gates`): rules of the last reconciled revision,
+        approvals from each resource's last applied revision (or last declaring one) on."""
+        reconciled = self.source.last_reconciled
+        rules_from = None
+        if reconciled == desired.revision:
+            rules_from = desired
+        elif reconciled:
+            if self._rules_from is None or self._rules_from[0] != reconciled:
+                self._rules_from = (reconciled, self.desired_at(reconciled))
+            rules_from = self._rules_from[1]
+        declared: dict[str, tuple[str, Any] | None] = {}
+
+        def before(key: str) -> tuple[str, Any] | None:
+            if key not in declared:
+                declared[key] = last_declared(self.source.repo, key, reconciled, self.desired_at)
+            return declared[key]
+
+        def base_of(key: str) -> str | None:
+            status = previous.get(key)
+            if status is not None and status.last_applied_revision:
+                return status.last_applied_revision
+            if key not in desired.resources and (found_before := before(key)) is not None:
+                return found_before[0]
+            return reconciled
+
+        return gate(
+            self.source.repo,
+            desired=desired,
+            found=found,
+            replan=replan,
+            rules_from=rules_from,
+            base_of=base_of,
+            declared_before=lambda key: (before(key) or (None, None))[1],
+            status_branch=self.writer.branch,
+        )
+
+    async def plan_branches(
+        self, desired: Desired, previous: Mapping[str, ResourceStatus]
+    ) -> dict[str, bytes] | None:
+        """`plans/<branch>.md` for the branches `plan_branches` watches (see branch_plans);
+        none watched: plans/ is emptied."""
+        patterns = patterns_of(self.settings.plan_branches)
+        if not patterns:
+            return {}
+        branches = watched_branches(
+            self.source.repo, patterns, exclude={self.settings.branch, self.writer.branch}
+        )
+        if not branches:
+            return {}
+        base = desired.revision
+
+        async def plan_at(target: Desired) -> Plan:
+            observed = await observe_desired(
+                target,
+                state_dir=self.state_dir,
+                repository=self.repository,
+                previous=self.existing,
+                remember=False,
+            )
+            found = diff(target, observed, last_applied=last_applied(previous))
+
+            def replan(
+                approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
+            ) -> Plan:
+                return plan(
+                    target,
+                    found,
+                    unknown_providers=observed.unknown_providers,
+                    approved=approved,
+                    pending_approval=pending,
+                )
+
+            return gate(
+                self.source.repo,
+                desired=target,
+                found=found,
+                replan=replan,
+                rules_from=desired,
+                base_of=lambda _key: base,
+            ).plan
+
+        base_plan = await plan_at(desired)
+
+        async def plan_of(branch: str, head: str) -> BranchPlan:
+            common = {"branch": branch, "head": head, "base_branch": self.settings.branch}
+            loaded = self._load(head)
+            if loaded is None or loaded.desired is None:
+                errors = tuple(str(d) for d in loaded.diagnostics) if loaded else ("unreadable",)
+                return BranchPlan(**common, base=base, errors=errors)
+            target = dataclasses.replace(loaded.desired, revision=head)
+            return BranchPlan(
+                **common, base=base, plan=relative_to(await plan_at(target), base_plan)
+            )
+
+        return await plan_files(branches, plan_of)
 
     async def execute(
         self,
@@ -266,6 +393,12 @@ class Controller:
         return done, old.revision
 
     def desired_at(self, sha: str) -> Desired | None:
+        loaded = self._load(sha)
+        if loaded is None or loaded.desired is None:
+            return None
+        return dataclasses.replace(loaded.desired, revision=sha)
+
+    def _load(self, sha: str) -> LoadResult | None:
         from reconciler.source.tree import load_revision
 
         try:
@@ -274,7 +407,7 @@ class Controller:
             )
         except Exception:
             return None
-        return loaded.result.desired
+        return loaded.result
 
     # --- one cycle -------------------------------------------------------------------
 
@@ -314,7 +447,14 @@ class Controller:
                     )
         finally:
             await _close(providers)
-        result = dataclasses.replace(base, plan=plan_value, execution=execution)
+        branch_plans = await self.plan_branches(desired, previous)
+        result = dataclasses.replace(
+            base,
+            plan=plan_value,
+            execution=execution,
+            decision=self.decision,
+            branch_plans=branch_plans,
+        )
         return await self._write(result, desired, previous, found, observed, now)
 
     async def reconcile_resources(self, keys: set[str], *, execute: bool = True) -> CycleResult:
@@ -417,7 +557,11 @@ class Controller:
         author = None
         if source.revision is not None:
             author = f"{source.revision.author_name} <{source.revision.author_email}>"
-        audit = audit_records(result.execution, revision=controller.revision, author=author)
+        decision = result.decision or self.decision or Decision()  # this cycle's plan's
+        approvers = {key: approver_names(decision, key) for key in decision.approvers}
+        audit = audit_records(
+            result.execution, revision=controller.revision, author=author, approvers=approvers
+        )
         if result.resumed is not None:
             audit = (
                 audit_records(
@@ -443,12 +587,16 @@ class Controller:
             author=author,
             now=now,
         )
+        files, replaced = dict(report.files), report.managed_prefixes
+        if result.branch_plans is not None:
+            files.update(result.branch_plans)
+            replaced = (*replaced, f"{PLANS_DIR}/")
         written = await asyncio.to_thread(
             self.writer.write,
-            report.files,
+            files,
             message=report.message,
             trailers=report.trailers,
-            replaced=report.managed_prefixes,
+            replaced=replaced,
         )
         if source.revision is not None:
             await asyncio.to_thread(self.source.mark_reconciled, source.revision.sha)

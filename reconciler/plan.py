@@ -15,6 +15,8 @@ stable JSON form and content hash, the executor's input. No I/O, no clock.
   existing resource) are refused — kept in the plan, `blocked` with the reason —
   on a protected resource not in `approved`, whenever any observation is
   unknown, and all of them when there are more than `maxDestructiveActions`.
+- With `Policy.approvals.required`, actions waiting for an approval are blocked
+  with `needs approval from …` (see `reconciler.approvals`).
 - Every action says why: the field, its cause (Git or drift), the revision.
 
 Change windows need a clock: the executor applies them to destructive actions.
@@ -387,13 +389,15 @@ def plan(
     desired: Desired,
     changes: Diff,
     *,
+    pending_approval: Mapping[str, str] | None = None,
     approved: frozenset[str] = frozenset(),
     unknown_providers: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan closing the gap a `Diff` shows (see the module docstring).
 
     `approved` holds keys whose destructive actions a person approved despite
-    protection (no approval mechanism yet: the hook is here).
+    protection; `pending_approval` maps keys whose actions wait for an approval
+    to the reason (`reconciler.approvals.decide` gives both).
     """
     policy = desired.policy
     revision = desired.revision
@@ -416,7 +420,10 @@ def plan(
     unknown_providers = dict(unknown_providers or {})
     for name, why in sorted(unknown_providers.items()):
         notes.append(f"provider {name} is unknown: {why}")
+    waiting = pending_approval or {}
     for a in drafts:
+        if a["key"] in waiting and a["operation"].executes and a.get("blocked") is None:
+            a["blocked"] = waiting[a["key"]]
         if a.get("destructive") and a.get("blocked") is None:
             if _protected(a, policy, labels.get(a["key"], {})) and a["key"] not in approved:
                 a["blocked"] = "protected by policy; not approved"
@@ -501,12 +508,13 @@ def relative_to(head: Plan, base: Plan) -> Plan:
     """Only what `head` (a branch) adds to `base`: actions not identical in the base plan.
 
     For `reconciler plan --base REF`: both plans are computed against the same
-    observation; an action present in both with the same operation, stages and
-    changes is already pending without the branch.
+    observation; an action present in both with the same operation, stages,
+    changes and declared fingerprint is already pending without the branch (a
+    pending create the branch declares differently is kept).
     """
 
     def signature(a: PlannedAction) -> tuple[Any, ...]:
-        return (a.operation, a.stages, a.changes, a.blocked)
+        return (a.operation, a.stages, a.changes, a.blocked, a.fingerprint)
 
     before = {a.key: signature(a) for a in base.actions}
     waves = []

@@ -9,6 +9,7 @@ the secret redactor once more.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from reconciler.plan import Operation, Plan, PlannedAction
@@ -137,6 +138,22 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
     if plan.blocked:
         head.append("> [!WARNING]")
         head.append(f"> {len(plan.blocked)} action(s) blocked by guardrails; see below.")
+        head.extend(_listed(plan.blocked, lambda a: f"`{a.key}`: {a.blocked}", "> - "))
+        head.append("")
+    destroys = [a for a in plan.actions if a.destructive and a.blocked is None]
+    if destroys:
+        head.append("> [!CAUTION]")
+        head.append(f"> {len(destroys)} destructive action(s) will run:")
+        head.extend(
+            _listed(
+                destroys,
+                lambda a: (
+                    f"`{a.key}`: {VERBS[a.operation]}"
+                    + (f" (stages {', '.join(a.stages)})" if a.stages else "")
+                ),
+                "> - ",
+            )
+        )
         head.append("")
     tail = [f"- {note}" for note in plan.notes]
     if tail:
@@ -184,6 +201,19 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
         if len(lines) < len(wave.actions):
             break
     return assemble(kept, _cut_note(total - shown)), full
+
+
+LISTED = 20
+"""Blocked and destructive actions named at the top of a PR comment, at most."""
+
+
+def _listed(
+    actions: Sequence[PlannedAction], line: Callable[[PlannedAction], str], prefix: str
+) -> list[str]:
+    lines = [prefix + line(a) for a in actions[:LISTED]]
+    if len(actions) > LISTED:
+        lines.append(f"{prefix}… and {len(actions) - LISTED} more")
+    return lines
 
 
 def _cut_note(left_out: int) -> str:

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     git_author_name: str = "reconciler"
     git_author_email: str = "reconciler@localhost"
     force_push_policy: str = Field(default="follow", pattern="^(follow|refuse)$")
+    plan_branches: str | None = Field(
+        default=None,
+        description="Branches to plan for reviewers, globs comma-separated (e.g. request/*): "
+        "each plan goes to plans/<branch>.md on the status branch",
+    )
     api_token: SecretRef | None = None
     webhook_secret: SecretRef | None = None
     api_read_open: bool = Field(

@@ -263,9 +263,16 @@ def next_statuses(
 
 
 def audit_records(
-    execution: ExecutionResult | None, *, revision: str | None, author: str | None
+    execution: ExecutionResult | None,
+    *,
+    revision: str | None,
+    author: str | None,
+    approvers: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[AuditRecord]:
-    """One record per task the execution ran: the audit trail of this cycle."""
+    """One record per task the execution ran: the audit trail of this cycle.
+
+    `approvers` by resource key: who approved its gated action (`reconciler.approvals`).
+    """
     if execution is None:
         return []
     records = []
@@ -285,6 +292,7 @@ def audit_records(
                     finished=task.finished,
                     message=task.message,
                     operation_id=task.operation_id,
+                    approvers=tuple((approvers or {}).get(outcome.key, ())),
                 )
             )
     return records

@@ -205,6 +205,13 @@ class _Run:
     provider_limits: Mapping[str, asyncio.Semaphore]
     client: httpx.AsyncClient
 
+    def _blocked_create(self, key: str) -> str | None:
+        """Why `key`'s create is blocked in this plan (approval, guardrail), if it is."""
+        for other in self.plan.actions:
+            if other.key == key and other.operation is Operation.CREATE and other.blocked:
+                return other.blocked
+        return None
+
     async def resource(
         self,
         action: PlannedAction,
@@ -213,6 +220,9 @@ class _Run:
     ) -> ResourceOutcome:
         ex = self.executor
         for dep in action.depends_on:
+            waiting = self._blocked_create(dep)
+            if waiting is not None:
+                return self._skipped(action, f"dependency {dep} is not created: {waiting}")
             if dep in done:
                 await done[dep].wait()
                 if outcomes[dep].result != "succeeded":

@@ -7,6 +7,7 @@ classes check one document at a time; checks that need several documents
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
@@ -238,6 +239,68 @@ class Stage(Strict):
     spec: StageSpec
 
 
+# --- Approvals (part of the policy) ---------------------------------------------
+
+
+SIGNER_REF_PATTERN = r"^(repo:[^/].*|file:.+|env:[A-Za-z_][A-Za-z0-9_]*)$"
+
+
+class Reviewer(Strict):
+    """Who may approve gated changes to which resources: a CODEOWNERS-like entry.
+
+    An entry covers a resource when one of `paths` (globs on the path of the file
+    declaring it, `*` within a folder, `**` across folders) matches, or `paths`
+    is empty, and every `labels` pair matches. An entry with neither is a catch-all.
+    """
+
+    paths: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    names: list[str] = Field(
+        min_length=1,
+        description="Reviewers as `Name <email>`; an `Approved-by` trailer matches by email",
+    )
+
+    @field_validator("names")
+    @classmethod
+    def _identities(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[^<>]*<[^<>@\s]+@[^<>\s]+>", name.strip()):
+                raise ValueError(f"reviewer {name!r} is not `Name <email>`")
+        return names
+
+
+class Approvals(Strict):
+    """Approval gates: changes to protected resources, and destructive ones, wait for a reviewer.
+
+    Approvals are read from the commits between a resource's last applied
+    revision and the head of the tracked branch (merge commits included): an
+    `Approved-by: Name <email>` trailer from a reviewer listed for the resource,
+    or a commit signed by a trusted key whose principal is such a reviewer. The
+    rules in force are those of the last reconciled revision, so a change cannot
+    approve itself by editing them.
+    """
+
+    required: bool = Field(
+        default=False,
+        description="Gate changes to protected resources and every destructive action",
+    )
+    reviewers: list[Reviewer] = Field(default_factory=list)
+    trusted_signers: list[Annotated[str, Field(pattern=SIGNER_REF_PATTERN)]] = Field(
+        default_factory=list,
+        description="SSH allowed_signers files by reference: repo:PATH (in this repository, "
+        "as of the last reconciled revision), file:PATH (on the controller) or env:NAME",
+    )
+    require_signature: bool = Field(
+        default=False,
+        description="Count only approvals from commits signed by a trusted key",
+    )
+    pin_plan: bool = Field(
+        default=False,
+        description="Hold destructive actions that no reviewed pull request plan "
+        "(plans/<branch>.md of a merged branch) showed",
+    )
+
+
 # --- Profiles and policy ------------------------------------------------------
 
 
@@ -292,6 +355,7 @@ class PolicySpec(Strict):
     prune: bool = Field(default=False, description="Decommission resources removed from Git")
     self_heal: bool = Field(default=False, description="Correct drift; otherwise only report it")
     protected: list[Selector] = Field(default_factory=list)
+    approvals: Approvals = Field(default_factory=Approvals)
     max_destructive_actions: int = Field(default=10, ge=0)
     change_windows: list[ChangeWindow] = Field(default_factory=list)
     ignore_differences: list[IgnoreRule] = Field(default_factory=list)

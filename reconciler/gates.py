@@ -1,0 +1,200 @@
+"""The approval gate between plan and execute: evidence from Git, the verdict, the gated plan.
+
+Used by the controller's cycle, by `reconciler plan` and by the plans of
+watched branches. It reads commits and trusted keys from the mirror
+(`reconciler.source.commits`), asks the pure `reconciler.approvals.decide`,
+and re-plans with the verdict: approved keys pass protection, the others are
+blocked with `needs approval from …`. When `Policy.approvals.required` is off
+in the rules in force, the plan is returned as it was.
+
+The rules in force are those of `rules_from` — the last reconciled revision
+for the controller, the base branch for a pull request plan — so a change
+cannot relax the rules that judge it. Protection is the union of both
+revisions' `protected` selectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pygit2
+
+from reconciler.approvals import CommitEvidence, Decision, Subject, decide, pin
+from reconciler.branch_plans import reviewed_plans
+from reconciler.desired import Desired, ResolvedResource
+from reconciler.diff import Diff, selector_matches
+from reconciler.plan import Plan
+from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
+
+
+class Replan(Protocol):
+    def __call__(
+        self, approved: frozenset[str] = ..., pending: Mapping[str, str] | None = ...
+    ) -> Plan: ...
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A plan after the gate, and the verdict that shaped it."""
+
+    plan: Plan
+    decision: Decision = field(default_factory=Decision)
+    problems: tuple[str, ...] = ()
+    """Trusted-signer references that could not be read (reported as plan notes)."""
+
+
+def _protected(kind: str, name: str, labels: Mapping[str, str], *desired: Desired) -> bool:
+    return any(selector_matches(s, kind, name, labels) for d in desired for s in d.policy.protected)
+
+
+def gate(
+    repo: pygit2.Repository,
+    *,
+    desired: Desired,
+    found: Diff,
+    replan: Replan,
+    rules_from: Desired | None,
+    base_of: Callable[[str], str | None],
+    declared_before: Callable[[str], ResolvedResource | None] | None = None,
+    status_branch: str | None = None,
+) -> Gated:
+    """Gate the plan of `desired` over `found`; `base_of(key)` starts each range.
+
+    `replan(approved, pending)` is the caller's `plan.plan(...)` call with its own
+    options (unknown providers, …) plus these two: the draft is `replan()`.
+
+    `declared_before(key)` finds a resource no longer declared (a decommission),
+    for the path reviewers are listed by. With `pinPlan`, the plans reviewers saw
+    are read from `status_branch` for the branches merged since `rules_from`.
+    """
+    rules_desired = rules_from or desired
+    rules = rules_desired.policy.approvals
+    draft = replan()
+    if not (rules.required or rules.pin_plan) or desired.revision is None:
+        return Gated(draft)
+    head = desired.revision
+    verifier: SignatureVerifier | None = None
+    problems: list[str] = []
+    if rules.trusted_signers:
+        text, missing = allowed_signers(rules.trusted_signers, repo, rules_desired.revision)
+        problems = [f"trusted signers {ref} could not be read" for ref in missing]
+        verifier = SignatureVerifier.for_signers(text) if text.strip() else None
+
+    ranges: dict[str | None, list[pygit2.Commit]] = {}
+    seen: dict[pygit2.Oid, CommitEvidence] = {}
+    subjects = []
+    commits: dict[str, list[CommitEvidence]] = {}
+    for action in draft.actions:
+        resource = desired.resources.get(action.key)
+        if resource is None and rules_from is not None:
+            resource = rules_from.resources.get(action.key)
+        if resource is None and declared_before is not None:
+            resource = declared_before(action.key)
+        resource_diff = found.resources.get(action.key)
+        labels = dict(resource.labels) if resource is not None else {}
+        if resource_diff is not None and resource_diff.labels:
+            labels = {**dict(resource_diff.labels), **labels}
+        protected = _protected(action.kind, action.name, labels, desired, rules_desired)
+        subject = Subject(
+            key=action.key,
+            path=resource.path if resource is not None else None,
+            labels=labels,
+            protected=protected,
+        )
+        subjects.append((subject, action.operation.executes, action.destructive))
+        if not (action.operation.executes and (action.destructive or protected)):
+            continue
+        base = base_of(action.key)
+        if base not in ranges:
+            ranges[base] = commits_between(repo, base, head)
+        in_range = since_change(repo, ranges[base], subject.path)
+        for commit in in_range:
+            if commit.id not in seen:
+                seen[commit.id] = evidence(commit, verifier)
+        commits[action.key] = [seen[c.id] for c in in_range]
+    decision = decide(subjects, rules, commits)
+    pending = dict(decision.pending)
+    if rules.pin_plan and status_branch is not None:
+        merged = commits_between(repo, rules_from.revision if rules_from else None, head)
+        reviewed = reviewed_plans(repo, status_branch, {str(c.id) for c in merged})
+        held = pin(
+            [
+                (a.key, a.operation.value, a.stages)
+                for a in draft.actions
+                if a.destructive and a.operation.executes
+            ],
+            reviewed,
+        )
+        for key, why in held.items():
+            pending[key] = f"{pending[key]}; {why}" if key in pending else why
+    gated = replan(decision.approved, pending)
+    notes = [
+        f"{key}: approved by {', '.join(who)}" for key, who in sorted(decision.approvers.items())
+    ]
+    notes += problems
+    if notes:
+        gated = Plan.build(
+            revision=gated.revision,
+            policy=gated.policy,
+            waves=gated.waves,
+            summary=gated.summary,
+            notes=(*gated.notes, *notes),
+            unknown_providers=gated.unknown_providers,
+        )
+    return Gated(gated, decision, tuple(problems))
+
+
+def last_declared(
+    repo: pygit2.Repository,
+    key: str,
+    start: str | None,
+    load: Callable[[str], Desired | None],
+    *,
+    limit: int = 20,
+) -> tuple[str, ResolvedResource] | None:
+    """The newest revision (first parents from `start`, at most `limit`) still declaring `key`."""
+    if start is None:
+        return None
+    try:
+        commit: pygit2.Commit | None = repo.get(start).peel(pygit2.Commit)
+    except (KeyError, ValueError, AttributeError, pygit2.GitError):
+        return None
+    for _ in range(limit):
+        if commit is None:
+            return None
+        loaded = load(str(commit.id))
+        if loaded is not None and key in loaded.resources:
+            return str(commit.id), loaded.resources[key]
+        commit = commit.parents[0] if commit.parents else None
+    return None
+
+
+def _changes(commit: pygit2.Commit, path: str) -> bool:
+    def blob(tree: pygit2.Tree) -> pygit2.Oid | None:
+        try:
+            return tree[path].id
+        except KeyError:
+            return None
+
+    before = blob(commit.parents[0].tree) if commit.parents else None
+    return blob(commit.tree) != before
+
+
+def since_change(
+    repo: pygit2.Repository, commits: list[pygit2.Commit], path: str | None
+) -> list[pygit2.Commit]:
+    """The commits (newest first) from the first one in range that changed `path` on.
+
+    An approval counts only when given with the change or after it, so an old
+    `Approved-by` in the same range does not approve a later change. Without a
+    change in range (drift correction, a resource never applied) the whole range counts.
+    """
+    if path is None:
+        return commits
+    changed = [c for c in commits if _changes(c, path)]
+    if not changed:
+        return commits
+    first = changed[-1].id
+    return [c for c in commits if c.id == first or repo.descendant_of(c.id, first)]

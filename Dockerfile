@@ -15,7 +15,8 @@ RUN pip install --no-cache-dir .
 
 USER reconciler
 WORKDIR /home/reconciler
-ENV RECONCILER_STATE_DIR=/home/reconciler/state
+ENV RECONCILER_STATE_DIR=/home/reconciler/state \
+    RECONCILER_LISTEN=0.0.0.0:8080
 EXPOSE 8080
 ENTRYPOINT ["reconciler"]
 CMD ["--help"]

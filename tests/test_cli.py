@@ -112,3 +112,13 @@ def test_validate_a_revision_without_checkout(tmp_path: Path) -> None:
     missing = run("validate", "--ref", "no-such-ref", str(repo))
     assert missing.returncode == 1
     assert "cannot read revision 'no-such-ref'" in missing.stderr
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from reconciler.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        name for name in Settings.model_fields if f"RECONCILER_{name.upper()}" not in readme
+    ]
+    assert missing == [], f"settings missing from the README's table: {missing}"

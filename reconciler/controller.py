@@ -301,6 +301,7 @@ class Controller:
                 execution=result.execution,
                 observed=observed,
                 now=now,
+                resumed=result.resumed,
             )
         controller = ControllerStatus(
             repository=self.repository,

@@ -22,7 +22,13 @@ from typing import Any
 import pygit2
 import structlog
 
-from reconciler.controller import Controller, CycleResult, last_applied, read_statuses
+from reconciler.controller import (
+    Controller,
+    CycleResult,
+    failed_stages,
+    last_applied,
+    read_statuses,
+)
 from reconciler.desired import Desired
 from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import LeaseHeld
@@ -75,13 +81,14 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
     head_desired, diagnostics, error = _desired_at(source, head or settings.ref or settings.branch)
     if head_desired is None:
         return PlanOutcome(diagnostics=diagnostics, error=error)
-    applied = last_applied(read_statuses(source.repo, settings.status_branch))
+    previous = read_statuses(source.repo, settings.status_branch)
+    applied, failed = last_applied(previous), failed_stages(previous)
     state_dir = Path(settings.state_dir)
     repository = REDACTOR.text(settings.repo or "")
 
     def plan_of(desired: Desired) -> Plan:
         observed = asyncio.run(observe_desired(desired, state_dir=state_dir, repository=repository))
-        return compute_plan(desired, observed, last_applied=applied)
+        return compute_plan(desired, observed, last_applied=applied, failed=failed)
 
     head_plan = plan_of(head_desired)
     if base is None:

@@ -116,6 +116,15 @@ def last_applied(statuses: Mapping[str, ResourceStatus]) -> dict[str, LastApplie
     }
 
 
+def failed_stages(statuses: Mapping[str, ResourceStatus]) -> dict[str, str]:
+    """The stage each resource's last apply failed at (it runs again next time)."""
+    return {
+        key: s.failure.stage
+        for key, s in statuses.items()
+        if s.phase == "Failed" and s.failure is not None
+    }
+
+
 def subset(desired: Desired, keys: set[str]) -> Desired:
     return dataclasses.replace(
         desired, resources={k: r for k, r in desired.resources.items() if k in keys}
@@ -184,7 +193,12 @@ class Controller:
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
     ) -> tuple[Diff, Plan]:
         found = diff(desired, observed, last_applied=last_applied(previous))
-        return found, plan(desired, found, unknown_providers=observed.unknown_providers)
+        return found, plan(
+            desired,
+            found,
+            unknown_providers=observed.unknown_providers,
+            failed=failed_stages(previous),
+        )
 
     async def execute(
         self,

@@ -499,13 +499,24 @@ class SimulatorProvider:
             ),
         )
 
+    def _operation(self, operation_id: str) -> tuple[str, float, float, str] | None:
+        with self._lock:
+            try:
+                return self._db.execute(
+                    "SELECT state, started_at, complete_at, message FROM operations WHERE id = ?",
+                    (operation_id,),
+                ).fetchone()
+            except sqlite3.OperationalError as exc:
+                raise TemporaryError(f"simulator state {self.path}: {exc}") from None
+
     async def poll(self, handle: OperationHandle) -> OperationStatus:
-        """Read-only; writes only to apply operations whose time has come."""
-        with self._reading() as db:
-            row = db.execute(
-                "SELECT state, started_at, complete_at, message FROM operations WHERE id = ?",
-                (handle.operation_id,),
-            ).fetchone()
+        """Read-only (one statement); writes only when this operation's time has come,
+        to apply it (and any other due operation)."""
+        row = self._operation(handle.operation_id)
+        if row is not None and row[0] == "running" and row[2] <= self._clock():
+            with self._transaction() as db:
+                self._settle(db)
+            row = self._operation(handle.operation_id)
         if row is None:
             raise PermanentError(f"simulator: no operation {handle.operation_id}")
         state, started, complete, message = row

@@ -20,6 +20,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+# libyaml's emitter and parser when PyYAML has them: the same text, several times
+# faster (a cycle writes and reads one status file per resource).
+SAFE_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 ConditionType = Literal["Ready", "Reconciling", "Drifted", "Stalled", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
@@ -98,11 +103,11 @@ class ResourceStatus(_Value):
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return yaml.dump(data, Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True)
 
     @classmethod
     def from_yaml(cls, text: str) -> ResourceStatus:
-        return cls.model_validate(yaml.safe_load(text))
+        return cls.model_validate(yaml.load(text, Loader=SAFE_LOADER))
 
 
 def set_condition(

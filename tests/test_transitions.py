@@ -94,3 +94,16 @@ def test_this_cycles_plan_wins_over_a_resumed_outcome() -> None:
         resumed=resumed,
     )
     assert statuses[r.key].phase == "Pending"
+
+
+def test_a_cycle_result_repr_is_short_whatever_the_fleet() -> None:
+    """asyncio formats the main task's result when `asyncio.run` ends: it must be cheap."""
+    from reconciler.controller import CycleResult
+    from reconciler.source.declared import SourceResult
+
+    d = pv.desired([pv.resource(f"m{i}") for i in range(200)])
+    observed = pv.observed(d, absent=list(d.resources))
+    result = CycleResult(
+        source=SourceResult(revision=None, load=None, head=None), plan=plan(d, diff(d, observed))
+    )
+    assert repr(result) == "CycleResult(revision=None, actions=200, ok=False)"

@@ -334,8 +334,17 @@ class _Run:
         async def provider_action(
             name: str, args: Mapping[str, Any], idem: str
         ) -> Mapping[str, Any]:
+            # An operation the provider acknowledged before a crash (or a temporary
+            # error) is polled, never issued again; one not yet acknowledged is
+            # issued again under the same key.
             request = ActionRequest(action=name, resource=ref, idempotency_key=idem, args=args)
-            return await run_action(provider, request)
+            row = ex.journal.task_state(idem)
+            return await run_action(
+                provider,
+                request,
+                operation_id=row.operation_id if row and row.state == "acknowledged" else None,
+                on_acknowledged=lambda op: ex.journal.mark_acknowledged(idem, op),
+            )
 
         async def observe() -> Mapping[str, Any]:
             return await observe_one(provider, ref)

@@ -265,11 +265,13 @@ class Journal:
         )
 
     def mark_acknowledged(self, key: str, operation_id: str) -> None:
-        """A remote accepted the work: from now on it is polled, never re-issued."""
+        """A remote accepted the work: from now on it is polled, never re-issued.
+        (`acknowledged_at` keeps the first acknowledgement's time.)"""
         now = _now()
         self._write(
-            "UPDATE tasks SET state = 'acknowledged', operation_id = ?, acknowledged_at = ?, "
-            "updated_at = ? WHERE idempotency_key = ? AND state != 'finished'",
+            "UPDATE tasks SET state = 'acknowledged', operation_id = ?, "
+            "acknowledged_at = COALESCE(acknowledged_at, ?), updated_at = ? "
+            "WHERE idempotency_key = ? AND state != 'finished'",
             (REDACTOR.text(operation_id), now, now, key),
         )
 

@@ -6,7 +6,8 @@ RNG, measured in actions the simulator has seen start, plus a random delay — a
 restarted until an apply completes. Then, from the records alone:
 
 - the simulator's action log: every action of every machine started exactly once
-  and succeeded (nothing executed twice, nothing lost);
+  and succeeded (nothing executed twice, nothing lost), and none was issued again
+  after the journal recorded its acknowledgement (it is polled instead);
 - the journal: one plan, resumed across the restarts (tasks re-entered under the
   same idempotency keys) and finished, not superseded; every simulator operation
   belongs to it;
@@ -25,6 +26,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -129,7 +131,8 @@ def exactly_once_problems(fleet: Fleet, machines: int = MACHINES) -> list[str]:
             n = per_action[(f"Machine/node{i:02d}", action)]
             if n != 1:
                 problems.append(f"Machine/node{i:02d}: {action} started {n} times")
-    ended = {e["operation_id"]: e["event"] for e in log if e["event"] != "started"}
+    ends = ("succeeded", "failed", "cancelled")
+    ended = {e["operation_id"]: e["event"] for e in log if e["event"] in ends}
     for e in started:
         if ended.get(e["operation_id"]) != "succeeded":
             problems.append(f"{e['key']}: {e['action']} ended {ended.get(e['operation_id'])}")
@@ -147,6 +150,17 @@ def exactly_once_problems(fleet: Fleet, machines: int = MACHINES) -> list[str]:
         for e in started
         if e["idempotency_key"] not in journaled
     ]
+    # Once the journal holds an operation's acknowledgement, it is polled, never issued
+    # again; a repeat under the same key may only come before (a crash in between).
+    for e in started:
+        row = journaled.get(e["idempotency_key"])
+        if row is not None and row["acknowledged_at"] is None:
+            problems.append(f"{e['key']}: {e['action']} never acknowledged in the journal")
+    for e in (e for e in log if e["event"] == "repeated"):
+        row = journaled.get(e["idempotency_key"])
+        acked = row and row["acknowledged_at"] and datetime.fromisoformat(row["acknowledged_at"])
+        if acked and e["at"] > acked.timestamp() + 0.001:
+            problems.append(f"{e['key']}: {e['action']} issued again after its acknowledgement")
     unfinished = [t for t in tasks if t["state"] != "finished" or t["error"]]
     problems += [f"journal task not done: {t['resource']} {t['task']}" for t in unfinished]
     if len(tasks) != machines * TASKS_PER_MACHINE:

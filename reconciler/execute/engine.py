@@ -338,11 +338,10 @@ class _Run:
             # error) is polled, never issued again; one not yet acknowledged is
             # issued again under the same key.
             request = ActionRequest(action=name, resource=ref, idempotency_key=idem, args=args)
-            row = ex.journal.task_state(idem)
             return await run_action(
                 provider,
                 request,
-                operation_id=row.operation_id if row and row.state == "acknowledged" else None,
+                operation_id=ex.journal.acknowledged_operation(idem),
                 on_acknowledged=lambda op: ex.journal.mark_acknowledged(idem, op),
             )
 

@@ -245,6 +245,14 @@ class Journal:
         row = self._db.execute("SELECT * FROM tasks WHERE idempotency_key = ?", (key,)).fetchone()
         return _task_row(row) if row else None
 
+    def acknowledged_operation(self, key: str) -> str | None:
+        """The operation id of a task a remote acknowledged and that has not finished."""
+        row = self._db.execute(
+            "SELECT operation_id FROM tasks WHERE idempotency_key = ? AND state = 'acknowledged'",
+            (key,),
+        ).fetchone()
+        return row[0] if row else None
+
     def tasks(self, plan_hash: str) -> list[TaskRow]:
         rows = self._db.execute(
             "SELECT * FROM tasks WHERE plan_hash = ? ORDER BY started_at, rowid", (plan_hash,)

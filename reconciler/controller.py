@@ -3,6 +3,10 @@
     pull -> load (last good revision stays in force) -> resume an unfinished plan
     -> observe -> diff + plan -> execute -> observe what changed -> status -> one commit
 
+A plan counts as finished in the journal only once the status commit reporting it
+is written: a crash in between resumes it next cycle (every task's result comes
+from the journal, nothing runs again) so its outcome and audit are reported.
+
 Each step is a module of its own; this file only chains them and owns the
 long-lived pieces (mirror, parse cache, journal, lease). `reconciler apply` runs
 one cycle; `reconciler run` (later) schedules cycles and serves the HTTP API.
@@ -223,6 +227,7 @@ class Controller:
             state_dir=self.state_dir,
             on_event=self.on_event,
             clock=self.clock,
+            finish=False,  # finished in the journal once its results are committed
         )
         try:
             return await self._executor.execute(plan_value, execution=execution)
@@ -289,6 +294,8 @@ class Controller:
                 self.on_plan(plan_value)
             execution = None
             if execute and any(a.runnable for a in plan_value.actions):
+                if base.resumed is not None:  # one plan runs at a time
+                    self.journal.finish_plan(base.resumed.execution_id)
                 execution = await self.execute(plan_value, desired, providers)
                 touched = {k for k, o in execution.outcomes.items() if o.tasks}
                 if touched:
@@ -377,6 +384,9 @@ class Controller:
         )
         if source.revision is not None:
             await asyncio.to_thread(self.source.mark_reconciled, source.revision.sha)
+        for done in (result.resumed, result.execution):
+            if done is not None and not done.stopped:  # reported: it will not resume
+                self.journal.finish_plan(done.execution_id)
         final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
         self.last = final
         return final

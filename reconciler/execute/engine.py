@@ -134,6 +134,10 @@ class Executor:
     state_dir: Path
     repo_dir: Path | None = None
     concurrency: int = 200
+    finish: bool = True
+    """Mark the plan finished in the journal when it has run. A controller passes
+    False and finishes it once its results are committed: a crash in between then
+    resumes the plan (every task's result comes from the journal) and reports it."""
     on_event: EventSink | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _stop: str | None = None
@@ -174,7 +178,7 @@ class Executor:
         stopped = self._stop
         if stopped:
             self.journal.supersede_plan(execution, stopped)
-        else:
+        elif self.finish:
             self.journal.finish_plan(execution)
         self._emit(
             "plan.finished",

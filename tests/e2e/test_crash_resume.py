@@ -14,8 +14,11 @@ restarted until an apply completes. Then, from the records alone:
 - the status branch: every machine Ready, at the last stage, with the observed
   fields every stage converges.
 
-`exactly_once_problems` is the assertion; `test_checker_catches_a_resume_that_repeats_work`
-shows it fails on a real run whose interrupted plan is not resumed.
+A kill in the window after the last task but before the status commit is tested
+on its own (the plan is resumed from the journal and its stages and audit are
+reported). `exactly_once_problems` is the assertion;
+`test_checker_catches_a_resume_that_repeats_work` shows it fails on a real run
+whose interrupted plan is not resumed.
 """
 
 from __future__ import annotations

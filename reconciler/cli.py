@@ -230,6 +230,16 @@ def apply(ctx: typer.Context) -> None:
 
 
 @app.command()
+def run(ctx: typer.Context) -> None:
+    """The controller: scheduled cycles and the HTTP API until SIGTERM (then exit 0)."""
+    from reconciler.server import run_server
+
+    settings = _settings(ctx)
+    _need_repo(settings)
+    raise typer.Exit(run_server(settings))
+
+
+@app.command()
 def status(
     ctx: typer.Context,
     resource: Annotated[str | None, typer.Argument(help="KIND/NAME for one resource")] = None,

@@ -294,7 +294,8 @@ class _DemoSink(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         if self.path.startswith("/cmdb/") and self.command in ("PUT", "POST"):
             self.send_response(202)
-            self.send_header("Location", f"http://127.0.0.1:{DEMO_SINK_PORT}/operations/cmdb")
+            host, port = self.server.server_address[:2]
+            self.send_header("Location", f"http://{host}:{port}/operations/cmdb")
             self.send_header("Content-Length", "0")
             self.end_headers()
         else:
@@ -317,15 +318,21 @@ class _DemoSink(BaseHTTPRequestHandler):
         return
 
 
+class _SinkServer(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops a burst of webhooks
+    daemon_threads = True
+
+
 @contextmanager
-def demo_sink() -> Iterator[None]:
-    server = ThreadingHTTPServer(("127.0.0.1", DEMO_SINK_PORT), _DemoSink)
+def demo_sink(port: int = DEMO_SINK_PORT) -> Iterator[int]:
+    """The demo's stand-in for a chat webhook and a CMDB on 127.0.0.1; yields its port."""
+    server = _SinkServer(("127.0.0.1", port), _DemoSink)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
     )
     thread.start()
     try:
-        yield
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()

@@ -9,7 +9,9 @@ from the journal, nothing runs again) so its outcome and audit are reported.
 
 Each step is a module of its own; this file only chains them and owns the
 long-lived pieces (mirror, parse cache, journal, lease). `reconciler apply` runs
-one cycle; `reconciler run` (later) schedules cycles and serves the HTTP API.
+one cycle; `reconciler run` (`reconciler.scheduler`, `reconciler.server`) schedules
+cycles, and between them reconciles single resources named by provider events
+(`reconcile_resources`: the same steps over a subset, with the revision in force).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,9 +39,11 @@ from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
 from reconciler.render import summary_line
 from reconciler.report import (
+    REPORTS_DIR,
     STATUS_DIR,
     ControllerStatus,
     CycleReport,
+    DriftEntry,
     build_report,
 )
 from reconciler.secrets import REDACTOR
@@ -72,7 +77,8 @@ class CycleResult:
 
     @property
     def ok(self) -> bool:
-        if self.source.revision is None:
+        """The head was applied: no stale source, nothing failed (what `apply` exits on)."""
+        if self.source.revision is None or self.source.stale is not None:
             return False
         failed = self.execution.failed if self.execution else []
         return not failed and not (self.resumed and self.resumed.failed)
@@ -114,6 +120,32 @@ def read_controller_conditions(repo: pygit2.Repository, branch: str) -> tuple[Co
         return tuple(Condition.model_validate(c) for c in (data or {}).get("conditions", []))
     except (KeyError, ValueError, yaml.YAMLError):
         return ()
+
+
+def read_drift(repo: pygit2.Repository, branch: str) -> list[DriftEntry]:
+    """The drift entries of the last drift report (kept for resources a targeted reconcile
+    did not look at)."""
+    tree = status_tree(repo, branch)
+    path = f"{REPORTS_DIR}/drift.json"
+    try:
+        data = json.loads(repo[tree[path].id].data) if tree is not None else {}
+    except (KeyError, ValueError):
+        return []
+    entries = []
+    for item in data.get("drifted", []):
+        since = item.get("since")
+        entries.append(
+            DriftEntry(
+                key=item["resource"],
+                since=datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                if since
+                else None,
+                corrected=bool(item.get("corrected")),
+                reason=item.get("reason", ""),
+                fields=tuple(item.get("fields", ())),
+            )
+        )
+    return entries
 
 
 def last_applied(statuses: Mapping[str, ResourceStatus]) -> dict[str, LastApplied]:
@@ -166,6 +198,7 @@ class Controller:
         self.clock = clock
         self.existing: dict[str, int] = {}
         self._executor: Executor | None = None
+        self._stop: str | None = None
         self.last: CycleResult | None = None
 
     def close(self) -> None:
@@ -183,6 +216,8 @@ class Controller:
         return REDACTOR.text(self.settings.repo or "")
 
     def request_stop(self, reason: str) -> None:
+        """Start no new task, now or in a later execution of this controller."""
+        self._stop = reason
         if self._executor is not None:
             self._executor.request_stop(reason)
 
@@ -229,6 +264,8 @@ class Controller:
             clock=self.clock,
             finish=False,  # finished in the journal once its results are committed
         )
+        if self._stop is not None:
+            self._executor.request_stop(self._stop)
         try:
             return await self._executor.execute(plan_value, execution=execution)
         finally:
@@ -309,6 +346,57 @@ class Controller:
         result = dataclasses.replace(base, plan=plan_value, execution=execution)
         return await self._write(result, desired, previous, found, observed, now)
 
+    async def reconcile_resources(self, keys: set[str], *, execute: bool = True) -> CycleResult:
+        """Observe, plan, execute and report only `keys`, at the revision already in force.
+
+        Between full cycles, for provider events: no fetch and no resume (full cycles
+        do both), nothing found orphaned (only declared `keys` are looked at), the
+        other resources' status and drift entries carried over unchanged. Keys not
+        declared at the revision in force are ignored.
+        """
+        source = await asyncio.to_thread(self.source.poll, fetch=False)
+        now = self.clock()
+        previous = await asyncio.to_thread(self.statuses)
+        if source.load is None or source.load.desired is None:
+            return CycleResult(source=source, statuses=previous)
+        full = dataclasses.replace(
+            source.load.desired, revision=source.revision.sha if source.revision else None
+        )
+        desired = subset(full, keys & set(full.resources))
+        providers, failed = open_providers(
+            {
+                name: full.providers[name]
+                for name in {r.provider for r in desired.resources.values()}
+                if name in full.providers
+            },
+            state_dir=self.state_dir,
+            repository=self.repository,
+        )
+        try:
+            observed = await observe(desired, providers, previous=self.existing, unavailable=failed)
+            observed = dataclasses.replace(observed, owned={})
+            for name, seen in observed.existing.items():
+                self.existing[name] = (
+                    frozenset(self.existing.get(name, ())) - desired.resources.keys()
+                ) | seen
+            found, plan_value = self.plan(desired, observed, previous)
+            execution = None
+            if execute and any(a.runnable for a in plan_value.actions):
+                execution = await self.execute(plan_value, desired, providers)
+                touched = {k for k, o in execution.outcomes.items() if o.tasks}
+                if touched:
+                    after = await observe(subset(desired, touched), providers, previous={})
+                    observed = dataclasses.replace(
+                        observed,
+                        observations={**observed.observations, **after.observations},
+                    )
+        finally:
+            await _close(providers)
+        result = CycleResult(source=source, plan=plan_value, execution=execution)
+        return await self._write(
+            result, desired, previous, found, observed, now, only=set(desired.resources)
+        )
+
     async def _write(
         self,
         result: CycleResult,
@@ -317,6 +405,8 @@ class Controller:
         found: Diff | None,
         observed: ObservedState | None,
         now: datetime,
+        *,
+        only: set[str] | None = None,
     ) -> CycleResult:
         source = result.source
         statuses = dict(previous)
@@ -331,6 +421,14 @@ class Controller:
                 observed=observed,
                 now=now,
                 resumed=result.resumed,
+            )
+        if only is not None:
+            # A targeted reconcile: every other resource keeps its status and drift entry.
+            statuses = {**previous, **statuses}
+            kept = await asyncio.to_thread(read_drift, self.source.repo, self.writer.branch)
+            drift = sorted(
+                [e for e in kept if e.key not in only] + drift,
+                key=lambda e: e.key,
             )
         controller = ControllerStatus(
             repository=self.repository,
@@ -398,4 +496,4 @@ async def _close(providers: Mapping[str, Provider]) -> None:
             await provider.close()
 
 
-__all__ = ["Controller", "CycleResult", "read_statuses", "set_condition"]
+__all__ = ["Controller", "CycleResult", "read_drift", "read_statuses", "set_condition"]

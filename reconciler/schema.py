@@ -30,8 +30,18 @@ def document_schemas() -> dict[str, dict[str, Any]]:
 
 
 def extra_schemas() -> dict[str, dict[str, Any]]:
-    """Schemas of the controller's own outputs (plan, status), added as they are built."""
-    return {}
+    """Schemas of the controller's own outputs: the plan (`plan --output json`) and status."""
+    from reconciler.plan import Plan
+    from reconciler.status import ResourceStatus
+
+    out: dict[str, dict[str, Any]] = {}
+    for file_name, cls in (("plan.json", Plan), ("status.json", ResourceStatus)):
+        out[file_name] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": SCHEMA_BASE_URL + file_name,
+            **cls.model_json_schema(by_alias=True, mode="serialization"),
+        }
+    return out
 
 
 def write_schemas(out: Path) -> list[Path]:

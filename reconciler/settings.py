@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     force_push_policy: str = Field(default="follow", pattern="^(follow|refuse)$")
     api_token: SecretRef | None = None
     webhook_secret: SecretRef | None = None
+    api_read_open: bool = Field(
+        default=False, description="Serve read-only API routes without the bearer token"
+    )
+    interval_jitter: Duration = Field(
+        default=5.0, description="Up to this much is added to each interval, at random"
+    )
+    event_debounce: Duration = Field(
+        default=1.0, description="A resource's events are coalesced until this long passes quietly"
+    )
+    event_max_delay: Duration = Field(
+        default=10.0, description="An event waits at most this long, however many follow it"
+    )
+    event_queue_size: int = Field(
+        default=10_000, ge=1, description="Resources waiting for a targeted reconcile; more shed"
+    )
+    operations_kept: int = Field(default=1000, ge=1, description="Operations kept in memory")
     config: Path | None = None
 
     @field_validator("listen")

@@ -24,6 +24,7 @@ The results are values (`ExecutionResult`) for `report` to turn into status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ EventSink = Callable[[dict[str, Any]], None]
 DECOMMISSION_TASK = ProviderActionTask(
     name="decommission", type="provider", action="decommission", timeout=3600.0
 )
+
+
+class _Stopped(Exception):
+    """A stop was requested while a task waited for a concurrency slot: it never started."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,14 @@ class _Run:
                 return self._finish(
                     action, "skipped", started, records, stages_done, reason=f"stopped: {ex._stop}"
                 )
-            result, began = await self._task(action, resolved, ref, provider, stage, point, task)
+            try:
+                result, began = await self._task(
+                    action, resolved, ref, provider, stage, point, task
+                )
+            except _Stopped:
+                return self._finish(
+                    action, "skipped", started, records, stages_done, reason=f"stopped: {ex._stop}"
+                )
             records.append(
                 TaskRecord(
                     stage=stage,
@@ -368,10 +380,8 @@ class _Run:
             http_client=self.client,
         )
         limit = self.provider_limits.get(action.provider)
-        async with self.global_limit:
-            if limit is None:
-                began = _now()
-                return await run_journaled(ex.journal, task, ctx, state_dir=ex.state_dir), began
-            async with limit:
-                began = _now()
-                return await run_journaled(ex.journal, task, ctx, state_dir=ex.state_dir), began
+        async with self.global_limit, limit or contextlib.nullcontext():
+            if ex._stop:  # requested while this task waited for its slot
+                raise _Stopped(ex._stop)
+            began = _now()
+            return await run_journaled(ex.journal, task, ctx, state_dir=ex.state_dir), began

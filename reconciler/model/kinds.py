@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from reconciler.model.common import (
     Duration,
@@ -268,6 +268,26 @@ class ChangeWindow(Strict):
     timezone: str = "UTC"
 
 
+NotificationEvent = Literal["Failed", "Ready", "DriftDetected", "DriftCleared"]
+
+
+class NotificationTarget(Strict):
+    """A webhook told when a resource's conditions change (see `reconciler.notify`).
+
+    Sent on transitions only: became Failed, became Ready, drift detected, drift
+    cleared; the same alert again before it was resolved only increments a count.
+    """
+
+    url: HttpUrl
+    secret: SecretRef | None = Field(
+        default=None, description="HMAC-SHA256 key: X-Reconciler-Signature-256 on each POST"
+    )
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: ["Failed", "Ready", "DriftDetected", "DriftCleared"],
+        min_length=1,
+    )
+
+
 class PolicySpec(Strict):
     prune: bool = Field(default=False, description="Decommission resources removed from Git")
     self_heal: bool = Field(default=False, description="Correct drift; otherwise only report it")
@@ -276,6 +296,9 @@ class PolicySpec(Strict):
     change_windows: list[ChangeWindow] = Field(default_factory=list)
     ignore_differences: list[IgnoreRule] = Field(default_factory=list)
     sync_timeout: Duration = 3600.0
+    notifications: list[NotificationTarget] = Field(
+        default_factory=list, description="Webhooks told of condition transitions"
+    )
 
 
 class IgnoreRule(Strict):

@@ -22,7 +22,13 @@ from typing import Any
 import pygit2
 import structlog
 
-from reconciler.controller import Controller, CycleResult, last_applied, read_statuses
+from reconciler.controller import (
+    Controller,
+    CycleResult,
+    failed_stages,
+    last_applied,
+    read_statuses,
+)
 from reconciler.desired import Desired
 from reconciler.diff import diff
 from reconciler.errors import Diagnostic, ReconcilerError
@@ -79,6 +85,7 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
         return PlanOutcome(diagnostics=diagnostics, error=error)
     statuses = read_statuses(source.repo, settings.status_branch)
     applied = last_applied(statuses)
+    failed = failed_stages(statuses)
     state_dir = Path(settings.state_dir)
     repository = REDACTOR.text(settings.repo or "")
     base_desired: Desired | None = None
@@ -111,6 +118,7 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
                 unknown_providers=observed.unknown_providers,
                 approved=approved,
                 pending_approval=pending,
+                failed=failed,
             )
 
         return gate(

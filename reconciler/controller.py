@@ -3,6 +3,10 @@
     pull -> load (last good revision stays in force) -> resume an unfinished plan
     -> observe -> diff + plan -> execute -> observe what changed -> status -> one commit
 
+A plan counts as finished in the journal only once the status commit reporting it
+is written: a crash in between resumes it next cycle (every task's result comes
+from the journal, nothing runs again) so its outcome and audit are reported.
+
 Each step is a module of its own; this file only chains them and owns the
 long-lived pieces (mirror, parse cache, journal, lease). `reconciler apply` runs
 one cycle; `reconciler run` (`reconciler.scheduler`, `reconciler.server`) schedules
@@ -70,6 +74,14 @@ class CycleResult:
     """The approval gate's verdict on this cycle's plan (approvers for the audit)."""
     branch_plans: Mapping[str, bytes] | None = None
     """`plans/<branch>.md` of the watched branches; None: not computed, plans/ kept."""
+
+    def __repr__(self) -> str:
+        # Short: asyncio formats the repr of a finished main task's result (when it
+        # restores the SIGINT handler); the default one would print the whole
+        # Desired set, a second of CPU for 1,000 resources.
+        revision = self.source.revision.sha[:12] if self.source.revision else None
+        actions = len(self.plan.actions) if self.plan else 0
+        return f"CycleResult(revision={revision!r}, actions={actions}, ok={self.ok})"
 
     @property
     def ok(self) -> bool:
@@ -156,6 +168,15 @@ def last_applied(statuses: Mapping[str, ResourceStatus]) -> dict[str, LastApplie
     }
 
 
+def failed_stages(statuses: Mapping[str, ResourceStatus]) -> dict[str, str]:
+    """The stage each resource's last apply failed at (it runs again next time)."""
+    return {
+        key: s.failure.stage
+        for key, s in statuses.items()
+        if s.phase == "Failed" and s.failure is not None
+    }
+
+
 def subset(desired: Desired, keys: set[str]) -> Desired:
     return dataclasses.replace(
         desired, resources={k: r for k, r in desired.resources.items() if k in keys}
@@ -239,6 +260,7 @@ class Controller:
                 unknown_providers=observed.unknown_providers,
                 approved=approved,
                 pending_approval=pending,
+                failed=failed_stages(previous),
             )
 
         gated = self.gate(desired, found, replan, previous)
@@ -363,6 +385,7 @@ class Controller:
             state_dir=self.state_dir,
             on_event=self.on_event,
             clock=self.clock,
+            finish=False,  # finished in the journal once its results are committed
         )
         if self._stop is not None:
             self._executor.request_stop(self._stop)
@@ -437,6 +460,8 @@ class Controller:
                 self.on_plan(plan_value)
             execution = None
             if execute and any(a.runnable for a in plan_value.actions):
+                if base.resumed is not None:  # one plan runs at a time
+                    self.journal.finish_plan(base.resumed.execution_id)
                 execution = await self.execute(plan_value, desired, providers)
                 touched = {k for k, o in execution.outcomes.items() if o.tasks}
                 if touched:
@@ -531,6 +556,7 @@ class Controller:
                 execution=result.execution,
                 observed=observed,
                 now=now,
+                resumed=result.resumed,
             )
         if only is not None:
             # A targeted reconcile: every other resource keeps its status and drift entry.
@@ -600,6 +626,9 @@ class Controller:
         )
         if source.revision is not None:
             await asyncio.to_thread(self.source.mark_reconciled, source.revision.sha)
+        for done in (result.resumed, result.execution):
+            if done is not None and not done.stopped:  # reported: it will not resume
+                self.journal.finish_plan(done.execution_id)
         final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
         self.last = final
         return final

@@ -9,6 +9,8 @@ stable JSON form and content hash, the executor's input. No I/O, no clock.
   `selfHeal` is on, otherwise it is reported (`report-drift`, nothing runs).
 - An orphan is decommissioned only when `prune` is on (`report-orphan` otherwise).
 - A resource whose observation is unknown gets no action (`unknown`, blocked).
+- A resource whose last apply failed runs again from the stage that failed
+  (`update`), even when its fields look in sync.
 - `dependsOn` gives waves: a resource's wave comes after every wave holding one
   of its dependencies; decommissions come last; within a wave, by key.
 - Destructive actions (a decommission, or re-running a `destructive` stage on an
@@ -352,6 +354,55 @@ def _plan_resource(
     )
 
 
+def _retry_failed(
+    draft: dict[str, Any] | None,
+    d: ResourceDiff,
+    resource: ResolvedResource | None,
+    failed_stage: str | None,
+) -> dict[str, Any] | None:
+    """A resource whose last apply failed at a stage runs again from that stage.
+
+    Its diff alone may not say so: a task failing after the stage's converging
+    work (a registration, a notification, a validation) leaves the fields in sync.
+    Creates already run everything; drift that is only reported stays reported.
+    """
+    names = [s.name for s in resource.stages] if resource is not None else []
+    if resource is None or failed_stage not in names:
+        return draft
+    index = names.index(failed_stage)
+    reason = f"stage {failed_stage} failed in the last apply: it runs again"
+    if draft is None and d.status is Status.IN_SYNC:
+        stages = resource.stages[index:]
+        harmful = [s.name for s in stages if s.destructive]
+        reasons = [reason]
+        if harmful:
+            reasons.append(
+                f"re-runs destructive stage(s) {', '.join(harmful)} on an existing resource"
+            )
+        return dict(
+            key=d.key,
+            kind=d.kind,
+            name=d.name,
+            provider=d.provider,
+            depends_on=tuple(resource.depends_on),
+            fingerprint=resource.fingerprint(),
+            operation=Operation.UPDATE,
+            stages=tuple(s.name for s in stages),
+            reasons=tuple(reasons),
+            destructive=bool(harmful),
+        )
+    if draft is not None and draft["operation"] is Operation.UPDATE:
+        start = min(index, names.index(draft["stages"][0]) if draft["stages"] else index)
+        stages = resource.stages[start:]
+        return dict(
+            draft,
+            stages=tuple(s.name for s in stages),
+            reasons=(*draft["reasons"], reason),
+            destructive=any(s.destructive for s in stages),
+        )
+    return draft
+
+
 def _levels(desired: Desired) -> dict[str, int]:
     """Dependency depth of every declared resource (0: depends on nothing declared)."""
     deps = {
@@ -392,12 +443,15 @@ def plan(
     pending_approval: Mapping[str, str] | None = None,
     approved: frozenset[str] = frozenset(),
     unknown_providers: Mapping[str, str] | None = None,
+    failed: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan closing the gap a `Diff` shows (see the module docstring).
 
     `approved` holds keys whose destructive actions a person approved despite
     protection; `pending_approval` maps keys whose actions wait for an approval
     to the reason (`reconciler.approvals.decide` gives both).
+    `failed` maps the keys whose last apply failed to the stage that failed: it
+    runs again.
     """
     policy = desired.policy
     revision = desired.revision
@@ -406,7 +460,9 @@ def plan(
     notes: list[str] = []
     for key, d in changes.resources.items():
         labels[key] = d.labels
-        draft = _plan_resource(d, desired.resources.get(key), policy, revision)
+        resource = desired.resources.get(key)
+        draft = _plan_resource(d, resource, policy, revision)
+        draft = _retry_failed(draft, d, resource, (failed or {}).get(key))
         if draft is not None:
             drafts.append(draft)
         if d.unconverged:
@@ -460,7 +516,10 @@ def plan(
             max_destructive_actions=policy.max_destructive_actions,
         ),
         waves=waves,
-        summary=summarize(actions, in_sync=len(changes.with_status(Status.IN_SYNC))),
+        summary=summarize(
+            actions,
+            in_sync=sum(1 for d in changes.with_status(Status.IN_SYNC) if d.key not in level_of),
+        ),
         notes=notes,
         unknown_providers=unknown_providers,
     )
@@ -494,6 +553,7 @@ def compute_plan(
     *,
     last_applied: Mapping[str, LastApplied] | None = None,
     approved: frozenset[str] = frozenset(),
+    failed: Mapping[str, str] | None = None,
 ) -> Plan:
     """Diff then plan: the one call `reconciler plan` and the controller make."""
     return plan(
@@ -501,6 +561,7 @@ def compute_plan(
         diff(desired, observed, last_applied=last_applied),
         approved=approved,
         unknown_providers=observed.unknown_providers,
+        failed=failed,
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from reconciler.secrets import REDACTOR
-from reconciler.status import Condition, ResourceStatus, worst_phase
+from reconciler.status import SAFE_DUMPER, Condition, ResourceStatus, worst_phase
 
 STATUS_DIR = "status"
 REPORTS_DIR = "reports"
@@ -90,7 +90,9 @@ class ControllerStatus:
                 "revision": self.invalid_revision,
                 "errors": list(self.errors),
             }
-        return yaml.safe_dump(REDACTOR.data(data), sort_keys=False, allow_unicode=True)
+        return yaml.dump(
+            REDACTOR.data(data), Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True
+        )
 
 
 @dataclass(frozen=True)

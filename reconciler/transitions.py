@@ -85,10 +85,21 @@ def next_statuses(
     execution: ExecutionResult | None,
     observed: ObservedState | None,
     now: datetime,
+    resumed: ExecutionResult | None = None,
 ) -> tuple[dict[str, ResourceStatus], list[DriftEntry]]:
-    """Every declared resource's status after this cycle, and the drift to report."""
+    """Every declared resource's status after this cycle, and the drift to report.
+
+    `resumed` is a plan interrupted by a crash and finished at the start of this
+    cycle: its outcome counts for a resource this cycle's plan has nothing more to
+    do for (what it brought about is in sync now; it says which stages ran).
+    """
     actions: dict[str, PlannedAction] = {a.key: a for a in plan.actions}
-    outcomes: Mapping[str, ResourceOutcome] = execution.outcomes if execution else {}
+    outcomes: dict[str, ResourceOutcome] = {
+        key: outcome
+        for key, outcome in (resumed.outcomes if resumed else {}).items()
+        if key not in actions and outcome.result != "skipped"
+    }
+    outcomes.update(execution.outcomes if execution else {})
     statuses: dict[str, ResourceStatus] = {}
     drift: list[DriftEntry] = []
     revision = plan.revision

@@ -118,7 +118,5 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     from reconciler.settings import Settings
 
     readme = (ROOT / "README.md").read_text()
-    missing = [
-        name for name in Settings.model_fields if f"RECONCILER_{name.upper()}" not in readme
-    ]
+    missing = [name for name in Settings.model_fields if f"RECONCILER_{name.upper()}" not in readme]
     assert missing == [], f"settings missing from the README's table: {missing}"

@@ -139,6 +139,10 @@ class Executor:
     state_dir: Path
     repo_dir: Path | None = None
     concurrency: int = 200
+    finish: bool = True
+    """Mark the plan finished in the journal when it has run. A controller passes
+    False and finishes it once its results are committed: a crash in between then
+    resumes the plan (every task's result comes from the journal) and reports it."""
     on_event: EventSink | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _stop: str | None = None
@@ -179,7 +183,7 @@ class Executor:
         stopped = self._stop
         if stopped:
             self.journal.supersede_plan(execution, stopped)
-        else:
+        elif self.finish:
             self.journal.finish_plan(execution)
         self._emit(
             "plan.finished",
@@ -356,8 +360,16 @@ class _Run:
         async def provider_action(
             name: str, args: Mapping[str, Any], idem: str
         ) -> Mapping[str, Any]:
+            # An operation the provider acknowledged before a crash (or a temporary
+            # error) is polled, never issued again; one not yet acknowledged is
+            # issued again under the same key.
             request = ActionRequest(action=name, resource=ref, idempotency_key=idem, args=args)
-            return await run_action(provider, request)
+            return await run_action(
+                provider,
+                request,
+                operation_id=ex.journal.acknowledged_operation(idem),
+                on_acknowledged=lambda op: ex.journal.mark_acknowledged(idem, op),
+            )
 
         async def observe() -> Mapping[str, Any]:
             return await observe_one(provider, ref)

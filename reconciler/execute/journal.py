@@ -245,6 +245,14 @@ class Journal:
         row = self._db.execute("SELECT * FROM tasks WHERE idempotency_key = ?", (key,)).fetchone()
         return _task_row(row) if row else None
 
+    def acknowledged_operation(self, key: str) -> str | None:
+        """The operation id of a task a remote acknowledged and that has not finished."""
+        row = self._db.execute(
+            "SELECT operation_id FROM tasks WHERE idempotency_key = ? AND state = 'acknowledged'",
+            (key,),
+        ).fetchone()
+        return row[0] if row else None
+
     def tasks(self, plan_hash: str) -> list[TaskRow]:
         rows = self._db.execute(
             "SELECT * FROM tasks WHERE plan_hash = ? ORDER BY started_at, rowid", (plan_hash,)
@@ -265,11 +273,13 @@ class Journal:
         )
 
     def mark_acknowledged(self, key: str, operation_id: str) -> None:
-        """A remote accepted the work: from now on it is polled, never re-issued."""
+        """A remote accepted the work: from now on it is polled, never re-issued.
+        (`acknowledged_at` keeps the first acknowledgement's time.)"""
         now = _now()
         self._write(
-            "UPDATE tasks SET state = 'acknowledged', operation_id = ?, acknowledged_at = ?, "
-            "updated_at = ? WHERE idempotency_key = ? AND state != 'finished'",
+            "UPDATE tasks SET state = 'acknowledged', operation_id = ?, "
+            "acknowledged_at = COALESCE(acknowledged_at, ?), updated_at = ? "
+            "WHERE idempotency_key = ? AND state != 'finished'",
             (REDACTOR.text(operation_id), now, now, key),
         )
 

@@ -10,6 +10,7 @@ the operation until it is done.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -32,7 +33,9 @@ async def run_action(
     on_acknowledged: Callable[[str], object] | None = None,
     poll_interval: float = 0.05,
     max_poll_interval: float = 2.0,
+    min_poll_interval: float = 0.005,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """Start `request` (or resume polling `operation_id` from the journal) until done.
 
@@ -40,9 +43,14 @@ async def run_action(
     succeeded; raises `PermanentError` when it failed or was cancelled. Errors of
     `start` and `poll` pass through (`TemporaryError` is retried by the caller with
     the same idempotency key, which never starts the action twice). The caller's
-    deadline bounds the polling (cancel this coroutine to stop it). Polls start
-    `poll_interval` apart and back off by half each time up to `max_poll_interval`:
-    quick operations are seen done soon, long ones cost few calls.
+    deadline bounds the polling (cancel this coroutine to stop it).
+
+    When to poll next: while the reported progress advances, at the time its rate
+    since the first poll says the operation will be done (within
+    [`min_poll_interval`, `max_poll_interval`]; each estimate that proves early
+    doubles that lower bound): it is seen done moments after it is, in about
+    three polls. Without progress to go by, or when it stalls, polls start
+    `poll_interval` apart and back off by half each time up to `max_poll_interval`.
     """
     if operation_id is None:
         handle = await provider.start(request)
@@ -50,6 +58,8 @@ async def run_action(
         handle = OperationHandle(
             provider.name, operation_id, request.idempotency_key, request.key, request.action
         )
+    first: tuple[float, float] | None = None  # (when, progress) of the first poll
+    last_progress, floor = 0.0, min_poll_interval
     if on_acknowledged is not None:
         on_acknowledged(handle.operation_id)
     while True:
@@ -67,8 +77,18 @@ async def run_action(
                 f"{request.action} on {request.key} {status.phase.value}: {why} "
                 f"(operation {handle.operation_id})"
             )
-        await sleep(poll_interval)
-        poll_interval = min(poll_interval * 1.5, max_poll_interval)
+        now, progress = clock(), min(max(status.progress, 0.0), 1.0)
+        if first is None:
+            first = (now, progress)
+        if progress > last_progress and progress > first[1] and now - first[0] > 0:
+            remaining = (1.0 - progress) * (now - first[0]) / (progress - first[1])
+            delay = min(max(remaining * 1.02 + 0.001, floor), max_poll_interval)
+            floor = min(floor * 2, max_poll_interval)  # each missed estimate trusts less
+        else:  # no progress to go by, or it stalled: back off
+            delay = poll_interval
+            poll_interval = min(poll_interval * 1.5, max_poll_interval)
+        last_progress = progress
+        await sleep(delay)
 
 
 async def observe_one(provider: Provider, ref: ResourceRef) -> Mapping[str, Any]:

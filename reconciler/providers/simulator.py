@@ -37,9 +37,10 @@ the ``seed``ed RNG: the same keys fail in every run; like any idempotent API, a
 failed operation stays failed under its key, so a new attempt needs a new key).
 
 Every action started is written to ``action_log`` with its idempotency key;
-starting again with a key already used returns the existing operation and logs
-nothing — the executor's crash test asserts on this log. ``drift()`` changes a field
-"by hand", as someone with a console would.
+starting again with a key already used returns the existing operation and is
+logged as ``repeated`` (never ``started`` twice) — the executor's crash test
+asserts on this log: nothing started twice, nothing issued again once
+acknowledged. ``drift()`` changes a field "by hand", as someone with a console would.
 """
 
 from __future__ import annotations
@@ -423,6 +424,10 @@ class SimulatorProvider:
                         f"idempotency key {request.idempotency_key!r} was used for "
                         f"{existing[2]} on {existing[1]}"
                     )
+                self._log(
+                    db, "repeated", ref.key, request.action,
+                    idempotency_key=request.idempotency_key, operation_id=existing[0],
+                )  # fmt: skip
                 return handle
             fields = self._fields(db, ref.key)
             if fields is None:
@@ -499,13 +504,24 @@ class SimulatorProvider:
             ),
         )
 
+    def _operation(self, operation_id: str) -> tuple[str, float, float, str] | None:
+        with self._lock:
+            try:
+                return self._db.execute(
+                    "SELECT state, started_at, complete_at, message FROM operations WHERE id = ?",
+                    (operation_id,),
+                ).fetchone()
+            except sqlite3.OperationalError as exc:
+                raise TemporaryError(f"simulator state {self.path}: {exc}") from None
+
     async def poll(self, handle: OperationHandle) -> OperationStatus:
-        """Read-only; writes only to apply operations whose time has come."""
-        with self._reading() as db:
-            row = db.execute(
-                "SELECT state, started_at, complete_at, message FROM operations WHERE id = ?",
-                (handle.operation_id,),
-            ).fetchone()
+        """Read-only (one statement); writes only when this operation's time has come,
+        to apply it (and any other due operation)."""
+        row = self._operation(handle.operation_id)
+        if row is not None and row[0] == "running" and row[2] <= self._clock():
+            with self._transaction() as db:
+                self._settle(db)
+            row = self._operation(handle.operation_id)
         if row is None:
             raise PermanentError(f"simulator: no operation {handle.operation_id}")
         state, started, complete, message = row
@@ -586,7 +602,7 @@ class SimulatorProvider:
             self._log(db, "drift", key, "remove")
 
     def action_log(self) -> list[dict[str, Any]]:
-        """Every event in order: started, succeeded, failed, cancelled, drift."""
+        """Every event in order: started, repeated, succeeded, failed, cancelled, drift."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, at, provider, event, idempotency_key, operation_id, key, action,"

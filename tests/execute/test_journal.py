@@ -270,3 +270,17 @@ def test_lease_excludes_a_second_holder_and_survives_a_dead_one(tmp_path: Path) 
         assert json.loads((tmp_path / "lease").read_text())["holder"] == "controller-B"
     with Lease.acquire(tmp_path, holder="controller-C"):
         pass
+
+
+def test_acknowledged_at_keeps_the_first_acknowledgement(tmp_path: Path) -> None:
+    """A resumed task acknowledges again; the record keeps when the remote first accepted."""
+    key = idempotency_key(PLAN, "Machine/m1", "s", "ack")
+    with Journal.open(tmp_path) as journal:
+        journal.mark_started(
+            key, plan_hash=PLAN, resource="Machine/m1", stage="s", point="work", task="ack"
+        )
+        journal.mark_acknowledged(key, "op-1")
+        first = journal.task_state(key).acknowledged_at  # type: ignore[union-attr]
+        time.sleep(0.01)
+        journal.mark_acknowledged(key, "op-1")
+        assert journal.task_state(key).acknowledged_at == first  # type: ignore[union-attr]

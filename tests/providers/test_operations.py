@@ -7,7 +7,14 @@ import asyncio
 import pytest
 
 from reconciler.errors import PermanentError, TemporaryError
-from reconciler.providers.base import ActionRequest, ObservationUnknown, ResourceRef
+from reconciler.providers.base import (
+    ActionRequest,
+    ObservationUnknown,
+    OperationHandle,
+    OperationPhase,
+    OperationStatus,
+    ResourceRef,
+)
 from reconciler.providers.operations import observe_one, run_action
 from reconciler.providers.simulator import SimulatorProvider
 
@@ -58,3 +65,49 @@ def test_observe_one_absent_and_unknown(tmp_path):
 
     with pytest.raises(TemporaryError, match="BMC unreachable"):
         asyncio.run(observe_one(Down(), REF))  # type: ignore[arg-type]
+
+
+def test_polls_when_the_progress_rate_says_the_operation_is_done(tmp_path):
+    """A 1 s operation with linear progress: seen done just after 1 s, in 3 polls
+    (the backoff alone would take 7 polls and see it done at 1.04 s)."""
+    clock = Clock()
+    sim = SimulatorProvider.open(tmp_path, clock=clock, latency=1)
+    polls: list[float] = []
+    poll = sim.poll
+
+    async def counted(handle):
+        polls.append(clock.now)
+        return await poll(handle)
+
+    sim.poll = counted  # type: ignore[method-assign]
+    began = clock.now
+    request = ActionRequest("install-os", REF, "idem-rate")
+    result = asyncio.run(run_action(sim, request, sleep=clock.sleep, clock=clock))
+    assert result["phase"] == "succeeded"
+    assert len(polls) == 3
+    assert 1.0 <= clock.now - began < 1.03
+
+
+def test_stalled_progress_backs_off_instead_of_polling_fast():
+    """An operation stuck at 99 % is polled less and less often, up to the maximum."""
+    clock = Clock()
+
+    class Stuck:
+        name = "stuck"
+        polls = 0
+
+        async def start(self, request):
+            return OperationHandle("stuck", "op-1", request.idempotency_key, REF.key, "x")
+
+        async def poll(self, handle):
+            self.polls += 1
+            if self.polls == 40:
+                return OperationStatus("op-1", OperationPhase.SUCCEEDED, 1.0)
+            return OperationStatus("op-1", OperationPhase.RUNNING, min(0.99, self.polls * 0.33))
+
+    provider = Stuck()
+    began = clock.now
+    asyncio.run(
+        run_action(provider, ActionRequest("x", REF, "k"), sleep=clock.sleep, clock=clock)  # type: ignore[arg-type]
+    )
+    assert clock.now - began > 45  # backing off to one poll per 2 s, not 40 polls in 0.2 s

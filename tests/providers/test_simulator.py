@@ -235,3 +235,10 @@ def test_resolved_secrets_are_not_stored(sim, clock):
     wal = sim.path.with_name(sim.path.name + "-wal")
     assert not wal.exists() or b"sim-canary-52f1" not in wal.read_bytes()
     assert run(sim.observe([MACHINE]))[MACHINE.key].fields["params"]["password"] == "***"
+
+
+def test_a_repeated_start_is_logged_as_repeated_not_started(sim):
+    run(sim.start(request(MACHINE, "power-on", "same")))
+    run(sim.start(request(MACHINE, "power-on", "same")))
+    events = [(e["event"], e["idempotency_key"]) for e in sim.action_log()]
+    assert events == [("started", "same"), ("repeated", "same")]

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,9 +33,9 @@ from reconciler.desired import Desired
 from reconciler.diff import diff
 from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import LeaseHeld
-from reconciler.gates import gate
+from reconciler.gates import gate, replanner
 from reconciler.observe import observe_desired
-from reconciler.plan import Plan, plan, relative_to
+from reconciler.plan import Plan, relative_to
 from reconciler.render import render_text, summary_line
 from reconciler.secrets import REDACTOR, redact_processor
 from reconciler.settings import Settings
@@ -108,24 +108,11 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
     def plan_of(desired: Desired) -> Plan:
         observed = asyncio.run(observe_desired(desired, state_dir=state_dir, repository=repository))
         found = diff(desired, observed, last_applied=applied)
-
-        def replan(
-            approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
-        ) -> Plan:
-            return plan(
-                desired,
-                found,
-                unknown_providers=observed.unknown_providers,
-                approved=approved,
-                pending_approval=pending,
-                failed=failed,
-            )
-
         return gate(
             source.repo,
             desired=desired,
             found=found,
-            replan=replan,
+            replan=replanner(desired, found, observed, failed=failed),
             rules_from=rules_from,
             base_of=base_of,
             declared_before=lambda key: rules_from.resources.get(key) if rules_from else None,

@@ -35,10 +35,10 @@ from reconciler.desired import Desired
 from reconciler.diff import Diff, LastApplied, diff
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
-from reconciler.gates import Gated, Replan, gate, last_declared
+from reconciler.gates import Gated, Replan, gate, last_declared, replanner
 from reconciler.load import LoadResult
 from reconciler.observe import ObservedState, observe, observe_desired
-from reconciler.plan import Plan, plan, relative_to
+from reconciler.plan import Plan, relative_to
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
 from reconciler.render import summary_line
@@ -250,19 +250,7 @@ class Controller:
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
     ) -> tuple[Diff, Plan]:
         found = diff(desired, observed, last_applied=last_applied(previous))
-
-        def replan(
-            approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
-        ) -> Plan:
-            return plan(
-                desired,
-                found,
-                unknown_providers=observed.unknown_providers,
-                approved=approved,
-                pending_approval=pending,
-                failed=failed_stages(previous),
-            )
-
+        replan = replanner(desired, found, observed, failed=failed_stages(previous))
         gated = self.gate(desired, found, replan, previous)
         self.decision = gated.decision
         return found, gated.plan
@@ -334,23 +322,11 @@ class Controller:
                 remember=False,
             )
             found = diff(target, observed, last_applied=last_applied(previous))
-
-            def replan(
-                approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
-            ) -> Plan:
-                return plan(
-                    target,
-                    found,
-                    unknown_providers=observed.unknown_providers,
-                    approved=approved,
-                    pending_approval=pending,
-                )
-
             return gate(
                 self.source.repo,
                 desired=target,
                 found=found,
-                replan=replan,
+                replan=replanner(target, found, observed),
                 rules_from=desired,
                 base_of=lambda _key: base,
             ).plan

@@ -25,7 +25,8 @@ from reconciler.approvals import CommitEvidence, Decision, Subject, decide, pin
 from reconciler.branch_plans import reviewed_plans
 from reconciler.desired import Desired, ResolvedResource
 from reconciler.diff import Diff, selector_matches
-from reconciler.plan import Plan
+from reconciler.observe import ObservedState
+from reconciler.plan import Plan, plan
 from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
 
 
@@ -33,6 +34,30 @@ class Replan(Protocol):
     def __call__(
         self, approved: frozenset[str] = ..., pending: Mapping[str, str] | None = ...
     ) -> Plan: ...
+
+
+def replanner(
+    desired: Desired,
+    found: Diff,
+    observed: ObservedState,
+    *,
+    failed: Mapping[str, str] | None = None,
+) -> Replan:
+    """What the gate re-plans with: the plan of `found` under a given approval verdict."""
+
+    def replan(
+        approved: frozenset[str] = frozenset(), pending: Mapping[str, str] | None = None
+    ) -> Plan:
+        return plan(
+            desired,
+            found,
+            unknown_providers=observed.unknown_providers,
+            approved=approved,
+            pending_approval=pending,
+            failed=failed,
+        )
+
+    return replan
 
 
 @dataclass(frozen=True)

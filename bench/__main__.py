@@ -68,8 +68,10 @@ def _get(data: Any, *names: str) -> float | None:
     pool = {**data, **data.get("figures", {})} if isinstance(data.get("figures"), dict) else data
     for name in names:
         found = pool.get(name)
-        if isinstance(found, dict) and isinstance(found.get("value"), int | float):
-            return float(found["value"])
+        if isinstance(found, dict):
+            for field in ("value", "seconds"):
+                if isinstance(found.get(field), int | float):
+                    return float(found[field])
         if isinstance(found, int | float):
             return float(found)
     return None
@@ -124,7 +126,7 @@ def headline(results: dict[str, tuple[Any, float | None, str]], quick: bool) -> 
         throughput, "x", "ops x latency / concurrency; target >= 0.8", throughput
     )
     for name in ("webhook_to_first_action_s", "commit_to_ready_s"):
-        value = get("server", name)
+        value = get("server", name, name.removesuffix("_s"))
         figures[name] = _figure(value, "s", "small change in a 1,000-resource repository")
     plan_rss = results["plan"][1]
     figures[f"peak_rss_{size}_mb"] = _figure(

@@ -209,12 +209,15 @@ class _Run:
     provider_limits: Mapping[str, asyncio.Semaphore]
     client: httpx.AsyncClient
 
-    def _blocked_create(self, key: str) -> str | None:
-        """Why `key`'s create is blocked in this plan (approval, guardrail), if it is."""
-        for other in self.plan.actions:
-            if other.key == key and other.operation is Operation.CREATE and other.blocked:
-                return other.blocked
-        return None
+    blocked_creates: dict[str, str] = field(default_factory=dict)
+    """Why a resource's create is blocked in this plan (approval, guardrail), by key."""
+
+    def __post_init__(self) -> None:
+        self.blocked_creates = {
+            a.key: a.blocked
+            for a in self.plan.actions
+            if a.operation is Operation.CREATE and a.blocked
+        }
 
     async def resource(
         self,
@@ -224,7 +227,7 @@ class _Run:
     ) -> ResourceOutcome:
         ex = self.executor
         for dep in action.depends_on:
-            waiting = self._blocked_create(dep)
+            waiting = self.blocked_creates.get(dep)
             if waiting is not None:
                 return self._skipped(action, f"dependency {dep} is not created: {waiting}")
             if dep in done:

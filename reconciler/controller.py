@@ -54,7 +54,7 @@ from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, SourceResult, StatusWriter
 from reconciler.source.writeback import WriteResult
-from reconciler.status import Condition, ResourceStatus, set_condition
+from reconciler.status import Condition, ResourceStatus
 from reconciler.transitions import audit_records, controller_conditions, next_statuses
 
 
@@ -438,14 +438,9 @@ class Controller:
             if execute and any(a.runnable for a in plan_value.actions):
                 if base.resumed is not None:  # one plan runs at a time
                     self.journal.finish_plan(base.resumed.execution_id)
-                execution = await self.execute(plan_value, desired, providers)
-                touched = {k for k, o in execution.outcomes.items() if o.tasks}
-                if touched:
-                    after = await observe(subset(desired, touched), providers, previous={})
-                    observed = dataclasses.replace(
-                        observed,
-                        observations={**observed.observations, **after.observations},
-                    )
+                execution, observed = await self._execute_and_observe(
+                    plan_value, desired, providers, observed
+                )
         finally:
             await _close(providers)
         branch_plans = await self.plan_branches(desired, previous)
@@ -494,20 +489,32 @@ class Controller:
             found, plan_value = self.plan(desired, observed, previous)
             execution = None
             if execute and any(a.runnable for a in plan_value.actions):
-                execution = await self.execute(plan_value, desired, providers)
-                touched = {k for k, o in execution.outcomes.items() if o.tasks}
-                if touched:
-                    after = await observe(subset(desired, touched), providers, previous={})
-                    observed = dataclasses.replace(
-                        observed,
-                        observations={**observed.observations, **after.observations},
-                    )
+                execution, observed = await self._execute_and_observe(
+                    plan_value, desired, providers, observed
+                )
         finally:
             await _close(providers)
         result = CycleResult(source=source, plan=plan_value, execution=execution)
         return await self._write(
             result, desired, previous, found, observed, now, only=set(desired.resources)
         )
+
+    async def _execute_and_observe(
+        self,
+        plan_value: Plan,
+        desired: Desired,
+        providers: Mapping[str, Provider],
+        observed: ObservedState,
+    ) -> tuple[ExecutionResult, ObservedState]:
+        """Run the plan, then observe again what it touched: status shows the result."""
+        execution = await self.execute(plan_value, desired, providers)
+        touched = {k for k, o in execution.outcomes.items() if o.tasks}
+        if touched:
+            after = await observe(subset(desired, touched), providers, previous={})
+            observed = dataclasses.replace(
+                observed, observations={**observed.observations, **after.observations}
+            )
+        return execution, observed
 
     async def _write(
         self,
@@ -566,14 +573,7 @@ class Controller:
         )
         if result.resumed is not None:
             audit = (
-                audit_records(
-                    result.resumed,
-                    revision=result.resumed_revision
-                    if hasattr(result, "resumed_revision")
-                    else None,
-                    author=None,
-                )
-                + audit
+                audit_records(result.resumed, revision=result.resumed_revision, author=None) + audit
             )
         report = build_report(
             controller=controller,
@@ -616,4 +616,4 @@ async def _close(providers: Mapping[str, Provider]) -> None:
             await provider.close()
 
 
-__all__ = ["Controller", "CycleResult", "read_drift", "read_statuses", "set_condition"]
+__all__ = ["Controller", "CycleResult", "read_drift", "read_statuses"]

@@ -45,15 +45,15 @@ spec:
   validate:
     - name: check
       type: wait-for
-      condition: {{field: state, exists: true}}
+      condition: {check}
 """
-        for name, converges in (
-            ("discover", "bmc"),
-            ("inventory", "inventory"),
-            ("burn-in", "params.burnIn"),
-            ("install-os", "params.os"),
-            ("create", "size, image"),
-            ("install-app", "params.application"),
+        for name, converges, check in (
+            ("discover", "bmc", "{field: discovered, equals: [true]}"),
+            ("inventory", "inventory", "{field: inventory.disks, exists: true}"),
+            ("burn-in", "params.burnIn", "{field: burnIn.result, equals: [passed]}"),
+            ("install-os", "params.os", "{field: params.os, exists: true}"),
+            ("create", "size, image", "{field: state, equals: [running]}"),
+            ("install-app", "params.application", "{field: params.application, exists: true}"),
         )
     ),
     "pipelines.yaml": """\
@@ -77,7 +77,8 @@ spec:
           {include: application}]
   hooks:
     install-os:
-      pre-notify: [{name: announce, type: notify, url: "http://127.0.0.1:9/hook"}]
+      pre-process:
+        - {name: announce, type: provider, action: configure, args: {maintenance: announced}}
 ---
 apiVersion: reconciler/v1
 kind: Pipeline

@@ -211,7 +211,10 @@ def _print_cycle(result: CycleResult) -> None:
         counts[status.phase] = counts.get(status.phase, 0) + 1
     shown = ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) or "no resources"
     print(f"resources: {shown}")
-    if result.written is not None and result.written.commit:
+    if result.write_error is not None:
+        print(f"status NOT written: {result.write_error}", file=sys.stderr)
+        print("  (the results wait in the journal; the next cycle reports them)", file=sys.stderr)
+    elif result.written is not None and result.written.commit:
         print(f"status committed: {result.written.commit[:12]} on {result.written.branch}")
     elif result.written is not None:
         print(f"status unchanged: no commit on {result.written.branch}")

@@ -33,6 +33,7 @@ from reconciler.approvals import Decision, approver_names
 from reconciler.branch_plans import PLANS_DIR, BranchPlan, patterns_of, plan_files, watched_branches
 from reconciler.desired import Desired
 from reconciler.diff import Diff, LastApplied, diff
+from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
 from reconciler.gates import Gated, Replan, gate, last_declared, replanner
@@ -70,6 +71,8 @@ class CycleResult:
     report: CycleReport | None = None
     resumed: ExecutionResult | None = None
     resumed_revision: str | None = None
+    write_error: str | None = None
+    """Why the status commit could not be written (the cycle's results wait in the journal)."""
     decision: Decision | None = None
     """The approval gate's verdict on this cycle's plan (approvers for the audit)."""
     branch_plans: Mapping[str, bytes] | None = None
@@ -87,6 +90,8 @@ class CycleResult:
     def ok(self) -> bool:
         """The head was applied: no stale source, nothing failed (what `apply` exits on)."""
         if self.source.revision is None or self.source.stale is not None:
+            return False
+        if self.write_error is not None:
             return False
         failed = self.execution.failed if self.execution else []
         return not failed and not (self.resumed and self.resumed.failed)
@@ -593,13 +598,22 @@ class Controller:
         if result.branch_plans is not None:
             files.update(result.branch_plans)
             replaced = (*replaced, f"{PLANS_DIR}/")
-        written = await asyncio.to_thread(
-            self.writer.write,
-            files,
-            message=report.message,
-            trailers=report.trailers,
-            replaced=replaced,
-        )
+        try:
+            written = await asyncio.to_thread(
+                self.writer.write,
+                files,
+                message=report.message,
+                trailers=report.trailers,
+                replaced=replaced,
+            )
+        except ReconcilerError as exc:
+            # Nothing is lost: the plan stays unfinished in the journal, so the next
+            # cycle resumes it (every result from the journal) and reports it again.
+            final = dataclasses.replace(
+                result, statuses=statuses, report=report, write_error=REDACTOR.text(str(exc))
+            )
+            self.last = final
+            return final
         if source.revision is not None:
             await asyncio.to_thread(self.source.mark_reconciled, source.revision.sha)
         for done in (result.resumed, result.execution):

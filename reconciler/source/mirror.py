@@ -249,6 +249,11 @@ def translate(exc: pygit2.GitError, access: GitAccess, doing: str) -> Reconciler
     message = REDACTOR.text(str(exc)).strip()
     lowered = message.lower()
     where = access.display_url
+    if "non-bare" in lowered:
+        return PermanentError(
+            f"cannot push to {where}: it has a working tree; point --repo at a bare "
+            "repository (git clone --bare) or at a Git server"
+        )
     if any(w in lowered for w in ("401", "403", "authentication", "unauthorized", "credential")):
         return PermanentError(f"authentication refused by {where} ({doing}): {message}")
     if "hostkey" in lowered or "host key" in lowered or "certificate" in lowered:

@@ -202,3 +202,55 @@ def test_invalid_commit_keeps_last_good_revision(fleet: Fleet) -> None:
     assert f"revision: {good}" in controller
     assert bad in controller and "unknown Pipeline" in controller
     assert {s["phase"] for s in fleet.statuses().values()} == {"Ready"}
+
+
+def test_status_that_cannot_be_pushed_is_said_and_kept_for_the_next_cycle(tmp_path: Path) -> None:
+    from tests.conftest import BASE_FILES
+
+    work = tmp_path / "checkout"
+    git("init", "-q", "-b", "main", str(work), cwd=tmp_path)
+    for path, text in BASE_FILES.items():
+        (work / path).write_text(text)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "two machines", cwd=work)
+    state = tmp_path / "state"
+
+    def apply(repo: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "--repo",
+                str(repo),
+                "--state-dir",
+                str(state),
+                "apply",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    refused = apply(work)
+    assert refused.returncode == 1
+    assert "status NOT written: cannot push to" in refused.stderr
+    assert "it has a working tree" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # The same history served bare: the next cycle reports what already ran, running nothing.
+    bare = tmp_path / "served.git"
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
+    shutil.rmtree(state / "mirror.git")
+    done = apply(bare)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resumed an unfinished plan" in done.stdout
+    assert "status committed" in done.stdout
+    log = subprocess.run(
+        [sys.executable, "-m", "reconciler.providers.simulator", "log", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    started = [json.loads(line) for line in log.splitlines() if '"started"' in line]
+    assert len(started) == len({(e["key"], e["action"], e["idempotency_key"]) for e in started})
+    assert {e["key"] for e in started} == {"Machine/m1", "Machine/m2"}

@@ -72,14 +72,25 @@ def _desired_at(
     return replace(result.desired, revision=sha), (), ""
 
 
-def plan_revisions(settings: Settings, *, head: str | None, base: str | None) -> PlanOutcome:
-    """The plan of HEAD (the tracked branch by default) against what providers observe."""
+def fetched_source(settings: Settings, showing: str) -> DeclaredSource:
+    """The declared repository's mirror, fetched; a fetch that fails over an existing
+    mirror is a warning (what it last fetched is shown), with no mirror it is an error."""
     source = DeclaredSource.from_settings(settings)
     try:
         source.mirror.fetch()
     except ReconcilerError as exc:
         if not source.mirror.exists:
-            return PlanOutcome(error=str(exc))
+            raise
+        print(f"warning: showing the last fetched {showing}: {exc}", file=sys.stderr)
+    return source
+
+
+def plan_revisions(settings: Settings, *, head: str | None, base: str | None) -> PlanOutcome:
+    """The plan of HEAD (the tracked branch by default) against what providers observe."""
+    try:
+        source = fetched_source(settings, "revisions")
+    except ReconcilerError as exc:
+        return PlanOutcome(error=str(exc))
     head_desired, diagnostics, error = _desired_at(source, head or settings.ref or settings.branch)
     if head_desired is None:
         return PlanOutcome(diagnostics=diagnostics, error=error)
@@ -237,14 +248,11 @@ def run_apply(settings: Settings, *, quiet: bool = False) -> int:
 
 
 def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> int:
-    source = DeclaredSource.from_settings(settings)
     try:
-        source.mirror.fetch()
+        source = fetched_source(settings, "status")
     except ReconcilerError as exc:
-        if not source.mirror.exists:
-            print(f"reconciler: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        print(f"warning: showing the last fetched status: {exc}", file=sys.stderr)
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     statuses = read_statuses(
         source.repo, StatusWriter.from_settings(source.mirror, settings).branch
     )
@@ -295,14 +303,11 @@ def show_audit(
     except ValueError:
         print(f"reconciler: --since {since!r}: not an ISO date or time", file=sys.stderr)
         return EXIT_ERROR
-    source = DeclaredSource.from_settings(settings)
     try:
-        source.mirror.fetch()
+        source = fetched_source(settings, "history")
     except ReconcilerError as exc:
-        if not source.mirror.exists:
-            print(f"reconciler: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        print(f"warning: showing the last fetched history: {exc}", file=sys.stderr)
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     branch = StatusWriter.from_settings(source.mirror, settings).branch
     gathered = read_history(source.repo, branch, resource)
     if gathered is None:

@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.figures import median_seconds, report
 from bench.generate import generate
 from reconciler.desired import Desired
 from reconciler.diff import LastApplied
@@ -35,15 +33,6 @@ from reconciler.plan import Plan, compute_plan
 from reconciler.providers import open_providers
 from reconciler.providers.simulator import SimulatorProvider, inventory
 from reconciler.render import render_json, render_text
-
-
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def load(files: dict[str, bytes]) -> Desired:
@@ -193,10 +182,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures = run(args.n, args.repeat)
-    for name, figure in figures.items():
-        print(f"{name:36} {figure['value']:10.3f} {figure['unit']:3} {figure['reference']}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import resource
 import tempfile
 from pathlib import Path
 
+from bench.figures import report
 from bench.generate import generate
 from reconciler.load import load_files
 from reconciler.observe import observe_desired
@@ -50,10 +50,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures = run(args.n)
-    for name, figure in figures.items():
-        print(f"{name:24} {figure['value']:10.1f} {figure['unit']:3} {figure['reference']}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -8,25 +8,13 @@ measured in the same run: `validate_10k_vs_parse_floor` (target: within 3x).
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
+from bench.figures import median_seconds, report
 from bench.generate import generate
 from reconciler.load import load_files
-
-
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def parse_floor(files: dict[str, bytes]) -> None:
@@ -59,10 +47,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures = run(args.n, args.repeat)
-    for name, figure in figures.items():
-        print(f"{name:36} {figure['value']:10.3f} {figure['unit']:3} {figure['reference']}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

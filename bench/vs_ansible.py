@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench.figures import report
 from reconciler.execute.engine import Executor
 from reconciler.execute.journal import Journal
 from reconciler.load import load_files
@@ -207,12 +207,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures = run(50 if args.quick else args.n, args.latency)
-    for name, figure in figures.items():
-        value = figure["value"]
-        shown = f"{value:10.3f}" if isinstance(value, float) else f"{value!s:>10}"
-        print(f"{name:36} {shown} {figure['unit']:3} {figure['reference']}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.desired import Desired
-from reconciler.diff import Diff, Status
+from reconciler.diff import Diff, ResourceDiff, Status
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
 from reconciler.observe import ObservedState
 from reconciler.plan import Operation, Plan, PlannedAction
@@ -60,6 +60,13 @@ def _conditions(
     if extra is not None:
         conditions = set_condition(conditions, extra[0], "True", extra[1], extra[2], now)
     return conditions
+
+
+def _drift_fields(found: ResourceDiff) -> tuple[dict[str, Any], ...]:
+    """A diff's differing fields as the drift report lists them (values already redacted)."""
+    return tuple(
+        {"path": f.path, "declared": f.declared, "observed": f.observed} for f in found.fields
+    )
 
 
 def _in_sync(revision: str | None) -> str:
@@ -190,10 +197,7 @@ def next_statuses(
             and found.status is Status.DRIFTED
             and (action is None or action.operation is Operation.REPORT_DRIFT)
         ):
-            fields = tuple(
-                {"path": f.path, "declared": f.declared, "observed": f.observed}
-                for f in found.fields
-            )
+            fields = _drift_fields(found)
             shown = ", ".join(f["path"] for f in fields) or found.reason
             message = f"differs from Git outside Git: {shown}"
             since = before.drifted_since or now
@@ -235,10 +239,7 @@ def next_statuses(
                 conditions=_conditions(conditions, now, ("True", "Reconciled", _in_sync(applied))),
             )
         if found is not None and found.status is Status.DRIFTED and outcome is not None:
-            fields = tuple(
-                {"path": f.path, "declared": f.declared, "observed": f.observed}
-                for f in found.fields
-            )
+            fields = _drift_fields(found)
             drift.append(
                 DriftEntry(
                     key=key,

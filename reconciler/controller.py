@@ -1,7 +1,12 @@
 """The controller: one reconcile cycle as a short list of steps, the flow end to end.
 
     pull -> load (last good revision stays in force) -> resume an unfinished plan
-    -> observe -> diff + plan -> execute -> observe what changed -> status -> one commit
+    -> scope -> observe -> diff + plan -> execute -> observe what changed -> status
+    -> one commit
+
+A cycle at a new head plans only what the head changed (`reconciler.scope`), as
+long as a full cycle ran within `full_resync_interval`; a cycle at the same head,
+and any change beyond resources (Policy, Providers), observes everything.
 
 A plan counts as finished in the journal only once the status commit reporting it
 is written: a crash in between resumes it next cycle (every task's result comes
@@ -20,7 +25,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +37,7 @@ import yaml
 
 from reconciler.approvals import Decision, approver_names
 from reconciler.branch_plans import PLANS_DIR, BranchPlan, patterns_of, plan_files, watched_branches
-from reconciler.desired import Desired
+from reconciler.desired import Desired, ResolvedResource
 from reconciler.diff import Diff, LastApplied, diff
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
@@ -51,6 +57,7 @@ from reconciler.report import (
     DriftEntry,
     build_report,
 )
+from reconciler.scope import FullCycle, Scope, revision_scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, SourceResult, StatusWriter
@@ -77,6 +84,9 @@ class CycleResult:
     """The approval gate's verdict on this cycle's plan (approvers for the audit)."""
     branch_plans: Mapping[str, bytes] | None = None
     """`plans/<branch>.md` of the watched branches; None: not computed, plans/ kept."""
+    scope: Scope | FullCycle | None = None
+    """What the cycle planned: the resources of an incremental one (`reconciler.scope`),
+    or why it planned everything; None for a targeted reconcile or with no revision."""
 
     def __repr__(self) -> str:
         # Short: asyncio formats the repr of a finished main task's result (when it
@@ -85,6 +95,10 @@ class CycleResult:
         revision = self.source.revision.sha[:12] if self.source.revision else None
         actions = len(self.plan.actions) if self.plan else 0
         return f"CycleResult(revision={revision!r}, actions={actions}, ok={self.ok})"
+
+    @property
+    def incremental(self) -> bool:
+        return isinstance(self.scope, Scope)
 
     @property
     def ok(self) -> bool:
@@ -215,6 +229,10 @@ class Controller:
         self.last: CycleResult | None = None
         self.decision: Decision | None = None
         self._rules_from: tuple[str, Desired | None] | None = None
+        self._in_force: Desired | None = None
+        """The Desired set of the last cycle whose status commit was written."""
+        self._full_at: float | None = None
+        """When (monotonic) the last full cycle's status commit was written."""
 
     def close(self) -> None:
         self.journal.close()
@@ -273,6 +291,8 @@ class Controller:
         rules_from = None
         if reconciled == desired.revision:
             rules_from = desired
+        elif self._in_force is not None and self._in_force.revision == reconciled:
+            rules_from = self._in_force  # no second load of the revision just reconciled
         elif reconciled:
             if self._rules_from is None or self._rules_from[0] != reconciled:
                 self._rules_from = (reconciled, self.desired_at(reconciled))
@@ -415,7 +435,11 @@ class Controller:
 
     # --- one cycle -------------------------------------------------------------------
 
-    async def cycle(self, *, execute: bool = True) -> CycleResult:
+    async def cycle(
+        self, *, execute: bool = True, full: bool = False, also: Collection[str] = ()
+    ) -> CycleResult:
+        """One cycle at the head: incremental when it can be (`reconciler.scope`), with
+        the resources in `also` planned too, or full (always when `full`)."""
         source = await asyncio.to_thread(self.pull)
         now = self.clock()
         previous = await asyncio.to_thread(self.statuses)
@@ -431,6 +455,58 @@ class Controller:
         desired = dataclasses.replace(
             source.load.desired, revision=source.revision.sha if source.revision else None
         )
+        scope = self._scope(desired, previous, resumed=resumed is not None, full=full, also=also)
+        if isinstance(scope, Scope):
+            result = await self._reconcile_subset(
+                dataclasses.replace(base, scope=scope),
+                desired,
+                scope.observed,
+                previous,
+                now,
+                execute=execute,
+                removed={k: self._in_force.resources[k] for k in scope.removed}
+                if self._in_force
+                else {},
+            )
+        else:
+            result = await self._reconcile_all(
+                dataclasses.replace(base, scope=scope), desired, previous, now, execute=execute
+            )
+        if result.written is not None:
+            self._in_force = desired
+            if not isinstance(scope, Scope):
+                self._full_at = time.monotonic()
+        return result
+
+    def _scope(
+        self,
+        desired: Desired,
+        previous: Mapping[str, ResourceStatus],
+        *,
+        resumed: bool,
+        full: bool,
+        also: Collection[str],
+    ) -> Scope | FullCycle:
+        every = self.settings.full_resync_interval
+        if full:
+            return FullCycle("a full cycle was asked for")
+        if not every:
+            return FullCycle("incremental cycles are off (full_resync_interval is 0)")
+        if resumed:
+            return FullCycle("a plan interrupted by a crash was finished first")
+        if self._full_at is None or time.monotonic() - self._full_at >= every:
+            return FullCycle("the last full cycle is older than full_resync_interval")
+        return revision_scope(self._in_force, desired, previous, also=also)
+
+    async def _reconcile_all(
+        self,
+        base: CycleResult,
+        desired: Desired,
+        previous: Mapping[str, ResourceStatus],
+        now: datetime,
+        *,
+        execute: bool,
+    ) -> CycleResult:
         providers, failed = open_providers(
             desired.providers, state_dir=self.state_dir, repository=self.repository
         )
@@ -474,23 +550,50 @@ class Controller:
         full = dataclasses.replace(
             source.load.desired, revision=source.revision.sha if source.revision else None
         )
-        desired = subset(full, keys & set(full.resources))
+        return await self._reconcile_subset(
+            CycleResult(source=source), full, keys, previous, now, execute=execute
+        )
+
+    async def _reconcile_subset(
+        self,
+        base: CycleResult,
+        full: Desired,
+        keys: Collection[str],
+        previous: Mapping[str, ResourceStatus],
+        now: datetime,
+        *,
+        execute: bool,
+        removed: Mapping[str, ResolvedResource] | None = None,
+    ) -> CycleResult:
+        """Observe, plan, execute and report the declared `keys` of `full`, and find the
+        `removed` resources (declared before, not in `full`) orphaned if they still exist.
+
+        Only the providers these resources use are opened; what providers own is
+        looked at for the removed keys only, so nothing else is found orphaned.
+        """
+        removed = removed or {}
+        desired = subset(full, set(keys) & full.resources.keys())
+        names = {r.provider for r in desired.resources.values()}
+        names |= {r.provider for r in removed.values()}
         providers, failed = open_providers(
-            {
-                name: full.providers[name]
-                for name in {r.provider for r in desired.resources.values()}
-                if name in full.providers
-            },
+            {name: full.providers[name] for name in names if name in full.providers},
             state_dir=self.state_dir,
             repository=self.repository,
         )
+        looked_at = desired.resources.keys() | removed.keys()
         try:
-            observed = await observe(desired, providers, previous=self.existing, unavailable=failed)
-            observed = dataclasses.replace(observed, owned={})
+            observed = await observe(
+                desired,
+                providers,
+                previous=self.existing,
+                unavailable=failed,
+                list_owned={r.provider for r in removed.values()},
+            )
+            observed = dataclasses.replace(
+                observed, owned={k: o for k, o in observed.owned.items() if k in removed}
+            )
             for name, seen in observed.existing.items():
-                self.existing[name] = (
-                    frozenset(self.existing.get(name, ())) - desired.resources.keys()
-                ) | seen
+                self.existing[name] = (frozenset(self.existing.get(name, ())) - looked_at) | seen
             found, plan_value = self.plan(desired, observed, previous)
             execution = None
             if execute and any(a.runnable for a in plan_value.actions):
@@ -499,9 +602,17 @@ class Controller:
                 )
         finally:
             await _close(providers)
-        result = CycleResult(source=source, plan=plan_value, execution=execution)
+        # An incremental cycle is a cycle at a new head: the branches' plans follow it.
+        branch_plans = await self.plan_branches(full, previous) if base.incremental else None
+        result = dataclasses.replace(
+            base,
+            plan=plan_value,
+            execution=execution,
+            decision=self.decision,
+            branch_plans=branch_plans,
+        )
         return await self._write(
-            result, desired, previous, found, observed, now, only=set(desired.resources)
+            result, desired, previous, found, observed, now, only=set(looked_at)
         )
 
     async def _execute_and_observe(
@@ -547,8 +658,9 @@ class Controller:
                 resumed=result.resumed,
             )
         if only is not None:
-            # A targeted reconcile: every other resource keeps its status and drift entry.
-            statuses = {**previous, **statuses}
+            # A targeted reconcile: every other resource keeps its status and drift entry;
+            # a key looked at and no longer declared has none.
+            statuses = {**{k: v for k, v in previous.items() if k not in only}, **statuses}
             kept = await asyncio.to_thread(read_drift, self.source.repo, self.writer.branch)
             drift = sorted(
                 [e for e in kept if e.key not in only] + drift,
@@ -588,7 +700,10 @@ class Controller:
             plan_hash=result.execution.plan_hash
             if result.execution
             else (result.plan.content_hash if result.plan else None),
-            plan_summary=summary_line(result.plan)
+            plan_summary=(
+                summary_line(result.plan)
+                + (f" ({result.scope.describe()})" if isinstance(result.scope, Scope) else "")
+            )
             if result.plan
             else "No plan: no declared revision is in force.",
             author=author,

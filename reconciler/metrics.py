@@ -8,7 +8,7 @@ controllers (tests) in one process do not collide.
 
 Names (counters end in `_total` when rendered):
 
-- `reconciler_cycle_duration_seconds{kind}` — full cycles and targeted reconciles
+- `reconciler_cycle_duration_seconds{kind}` — full and incremental cycles, targeted reconciles
 - `reconciler_cycles_total{kind,result}` — ok / failed
 - `reconciler_cycle_requests_total{result}` — queued / coalesced (at most one follow-up)
 - `reconciler_resources{phase}`, `reconciler_resource_conditions{condition,status}`

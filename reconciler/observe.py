@@ -113,8 +113,10 @@ async def _observe_provider(
     rate: float | None,
     batch_size: int,
     timeout: float,
+    list_owned: bool = True,
 ) -> tuple[dict[str, ObservationResult], list[OwnedResource] | None, str | None]:
-    """Observations of one provider's resources, its owned list (None: unknown), and why."""
+    """Observations of one provider's resources, its owned list (None: unknown, or not
+    asked for), and why."""
     gate = asyncio.Semaphore(concurrency)
     limiter = RateLimiter(rate)
 
@@ -123,10 +125,13 @@ async def _observe_provider(
             await limiter.acquire()
             return await asyncio.wait_for(coro_factory(), timeout)
 
+    async def nothing_listed() -> None:
+        return None
+
     batches = [refs[i : i + batch_size] for i in range(0, len(refs), batch_size)]
     results = await asyncio.gather(
         *(call(lambda b=batch: provider.observe(b)) for batch in batches),
-        call(provider.list_owned),
+        call(provider.list_owned) if list_owned else nothing_listed(),
         return_exceptions=True,
     )
     observations: dict[str, ObservationResult] = {}
@@ -150,7 +155,9 @@ async def _observe_provider(
                 )
     listed = results[-1]
     owned: list[OwnedResource] | None
-    if isinstance(listed, BaseException):
+    if not list_owned:
+        owned = None
+    elif isinstance(listed, BaseException):
         owned = None
         problem = problem or f"listing owned resources failed: {_reason(listed)}"
     elif isinstance(listed, list | tuple):
@@ -171,8 +178,11 @@ async def observe(
     unavailable: Mapping[str, str] | None = None,
     batch_size: int = DEFAULT_BATCH,
     timeout: float = DEFAULT_TIMEOUT,
+    list_owned: Collection[str] | None = None,
 ) -> ObservedState:
-    """Observe every declared resource and list every provider's owned resources.
+    """Observe every declared resource and list every provider's owned resources
+    (only those of the providers named in `list_owned`, when given: a listing is a
+    walk over everything a provider holds, which a plan of a few resources can skip).
 
     `providers` are open instances by Provider name (`reconciler.providers.open_providers`);
     `unavailable` names providers that could not be opened, with why. `previous` is
@@ -206,6 +216,7 @@ async def observe(
                 rate=limits.rate_per_second if limits else None,
                 batch_size=batch_size,
                 timeout=timeout,
+                list_owned=list_owned is None or name in list_owned,
             )
         )
     outcomes = await asyncio.gather(*jobs)

@@ -12,8 +12,9 @@ the controller is. Everything else only asks:
   queue until its events go quiet for `event_debounce` (at most `event_max_delay`);
   events for a resource already waiting are coalesced, events for a new resource
   when `event_queue_size` resources wait are shed (counted in metrics). Due
-  resources are reconciled together (`Controller.reconcile_resources`). A full
-  cycle covers every resource waiting when it starts, and recovers anything shed.
+  resources are reconciled together (`Controller.reconcile_resources`). A cycle
+  covers every resource waiting when it starts (an incremental one plans them
+  too); after events were shed, the next cycle is a full one, which recovers them.
 - `stop(reason)` — SIGTERM: no new work is taken, the executor stops at a task
   boundary (tasks in flight finish and are journaled), the running cycle ends,
   the worker exits; the next start resumes.
@@ -45,6 +46,7 @@ from reconciler.desired import Desired
 from reconciler.metrics import Metrics
 from reconciler.notify import Notifier
 from reconciler.plan import Plan
+from reconciler.scope import FullCycle, Scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.status import ResourceStatus
@@ -117,6 +119,16 @@ class Operations:
     def __len__(self) -> int:
         with self._lock:
             return len(self._ops)
+
+
+@dataclass(frozen=True)
+class CycleJob:
+    """A cycle to run: the operations it answers, the resources whose events it covers
+    (planned even if unchanged), and whether it must be full (events were shed)."""
+
+    operations: list[str]
+    covered: frozenset[str]
+    full: bool
 
 
 @dataclass(frozen=True)
@@ -214,6 +226,8 @@ class Scheduler:
         self._running: list[str] = []
         self._progress = [0, 0]
         self._pending: dict[str, tuple[float, float]] = {}
+        self._shed_since_full = False
+        """Events were shed: the next cycle is full, whatever changed, to recover them."""
         self._stopping: str | None = None
         self._controller: Controller | None = None
         self._thread: threading.Thread | None = None
@@ -268,6 +282,7 @@ class Scheduler:
                     coalesced.append(key)
                 elif len(self._pending) >= self.settings.event_queue_size:
                     shed.append(key)
+                    self._shed_since_full = True
                 else:
                     self._pending[key] = (now, now)
                     queued.append(key)
@@ -373,7 +388,7 @@ class Scheduler:
                     continue
                 self.busy = True
                 try:
-                    if isinstance(job, list):
+                    if isinstance(job, CycleJob):
                         await self._cycle(controller, job)
                     else:
                         await self._targeted(controller, job)
@@ -393,16 +408,17 @@ class Scheduler:
         except Exception as exc:  # a damaged mirror is the first cycle's problem
             log.warning("could not read the last status", error=REDACTOR.text(str(exc)))
 
-    def _next_job(self) -> list[str] | set[str] | None:
+    def _next_job(self) -> CycleJob | set[str] | None:
         with self._lock:
             if self._cycle_wanted is not None:
                 ops, self._cycle_wanted = self._cycle_wanted, None
                 self._running = ops
-                covered = len(self._pending)
+                covered = frozenset(self._pending)
                 self._pending.clear()
                 if covered:
-                    self.metrics.events.labels(outcome="covered").inc(covered)
-                return ops
+                    self.metrics.events.labels(outcome="covered").inc(len(covered))
+                full, self._shed_since_full = self._shed_since_full, False
+                return CycleJob(ops, covered, full)
             now = self._clock()
             due = {k for k, (first, last) in self._pending.items() if now >= self._due(first, last)}
             for key in due:
@@ -438,7 +454,8 @@ class Scheduler:
             running = list(self._running)
         self.operations.update(running, resources_done=done, resources_total=total)
 
-    async def _cycle(self, controller: Controller, ops: list[str]) -> None:
+    async def _cycle(self, controller: Controller, job: CycleJob) -> None:
+        ops = job.operations
         before = dict(self.statuses)
         self._progress = [0, 0]
         self.operations.update(ops, phase="running", started=datetime.now(UTC))
@@ -446,13 +463,24 @@ class Scheduler:
         result: CycleResult | None = None
         errors: list[str] = []
         try:
-            result = await controller.cycle()
+            result = await controller.cycle(full=job.full, also=job.covered)
         except Exception as exc:  # one bad cycle must not end the controller
             log.exception("cycle failed")
             errors.append(REDACTOR.text(f"{type(exc).__name__}: {exc}"))
+            with self._lock:
+                self._shed_since_full |= job.full  # still owed
         self.cycles_run += 1
         if result is not None:
-            errors.extend(self._absorb(result, "full", time.monotonic() - began))
+            kind = "incremental" if result.incremental else "full"
+            scope = result.scope
+            log.info(
+                "cycle done",
+                kind=kind,
+                revision=result.source.revision.sha[:12] if result.source.revision else None,
+                scope=scope.describe() if isinstance(scope, Scope) else None,
+                full_because=scope.reason if isinstance(scope, FullCycle) else None,
+            )
+            errors.extend(self._absorb(result, kind, time.monotonic() - began))
         with self._lock:
             self._running = []
             done, total = self._progress

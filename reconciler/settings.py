@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         description="Branch for status commits; the tracked branch itself puts them under status/",
     )
     interval: Duration = 60.0
+    full_resync_interval: Duration = Field(
+        default=600.0,
+        description="Longest time between full cycles; in between, a cycle at a new head plans "
+        "only the resources it changed. 0: every cycle is full",
+    )
     listen: str = "127.0.0.1:8080"
     git_username: str | None = None
     git_password: SecretRef | None = None

@@ -23,6 +23,7 @@ class FakeProvider:
         self.in_flight = 0
         self.peak = 0
         self.calls = 0
+        self.listings = 0
 
     async def observe(self, resources: Sequence[ResourceRef]):
         self.calls += 1
@@ -40,6 +41,7 @@ class FakeProvider:
         }
 
     async def list_owned(self):
+        self.listings += 1
         if self.fail:
             raise self.fail
         return self.owned
@@ -73,6 +75,18 @@ def test_a_failing_providers_listing_finds_no_orphans():
     assert list(seen.owned) == ["Machine/stray"]
     assert seen.owned["Machine/stray"].provider == "pa"
     assert seen.unknown_providers == {"pb": "provider did not answer in time"}
+
+
+def test_only_the_providers_named_list_what_they_own():
+    d, a, b = two_providers()
+    stray = OwnedResource("Machine/stray", "Machine", "stray", "default")
+    pa = FakeProvider("pa", existing=[r.key for r in a], owned=[stray])
+    pb = FakeProvider("pb", existing=[r.key for r in b], owned=[stray])
+    seen = asyncio.run(observe(d, {"pa": pa, "pb": pb}, list_owned={"pb"}))
+    assert (pa.listings, pb.listings) == (0, 1)
+    assert seen.owned["Machine/stray"].provider == "pb"
+    assert seen.unknown_providers == {}  # not listing is not failing
+    assert all(seen.observations[r.key].exists for r in [*a, *b])
 
 
 def test_nothing_where_there_was_something_is_unknown():

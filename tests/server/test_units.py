@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,15 @@ class FakeController:
 
     def __init__(self, settings: Settings, **_: Any) -> None:
         self.cycles = 0
+        self.asked: list[tuple[bool, frozenset[str]]] = []
         self.release = threading.Event()
         self.running = threading.Event()
         self.source = type("S", (), {"mirror": type("M", (), {"exists": False})()})()
         FakeController.instances.append(self)
 
-    async def cycle(self) -> CycleResult:
+    async def cycle(self, *, full: bool = False, also: Collection[str] = ()) -> CycleResult:
         self.cycles += 1
+        self.asked.append((full, frozenset(also)))
         self.running.set()
         while not self.release.is_set():
             await asyncio.sleep(0.01)
@@ -132,3 +135,46 @@ def test_requests_during_a_cycle_queue_one_follow_up(tmp_path: Path) -> None:
     finally:
         assert scheduler.stop("test over", timeout=5)
     assert scheduler.request_cycle("sync") is None
+
+
+def test_a_cycle_plans_the_waiting_events_and_is_full_after_events_were_shed(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        repo=str(tmp_path),
+        state_dir=tmp_path,
+        interval=3600.0,
+        event_queue_size=2,
+        event_debounce=3600.0,
+        event_max_delay=3600.0,
+    )
+    scheduler = Scheduler(settings, controller_factory=FakeController)
+    scheduler.start()
+    fake = FakeController.instances[-1]
+    try:
+        assert fake.running.wait(5)
+        first = scheduler.request_resources({"Machine/a", "Machine/b"})
+        assert first.queued == ("Machine/a", "Machine/b")
+        fake.running.clear()
+        scheduler.request_cycle("webhook:github")
+        fake.release.set()  # startup cycle ends; the follow-up covers a and b
+        assert fake.running.wait(5)
+        fake.running.clear()
+        assert fake.asked[-1] == (False, frozenset({"Machine/a", "Machine/b"}))
+
+        scheduler.request_resources({"Machine/c", "Machine/d"})
+        shed = scheduler.request_resources({"Machine/e"})
+        assert shed.shed == ("Machine/e",)
+        scheduler.request_cycle("sync")
+        fake.release.set()
+        assert fake.running.wait(5)
+        fake.running.clear()
+        assert fake.asked[-1] == (True, frozenset({"Machine/c", "Machine/d"}))
+
+        scheduler.request_cycle("sync")  # the full cycle recovered the shed: back to normal
+        fake.release.set()
+        assert fake.running.wait(5)
+        assert fake.asked[-1] == (False, frozenset())
+        fake.release.set()
+    finally:
+        assert scheduler.stop("test over", timeout=5)

@@ -1,0 +1,132 @@
+"""Incremental cycles of a long-running controller, on a real Git repository.
+
+A new head is planned from what it changed only; the same head again, and a
+Policy change, plan everything. What is asserted comes from the records: the
+simulator's action log, and the status branch the controller commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pygit2
+import yaml
+
+from reconciler.controller import Controller
+from reconciler.providers.simulator import SimulatorProvider
+from reconciler.scope import FullCycle, Scope
+from tests.server.conftest import declare, push, repo_files, settings_for
+
+PRUNE = """\
+apiVersion: reconciler/v1
+kind: Policy
+metadata: {name: default}
+spec: {prune: true}
+"""
+
+
+def status_commit(bare: Path) -> tuple[str, dict[str, str], list[str]]:
+    """The last status commit's message, each resource's phase, and the keys drifted
+    and not corrected."""
+    repo = pygit2.Repository(str(bare))
+    commit = repo.revparse_single("refs/heads/reconciler/status").peel(pygit2.Commit)
+    phases = {}
+    for entry in commit.tree["status"]["Machine"]:
+        name = entry.name.rsplit(".", 1)[0]
+        phases[name] = yaml.safe_load(repo[entry.id].data)["phase"]
+    drift = json.loads(repo[commit.tree["reports/drift.json"].id].data)
+    return commit.message, phases, [d["resource"] for d in drift["drifted"] if not d["corrected"]]
+
+
+def started(sim: SimulatorProvider, since: int) -> list[tuple[str, str]]:
+    return [(e["key"], e["action"]) for e in sim.action_log()[since:] if e["event"] == "started"]
+
+
+def test_a_new_head_is_planned_from_what_it_changed_and_the_same_head_again_in_full(
+    tmp_path: Path,
+) -> None:
+    files = repo_files(6, policy=PRUNE)
+    bare = declare(tmp_path, files)
+    state = tmp_path / "state"
+    with Controller(settings_for(bare, state, full_resync_interval=3600.0)) as controller:
+        first = asyncio.run(controller.cycle())
+        assert first.ok and isinstance(first.scope, FullCycle), first.scope
+        sim = SimulatorProvider.open(state, name="sim", repository=str(bare))
+        seen = len(sim.action_log())
+        sim.drift("Machine/m05", "params.os", "rhel")  # by hand: only a full cycle sees it
+
+        changed = repo_files(6, policy=PRUNE)
+        machines = changed["machines.yaml"].split("---\n")
+        machines[1] = machines[1].replace("os: ubuntu", "os: rhel")  # m01 edited
+        machines[2] = machines[2].replace("name: m02", "name: m09")  # m02 gone, m09 new
+        changed["machines.yaml"] = "---\n".join(machines)
+        push(bare, changed, "Move m01 to rhel, replace m02 by m09")
+
+        second = asyncio.run(controller.cycle())
+        assert second.ok, second
+        assert isinstance(second.scope, Scope), second.scope
+        assert second.scope.changed == {"Machine/m01", "Machine/m09"}
+        assert second.scope.removed == {"Machine/m02"}
+        assert sorted(started(sim, seen)) == [
+            ("Machine/m01", "install-os"),
+            ("Machine/m02", "decommission"),
+            ("Machine/m09", "install-os"),
+        ]
+        message, phases, drifted = status_commit(bare)
+        assert "(incremental: 2 of 6 declared resources planned" in message
+        assert phases == {f"m{i:02d}": "Ready" for i in (0, 1, 3, 4, 5, 9)}
+        assert drifted == []  # m05 was not looked at
+
+        seen = len(sim.action_log())
+        third = asyncio.run(controller.cycle())  # the same head: every resource observed
+        assert isinstance(third.scope, FullCycle) and "no new revision" in third.scope.reason
+        message, phases, drifted = status_commit(bare)
+        assert "incremental" not in message
+        assert drifted == ["Machine/m05"] and phases["m05"] == "Drifted"
+        assert started(sim, seen) == []
+
+        push(bare, {**changed, "policy.yaml": PRUNE.replace("true", "false")}, "Prune off")
+        fourth = asyncio.run(controller.cycle())
+        assert fourth.scope == FullCycle("the Policy changed")
+
+
+def test_a_failed_resource_is_planned_again_with_the_next_head(tmp_path: Path) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    files = repo_files(4)
+    # A second task fails while a flag file for the machine exists (a real process).
+    files["stages.yaml"] += f"""\
+    - name: check
+      type: command
+      argv: [{sys.executable}, -c, "import os, sys; sys.exit(os.path.exists(sys.argv[1]))",
+             "{flags}/${{resource.name}}"]
+      retry: {{attempts: 1}}
+"""
+    bare = declare(tmp_path, files)
+    state = tmp_path / "state"
+    with Controller(settings_for(bare, state, full_resync_interval=3600.0)) as controller:
+        assert asyncio.run(controller.cycle()).ok
+        (flags / "m03").touch()
+        changed = dict(files)
+        changed["machines.yaml"] = files["machines.yaml"].replace(
+            "serial: SN03}\n  params: {os: ubuntu}", "serial: SN03}\n  params: {os: rhel}"
+        )
+        push(bare, changed, "m03 to rhel")
+        failed = asyncio.run(controller.cycle())
+        assert isinstance(failed.scope, Scope) and not failed.ok
+        assert status_commit(bare)[1]["m03"] == "Failed"
+
+        (flags / "m03").unlink()
+        push(bare, {**changed, "README.md": "unrelated\n"}, "Docs only")
+        sim = SimulatorProvider.open(state, name="sim", repository=str(bare))
+        seen = len(sim.action_log())
+        retried = asyncio.run(controller.cycle())
+        assert isinstance(retried.scope, Scope), retried.scope
+        assert retried.scope.changed == frozenset()
+        assert retried.scope.revisited == {"Machine/m03"}
+        assert retried.ok
+        assert started(sim, seen) == [("Machine/m03", "install-os")]  # the failed stage again
+        assert status_commit(bare)[1] == dict.fromkeys(("m00", "m01", "m02", "m03"), "Ready")

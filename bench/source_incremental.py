@@ -18,6 +18,13 @@ then measures through `reconciler.source.DeclaredSource` with a local-path remot
 - `fetch_one_commit`: fetching that commit into the mirror;
 - `load_files`: `reconciler.load.load_files` on the same files (no Git), the
   in-run reference.
+- `incremental_plan`: what a long-running controller does after that commit
+  (`Controller.cycle` at a new head): the incremental load, `reconciler.scope`,
+  then observe and plan only the resources the commit changed, against a
+  simulator where every resource is in place (medians of K commits);
+- `full_plan`: the reference a plan without scope costs at the same head — a
+  full load, observing every resource, planning them all; and `warm_full_plan`:
+  the incremental load, then observing and planning every resource.
 
 Each figure carries its ratio to the full load; parse counts are printed too
 (the point: 1 file re-parsed per one-file commit).
@@ -26,21 +33,33 @@ Each figure carries its ratio to the full load; parse counts are printed too
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import gc
 import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pygit2
 import yaml
 
+from bench.plan_10k import converge
 from reconciler import load
-from reconciler.source import DeclaredSource, GitAccess, Mirror
+from reconciler.controller import subset
+from reconciler.desired import Desired
+from reconciler.diff import LastApplied
+from reconciler.observe import observe
+from reconciler.plan import Plan, compute_plan
+from reconciler.providers import open_providers
+from reconciler.scope import Scope, revision_scope
+from reconciler.source import DeclaredSource, GitAccess, Mirror, SourceResult
+from reconciler.status import ResourceStatus
 
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
 SIGNATURE = pygit2.Signature("bench", "bench@example.com", 1_700_000_000, 0)
@@ -113,6 +132,12 @@ def commit(repo: pygit2.Repository, files: dict[str, bytes], message: str) -> st
     return str(oid)
 
 
+def desired_of(result: SourceResult) -> Desired:
+    """The Desired set in force after a poll, stamped with its revision (as the controller does)."""
+    assert result.load is not None and result.load.desired is not None and result.revision
+    return dataclasses.replace(result.load.desired, revision=result.revision.sha)
+
+
 def timed(call: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     value = call()
@@ -151,9 +176,34 @@ def run(resources: int, changes: int) -> dict[str, Any]:
         assert full.ready, full.stale
         full_parses = source.parse_calls
 
+        in_force = desired_of(full)
+        providers, failed = open_providers(in_force.providers, state_dir=root / "providers")
+        assert not failed, failed
+        converge(in_force, providers)
+        last = {
+            key: LastApplied(r.fingerprint(), r.declared(), "bench")
+            for key, r in in_force.resources.items()
+        }
+        statuses = {
+            key: ResourceStatus(kind=r.kind, name=r.name, phase="Ready")
+            for key, r in in_force.resources.items()
+        }
+        existing = dict(asyncio.run(observe(in_force, providers)).existing)
+
+        def plan_of(desired: Desired, keys: Collection[str] | None = None) -> Plan:
+            target = desired if keys is None else subset(desired, set(keys))
+            # As the controller does: nothing removed, so no provider lists what it owns.
+            listed = None if keys is None else ()
+            seen = asyncio.run(observe(target, providers, previous=existing, list_owned=listed))
+            return compute_plan(target, seen, last_applied=last)
+
         fetch_times: list[float] = []
         load_times: list[float] = []
         overhead_times: list[float] = []
+        plan_times: list[float] = []
+        parts: list[tuple[float, float, float]] = []
+        warm_full_times: list[float] = []
+        full_plan_times: list[float] = []
         parses: list[int] = []
         for k in range(1, changes + 1):
             i = (k * 7919) % resources
@@ -168,6 +218,28 @@ def run(resources: int, changes: int) -> dict[str, Any]:
             overhead_times.append(load_s - assemble_times[-1])
             parses.append(source.parse_calls - before)
 
+            head = desired_of(result)
+            scope_s, scope = timed(partial(revision_scope, in_force, head, statuses))
+            assert isinstance(scope, Scope) and len(scope.keys) == 1, scope
+            narrow_s, narrow = timed(partial(plan_of, head, scope.observed))
+            wide_s, wide = timed(partial(plan_of, head))
+            assert narrow.in_sync and wide.in_sync, (narrow.summary, wide.summary)
+            plan_times.append(load_s + scope_s + narrow_s)
+            parts.append((load_s, scope_s, narrow_s))
+            warm_full_times.append(load_s + wide_s)
+            cold = DeclaredSource(
+                Mirror.in_state_dir(root / "state", GitAccess(str(root / "remote.git")))
+            )
+            cold_load_s, cold_result = timed(partial(cold.poll, fetch=False))
+            cold_plan_s, _ = timed(partial(plan_of, desired_of(cold_result)))
+            full_plan_times.append(cold_load_s + cold_plan_s)
+            in_force = head
+        for provider in providers.values():
+            asyncio.run(provider.close())
+
+    plan_s = statistics.median(plan_times)
+    full_plan_s = statistics.median(full_plan_times)
+    warm_full_s = statistics.median(warm_full_times)
     incremental_s = statistics.median(load_times)
     fetch_s = statistics.median(fetch_times)
     overhead_s = statistics.median(overhead_times)
@@ -180,6 +252,9 @@ def run(resources: int, changes: int) -> dict[str, Any]:
         "source_fetch_one_commit_s": (fetch_s, fetch_s / full_s),
         "source_clone_s": (clone_s, clone_s / full_s),
         "load_files_reference_s": (reference_s, reference_s / full_s),
+        "source_full_plan_s": (full_plan_s, full_plan_s / full_s),
+        "source_warm_full_plan_s": (warm_full_s, warm_full_s / full_s),
+        "source_incremental_plan_s": (plan_s, plan_s / full_s),
     }
     return {
         "resources": resources,
@@ -189,6 +264,12 @@ def run(resources: int, changes: int) -> dict[str, Any]:
         "full_load_parses": full_parses,
         "incremental_parses": parses,
         "figures": {k: {"value": v, "ratio_to_full_load": r} for k, (v, r) in figures.items()},
+        "incremental_plan_parts_s": {
+            name: statistics.median(p[n] for p in parts)
+            for n, name in enumerate(("load", "scope", "observe_and_plan"))
+        },
+        "incremental_plan_vs_full_plan": plan_s / full_plan_s,
+        "incremental_plan_vs_warm_full_plan": plan_s / warm_full_s,
     }
 
 
@@ -203,6 +284,13 @@ def print_table(report: dict[str, Any]) -> None:
     print(
         f"files parsed: full load {report['full_load_parses']}, "
         f"per one-file commit {report['incremental_parses']}"
+    )
+    print(
+        "incremental plan / full plan: "
+        f"{report['incremental_plan_vs_full_plan']:.3f} "
+        f"(/ a plan of every resource after the incremental load: "
+        f"{report['incremental_plan_vs_warm_full_plan']:.3f}); its parts: "
+        + ", ".join(f"{k} {v:.4f} s" for k, v in report["incremental_plan_parts_s"].items())
     )
 
 

@@ -119,23 +119,41 @@ def status_tree(repo: pygit2.Repository, branch: str) -> pygit2.Tree | None:
         return None
 
 
-def read_statuses(repo: pygit2.Repository, branch: str) -> dict[str, ResourceStatus]:
-    """Every resource status on the status branch (what was last applied, and since when)."""
+def read_statuses(
+    repo: pygit2.Repository,
+    branch: str,
+    cache: dict[pygit2.Oid, ResourceStatus | None] | None = None,
+) -> dict[str, ResourceStatus]:
+    """Every resource status on the status branch (what was last applied, and since when).
+
+    With a `cache` (blob id -> parsed status, kept across calls), a file unchanged
+    since the last read is not parsed again; the cache keeps only the blobs read now.
+    """
     tree = status_tree(repo, branch)
     if tree is None or STATUS_DIR not in tree:
         return {}
     statuses: dict[str, ResourceStatus] = {}
+    known = dict(cache) if cache is not None else {}
+    seen: dict[pygit2.Oid, ResourceStatus | None] = {}
     for kind_entry in repo[tree[STATUS_DIR].id]:
         if kind_entry.type_str != "tree":
             continue
         for entry in repo[kind_entry.id]:
             if not entry.name.endswith(".yaml"):
                 continue
-            try:
-                status = ResourceStatus.from_yaml(repo[entry.id].data.decode())
-            except Exception:  # a status file edited by hand is not worth failing a cycle over
-                continue
-            statuses[status.key] = status
+            if entry.id in known:
+                status = known[entry.id]
+            else:
+                try:
+                    status = ResourceStatus.from_yaml(repo[entry.id].data.decode())
+                except Exception:  # a status file edited by hand is not worth failing over
+                    status = None
+            seen[entry.id] = status
+            if status is not None:
+                statuses[status.key] = status
+    if cache is not None:
+        cache.clear()
+        cache.update(seen)
     return statuses
 
 
@@ -229,6 +247,8 @@ class Controller:
         self.last: CycleResult | None = None
         self.decision: Decision | None = None
         self._rules_from: tuple[str, Desired | None] | None = None
+        self._status_blobs: dict[pygit2.Oid, ResourceStatus | None] = {}
+        """Parsed status files by blob id: a cycle parses only the ones that changed."""
         self._in_force: Desired | None = None
         """The Desired set of the last cycle whose status commit was written."""
         self._full_at: float | None = None
@@ -260,7 +280,7 @@ class Controller:
         return self.source.poll()
 
     def statuses(self) -> dict[str, ResourceStatus]:
-        return read_statuses(self.source.repo, self.writer.branch)
+        return read_statuses(self.source.repo, self.writer.branch, self._status_blobs)
 
     async def observe(
         self, desired: Desired, providers: Mapping[str, Provider], failed: Mapping[str, str]

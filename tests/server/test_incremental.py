@@ -15,9 +15,10 @@ from pathlib import Path
 import pygit2
 import yaml
 
-from reconciler.controller import Controller
+from reconciler.controller import Controller, read_statuses
 from reconciler.providers.simulator import SimulatorProvider
 from reconciler.scope import FullCycle, Scope
+from reconciler.status import ResourceStatus
 from tests.server.conftest import declare, push, repo_files, settings_for
 
 PRUNE = """\
@@ -130,3 +131,44 @@ def test_a_failed_resource_is_planned_again_with_the_next_head(tmp_path: Path) -
         assert retried.ok
         assert started(sim, seen) == [("Machine/m03", "install-os")]  # the failed stage again
         assert status_commit(bare)[1] == dict.fromkeys(("m00", "m01", "m02", "m03"), "Ready")
+
+
+def test_status_files_are_parsed_once_per_content(tmp_path: Path) -> None:
+    repo = pygit2.init_repository(str(tmp_path / "status.git"), bare=True)
+    signature = pygit2.Signature("t", "t@example.com")
+
+    def commit_statuses(files: dict[str, bytes]) -> None:
+        index = pygit2.Index()
+        for path, data in files.items():
+            index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
+        tree = index.write_tree(repo)
+        ref = "refs/heads/reconciler/status"
+        parents = [repo.references[ref].target] if ref in repo.references else []
+        repo.create_commit(ref, signature, signature, "status", tree, parents)
+
+    def status(name: str, phase: str) -> bytes:
+        return ResourceStatus(kind="Machine", name=name, phase=phase).to_yaml().encode()
+
+    commit_statuses(
+        {
+            "status/Machine/a.yaml": status("a", "Ready"),
+            "status/Machine/b.yaml": status("b", "Failed"),
+            "status/Machine/c.yaml": b"phase: [unclosed",  # edited by hand: skipped
+        }
+    )
+    cache: dict[pygit2.Oid, ResourceStatus | None] = {}
+    first = read_statuses(repo, "reconciler/status", cache)
+    assert {k: s.phase for k, s in first.items()} == {"Machine/a": "Ready", "Machine/b": "Failed"}
+    assert len(cache) == 3
+
+    commit_statuses(
+        {
+            "status/Machine/a.yaml": status("a", "Ready"),
+            "status/Machine/b.yaml": status("b", "Ready"),
+        }
+    )
+    again = read_statuses(repo, "reconciler/status", cache)
+    assert again == read_statuses(repo, "reconciler/status")  # the same as without a cache
+    assert {k: s.phase for k, s in again.items()} == {"Machine/a": "Ready", "Machine/b": "Ready"}
+    assert again["Machine/a"] is first["Machine/a"]  # unchanged content: not parsed again
+    assert len(cache) == 2  # only what the branch holds now

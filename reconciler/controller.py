@@ -57,7 +57,7 @@ from reconciler.report import (
     DriftEntry,
     build_report,
 )
-from reconciler.scope import FullCycle, Scope, revision_scope
+from reconciler.scope import FullCycle, Scope, held_failures, revision_scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, SourceResult, StatusWriter
@@ -84,6 +84,8 @@ class CycleResult:
     """The approval gate's verdict on this cycle's plan (approvers for the audit)."""
     branch_plans: Mapping[str, bytes] | None = None
     """`plans/<branch>.md` of the watched branches; None: not computed, plans/ kept."""
+    held: Mapping[str, datetime] = field(default_factory=dict)
+    """Failed resources this cycle left alone, and when scheduled cycles try them again."""
     scope: Scope | FullCycle | None = None
     """What the cycle planned: the resources of an incremental one (`reconciler.scope`),
     or why it planned everything; None for a targeted reconcile or with no revision."""
@@ -456,10 +458,19 @@ class Controller:
     # --- one cycle -------------------------------------------------------------------
 
     async def cycle(
-        self, *, execute: bool = True, full: bool = False, also: Collection[str] = ()
+        self,
+        *,
+        execute: bool = True,
+        full: bool = False,
+        also: Collection[str] = (),
+        hold_failed: bool = False,
     ) -> CycleResult:
         """One cycle at the head: incremental when it can be (`reconciler.scope`), with
-        the resources in `also` planned too, or full (always when `full`)."""
+        the resources in `also` planned too, or full (always when `full`).
+
+        `hold_failed` (scheduled cycles): resources whose last apply failed are left
+        alone until their backoff runs out (`scope.held_failures`), status kept.
+        """
         source = await asyncio.to_thread(self.pull)
         now = self.clock()
         previous = await asyncio.to_thread(self.statuses)
@@ -475,12 +486,14 @@ class Controller:
         desired = dataclasses.replace(
             source.load.desired, revision=source.revision.sha if source.revision else None
         )
+        held = held_failures(desired, previous, now) if hold_failed else {}
+        base = dataclasses.replace(base, held=held)
         scope = self._scope(desired, previous, resumed=resumed is not None, full=full, also=also)
         if isinstance(scope, Scope):
             result = await self._reconcile_subset(
                 dataclasses.replace(base, scope=scope),
                 desired,
-                scope.observed,
+                scope.observed - held.keys(),
                 previous,
                 now,
                 execute=execute,
@@ -490,7 +503,12 @@ class Controller:
             )
         else:
             result = await self._reconcile_all(
-                dataclasses.replace(base, scope=scope), desired, previous, now, execute=execute
+                dataclasses.replace(base, scope=scope),
+                desired,
+                previous,
+                now,
+                execute=execute,
+                held=held.keys(),
             )
         if result.written is not None:
             self._in_force = desired
@@ -526,12 +544,22 @@ class Controller:
         now: datetime,
         *,
         execute: bool,
+        held: Collection[str] = (),
     ) -> CycleResult:
+        """Observe and plan every declared resource but the `held` ones (their status
+        and drift entries are carried over, and they are not found orphaned)."""
+        full = desired
+        if held:
+            desired = subset(full, full.resources.keys() - set(held))
         providers, failed = open_providers(
             desired.providers, state_dir=self.state_dir, repository=self.repository
         )
         try:
             observed = await self.observe(desired, providers, failed)
+            if held:
+                observed = dataclasses.replace(
+                    observed, owned={k: o for k, o in observed.owned.items() if k not in held}
+                )
             found, plan_value = self.plan(desired, observed, previous)
             if self.on_plan is not None:
                 self.on_plan(plan_value)
@@ -544,7 +572,7 @@ class Controller:
                 )
         finally:
             await _close(providers)
-        branch_plans = await self.plan_branches(desired, previous)
+        branch_plans = await self.plan_branches(full, previous)
         result = dataclasses.replace(
             base,
             plan=plan_value,
@@ -552,7 +580,8 @@ class Controller:
             decision=self.decision,
             branch_plans=branch_plans,
         )
-        return await self._write(result, desired, previous, found, observed, now)
+        only = (previous.keys() | full.resources.keys()) - set(held) if held else None
+        return await self._write(result, desired, previous, found, observed, now, only=only)
 
     async def reconcile_resources(self, keys: set[str], *, execute: bool = True) -> CycleResult:
         """Observe, plan, execute and report only `keys`, at the revision already in force.

@@ -94,6 +94,26 @@ class ResolvedResource:
             }
         )
 
+    def resolution(self) -> str:
+        """Stable hash of everything that decides what applying it does: the fingerprint
+        and every stage's tasks and params (a fixed script counts as a change)."""
+        return canonical_hash(
+            {
+                "fingerprint": self.fingerprint(),
+                "stages": [
+                    {
+                        "name": s.name,
+                        "params": s.params,
+                        "tasks": {
+                            phase: [t.model_dump(mode="json") for t in tasks]
+                            for phase, tasks in s.tasks.items()
+                        },
+                    }
+                    for s in self.stages
+                ],
+            }
+        )
+
 
 @dataclass(frozen=True)
 class Desired:

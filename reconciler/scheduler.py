@@ -124,11 +124,14 @@ class Operations:
 @dataclass(frozen=True)
 class CycleJob:
     """A cycle to run: the operations it answers, the resources whose events it covers
-    (planned even if unchanged), and whether it must be full (events were shed)."""
+    (planned even if unchanged), whether it must be full (events were shed), and
+    whether only the clock asked for it (a person or a push retries failures now)."""
 
     operations: list[str]
     covered: frozenset[str]
     full: bool
+    scheduled: bool = False
+    """Only the interval asked for it: failed resources wait out their backoff."""
 
 
 @dataclass(frozen=True)
@@ -418,7 +421,8 @@ class Scheduler:
                 if covered:
                     self.metrics.events.labels(outcome="covered").inc(len(covered))
                 full, self._shed_since_full = self._shed_since_full, False
-                return CycleJob(ops, covered, full)
+                triggers = {op.trigger for op in map(self.operations.get, ops) if op is not None}
+                return CycleJob(ops, covered, full, scheduled=triggers == {"schedule"})
             now = self._clock()
             due = {k for k, (first, last) in self._pending.items() if now >= self._due(first, last)}
             for key in due:
@@ -463,7 +467,9 @@ class Scheduler:
         result: CycleResult | None = None
         errors: list[str] = []
         try:
-            result = await controller.cycle(full=job.full, also=job.covered)
+            result = await controller.cycle(
+                full=job.full, also=job.covered, hold_failed=job.scheduled
+            )
         except Exception as exc:  # one bad cycle must not end the controller
             log.exception("cycle failed")
             errors.append(REDACTOR.text(f"{type(exc).__name__}: {exc}"))
@@ -479,6 +485,7 @@ class Scheduler:
                 revision=result.source.revision.sha[:12] if result.source.revision else None,
                 scope=scope.describe() if isinstance(scope, Scope) else None,
                 full_because=scope.reason if isinstance(scope, FullCycle) else None,
+                held=sorted(result.held) or None,
             )
             errors.extend(self._absorb(result, kind, time.monotonic() - began))
         with self._lock:

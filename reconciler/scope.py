@@ -13,13 +13,18 @@ Anything that can change the plan of resources whose resolution did not change
 asks for a full cycle, as does the same revision again (then the point is to
 look for drift everywhere) and a change too large to be worth narrowing.
 
-Pure: two Desired values and the statuses in, a value out.
+Scheduled cycles also hold back resources whose last apply failed until their
+backoff (`Policy.failureBackoff`) runs out (`held_failures`): a broken BMC is not
+hammered every minute, and its status stays Failed, saying when it is tried next.
+
+Pure: Desired values and the statuses in, a value out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from reconciler.desired import Desired
 from reconciler.status import ResourceStatus
@@ -130,4 +135,32 @@ def revision_scope(
     return scope
 
 
-__all__ = ["DEFAULT_MAX_SHARE", "SETTLED_PHASES", "FullCycle", "Scope", "revision_scope"]
+def held_failures(
+    desired: Desired, statuses: Mapping[str, ResourceStatus], now: datetime
+) -> dict[str, datetime]:
+    """Failed resources a scheduled cycle leaves alone, with when they are due again.
+
+    Held: the last apply failed, its `retry_at` is still ahead, and what failed is
+    what Git declares now (same resolution: a fix in Git is tried at once).
+    """
+    held: dict[str, datetime] = {}
+    for key, status in statuses.items():
+        failure = status.failure
+        if status.phase != "Failed" or failure is None or failure.retry_at is None:
+            continue
+        resource = desired.resources.get(key)
+        if resource is None or failure.retry_at <= now:
+            continue
+        if failure.resolution == resource.resolution():
+            held[key] = failure.retry_at
+    return held
+
+
+__all__ = [
+    "DEFAULT_MAX_SHARE",
+    "SETTLED_PHASES",
+    "FullCycle",
+    "Scope",
+    "held_failures",
+    "revision_scope",
+]

@@ -78,6 +78,15 @@ class Failure(_Value):
     task: str
     error: str
     log: str | None = Field(default=None, description="Task log path in the state directory")
+    attempts: int = Field(default=1, ge=1, description="Failed applies in a row")
+    retry_at: datetime | None = Field(
+        default=None, description="Scheduled cycles leave it alone until then (failureBackoff)"
+    )
+    resolution: str | None = Field(
+        default=None,
+        description="Hash of what failed (declared state and tasks): a change to it in Git "
+        "is tried at once",
+    )
 
 
 class ResourceStatus(_Value):

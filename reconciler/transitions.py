@@ -20,12 +20,13 @@ What happened this cycle -> phase; conditions:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.desired import Desired
 from reconciler.diff import Diff, ResourceDiff, Status
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
+from reconciler.model.kinds import FailureBackoff
 from reconciler.observe import ObservedState
 from reconciler.plan import Operation, Plan, PlannedAction
 from reconciler.providers.base import Observation
@@ -83,6 +84,11 @@ def _observed(observed: ObservedState | None, key: str, fallback: dict[str, Any]
     return fallback
 
 
+def backoff_delay(backoff: FailureBackoff, attempts: int) -> float:
+    """Seconds scheduled cycles wait after the `attempts`-th failure in a row."""
+    return float(min(backoff.maximum, backoff.initial * 2 ** min(attempts - 1, 32)))
+
+
 def next_statuses(
     *,
     desired: Desired,
@@ -137,7 +143,18 @@ def next_statuses(
                 ),
             )
         elif outcome is not None and outcome.result == "failed":
-            message = f"stage {outcome.failed_stage}, task {outcome.failed_task}: {outcome.error}"
+            resolution = resource.resolution()
+            last = before.failure if before.phase == "Failed" else None
+            # The same thing failing again waits longer; something new in Git starts over.
+            attempts = last.attempts + 1 if last and last.resolution == resolution else 1
+            delay = backoff_delay(desired.policy.failure_backoff, attempts)
+            retry_at = now + timedelta(seconds=delay)
+            message = (
+                f"stage {outcome.failed_stage}, task {outcome.failed_task}: {outcome.error} "
+                f"(failed {attempts} time{'s' if attempts > 1 else ''} in a row; scheduled "
+                f"cycles try again from {retry_at:%Y-%m-%dT%H:%M:%SZ}, a change in Git or a "
+                "sync at once)"
+            )
             update.update(
                 phase="Failed",
                 stage_reached=outcome.stages_done[-1]
@@ -148,6 +165,9 @@ def next_statuses(
                     task=outcome.failed_task or "?",
                     error=outcome.error or "",
                     log=outcome.log,
+                    attempts=attempts,
+                    retry_at=retry_at,
+                    resolution=resolution,
                 ),
                 conditions=_conditions(
                     conditions,

@@ -141,3 +141,34 @@ spec: {prune: true}
     half = {**FLEET, **{f"m{i:02d}": machine(f"m{i:02d}", os="rhel") for i in range(7)}}
     big = revision_scope(before, desired("b", files(**half)), statuses)
     assert big == FullCycle("7 of 12 resources to plan: not worth narrowing")
+
+
+def test_a_failure_is_held_until_its_retry_time_unless_git_changed_it() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from reconciler.scope import held_failures
+    from reconciler.status import Failure
+
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    d = desired("a", files(**FLEET))
+
+    def failed(name: str, retry_in: float, resolution: str | None = None) -> ResourceStatus:
+        key = f"Machine/{name}"
+        return ResourceStatus(
+            kind="Machine",
+            name=name,
+            phase="Failed",
+            failure=Failure(
+                stage="install-os",
+                task="install",
+                error="BMC did not answer",
+                retry_at=now + timedelta(seconds=retry_in),
+                resolution=resolution or d.resources[key].resolution(),
+            ),
+        )
+
+    statuses = ready(d)
+    statuses["Machine/m00"] = failed("m00", 60)  # held
+    statuses["Machine/m01"] = failed("m01", -1)  # due
+    statuses["Machine/m02"] = failed("m02", 60, resolution="something since changed in Git")
+    assert held_failures(d, statuses, now) == {"Machine/m00": now + timedelta(seconds=60)}

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from reconciler.desired import Desired
 from reconciler.diff import diff
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
 from reconciler.plan import plan
+from reconciler.status import ResourceStatus
 from reconciler.transitions import next_statuses
 from tests import plan_values as pv
 
@@ -107,3 +110,55 @@ def test_a_cycle_result_repr_is_short_whatever_the_fleet() -> None:
         source=SourceResult(revision=None, load=None, head=None), plan=plan(d, diff(d, observed))
     )
     assert repr(result) == "CycleResult(revision=None, actions=200, ok=False)"
+
+
+def test_failing_again_doubles_the_wait_and_a_change_in_git_starts_over() -> None:
+    from datetime import timedelta
+
+    from reconciler.model.kinds import FailureBackoff, PolicySpec
+
+    r = pv.resource("a")
+    spec = PolicySpec(failure_backoff=FailureBackoff(initial=60.0, maximum=150.0))
+    d = pv.desired([r], policy_spec=spec)
+    observed = pv.observed(d, absent=[r.key])
+    found = diff(d, observed)
+    p = plan(d, found)
+
+    def fail(previous: dict[str, ResourceStatus], desired: Desired = d) -> dict[str, Any]:
+        execution = ExecutionResult(
+            "e",
+            "p",
+            {
+                r.key: ResourceOutcome(
+                    r.key, "create", "failed", failed_stage="discover", failed_task="x", error="e"
+                )
+            },
+        )
+        statuses, _ = next_statuses(
+            desired=desired,
+            previous=previous,
+            diff=found,
+            plan=p,
+            execution=execution,
+            observed=observed,
+            now=NOW,
+        )
+        return statuses
+
+    waits = []
+    statuses: dict[str, ResourceStatus] = {}
+    for _ in range(3):
+        statuses = fail(statuses)
+        failure = statuses[r.key].failure
+        waits.append((failure.attempts, failure.retry_at - NOW))
+    assert waits == [
+        (1, timedelta(seconds=60)),
+        (2, timedelta(seconds=120)),
+        (3, timedelta(seconds=150)),  # capped at the maximum
+    ]
+    assert "failed 3 times in a row" in statuses[r.key].conditions[0].message
+    assert failure.resolution == r.resolution()
+
+    fixed = pv.resource("a", params={"os": "rhel"})
+    again = fail(statuses, pv.desired([fixed], policy_spec=spec))
+    assert again[r.key].failure.attempts == 1  # something new failed: counted afresh

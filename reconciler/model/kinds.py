@@ -351,6 +351,18 @@ class NotificationTarget(Strict):
     )
 
 
+class FailureBackoff(Strict):
+    """How long scheduled cycles leave a failed resource alone before trying it again.
+
+    `initial` after its first failure, doubled after each further one, at most
+    `maximum`. A change to the resource in Git, `POST /sync`, a push and
+    `reconciler apply` try it again at once.
+    """
+
+    initial: Duration = 60.0
+    maximum: Duration = 3600.0
+
+
 class PolicySpec(Strict):
     prune: bool = Field(default=False, description="Decommission resources removed from Git")
     self_heal: bool = Field(default=False, description="Correct drift; otherwise only report it")
@@ -360,6 +372,7 @@ class PolicySpec(Strict):
     change_windows: list[ChangeWindow] = Field(default_factory=list)
     ignore_differences: list[IgnoreRule] = Field(default_factory=list)
     sync_timeout: Duration = 3600.0
+    failure_backoff: FailureBackoff = Field(default_factory=FailureBackoff)
     notifications: list[NotificationTarget] = Field(
         default_factory=list, description="Webhooks told of condition transitions"
     )

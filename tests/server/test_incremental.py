@@ -172,3 +172,39 @@ def test_status_files_are_parsed_once_per_content(tmp_path: Path) -> None:
     assert {k: s.phase for k, s in again.items()} == {"Machine/a": "Ready", "Machine/b": "Ready"}
     assert again["Machine/a"] is first["Machine/a"]  # unchanged content: not parsed again
     assert len(cache) == 2  # only what the branch holds now
+
+
+def test_scheduled_cycles_leave_a_failure_alone_until_its_backoff_runs_out(
+    tmp_path: Path,
+) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    (flags / "m01").touch()
+    files = repo_files(3)
+    files["stages.yaml"] += f"""\
+    - name: check
+      type: command
+      argv: [{sys.executable}, -c, "import os, sys; sys.exit(os.path.exists(sys.argv[1]))",
+             "{flags}/${{resource.name}}"]
+      retry: {{attempts: 1}}
+"""
+    bare = declare(tmp_path, files)
+    state = tmp_path / "state"
+    with Controller(settings_for(bare, state)) as controller:
+        first = asyncio.run(controller.cycle(hold_failed=True))
+        assert not first.ok and first.held == {}
+        failure = first.statuses["Machine/m01"].failure
+        assert failure is not None and failure.attempts == 1 and failure.retry_at is not None
+
+        (flags / "m01").unlink()  # the cause is gone, but the clock has not run out
+        sim = SimulatorProvider.open(state, name="sim", repository=str(bare))
+        seen = len(sim.action_log())
+        scheduled = asyncio.run(controller.cycle(hold_failed=True))
+        assert scheduled.held == {"Machine/m01": failure.retry_at}
+        assert started(sim, seen) == []
+        assert status_commit(bare)[1] == {"m00": "Ready", "m01": "Failed", "m02": "Ready"}
+
+        asked = asyncio.run(controller.cycle())  # POST /sync, a push, `apply`: at once
+        assert asked.ok and asked.held == {}
+        assert started(sim, seen) == [("Machine/m01", "install-os")]
+        assert status_commit(bare)[1]["m01"] == "Ready"

@@ -87,14 +87,18 @@ class FakeController:
     def __init__(self, settings: Settings, **_: Any) -> None:
         self.cycles = 0
         self.asked: list[tuple[bool, frozenset[str]]] = []
+        self.holds: list[bool] = []
         self.release = threading.Event()
         self.running = threading.Event()
         self.source = type("S", (), {"mirror": type("M", (), {"exists": False})()})()
         FakeController.instances.append(self)
 
-    async def cycle(self, *, full: bool = False, also: Collection[str] = ()) -> CycleResult:
+    async def cycle(
+        self, *, full: bool = False, also: Collection[str] = (), hold_failed: bool = False
+    ) -> CycleResult:
         self.cycles += 1
         self.asked.append((full, frozenset(also)))
+        self.holds.append(hold_failed)
         self.running.set()
         while not self.release.is_set():
             await asyncio.sleep(0.01)
@@ -135,6 +139,25 @@ def test_requests_during_a_cycle_queue_one_follow_up(tmp_path: Path) -> None:
     finally:
         assert scheduler.stop("test over", timeout=5)
     assert scheduler.request_cycle("sync") is None
+
+
+def test_only_cycles_the_clock_alone_asked_for_hold_failures_back(tmp_path: Path) -> None:
+    settings = Settings(repo=str(tmp_path), state_dir=tmp_path, interval=3600.0)
+    scheduler = Scheduler(settings, controller_factory=FakeController)
+    scheduler.start()  # the startup cycle: someone started the controller, try everything
+    fake = FakeController.instances[-1]
+    try:
+        for triggers in (["schedule"], ["schedule", "sync"], ["webhook:github"]):
+            assert fake.running.wait(5)
+            fake.running.clear()
+            for trigger in triggers:
+                scheduler.request_cycle(trigger)
+            fake.release.set()
+        assert fake.running.wait(5)
+        fake.release.set()
+        assert fake.holds == [False, True, False, False]
+    finally:
+        assert scheduler.stop("test over", timeout=5)
 
 
 def test_a_cycle_plans_the_waiting_events_and_is_full_after_events_were_shed(

@@ -51,8 +51,7 @@ import yaml
 
 from bench.plan_10k import converge
 from reconciler import load
-from reconciler.controller import subset
-from reconciler.desired import Desired
+from reconciler.desired import Desired, subset
 from reconciler.diff import LastApplied
 from reconciler.observe import observe
 from reconciler.plan import Plan, compute_plan

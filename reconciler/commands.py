@@ -22,13 +22,7 @@ from typing import Any
 import pygit2
 import structlog
 
-from reconciler.controller import (
-    Controller,
-    CycleResult,
-    failed_stages,
-    last_applied,
-    read_statuses,
-)
+from reconciler.controller import Controller, CycleResult
 from reconciler.desired import Desired
 from reconciler.diff import diff
 from reconciler.errors import Diagnostic, ReconcilerError
@@ -40,7 +34,9 @@ from reconciler.render import render_text, summary_line
 from reconciler.secrets import REDACTOR, redact_processor
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, StatusWriter
+from reconciler.source.readback import read_statuses
 from reconciler.source.tree import load_revision
+from reconciler.transitions import failed_stages, last_applied
 
 EXIT_OK, EXIT_ERROR = 0, 1
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -33,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-import yaml
 
 from reconciler.approvals import Decision, approver_names
 from reconciler.branch_plans import PLANS_DIR, BranchPlan, patterns_of, plan_files, watched_branches
-from reconciler.desired import Desired, ResolvedResource
-from reconciler.diff import Diff, LastApplied, diff
+from reconciler.desired import Desired, ResolvedResource, subset
+from reconciler.diff import Diff, diff
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
@@ -50,20 +48,28 @@ from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
 from reconciler.render import summary_line
 from reconciler.report import (
-    REPORTS_DIR,
-    STATUS_DIR,
     ControllerStatus,
     CycleReport,
-    DriftEntry,
     build_report,
 )
 from reconciler.scope import FullCycle, Scope, held_failures, revision_scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, SourceResult, StatusWriter
+from reconciler.source.readback import (
+    read_controller_conditions,
+    read_drift,
+    read_statuses,
+)
 from reconciler.source.writeback import WriteResult
-from reconciler.status import Condition, ResourceStatus
-from reconciler.transitions import audit_records, controller_conditions, next_statuses
+from reconciler.status import ResourceStatus
+from reconciler.transitions import (
+    audit_records,
+    controller_conditions,
+    failed_stages,
+    last_applied,
+    next_statuses,
+)
 
 
 @dataclass(frozen=True)
@@ -111,115 +117,6 @@ class CycleResult:
             return False
         failed = self.execution.failed if self.execution else []
         return not failed and not (self.resumed and self.resumed.failed)
-
-
-def status_tree(repo: pygit2.Repository, branch: str) -> pygit2.Tree | None:
-    """The tree of the status branch's tip in the mirror, or None before the first commit."""
-    try:
-        return repo.revparse_single(f"refs/heads/{branch}").peel(pygit2.Commit).tree
-    except (KeyError, ValueError, pygit2.GitError):
-        return None
-
-
-def read_statuses(
-    repo: pygit2.Repository,
-    branch: str,
-    cache: dict[pygit2.Oid, ResourceStatus | None] | None = None,
-) -> dict[str, ResourceStatus]:
-    """Every resource status on the status branch (what was last applied, and since when).
-
-    With a `cache` (blob id -> parsed status, kept across calls), a file unchanged
-    since the last read is not parsed again; the cache keeps only the blobs read now.
-    """
-    tree = status_tree(repo, branch)
-    if tree is None or STATUS_DIR not in tree:
-        return {}
-    statuses: dict[str, ResourceStatus] = {}
-    known = dict(cache) if cache is not None else {}
-    seen: dict[pygit2.Oid, ResourceStatus | None] = {}
-    for kind_entry in repo[tree[STATUS_DIR].id]:
-        if kind_entry.type_str != "tree":
-            continue
-        for entry in repo[kind_entry.id]:
-            if not entry.name.endswith(".yaml"):
-                continue
-            if entry.id in known:
-                status = known[entry.id]
-            else:
-                try:
-                    status = ResourceStatus.from_yaml(repo[entry.id].data.decode())
-                except Exception:  # a status file edited by hand is not worth failing over
-                    status = None
-            seen[entry.id] = status
-            if status is not None:
-                statuses[status.key] = status
-    if cache is not None:
-        cache.clear()
-        cache.update(seen)
-    return statuses
-
-
-def read_controller_conditions(repo: pygit2.Repository, branch: str) -> tuple[Condition, ...]:
-    tree = status_tree(repo, branch)
-    path = f"{STATUS_DIR}/controller.yaml"
-    try:
-        data = yaml.safe_load(repo[tree[path].id].data) if tree is not None else None
-        return tuple(Condition.model_validate(c) for c in (data or {}).get("conditions", []))
-    except (KeyError, ValueError, yaml.YAMLError):
-        return ()
-
-
-def read_drift(repo: pygit2.Repository, branch: str) -> list[DriftEntry]:
-    """The drift entries of the last drift report (kept for resources a targeted reconcile
-    did not look at)."""
-    tree = status_tree(repo, branch)
-    path = f"{REPORTS_DIR}/drift.json"
-    try:
-        data = json.loads(repo[tree[path].id].data) if tree is not None else {}
-    except (KeyError, ValueError):
-        return []
-    entries = []
-    for item in data.get("drifted", []):
-        since = item.get("since")
-        entries.append(
-            DriftEntry(
-                key=item["resource"],
-                since=datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-                if since
-                else None,
-                corrected=bool(item.get("corrected")),
-                reason=item.get("reason", ""),
-                fields=tuple(item.get("fields", ())),
-            )
-        )
-    return entries
-
-
-def last_applied(statuses: Mapping[str, ResourceStatus]) -> dict[str, LastApplied]:
-    return {
-        key: LastApplied(
-            fingerprint=s.last_applied_fingerprint,
-            declared=s.last_applied_declared or {},
-            revision=s.last_applied_revision,
-        )
-        for key, s in statuses.items()
-        if s.last_applied_fingerprint
-    }
-
-
-def failed_stages(statuses: Mapping[str, ResourceStatus]) -> dict[str, str]:
-    """The stage each resource's last apply failed at (it runs again next time)."""
-    return {
-        key: s.failure.stage
-        for key, s in statuses.items()
-        if s.phase == "Failed" and s.failure is not None
-    }
-
-
-def subset(desired: Desired, keys: set[str]) -> Desired:
-    return dataclasses.replace(
-        desired, resources={k: r for k, r in desired.resources.items() if k in keys}
-    )
 
 
 class Controller:
@@ -794,4 +691,4 @@ async def _close(providers: Mapping[str, Provider]) -> None:
             await provider.close()
 
 
-__all__ = ["Controller", "CycleResult", "read_drift", "read_statuses"]
+__all__ = ["Controller", "CycleResult"]

@@ -17,9 +17,10 @@ the resource. At each level, hooks under `"*"` come before those for the stage.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,14 @@ class Desired:
     pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
     stages: Mapping[str, Stage] = field(default_factory=dict)
     profiles: Mapping[str, Profile] = field(default_factory=dict)
+
+
+def subset(desired: Desired, keys: Collection[str]) -> Desired:
+    """`desired` with only the resources named in `keys` (a plan of part of the fleet)."""
+    wanted = keys if isinstance(keys, set | frozenset) else set(keys)
+    return dataclasses.replace(
+        desired, resources={k: r for k, r in desired.resources.items() if k in wanted}
+    )
 
 
 def canonical_json(value: Any) -> str:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.desired import Desired
-from reconciler.diff import Diff, ResourceDiff, Status
+from reconciler.diff import Diff, LastApplied, ResourceDiff, Status
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
 from reconciler.model.kinds import FailureBackoff
 from reconciler.observe import ObservedState
@@ -348,3 +348,28 @@ def controller_conditions(
     if source.force_pushed:
         message += " (the branch was rewritten: force-push followed)"
     return set_condition(conditions, "Ready", "True", "RevisionLoaded", message, now)
+
+
+# --- what the last statuses tell the next plan -------------------------------------
+
+
+def last_applied(statuses: Mapping[str, ResourceStatus]) -> dict[str, LastApplied]:
+    """What each resource looked like when last applied (diff tells Git changes from drift)."""
+    return {
+        key: LastApplied(
+            fingerprint=s.last_applied_fingerprint,
+            declared=s.last_applied_declared or {},
+            revision=s.last_applied_revision,
+        )
+        for key, s in statuses.items()
+        if s.last_applied_fingerprint
+    }
+
+
+def failed_stages(statuses: Mapping[str, ResourceStatus]) -> dict[str, str]:
+    """The stage each resource's last apply failed at (it runs again next time)."""
+    return {
+        key: s.failure.stage
+        for key, s in statuses.items()
+        if s.phase == "Failed" and s.failure is not None
+    }

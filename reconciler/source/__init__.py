@@ -10,6 +10,8 @@ The edges of the flow that talk to Git (pull at the start, report at the end)::
                   last good revision kept, force-push detection, why it is stale
     writeback.py  StatusWriter.write(): one commit per cycle on the status branch,
                   pushed with race handling, never forced; is_own_commit
+    readback.py   read_statuses & co.: the last status commit read back (statuses
+                  parsed once per blob, conditions, drift entries)
     backoff.py    Backoff, retry: bounded exponential backoff with jitter
 """
 

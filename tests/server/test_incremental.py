@@ -15,9 +15,10 @@ from pathlib import Path
 import pygit2
 import yaml
 
-from reconciler.controller import Controller, read_statuses
+from reconciler.controller import Controller
 from reconciler.providers.simulator import SimulatorProvider
 from reconciler.scope import FullCycle, Scope
+from reconciler.source.readback import read_statuses
 from reconciler.status import ResourceStatus
 from tests.server.conftest import declare, push, repo_files, settings_for
 

@@ -127,7 +127,9 @@ def headline(results: dict[str, tuple[Any, float | None, str]], quick: bool) -> 
     )
     for name in ("webhook_to_first_action_s", "commit_to_ready_s"):
         value = get("server", name, name.removesuffix("_s"))
-        figures[name] = _figure(value, "s", "small change in a 1,000-resource repository")
+        figures[name] = _figure(
+            value, "s", f"small change in a {'300' if quick else '1,000'}-resource repository"
+        )
     figures[f"peak_rss_{size}_mb"] = _figure(
         get("rss", f"peak_rss_{size}_mb"),
         "MB",

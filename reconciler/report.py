@@ -24,10 +24,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import yaml
-
 from reconciler.secrets import REDACTOR
-from reconciler.status import SAFE_DUMPER, Condition, ResourceStatus, worst_phase
+from reconciler.status import Condition, ResourceStatus, dump_yaml, worst_phase
 
 STATUS_DIR = "status"
 REPORTS_DIR = "reports"
@@ -90,9 +88,7 @@ class ControllerStatus:
                 "revision": self.invalid_revision,
                 "errors": list(self.errors),
             }
-        return yaml.dump(
-            REDACTOR.data(data), Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True
-        )
+        return dump_yaml(REDACTOR.data(data))
 
 
 @dataclass(frozen=True)
@@ -173,10 +169,10 @@ def build_report(
         f"{STATUS_DIR}/controller.yaml": controller.to_yaml().encode(),
     }
     for status in statuses.values():
-        redacted = ResourceStatus.model_validate(
-            REDACTOR.data(status.model_dump(mode="json", by_alias=True))
-        )
-        files[status_path(status.kind, status.name)] = redacted.to_yaml().encode()
+        # `ResourceStatus.to_yaml`'s data, redacted on the way (not dumped, redacted,
+        # validated and dumped again: a fifth of the time of a report).
+        data = REDACTOR.data(status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        files[status_path(status.kind, status.name)] = dump_yaml(data).encode()
     files[f"{REPORTS_DIR}/drift.md"] = drift_markdown(drift, controller.revision).encode()
     files[f"{REPORTS_DIR}/drift.json"] = drift_json(drift, controller.revision).encode()
     if audit and plan_hash:

@@ -27,9 +27,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from deepdiff import DeepDiff
-from deepdiff.helper import notpresent
-
 from reconciler.providers.base import Observation, OwnedResource
 from reconciler.secrets import REDACTED, REDACTOR
 
@@ -195,7 +192,7 @@ def _ignored(parts: Sequence[str], patterns: Sequence[Sequence[str]]) -> bool:
 
 
 def _redact(parts: Sequence[str], value: Any, secure: frozenset[str]) -> Any:
-    if value is _MISSING or value is notpresent:
+    if value is _MISSING:
         return None
     if secure and parts and parts[0] == "params":
         if len(parts) > 1 and parts[1] in secure:
@@ -206,17 +203,25 @@ def _redact(parts: Sequence[str], value: Any, secure: frozenset[str]) -> Any:
 
 
 def _differences(declared: Any, observed: Any, base: list[str]) -> list[tuple[list[str], Any, Any]]:
-    """(path parts, declared, observed) for every leaf that differs under `base`."""
+    """(path parts, declared, observed) for every leaf that differs under `base`;
+    a side that has no value there is `_MISSING`."""
     if observed is _MISSING or not (
         isinstance(declared, Mapping | list) and isinstance(observed, Mapping | list)
     ):
         return [(base, declared, observed)]
+    # Imported here: a tenth of a second of start-up (numpy with it), and a cycle whose
+    # resources are all in sync or all new never gets this far.
+    from deepdiff import DeepDiff
+    from deepdiff.helper import notpresent
+
     tree = DeepDiff(declared, observed, view="tree", verbose_level=2)
     out = []
     for items in tree.values():
         for item in items:
             rel = [str(p) for p in item.path(output_format="list")]
-            out.append((base + rel, item.t1, item.t2))
+            t1 = _MISSING if item.t1 is notpresent else item.t1
+            t2 = _MISSING if item.t2 is notpresent else item.t2
+            out.append((base + rel, t1, t2))
     out.sort(key=lambda d: d[0])
     return out
 
@@ -289,9 +294,9 @@ def diff_resource(
             )
             cause = Cause.DRIFT if applied else Cause.GIT
             absent = None
-            if o_value is _MISSING or o_value is notpresent:
+            if o_value is _MISSING:
                 absent = "observed"
-            elif d_value is _MISSING or d_value is notpresent:
+            elif d_value is _MISSING:
                 absent = "declared"
             fields.append(
                 FieldDiff(

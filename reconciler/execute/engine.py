@@ -54,6 +54,9 @@ DECOMMISSION_TASK = ProviderActionTask(
     name="decommission", type="provider", action="decommission", timeout=3600.0
 )
 
+CLIENT_TASK_TYPES = frozenset({"http", "notify"})
+"""Task types that send through the execution's shared HTTP client (`web.client_for`)."""
+
 
 class _Stopped(Exception):
     """A stop was requested while a task waited for a concurrency slot: it never started."""
@@ -169,8 +172,15 @@ class Executor:
         }
         done: dict[str, asyncio.Event] = {a.key: asyncio.Event() for a in actions}
         outcomes: dict[str, ResourceOutcome] = {}
-        limits = httpx.Limits(max_connections=self.concurrency)
-        async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            client = None
+            # Made only for a plan that has HTTP tasks: a client's transport imports
+            # httpcore (and trio where installed), a tenth of a second of an apply.
+            if self._sends_http(actions):
+                limits = httpx.Limits(max_connections=self.concurrency)
+                client = await stack.enter_async_context(
+                    httpx.AsyncClient(limits=limits, follow_redirects=False)
+                )
             run = _Run(self, plan, execution, global_limit, provider_limits, client)
 
             async def one(action: PlannedAction) -> None:
@@ -197,6 +207,20 @@ class Executor:
             execution, plan.content_hash, dict(sorted(outcomes.items())), stopped
         )
 
+    def _sends_http(self, actions: list[PlannedAction]) -> bool:
+        """Whether a task of `actions` is of a type in `CLIENT_TASK_TYPES`."""
+        for action in actions:
+            resolved = self.desired.resources.get(action.key)
+            if action.operation is Operation.DECOMMISSION or resolved is None:
+                continue  # the provider's decommission task
+            stages = {s.name: s for s in resolved.stages}
+            for stage in action.stages:
+                tasks = stages[stage].tasks if stage in stages else {}
+                for point in TASK_POINTS:
+                    if any(t.type in CLIENT_TASK_TYPES for t in tasks.get(point, ())):
+                        return True
+        return False
+
 
 @dataclass
 class _Run:
@@ -207,7 +231,8 @@ class _Run:
     execution: str
     global_limit: asyncio.Semaphore
     provider_limits: Mapping[str, asyncio.Semaphore]
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient | None
+    """Shared by the HTTP tasks; None when the plan has none (a task then makes its own)."""
 
     blocked_creates: dict[str, str] = field(default_factory=dict)
     """Why a resource's create is blocked in this plan (approval, guardrail), by key."""

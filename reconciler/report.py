@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -51,7 +51,13 @@ class AuditRecord:
     approvers: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(REDACTOR.data(asdict(self)), sort_keys=True, separators=(",", ":"))
+        # Its fields by name, not `asdict`: that deep-copies every value, and a cycle
+        # writes one record per task (3,000 for 1,000 machines of 3 stages).
+        data = {name: getattr(self, name) for name in _AUDIT_FIELDS}
+        return json.dumps(REDACTOR.data(data), sort_keys=True, separators=(",", ":"))
+
+
+_AUDIT_FIELDS = tuple(f.name for f in fields(AuditRecord))
 
 
 @dataclass(frozen=True)

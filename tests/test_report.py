@@ -64,11 +64,22 @@ def test_audit_is_a_new_file_per_cycle() -> None:
         result="succeeded",
         started="2026-11-29T21:00:00Z",
         finished="2026-11-29T21:01:00Z",
+        approvers=("bob",),
     )
     report = _report(audit=[record])
     path = "audit/2026/11/29/20261129T210000Z-ffffffffffff.jsonl"
     assert json.loads(report.files[path])["task"] == "install"
     assert path not in report.managed_prefixes
+    # One line per record, every field, keys sorted: the format `reconciler audit` reads.
+    assert (
+        report.files[path]
+        == (
+            '{"approvers":["bob"],"author":"Ada","finished":"2026-11-29T21:01:00Z","message":"",'
+            '"operation":"create","operation_id":null,"plan_hash":"' + "f" * 64 + '",'
+            '"resource":"Machine/m1","result":"succeeded","revision":"' + SHA + '",'
+            '"stage":"install-os","started":"2026-11-29T21:00:00Z","task":"install"}\n'
+        ).encode()
+    )
 
 
 def test_drift_report_names_fields_and_since() -> None:

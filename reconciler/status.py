@@ -19,66 +19,99 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.events import (
+    DocumentEndEvent,
+    DocumentStartEvent,
+    Event,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+)
+from yaml.representer import SafeRepresenter
 
 # libyaml's emitter and parser when PyYAML has them: the same text, several times
 # faster (a cycle writes and reads one status file per resource).
 SAFE_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_STR, _INT, _BOOL, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "bool", "null"))
-_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
+_IMPLICIT: dict[str | None, list[tuple[str, Any]]] = SAFE_DUMPER.yaml_implicit_resolvers
+_FLOATS = SafeRepresenter()
 
 
 class _NotJson(Exception):
-    """The data holds something `_JsonDumper` leaves to PyYAML's own representer."""
+    """The data holds something `dump_yaml` leaves to PyYAML's representer."""
 
 
-class _JsonDumper(SAFE_DUMPER):  # type: ignore[misc]
-    """SAFE_DUMPER with a shortcut for JSON-like data (dict, list, str, int, float, bool,
-    None): the nodes PyYAML's representer would build, built directly.
+def _plain_tag(value: str) -> str:
+    """The tag a plain scalar `value` reads back as (the dumper's resolver, without
+    its per-call overhead): whether the emitter may leave it unquoted."""
+    for tag, regexp in (*_IMPLICIT.get(value[:1], ()), *_IMPLICIT.get(None, ())):
+        if regexp.match(value):
+            return tag
+    return _STR
 
-    Its generic representer (alias bookkeeping, a type lookup per value) took most of
-    the time of a status file, which a cycle writes once per resource. Anything else
-    (tuples, dates, subclasses, one container reached twice, which PyYAML writes as
-    an alias) goes to that representer whole, so the text is always PyYAML's.
-    """
 
-    def represent(self, data: Any) -> None:
-        try:
-            node = self._node(data, set())
-        except _NotJson:
-            super().represent(data)
-            return
-        self.serialize(node)
+def _scalar(tag: str, value: str) -> ScalarEvent:
+    # What PyYAML's serializer sends for a node of `tag`: implicit (tag left out) when
+    # the value reads back as that tag plain, or, for strings, quoted.
+    return ScalarEvent(None, tag, (_plain_tag(value) == tag, tag == _STR), value)
 
-    def _node(self, data: Any, seen: set[int]) -> Node:
-        kind = type(data)
-        if kind is str:
-            return ScalarNode(_STR, data)
-        if kind is dict or kind is list:
-            if id(data) in seen:
-                raise _NotJson
-            seen.add(id(data))
-            if kind is list:
-                return SequenceNode(_SEQ, [self._node(v, seen) for v in data], flow_style=False)
-            items = [(self._node(k, seen), self._node(v, seen)) for k, v in data.items()]
-            return MappingNode(_MAP, items, flow_style=False)
-        if data is None:
-            return ScalarNode(_NULL, "null")
-        if kind is bool:
-            return ScalarNode(_BOOL, "true" if data else "false")
-        if kind is int:
-            return ScalarNode(_INT, str(data))
-        if kind is float:  # never an alias; PyYAML's spelling of inf, nan and exponents
-            return self.represent_data(data)  # type: ignore[no-any-return]
+
+def _events(data: Any, out: list[Event], seen: set[int]) -> None:
+    kind = type(data)
+    if kind is str:
+        out.append(_scalar(_STR, data))
+    elif kind is dict or kind is list:
+        if id(data) in seen:  # PyYAML writes an anchor and an alias
+            raise _NotJson
+        seen.add(id(data))
+        if kind is dict:
+            out.append(MappingStartEvent(None, _TAG + "map", True, flow_style=False))
+            for key, value in data.items():
+                _events(key, out, seen)
+                _events(value, out, seen)
+            out.append(MappingEndEvent())
+        else:
+            out.append(SequenceStartEvent(None, _TAG + "seq", True, flow_style=False))
+            for value in data:
+                _events(value, out, seen)
+            out.append(SequenceEndEvent())
+    elif data is None:
+        out.append(_scalar(_NULL, "null"))
+    elif kind is bool:
+        out.append(_scalar(_BOOL, "true" if data else "false"))
+    elif kind is int:
+        out.append(_scalar(_INT, str(data)))
+    elif kind is float:  # PyYAML's spelling of inf, nan and exponents
+        out.append(_scalar(_FLOAT, _FLOATS.represent_float(data).value))
+    else:
         raise _NotJson
 
 
 def dump_yaml(data: Any) -> str:
     """Block-style YAML of `data`, keys in their order: the text of
-    `yaml.dump(data, Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True)`, faster."""
-    return yaml.dump(data, Dumper=_JsonDumper, sort_keys=False, allow_unicode=True)
+    `yaml.dump(data, Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True)`, faster.
+
+    JSON-like data (dict, list, str, int, float, bool, None) goes to the emitter as
+    the events PyYAML's representer and serializer would produce, without their
+    per-value work (a node each, the resolver called from C twice per scalar): that
+    was most of the time of a status file, written once per resource each cycle.
+    Anything else (tuples, dates, subclasses, one container reached twice) is
+    dumped by PyYAML itself, so the text is always PyYAML's.
+    """
+    events: list[Event] = [StreamStartEvent(), DocumentStartEvent(explicit=False)]
+    try:
+        _events(data, events, set())
+    except _NotJson:
+        return yaml.dump(data, Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True)
+    events += [DocumentEndEvent(explicit=False), StreamEndEvent()]
+    return yaml.emit(events, Dumper=SAFE_DUMPER, allow_unicode=True)  # type: ignore[no-any-return]
 
 
 ConditionType = Literal["Ready", "Reconciling", "Drifted", "Stalled", "Failed"]

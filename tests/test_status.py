@@ -86,7 +86,7 @@ JSON_LIKE = st.recursive(
     SCALARS,
     lambda inner: (
         st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=12) | TRICKY | st.integers(), inner, max_size=4)
+        | st.dictionaries(st.text(max_size=12) | SCALARS, inner, max_size=4)
     ),
     max_leaves=30,
 )

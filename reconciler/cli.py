@@ -7,6 +7,7 @@ with `--output json`). No logic of its own lives here.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from enum import StrEnum
@@ -294,6 +295,11 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        # Whatever the command leaves (an apply of 1,000 resources: their desired state,
+        # plan and statuses) goes with the process; out of the collector's reach, the
+        # interpreter's exit does not traverse it in full collections (0.1 s).
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ The simulator stands in for the fleet, as in the demo.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import subprocess
@@ -115,6 +116,7 @@ class Fleet:
 
     def apply(self) -> None:
         assert run_apply(self.settings, quiet=True) == 0
+        assert gc.get_freeze_count() == 0  # the cycle's freeze is given back in-process
 
     def status_file(self, path: str) -> str:
         return git("--git-dir", str(self.bare), "show", f"reconciler/status:{path}")

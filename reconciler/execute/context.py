@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from reconciler.execute.tasklog import NULL_LOG, TaskLog
 from reconciler.execute.template import TemplateVars
+
+if TYPE_CHECKING:
+    import httpx
 
 ProviderAction = Callable[[str, dict[str, Any], str], Awaitable[Mapping[str, Any]]]
 """``(action, args, idempotency_key) -> result``: start the action and poll it until done.

@@ -30,10 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
-
-import httpx
 
 from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
 from reconciler.execute.context import TaskContext, TaskResult
@@ -46,6 +44,9 @@ from reconciler.plan import Operation, Plan, PlannedAction
 from reconciler.providers.base import ActionRequest, Provider, ResourceRef
 from reconciler.providers.operations import observe_one, run_action
 from reconciler.secrets import REDACTOR
+
+if TYPE_CHECKING:
+    import httpx
 
 ResultKind = Literal["succeeded", "failed", "skipped"]
 EventSink = Callable[[dict[str, Any]], None]
@@ -174,9 +175,11 @@ class Executor:
         outcomes: dict[str, ResourceOutcome] = {}
         async with contextlib.AsyncExitStack() as stack:
             client = None
-            # Made only for a plan that has HTTP tasks: a client's transport imports
-            # httpcore (and trio where installed), a tenth of a second of an apply.
+            # Made only for a plan that has HTTP tasks: httpx and a client's transport
+            # (httpcore, trio where installed) are a tenth of a second of an apply.
             if self._sends_http(actions):
+                import httpx
+
                 limits = httpx.Limits(max_connections=self.concurrency)
                 client = await stack.enter_async_context(
                     httpx.AsyncClient(limits=limits, follow_redirects=False)

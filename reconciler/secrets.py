@@ -29,6 +29,7 @@ class Redactor:
 
     def __init__(self) -> None:
         self._values: set[str] = set()
+        self._scrubbed: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
@@ -37,10 +38,15 @@ class Redactor:
         if value:
             with self._lock:
                 self._values.add(value)
+                # Longest first (a secret that contains another goes whole), sorted here
+                # once rather than for every string scrubbed: a cycle scrubs 100,000s.
+                self._scrubbed = tuple(
+                    v for v in sorted(self._values, key=len, reverse=True) if len(v) >= 4
+                )
 
     def text(self, text: str) -> str:
-        for value in sorted(self._values, key=len, reverse=True):
-            if len(value) >= 4 and value in text:
+        for value in self._scrubbed:
+            if value in text:
                 text = text.replace(value, REDACTED)
         return text
 

@@ -12,6 +12,7 @@ A cycle's overall health is the worst of its resources' (worst wins).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from enum import IntEnum
 from typing import Any, Literal
@@ -40,8 +41,19 @@ SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
-_IMPLICIT: dict[str | None, list[tuple[str, Any]]] = SAFE_DUMPER.yaml_implicit_resolvers
 _FLOATS = SafeRepresenter()
+# The dumper's implicit resolvers by first character, those for any character appended
+# (PyYAML's resolver assembles that list on each of its two calls per scalar).
+_WILDCARD = tuple(SAFE_DUMPER.yaml_implicit_resolvers.get(None, ()))
+_RESOLVERS: dict[str, tuple[tuple[str, Any], ...]] = {
+    first: (*resolvers, *_WILDCARD)
+    for first, resolvers in SAFE_DUMPER.yaml_implicit_resolvers.items()
+    if first is not None
+}
+# The emitter only reads events: one of each serves every container and constant.
+_MAP_START = MappingStartEvent(None, _TAG + "map", True, flow_style=False)
+_SEQ_START = SequenceStartEvent(None, _TAG + "seq", True, flow_style=False)
+_MAP_END, _SEQ_END = MappingEndEvent(), SequenceEndEvent()
 
 
 class _NotJson(Exception):
@@ -49,9 +61,9 @@ class _NotJson(Exception):
 
 
 def _plain_tag(value: str) -> str:
-    """The tag a plain scalar `value` reads back as (the dumper's resolver, without
-    its per-call overhead): whether the emitter may leave it unquoted."""
-    for tag, regexp in (*_IMPLICIT.get(value[:1], ()), *_IMPLICIT.get(None, ())):
+    """The tag a plain scalar `value` reads back as: whether the emitter may leave it
+    unquoted."""
+    for tag, regexp in _RESOLVERS.get(value[:1], _WILDCARD):
         if regexp.match(value):
             return tag
     return _STR
@@ -63,29 +75,34 @@ def _scalar(tag: str, value: str) -> ScalarEvent:
     return ScalarEvent(None, tag, (_plain_tag(value) == tag, tag == _STR), value)
 
 
+# Keys and many values recur in every status file of a cycle.
+_str_event = functools.lru_cache(maxsize=4096)(functools.partial(_scalar, _STR))
+_NULL_EVENT, _TRUE, _FALSE = _scalar(_NULL, "null"), _scalar(_BOOL, "true"), _scalar(_BOOL, "false")
+
+
 def _events(data: Any, out: list[Event], seen: set[int]) -> None:
     kind = type(data)
     if kind is str:
-        out.append(_scalar(_STR, data))
+        out.append(_str_event(data))
     elif kind is dict or kind is list:
         if id(data) in seen:  # PyYAML writes an anchor and an alias
             raise _NotJson
         seen.add(id(data))
         if kind is dict:
-            out.append(MappingStartEvent(None, _TAG + "map", True, flow_style=False))
+            out.append(_MAP_START)
             for key, value in data.items():
                 _events(key, out, seen)
                 _events(value, out, seen)
-            out.append(MappingEndEvent())
+            out.append(_MAP_END)
         else:
-            out.append(SequenceStartEvent(None, _TAG + "seq", True, flow_style=False))
+            out.append(_SEQ_START)
             for value in data:
                 _events(value, out, seen)
-            out.append(SequenceEndEvent())
+            out.append(_SEQ_END)
     elif data is None:
-        out.append(_scalar(_NULL, "null"))
+        out.append(_NULL_EVENT)
     elif kind is bool:
-        out.append(_scalar(_BOOL, "true" if data else "false"))
+        out.append(_TRUE if data else _FALSE)
     elif kind is int:
         out.append(_scalar(_INT, str(data)))
     elif kind is float:  # PyYAML's spelling of inf, nan and exponents

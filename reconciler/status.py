@@ -75,15 +75,16 @@ def _scalar(tag: str, value: str) -> ScalarEvent:
     return ScalarEvent(None, tag, (_plain_tag(value) == tag, tag == _STR), value)
 
 
-# Keys and many values recur in every status file of a cycle.
-_str_event = functools.lru_cache(maxsize=4096)(functools.partial(_scalar, _STR))
+# Keys and many values recur in every status file of a cycle; short ones are kept.
+_short_str_event = functools.lru_cache(maxsize=4096)(functools.partial(_scalar, _STR))
+_SHORT = 64
 _NULL_EVENT, _TRUE, _FALSE = _scalar(_NULL, "null"), _scalar(_BOOL, "true"), _scalar(_BOOL, "false")
 
 
 def _events(data: Any, out: list[Event], seen: set[int]) -> None:
     kind = type(data)
     if kind is str:
-        out.append(_str_event(data))
+        out.append(_short_str_event(data) if len(data) <= _SHORT else _scalar(_STR, data))
     elif kind is dict or kind is list:
         if id(data) in seen:  # PyYAML writes an anchor and an alias
             raise _NotJson

@@ -231,7 +231,12 @@ def _print_cycle(result: CycleResult) -> None:
 def run_apply(settings: Settings, *, quiet: bool = False) -> int:
     # What exists before the cycle (modules, classes: tens of thousands of objects) outlives
     # it: kept out of its full collections, which then traverse only what the cycle made.
+    # And a cycle allocates millions of short-lived objects, few of them in reference
+    # cycles: the young generation is collected every 20,000 allocations, not 700
+    # (a third of the collector's time in an apply of 1,000; mypy does the same).
+    thresholds = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(20_000, *thresholds[1:])
     try:
         show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
         with Controller(settings, on_event=_Progress(), on_plan=show_plan) as controller:
@@ -240,6 +245,7 @@ def run_apply(settings: Settings, *, quiet: bool = False) -> int:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
     if not quiet:
         _print_cycle(result)

@@ -115,8 +115,10 @@ class Fleet:
         target.write_text(text.replace(old, new, 1))
 
     def apply(self) -> None:
+        thresholds = gc.get_threshold()
         assert run_apply(self.settings, quiet=True) == 0
-        assert gc.get_freeze_count() == 0  # the cycle's freeze is given back in-process
+        # The cycle's collector settings are given back to an in-process caller.
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
 
     def status_file(self, path: str) -> str:
         return git("--git-dir", str(self.bare), "show", f"reconciler/status:{path}")

@@ -222,9 +222,14 @@ class StatusWriter:
         for path in existing:
             if top_dir(path) in replaced and path not in files:
                 index.remove(path)
+        # Hashed, not written: only blobs the tip does not hold yet are stored (a cycle's
+        # unchanged status files cost no object-database write).
+        held = set(existing.values())
         for path, data in files.items():
-            blob = repo.create_blob(data)
+            blob = pygit2.hash(data)
             if top_dir(path) in APPEND_ONLY_DIRS and existing.get(path, blob) != blob:
                 raise PermanentError(f"{path} exists with other content: audit/ is append-only")
+            if blob not in held:
+                repo.create_blob(data)
             index.add(pygit2.IndexEntry(path, blob, FileMode.BLOB))
         return index.write_tree(repo)

@@ -174,3 +174,23 @@ def test_paths_outside_the_controller_folders_are_refused() -> None:
     assert check_path("status/Machine/m1.yaml") == "status/Machine/m1.yaml"
     message = format_message("reconcile abc", {"Reconciled-Revision": "abc", "Resources": "3"})
     assert parse_trailers(message) == {"Reconciled-Revision": "abc", "Resources": "3"}
+
+
+def test_a_first_cycle_of_many_resources_pushes_every_file(
+    daemon: Server, human_factory, tmp_path: Path
+) -> None:
+    source = ready_source(daemon, human_factory, tmp_path)
+    writer = StatusWriter(source.mirror)
+    files = {f"status/Machine/m{i:04d}.yaml": f"name: m{i:04d}\n".encode() for i in range(300)}
+    files["reports/drift.md"] = b"none\n"
+
+    assert writer.write(files, message="cycle 1").changed
+    assert remote_files(daemon, STATUS) == files
+
+    # The next cycle changes one file: the other 299 are the tip's blobs, not written again.
+    files["status/Machine/m0007.yaml"] = b"name: m0007\nphase: Failed\n"
+    assert writer.write(files, message="cycle 2").changed
+    assert remote_files(daemon, STATUS) == files
+    assert not writer.write(files, message="cycle 3").changed
+    for repo in (source.mirror.path, daemon.bare):
+        git("fsck", "--full", "--no-dangling", cwd=repo)

@@ -47,11 +47,7 @@ from reconciler.plan import Plan, relative_to
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
 from reconciler.render import summary_line
-from reconciler.report import (
-    ControllerStatus,
-    CycleReport,
-    build_report,
-)
+from reconciler.report import ControllerStatus, CycleReport, StatusFiles, build_report
 from reconciler.scope import FullCycle, Scope, held_failures, revision_scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
@@ -146,6 +142,8 @@ class Controller:
         self.last: CycleResult | None = None
         self.decision: Decision | None = None
         self._rules_from: tuple[str, Desired | None] | None = None
+        self._status_files = StatusFiles()
+        """Status file text of the last cycle: only changed statuses are dumped again."""
         self._status_blobs: dict[pygit2.Oid, ResourceStatus | None] = {}
         """Parsed status files by blob id: a cycle parses only the ones that changed."""
         self._in_force: Desired | None = None
@@ -654,6 +652,7 @@ class Controller:
             else "No plan: no declared revision is in force.",
             author=author,
             now=now,
+            status_files=self._status_files,
         )
         files, replaced = dict(report.files), report.managed_prefixes
         if result.branch_plans is not None:

@@ -31,6 +31,8 @@ class Redactor:
         self._values: set[str] = set()
         self._scrubbed: tuple[str, ...] = ()
         self._lock = threading.Lock()
+        self.generation = 0
+        """Grows with every secret added: text redacted before may hold the new one."""
 
     def add(self, value: str) -> None:
         # Very short values would redact ordinary text ("a", "1"): still hidden where
@@ -43,6 +45,7 @@ class Redactor:
                 self._scrubbed = tuple(
                     v for v in sorted(self._values, key=len, reverse=True) if len(v) >= 4
                 )
+                self.generation += 1
 
     def text(self, text: str) -> str:
         for value in self._scrubbed:

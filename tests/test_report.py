@@ -105,3 +105,25 @@ def test_canary_secret_never_written() -> None:
     for data in report.files.values():
         assert canary.encode() not in data
     assert canary not in report.message
+
+
+def test_status_files_are_dumped_again_only_when_a_status_changed() -> None:
+    from reconciler.report import StatusFiles, status_file
+
+    def status(phase: str, note: str = "") -> ResourceStatus:
+        return ResourceStatus(kind="Machine", name="m7", phase=phase, observed={"note": note})
+
+    files = StatusFiles()
+    first = files([status("Ready"), status("Ready").model_copy(update={"name": "m8"})])
+    assert first["status/Machine/m7.yaml"] == status_file(status("Ready"))
+    again = files([status("Ready")])  # equal, not the same object: the text is reused
+    assert again["status/Machine/m7.yaml"] is first["status/Machine/m7.yaml"]
+    assert list(again) == ["status/Machine/m7.yaml"]  # what is gone is gone
+    changed = files([status("Failed")])
+    assert b"phase: Failed" in changed["status/Machine/m7.yaml"]
+
+    # A secret learned after a text was rendered: that text is not reused.
+    canary = "canary-status-files-5d1e"
+    assert canary.encode() in files([status("Ready", canary)])["status/Machine/m7.yaml"]
+    REDACTOR.add(canary)
+    assert canary.encode() not in files([status("Ready", canary)])["status/Machine/m7.yaml"]

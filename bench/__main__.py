@@ -4,7 +4,7 @@ Runs each benchmark module in its own process (so peak memory is per figure),
 then prints one table of the headline figures, each with its unit and the ratio
 to a reference measured in the same run (these machines are shared and noisy:
 ratios and medians, not single absolute times). Names are stable so figures can
-be tracked over time. `--quick` (about two minutes on 2 cores) uses smaller
+be tracked over time. `--quick` (under a minute on 2 cores) uses smaller
 repositories; figure names then carry the size they were measured at.
 
 Nothing here fails on a timing: a benchmark that cannot run says why in its row.
@@ -124,6 +124,15 @@ def headline(results: dict[str, tuple[Any, float | None, str]], quick: bool) -> 
     throughput = get("apply", "apply_throughput_vs_ideal")
     figures["apply_throughput_vs_ideal"] = _figure(
         throughput, "x", "ops x latency / concurrency; target >= 0.8", throughput
+    )
+    apply_size = "200" if quick else "1k"
+    process = get("apply", f"apply_{apply_size}_throughput_vs_ideal")
+    figures["apply_process_vs_ideal"] = _figure(
+        process,
+        "x",
+        f"a whole `reconciler apply` process ({apply_size} machines: start-up, load, plan, "
+        "execute, status commit) / the same ideal",
+        process,
     )
     for name in ("webhook_to_first_action_s", "commit_to_ready_s"):
         value = get("server", name, name.removesuffix("_s"))

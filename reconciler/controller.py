@@ -382,6 +382,8 @@ class Controller:
             source.load.desired, revision=source.revision.sha if source.revision else None
         )
         held = held_failures(desired, previous, now) if hold_failed else {}
+        # A provider event about a held resource is news (its BMC answers again): tried.
+        held = {key: until for key, until in held.items() if key not in also}
         base = dataclasses.replace(base, held=held)
         scope = self._scope(desired, previous, resumed=resumed is not None, full=full, also=also)
         if isinstance(scope, Scope):

@@ -180,7 +180,8 @@ def test_scheduled_cycles_leave_a_failure_alone_until_its_backoff_runs_out(
 ) -> None:
     flags = tmp_path / "flags"
     flags.mkdir()
-    (flags / "m01").touch()
+    for name in ("m01", "m02"):
+        (flags / name).touch()
     files = repo_files(3)
     files["stages.yaml"] += f"""\
     - name: check
@@ -194,18 +195,28 @@ def test_scheduled_cycles_leave_a_failure_alone_until_its_backoff_runs_out(
     with Controller(settings_for(bare, state)) as controller:
         first = asyncio.run(controller.cycle(hold_failed=True))
         assert not first.ok and first.held == {}
-        failure = first.statuses["Machine/m01"].failure
-        assert failure is not None and failure.attempts == 1 and failure.retry_at is not None
+        retry_at = {}
+        for key in ("Machine/m01", "Machine/m02"):
+            failure = first.statuses[key].failure
+            assert failure is not None and failure.attempts == 1 and failure.retry_at is not None
+            retry_at[key] = failure.retry_at
 
-        (flags / "m01").unlink()  # the cause is gone, but the clock has not run out
+        for name in ("m01", "m02"):  # the cause is gone, but the clock has not run out
+            (flags / name).unlink()
         sim = SimulatorProvider.open(state, name="sim", repository=str(bare))
         seen = len(sim.action_log())
         scheduled = asyncio.run(controller.cycle(hold_failed=True))
-        assert scheduled.held == {"Machine/m01": failure.retry_at}
+        assert scheduled.held == retry_at
         assert started(sim, seen) == []
-        assert status_commit(bare)[1] == {"m00": "Ready", "m01": "Failed", "m02": "Ready"}
+        assert status_commit(bare)[1] == {"m00": "Ready", "m01": "Failed", "m02": "Failed"}
+
+        # A provider event about m01 waiting when the scheduled cycle began: m01 is tried.
+        evented = asyncio.run(controller.cycle(hold_failed=True, also={"Machine/m01"}))
+        assert evented.held == {"Machine/m02": retry_at["Machine/m02"]}
+        assert started(sim, seen) == [("Machine/m01", "install-os")]
+        assert status_commit(bare)[1] == {"m00": "Ready", "m01": "Ready", "m02": "Failed"}
 
         asked = asyncio.run(controller.cycle())  # POST /sync, a push, `apply`: at once
         assert asked.ok and asked.held == {}
-        assert started(sim, seen) == [("Machine/m01", "install-os")]
-        assert status_commit(bare)[1]["m01"] == "Ready"
+        assert started(sim, seen)[1:] == [("Machine/m02", "install-os")]
+        assert status_commit(bare)[1]["m02"] == "Ready"

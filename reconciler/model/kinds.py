@@ -355,8 +355,8 @@ class FailureBackoff(Strict):
     """How long scheduled cycles leave a failed resource alone before trying it again.
 
     `initial` after its first failure, doubled after each further one, at most
-    `maximum`. A change to the resource in Git, `POST /sync`, a push and
-    `reconciler apply` try it again at once.
+    `maximum`. A change to the resource in Git, `POST /sync`, a push, a provider
+    event about it and `reconciler apply` try it again at once.
     """
 
     initial: Duration = 60.0

@@ -46,8 +46,9 @@ def plan_once(
     providers: dict[str, Any],
     last_applied: dict[str, LastApplied] | None = None,
     previous: Mapping[str, Collection[str]] | None = None,
+    list_owned: Collection[str] | None = None,
 ) -> tuple[Plan, ObservedState]:
-    seen = asyncio.run(observe(desired, providers, previous=previous))
+    seen = asyncio.run(observe(desired, providers, previous=previous, list_owned=list_owned))
     return compute_plan(desired, seen, last_applied=last_applied), seen
 
 

@@ -49,12 +49,12 @@ from typing import Any
 import pygit2
 import yaml
 
-from bench.plan_10k import converge
+from bench.plan_10k import converge, plan_once
 from reconciler import load
 from reconciler.desired import Desired, subset
 from reconciler.diff import LastApplied
 from reconciler.observe import observe
-from reconciler.plan import Plan, compute_plan
+from reconciler.plan import Plan
 from reconciler.providers import open_providers
 from reconciler.scope import Scope, revision_scope
 from reconciler.source import DeclaredSource, GitAccess, Mirror, SourceResult
@@ -193,8 +193,7 @@ def run(resources: int, changes: int) -> dict[str, Any]:
             target = desired if keys is None else subset(desired, set(keys))
             # As the controller does: nothing removed, so no provider lists what it owns.
             listed = None if keys is None else ()
-            seen = asyncio.run(observe(target, providers, previous=existing, list_owned=listed))
-            return compute_plan(target, seen, last_applied=last)
+            return plan_once(target, providers, last, existing, list_owned=listed)[0]
 
         fetch_times: list[float] = []
         load_times: list[float] = []

@@ -43,6 +43,18 @@ def status_commit(bare: Path) -> tuple[str, dict[str, str], list[str]]:
     return commit.message, phases, [d["resource"] for d in drift["drifted"] if not d["corrected"]]
 
 
+def with_failing_check(files: dict[str, str], flags: Path) -> None:
+    """A second task in install-os that fails while a flag file named for the machine
+    exists in `flags` (a real process, one attempt)."""
+    files["stages.yaml"] += f"""\
+    - name: check
+      type: command
+      argv: [{sys.executable}, -c, "import os, sys; sys.exit(os.path.exists(sys.argv[1]))",
+             "{flags}/${{resource.name}}"]
+      retry: {{attempts: 1}}
+"""
+
+
 def started(sim: SimulatorProvider, since: int) -> list[tuple[str, str]]:
     return [(e["key"], e["action"]) for e in sim.action_log()[since:] if e["event"] == "started"]
 
@@ -99,14 +111,7 @@ def test_a_failed_resource_is_planned_again_with_the_next_head(tmp_path: Path) -
     flags = tmp_path / "flags"
     flags.mkdir()
     files = repo_files(4)
-    # A second task fails while a flag file for the machine exists (a real process).
-    files["stages.yaml"] += f"""\
-    - name: check
-      type: command
-      argv: [{sys.executable}, -c, "import os, sys; sys.exit(os.path.exists(sys.argv[1]))",
-             "{flags}/${{resource.name}}"]
-      retry: {{attempts: 1}}
-"""
+    with_failing_check(files, flags)
     bare = declare(tmp_path, files)
     state = tmp_path / "state"
     with Controller(settings_for(bare, state, full_resync_interval=3600.0)) as controller:
@@ -183,13 +188,7 @@ def test_scheduled_cycles_leave_a_failure_alone_until_its_backoff_runs_out(
     for name in ("m01", "m02"):
         (flags / name).touch()
     files = repo_files(3)
-    files["stages.yaml"] += f"""\
-    - name: check
-      type: command
-      argv: [{sys.executable}, -c, "import os, sys; sys.exit(os.path.exists(sys.argv[1]))",
-             "{flags}/${{resource.name}}"]
-      retry: {{attempts: 1}}
-"""
+    with_failing_check(files, flags)
     bare = declare(tmp_path, files)
     state = tmp_path / "state"
     with Controller(settings_for(bare, state)) as controller:

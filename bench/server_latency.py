@@ -195,7 +195,8 @@ def run(resources: int, changes: int, latency: float) -> dict[str, Any]:
                 def all_ready(names: list[str] = picked, sha: str = sha) -> bool:
                     for name in names:
                         got = client.get(f"/api/v1/resources/Machine/{name}").json()
-                        if got.get("phase") != "Ready" or got.get("lastAppliedRevision") != sha:
+                        applied = (got.get("lastApplied") or {}).get("revision")
+                        if got.get("phase") != "Ready" or applied != sha:
                             return False
                     return True
 

@@ -25,19 +25,19 @@ import structlog
 
 from reconciler.controller import Controller, CycleResult
 from reconciler.desired import Desired
-from reconciler.diff import diff
+from reconciler.diff import LastApplied
 from reconciler.errors import Diagnostic, ReconcilerError
-from reconciler.execute.journal import LeaseHeld
-from reconciler.gates import gate, replanner
+from reconciler.execute.journal import Journal, LeaseHeld
+from reconciler.gates import PlanContext, plan_revision
 from reconciler.observe import observe_desired
 from reconciler.plan import Plan, relative_to
 from reconciler.render import render_text, summary_line
-from reconciler.secrets import REDACTOR, redact_processor
+from reconciler.secrets import redact_processor
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, StatusWriter
 from reconciler.source.readback import read_statuses
 from reconciler.source.tree import load_revision
-from reconciler.transitions import failed_stages, last_applied
+from reconciler.transitions import failed_stages, records_from_statuses
 
 EXIT_OK, EXIT_ERROR = 0, 1
 
@@ -69,6 +69,20 @@ def _desired_at(
     return replace(result.desired, revision=sha), (), ""
 
 
+def journal_records(state_dir: Path, fallback: dict[str, LastApplied]) -> dict[str, LastApplied]:
+    """What was applied per resource: the journal's records where this state directory
+    has a journal (read-only), the status branch's projection for the others."""
+    path = state_dir / Journal.FILENAME
+    if not path.exists():
+        return fallback
+    journal = Journal(path)
+    try:
+        found = {k: LastApplied.from_dict(v) for k, v in journal.applied().items()}
+    finally:
+        journal.close()
+    return {**fallback, **found}
+
+
 def fetched_source(settings: Settings, showing: str) -> DeclaredSource:
     """The declared repository's mirror, fetched; a fetch that fails over an existing
     mirror is a warning (what it last fetched is shown), with no mirror it is an error."""
@@ -92,10 +106,10 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
     if head_desired is None:
         return PlanOutcome(diagnostics=diagnostics, error=error)
     statuses = read_statuses(source.repo, settings.status_branch)
-    applied = last_applied(statuses)
+    applied = journal_records(Path(settings.state_dir), records_from_statuses(statuses))
     failed = failed_stages(statuses)
     state_dir = Path(settings.state_dir)
-    repository = REDACTOR.text(settings.repo or "")
+    repository = source.owner
     base_desired: Desired | None = None
     if base is not None:
         base_desired, diagnostics, error = _desired_at(source, base)
@@ -106,26 +120,20 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
     rules_from = base_desired
     if rules_from is None and reconciled:
         rules_from, _, _ = _desired_at(source, reconciled)
-
-    def base_of(key: str) -> str | None:
-        if base_desired is not None:
-            return base_desired.revision
-        status = statuses.get(key)
-        return (status.last_applied_revision if status else None) or reconciled
+    context = PlanContext(
+        repo=source.repo,
+        records=applied,
+        failed=failed,
+        rules_from=rules_from,
+        reconciled=reconciled,
+        load=lambda sha: _desired_at(source, sha)[0],
+        status_branch=settings.status_branch if base_desired is None else None,
+    )
 
     def plan_of(desired: Desired) -> Plan:
         observed = asyncio.run(observe_desired(desired, state_dir=state_dir, repository=repository))
-        found = diff(desired, observed, last_applied=applied)
-        return gate(
-            source.repo,
-            desired=desired,
-            found=found,
-            replan=replanner(desired, found, observed, failed=failed),
-            rules_from=rules_from,
-            base_of=base_of,
-            declared_before=lambda key: rules_from.resources.get(key) if rules_from else None,
-            status_branch=settings.status_branch if base_desired is None else None,
-        ).plan
+        base = base_desired.revision if base_desired is not None else None
+        return plan_revision(context, desired, observed, base=base)[1].plan
 
     head_plan = plan_of(head_desired)
     if base_desired is None:
@@ -241,7 +249,7 @@ def run_apply(settings: Settings, *, quiet: bool = False) -> int:
         show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
         with Controller(settings, on_event=_Progress(), on_plan=show_plan) as controller:
             result = asyncio.run(controller.cycle())
-    except LeaseHeld as exc:
+    except (LeaseHeld, ReconcilerError) as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:

@@ -36,13 +36,19 @@ import pygit2
 from reconciler.approvals import Decision, approver_names
 from reconciler.branch_plans import PLANS_DIR, BranchPlan, patterns_of, plan_files, watched_branches
 from reconciler.desired import Desired, ResolvedResource, subset
-from reconciler.diff import Diff, diff
+from reconciler.diff import Diff, LastApplied
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
-from reconciler.gates import Gated, Replan, gate, last_declared, replanner
+from reconciler.gates import PlanContext, plan_revision
 from reconciler.load import LoadResult
-from reconciler.observe import ObservedState, observe, observe_desired
+from reconciler.observe import (
+    ObservedState,
+    observe,
+    observe_desired,
+    read_existing,
+    write_existing,
+)
 from reconciler.plan import Plan, relative_to
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
@@ -63,8 +69,9 @@ from reconciler.transitions import (
     audit_records,
     controller_conditions,
     failed_stages,
-    last_applied,
     next_statuses,
+    records_from_statuses,
+    refreshed_records,
 )
 
 
@@ -130,13 +137,20 @@ class Controller:
         self.state_dir = Path(settings.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.lease = Lease.acquire(self.state_dir, holder="reconciler")
-        self.source = DeclaredSource.from_settings(settings)
+        try:
+            self.source = DeclaredSource.from_settings(settings, writing=True)
+        except BaseException:
+            self.lease.release()
+            raise
         self.writer = StatusWriter.from_settings(self.source.mirror, settings)
         self.journal = Journal.open(self.state_dir)
         self.on_event = on_event
         self.on_plan = on_plan
         self.clock = clock
-        self.existing: dict[str, int] = {}
+        self.existing: dict[str, frozenset[str]] = dict(read_existing(self.state_dir))
+        """Per provider, the declared keys it last reported existing: kept in the state
+        directory, so a provider that suddenly reports nothing is unknown in the next
+        process too, never "everything is gone"."""
         self._executor: Executor | None = None
         self._stop: str | None = None
         self.last: CycleResult | None = None
@@ -163,7 +177,14 @@ class Controller:
 
     @property
     def repository(self) -> str:
-        return REDACTOR.text(self.settings.repo or "")
+        """The owner identity providers record on what they create (tags, fields)."""
+        return self.source.owner
+
+    def records(self, previous: Mapping[str, ResourceStatus]) -> dict[str, LastApplied]:
+        """What was applied per resource: the journal's records, and for a resource it
+        has none of (a new state directory) what the status branch shows."""
+        journal = {k: LastApplied.from_dict(v) for k, v in self.journal.applied().items()}
+        return {**records_from_statuses(previous), **journal}
 
     def request_stop(self, reason: str) -> None:
         """Start no new task, now or in a later execution of this controller."""
@@ -183,62 +204,42 @@ class Controller:
         self, desired: Desired, providers: Mapping[str, Provider], failed: Mapping[str, str]
     ) -> ObservedState:
         observed = await observe(desired, providers, previous=self.existing, unavailable=failed)
-        self.existing.update(observed.existing)
+        self.remember_existing(observed.existing)
         return observed
+
+    def remember_existing(self, existing: Mapping[str, frozenset[str]]) -> None:
+        self.existing.update(existing)
+        write_existing(self.state_dir, self.existing)
+
+    def plan_context(self, previous: Mapping[str, ResourceStatus]) -> PlanContext:
+        """What this cycle's plans depend on besides the revision and the observation."""
+        return PlanContext(
+            repo=self.source.repo,
+            records=self.records(previous),
+            failed=failed_stages(previous),
+            rules_from=self.rules_desired(),
+            reconciled=self.source.last_reconciled,
+            load=self.desired_at,
+            status_branch=self.writer.branch,
+        )
 
     def plan(
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
     ) -> tuple[Diff, Plan]:
-        found = diff(desired, observed, last_applied=last_applied(previous))
-        replan = replanner(desired, found, observed, failed=failed_stages(previous))
-        gated = self.gate(desired, found, replan, previous)
+        found, gated = plan_revision(self.plan_context(previous), desired, observed)
         self.decision = gated.decision
         return found, gated.plan
 
-    def gate(
-        self,
-        desired: Desired,
-        found: Diff,
-        replan: Replan,
-        previous: Mapping[str, ResourceStatus],
-    ) -> Gated:
-        """Approval gates (`reconciler.gates`): rules of the last reconciled revision,
-        approvals from each resource's last applied revision (or last declaring one) on."""
+    def rules_desired(self) -> Desired | None:
+        """The rules in force: those of the last reconciled revision (loaded once)."""
         reconciled = self.source.last_reconciled
-        rules_from = None
-        if reconciled == desired.revision:
-            rules_from = desired
-        elif self._in_force is not None and self._in_force.revision == reconciled:
-            rules_from = self._in_force  # no second load of the revision just reconciled
-        elif reconciled:
-            if self._rules_from is None or self._rules_from[0] != reconciled:
-                self._rules_from = (reconciled, self.desired_at(reconciled))
-            rules_from = self._rules_from[1]
-        declared: dict[str, tuple[str, Any] | None] = {}
-
-        def before(key: str) -> tuple[str, Any] | None:
-            if key not in declared:
-                declared[key] = last_declared(self.source.repo, key, reconciled, self.desired_at)
-            return declared[key]
-
-        def base_of(key: str) -> str | None:
-            status = previous.get(key)
-            if status is not None and status.last_applied_revision:
-                return status.last_applied_revision
-            if key not in desired.resources and (found_before := before(key)) is not None:
-                return found_before[0]
-            return reconciled
-
-        return gate(
-            self.source.repo,
-            desired=desired,
-            found=found,
-            replan=replan,
-            rules_from=rules_from,
-            base_of=base_of,
-            declared_before=lambda key: (before(key) or (None, None))[1],
-            status_branch=self.writer.branch,
-        )
+        if not reconciled:
+            return None
+        if self._in_force is not None and self._in_force.revision == reconciled:
+            return self._in_force  # no second load of the revision just reconciled
+        if self._rules_from is None or self._rules_from[0] != reconciled:
+            self._rules_from = (reconciled, self.desired_at(reconciled))
+        return self._rules_from[1]
 
     async def plan_branches(
         self, desired: Desired, previous: Mapping[str, ResourceStatus]
@@ -255,6 +256,10 @@ class Controller:
             return {}
         base = desired.revision
 
+        context = dataclasses.replace(
+            self.plan_context(previous), rules_from=desired, status_branch=None
+        )
+
         async def plan_at(target: Desired) -> Plan:
             observed = await observe_desired(
                 target,
@@ -263,15 +268,7 @@ class Controller:
                 previous=self.existing,
                 remember=False,
             )
-            found = diff(target, observed, last_applied=last_applied(previous))
-            return gate(
-                self.source.repo,
-                desired=target,
-                found=found,
-                replan=replanner(target, found, observed),
-                rules_from=desired,
-                base_of=lambda _key: base,
-            ).plan
+            return plan_revision(context, target, observed, base=base)[1].plan
 
         base_plan = await plan_at(desired)
 
@@ -538,8 +535,12 @@ class Controller:
             observed = dataclasses.replace(
                 observed, owned={k: o for k, o in observed.owned.items() if k in removed}
             )
-            for name, seen in observed.existing.items():
-                self.existing[name] = (frozenset(self.existing.get(name, ())) - looked_at) | seen
+            self.remember_existing(
+                {
+                    name: (frozenset(self.existing.get(name, ())) - looked_at) | seen
+                    for name, seen in observed.existing.items()
+                }
+            )
             found, plan_value = self.plan(desired, observed, previous)
             execution = None
             if execute and any(a.runnable for a in plan_value.actions):
@@ -593,7 +594,12 @@ class Controller:
         statuses = dict(previous)
         drift: list[Any] = []
         if desired is not None and found is not None and result.plan is not None:
+            records = self.records(previous)
+            for key, record in refreshed_records(desired, found, records).items():
+                self.journal.record_applied(key, record.to_dict())
+                records[key] = record
             statuses, drift = next_statuses(
+                records=records,
                 desired=desired,
                 previous=previous,
                 diff=found,
@@ -613,7 +619,8 @@ class Controller:
                 key=lambda e: e.key,
             )
         controller = ControllerStatus(
-            repository=self.repository,
+            repository=self.source.mirror.access.display_url,
+            owner=self.repository,
             branch=self.settings.branch,
             revision=source.revision.sha if source.revision else None,
             conditions=controller_conditions(

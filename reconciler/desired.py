@@ -18,14 +18,25 @@ the resource. At each level, hooks under `"*"` come before those for the stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.model import Input, Instance, Machine, Pipeline, Profile, Provider, Stage, Task
-from reconciler.model.kinds import Hooks, InstanceSpec, PolicySpec, StageHooks, StageSpec
+from reconciler.model import Input, Pipeline, Profile, Provider, Stage, Task
+from reconciler.model.kinds import (
+    Hooks,
+    InstanceSpec,
+    MachineSpec,
+    ManagedObjectSpec,
+    PolicySpec,
+    Resource,
+    StageHooks,
+    StageSpec,
+)
 
 GLOBAL_PROFILE = "global"
 TASK_POINTS = (
@@ -40,6 +51,9 @@ TASK_POINTS = (
 """A stage's task lists in run order; hooks extend the four pre/post points."""
 
 
+_PARAM_REFERENCE = re.compile(r"\$\{\s*params\.([A-Za-z0-9_.-]+)\s*\}")
+
+
 @dataclass(frozen=True)
 class ResolvedStage:
     name: str
@@ -48,6 +62,50 @@ class ResolvedStage:
     converges: tuple[str, ...]
     tasks: Mapping[str, tuple[Task, ...]]
     params: Mapping[str, Any]
+    definition: str = ""
+    """Hash of what the stage is, whatever resource runs it: its composed tasks (hooks
+    included), its own params, what it converges, whether it is destructive."""
+    references: tuple[str, ...] = ()
+    """The params its tasks use as ``${params.NAME}``: their values are inputs of the stage."""
+
+    def digest(self) -> str:
+        """What running this stage on its resource means: its definition and the values
+        of the params its tasks use. A different digest than when the stage last completed
+        on a resource means the stage must run there again (a fixed script, a new hook,
+        a changed param it uses)."""
+        used = {name: self.params.get(name) for name in self.references}
+        return canonical_hash({"definition": self.definition, "params": used})[:16]
+
+
+_NOT_WORK = frozenset({"pre_notify", "post_notify"})
+"""Notifications tell people about a stage; they do not change what it does."""
+_NOT_WHAT = frozenset({"description", "timeout", "retry"})
+"""How long and how often a task may try is not what it does."""
+
+
+def stage_definition(
+    spec: StageSpec, tasks: Mapping[str, tuple[Task, ...]]
+) -> tuple[str, tuple[str, ...]]:
+    """`ResolvedStage.definition` and `references` for a stage and its composed tasks.
+
+    The definition covers the tasks that do the work (notifications, descriptions,
+    timeouts and retries left out: changing them re-runs nothing), the stage's own
+    params, what it converges and whether it is destructive.
+    """
+    dumped = {
+        point: [t.model_dump(mode="json", exclude=_NOT_WHAT) for t in items]
+        for point, items in tasks.items()
+        if point not in _NOT_WORK
+    }
+    definition = canonical_hash(
+        {
+            "tasks": dumped,
+            "params": spec.params,
+            "converges": spec.converges,
+            "destructive": spec.destructive,
+        }
+    )
+    return definition, tuple(sorted(set(_PARAM_REFERENCE.findall(canonical_json(dumped)))))
 
 
 @dataclass(frozen=True)
@@ -55,7 +113,7 @@ class ResolvedResource:
     kind: str
     name: str
     key: str
-    document: Machine | Instance
+    document: Resource
     path: str
     line: int
     provider: str
@@ -65,6 +123,9 @@ class ResolvedResource:
     secure_params: frozenset[str]
     depends_on: tuple[str, ...]
     labels: Mapping[str, str]
+    adopt: bool = False
+    """Take it over without running the pipeline when what is observed matches
+    (`spec.adopt` of the resource, else of its profiles, else of the global profile)."""
 
     def declared(self) -> dict[str, Any]:
         """The canonical declared state that diff compares with what a provider observes."""
@@ -76,16 +137,28 @@ class ResolvedResource:
                 state["region"] = spec.region
             if spec.zone:
                 state["zone"] = spec.zone
-        else:
+            if spec.state:
+                state["state"] = spec.state
+        elif isinstance(spec, MachineSpec):
             bmc = spec.bmc.model_dump(exclude_none=True, by_alias=True)
             if bmc:
                 state["bmc"] = bmc
             if spec.rack:
                 state["rack"] = spec.rack
+            if spec.power:
+                state["power"] = spec.power
+        elif isinstance(spec, ManagedObjectSpec):
+            state["type"] = spec.type
         return state
 
     def fingerprint(self) -> str:
         """Stable hash of everything that, when changed, may need work on this resource."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        # Cached on the value: the loader hands back the same resolved resource for an
+        # unchanged document, so a long-running controller hashes it once.
         return canonical_hash(
             {
                 "declared": self.declared(),
@@ -95,25 +168,22 @@ class ResolvedResource:
             }
         )
 
+    def stage_digests(self) -> dict[str, str]:
+        """Each stage's `ResolvedStage.digest`, by name, in pipeline order."""
+        return dict(self._stage_digests)
+
+    @functools.cached_property
+    def _stage_digests(self) -> tuple[tuple[str, str], ...]:
+        return tuple((s.name, s.digest()) for s in self.stages)
+
     def resolution(self) -> str:
         """Stable hash of everything that decides what applying it does: the fingerprint
-        and every stage's tasks and params (a fixed script counts as a change)."""
-        return canonical_hash(
-            {
-                "fingerprint": self.fingerprint(),
-                "stages": [
-                    {
-                        "name": s.name,
-                        "params": s.params,
-                        "tasks": {
-                            phase: [t.model_dump(mode="json") for t in tasks]
-                            for phase, tasks in s.tasks.items()
-                        },
-                    }
-                    for s in self.stages
-                ],
-            }
-        )
+        and every stage's digest (a fixed script, a new hook or a changed param counts)."""
+        return self._resolution
+
+    @functools.cached_property
+    def _resolution(self) -> str:
+        return canonical_hash({"fingerprint": self.fingerprint(), "stages": self._stage_digests})
 
 
 @dataclass(frozen=True)
@@ -179,6 +249,7 @@ class Resolver:
         self._inputs: dict[str, dict[str, Input]] = {}
         self._orders: dict[str, tuple[str, ...]] = {}
         self._tasks: dict[tuple[str, str, tuple[str, ...]], dict[str, tuple[Task, ...]]] = {}
+        self._definitions: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 
     def pipeline_chain(self, name: str) -> tuple[str, ...]:
         """The pipeline and every pipeline it includes, outermost first, each once."""
@@ -238,7 +309,7 @@ class Resolver:
         return self._inputs[name]
 
     def param_layers(
-        self, resource: Machine | Instance, stage: Stage | None = None
+        self, resource: Resource, stage: Stage | None = None
     ) -> list[tuple[str, Mapping[str, Any]]]:
         """(origin, params) from highest to lowest precedence; origin is "Kind/name"."""
         spec = resource.spec
@@ -267,9 +338,7 @@ class Resolver:
         layers.append((f"Pipeline/{spec.pipeline}#defaults", defaults))
         return layers
 
-    def compose_tasks(
-        self, stage: Stage, resource: Machine | Instance
-    ) -> dict[str, tuple[Task, ...]]:
+    def compose_tasks(self, stage: Stage, resource: Resource) -> dict[str, tuple[Task, ...]]:
         spec = resource.spec
         cache_key = (stage.metadata.name, spec.pipeline, tuple(spec.profiles))
         if not spec.hooks and cache_key in self._tasks:
@@ -302,9 +371,34 @@ class Resolver:
             self._tasks[cache_key] = tasks
         return tasks
 
+    def definition(
+        self, stage: Stage, resource: Resource, tasks: Mapping[str, tuple[Task, ...]]
+    ) -> tuple[str, tuple[str, ...]]:
+        """`stage_definition` of a stage's composed tasks; once per pipeline and profiles
+        for the resources without hooks of their own (they share the composed tasks)."""
+        spec = resource.spec
+        if spec.hooks:
+            return stage_definition(stage.spec, tasks)
+        cache_key = (stage.metadata.name, spec.pipeline, tuple(spec.profiles))
+        found = self._definitions.get(cache_key)
+        if found is None:
+            found = self._definitions[cache_key] = stage_definition(stage.spec, tasks)
+        return found
+
+    def adopt(self, resource: Resource) -> bool:
+        """The resource's `spec.adopt`, else its profiles' (in order), else the global one's."""
+        if resource.spec.adopt is not None:
+            return resource.spec.adopt
+        names = [*resource.spec.profiles, GLOBAL_PROFILE]
+        for name in names:
+            profile = self.profiles.get(name)
+            if profile is not None and profile.spec.adopt is not None:
+                return profile.spec.adopt
+        return False
+
     def resolve(
         self,
-        resource: Machine | Instance,
+        resource: Resource,
         *,
         path: str,
         line: int,
@@ -319,14 +413,18 @@ class Resolver:
             if stage.spec.params:
                 layers = self.param_layers(resource, stage)
                 stage_params = {k: v for k, (v, _) in merge_layers(layers).items()}
+            tasks = self.compose_tasks(stage, resource)
+            definition, references = self.definition(stage, resource, tasks)
             resolved_stages.append(
                 ResolvedStage(
                     name=stage_name,
                     spec=stage.spec,
                     destructive=stage.spec.destructive,
                     converges=tuple(stage.spec.converges),
-                    tasks=self.compose_tasks(stage, resource),
+                    tasks=tasks,
                     params=stage_params,
+                    definition=definition,
+                    references=references,
                 )
             )
         inputs = self.inputs(spec.pipeline)
@@ -344,4 +442,5 @@ class Resolver:
             secure_params=frozenset(name for name, item in inputs.items() if item.secure),
             depends_on=depends_on,
             labels=dict(resource.metadata.labels),
+            adopt=self.adopt(resource),
         )

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 class Status(StrEnum):
     IN_SYNC = "in-sync"
     MISSING = "missing"
+    UNPROVISIONED = "unprovisioned"
+    """It exists on the provider, but its pipeline never completed."""
+    ADOPTABLE = "adoptable"
+    """It exists, was never provisioned here, `adopt` is set and what is observed matches."""
     CHANGED = "changed"
     DRIFTED = "drifted"
     ORPHANED = "orphaned"
@@ -53,29 +57,49 @@ class Cause(StrEnum):
 
 @dataclass(frozen=True)
 class LastApplied:
-    """What was last brought about for a resource: written by the executor, read here.
+    """What reconciler brought about for a resource: the journal's record, read here.
 
-    `fingerprint` is `ResolvedResource.fingerprint()` at that time; `declared` its
-    `declared()`. Without `declared`, a resource whose fingerprint changed counts
-    every difference as a Git change (the per-field cause needs the old values).
+    A resource is *provisioned* once its whole pipeline completed (every stage, with
+    validate); `resolution` is `ResolvedResource.resolution()` at that time, None while
+    it never completed. `fingerprint` and `declared` are its `fingerprint()` and
+    `declared()` then (without `declared`, every difference of a changed resource counts
+    as a Git change: the per-field cause needs the old values). `stages` holds, per
+    stage, the `ResolvedStage.digest()` it had when it last completed on the resource —
+    progress of an unfinished first run too, so a retry continues where it stopped.
     """
 
-    fingerprint: str
+    fingerprint: str = ""
     declared: Mapping[str, Any] | None = None
     revision: str | None = None
+    resolution: str | None = None
+    stages: Mapping[str, str] = field(default_factory=dict)
+    adopted: bool = False
+
+    @property
+    def provisioned(self) -> bool:
+        """Whether its pipeline ever completed (or it was adopted)."""
+        return self.resolution is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
             "declared": None if self.declared is None else dict(self.declared),
             "revision": self.revision,
+            "resolution": self.resolution,
+            "stages": dict(self.stages),
+            "adopted": self.adopted,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LastApplied:
         declared = data.get("declared")
         return cls(
-            data["fingerprint"], None if declared is None else dict(declared), data.get("revision")
+            fingerprint=str(data.get("fingerprint") or ""),
+            declared=None if declared is None else dict(declared),
+            revision=data.get("revision"),
+            resolution=data.get("resolution"),
+            stages={str(k): str(v) for k, v in (data.get("stages") or {}).items()},
+            adopted=bool(data.get("adopted", False)),
         )
 
 
@@ -105,7 +129,12 @@ class ResourceDiff:
     reason: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     unconverged: tuple[str, ...] = ()
-    """Declared paths changed since last applied that no stage converges (nothing can run)."""
+    """Declared paths changed since last applied that no stage converges or uses."""
+    changed_stages: tuple[str, ...] = ()
+    """Stages not as they last completed on it (they run again)."""
+    done: tuple[str, ...] = ()
+    """Unprovisioned: the leading stages an earlier, unfinished run completed as declared now."""
+    adopt: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,47 +258,30 @@ def _differences(declared: Any, observed: Any, base: list[str]) -> list[tuple[li
 # --- the diff -------------------------------------------------------------------
 
 
-def diff_resource(
+def _compared_paths(
     resource: ResolvedResource,
-    observation: Any,
-    last: LastApplied | None,
-    ignore: Sequence[IgnoreRule] = (),
-    paths_cache: dict[tuple[tuple[str, ...], ...], tuple[str, ...]] | None = None,
-) -> ResourceDiff:
-    """One declared resource against its observation (see the module docstring)."""
-    base = {
-        "key": resource.key,
-        "kind": resource.kind,
-        "name": resource.name,
-        "provider": resource.provider,
-        "labels": resource.labels,
-    }
-    if not isinstance(observation, Observation):
-        reason = getattr(observation, "reason", None) or "not observed"
-        return ResourceDiff(status=Status.UNKNOWN, reason=reason, **base)
-    if not observation.exists:
-        if last is None:
-            return ResourceDiff(
-                status=Status.MISSING, exists=False, reason="not found by the provider", **base
-            )
-        at = f" (last applied at revision {last.revision})" if last.revision else ""
-        return ResourceDiff(
-            status=Status.DRIFTED,
-            exists=False,
-            reason=f"deleted outside Git{at}",
-            **base,
-        )
+    paths_cache: dict[tuple[tuple[str, ...], ...], tuple[str, ...]] | None,
+) -> tuple[str, ...]:
+    if paths_cache is None:
+        return converged_paths(resource)
+    shape = tuple(stage.converges for stage in resource.stages)
+    return paths_cache.get(shape) or paths_cache.setdefault(shape, _minimal_paths(shape))
 
+
+def _field_diffs(
+    resource: ResolvedResource,
+    observation: Observation,
+    last: LastApplied | None,
+    paths: Sequence[str],
+    ignore: Sequence[IgnoreRule],
+) -> list[FieldDiff]:
+    """Every converged path whose observed value differs from the declared one, with its
+    cause (`git` unless the declared value is what was last applied)."""
     declared = resource.declared()
     fingerprint_unchanged: bool | None = None  # computed only when something differs
     secure = frozenset(resource.secure_params)
     patterns: list[list[str]] | None = None
     fields: list[FieldDiff] = []
-    if paths_cache is None:
-        paths = converged_paths(resource)
-    else:
-        shape = tuple(stage.converges for stage in resource.stages)
-        paths = paths_cache.get(shape) or paths_cache.setdefault(shape, _minimal_paths(shape))
     for path in paths:
         parts = path.split(".")
         want = get_path(declared, parts)
@@ -292,7 +304,6 @@ def diff_resource(
                 and last.declared is not None
                 and get_path(last.declared, sub) == get_path(declared, sub)
             )
-            cause = Cause.DRIFT if applied else Cause.GIT
             absent = None
             if o_value is _MISSING:
                 absent = "observed"
@@ -303,29 +314,126 @@ def diff_resource(
                     ".".join(sub),
                     _redact(sub, d_value, secure),
                     _redact(sub, o_value, secure),
-                    cause,
+                    Cause.DRIFT if applied else Cause.GIT,
                     absent,
                 )
             )
+    return fields
 
-    unconverged: tuple[str, ...] = ()
-    if last is not None and last.declared is not None and last.declared != declared:
-        changed = _differences(dict(last.declared), declared, [])
-        unconverged = tuple(
-            sorted(
-                {
-                    ".".join(sub)
-                    for sub, _, _ in changed
-                    if sub and not any(covers(p, ".".join(sub)) for p in paths)
-                }
+
+def done_stages(resource: ResolvedResource, last: LastApplied | None) -> tuple[str, ...]:
+    """The leading stages that completed on the resource as they are declared now: an
+    unfinished first run continues after them."""
+    if last is None:
+        return ()
+    done: list[str] = []
+    for name, digest in resource.stage_digests().items():
+        if last.stages.get(name) != digest:
+            break
+        done.append(name)
+    return tuple(done)
+
+
+def changed_stages(resource: ResolvedResource, last: LastApplied) -> tuple[str, ...]:
+    """Stages of a provisioned resource that are not what last completed on it (a new
+    stage, fixed tasks, a new hook, a changed param they use). None when the record holds
+    no stage digests (written by an older version): nothing can be said."""
+    if not last.stages or last.resolution == resource.resolution():
+        return ()
+    return tuple(
+        name for name, digest in resource.stage_digests().items() if last.stages.get(name) != digest
+    )
+
+
+def _unconverged(
+    resource: ResolvedResource, last: LastApplied | None, paths: Sequence[str]
+) -> tuple[str, ...]:
+    """Declared paths changed since last applied that no stage converges or uses."""
+    declared = resource.declared()
+    if last is None or last.declared is None or last.declared == declared:
+        return ()
+    used = {f"params.{name}" for stage in resource.stages for name in stage.references}
+    changed = _differences(dict(last.declared), declared, [])
+    return tuple(
+        sorted(
+            {
+                ".".join(sub)
+                for sub, _, _ in changed
+                if sub
+                and not any(covers(p, ".".join(sub)) for p in paths)
+                and not any(covers(p, ".".join(sub)) for p in used)
+            }
+        )
+    )
+
+
+def diff_resource(
+    resource: ResolvedResource,
+    observation: Any,
+    last: LastApplied | None,
+    ignore: Sequence[IgnoreRule] = (),
+    paths_cache: dict[tuple[tuple[str, ...], ...], tuple[str, ...]] | None = None,
+) -> ResourceDiff:
+    """One declared resource against its observation and its record (module docstring)."""
+    base = {
+        "key": resource.key,
+        "kind": resource.kind,
+        "name": resource.name,
+        "provider": resource.provider,
+        "labels": resource.labels,
+    }
+    if not isinstance(observation, Observation):
+        reason = getattr(observation, "reason", None) or "not observed"
+        return ResourceDiff(status=Status.UNKNOWN, reason=reason, **base)
+    provisioned = last is not None and last.provisioned
+    if not observation.exists:
+        if not provisioned:
+            return ResourceDiff(
+                status=Status.MISSING, exists=False, reason="not found by the provider", **base
             )
+        assert last is not None
+        at = f" (last applied at revision {last.revision})" if last.revision else ""
+        return ResourceDiff(
+            status=Status.DRIFTED, exists=False, reason=f"deleted outside Git{at}", **base
         )
 
-    if not fields:
+    paths = _compared_paths(resource, paths_cache)
+    if not provisioned:
+        # It exists (every bare-metal machine does, on its BMC) but its pipeline never
+        # completed: existence is not provisioning.
+        fields = _field_diffs(resource, observation, None, paths, ignore)
+        if resource.adopt:
+            return ResourceDiff(
+                status=Status.UNPROVISIONED if fields else Status.ADOPTABLE,
+                exists=True,
+                fields=tuple(fields),
+                reason="exists, never provisioned by reconciler; adopt is set",
+                adopt=True,
+                **base,
+            )
+        return ResourceDiff(
+            status=Status.UNPROVISIONED,
+            exists=True,
+            fields=tuple(fields),
+            reason="exists on the provider, but its pipeline never completed",
+            done=done_stages(resource, last),
+            **base,
+        )
+
+    assert last is not None
+    fields = _field_diffs(resource, observation, last, paths, ignore)
+    stages = changed_stages(resource, last)
+    unconverged = _unconverged(resource, last, paths)
+    if not fields and not stages:
         return ResourceDiff(status=Status.IN_SYNC, exists=True, unconverged=unconverged, **base)
-    status = Status.CHANGED if any(f.cause is Cause.GIT for f in fields) else Status.DRIFTED
+    git = stages or any(f.cause is Cause.GIT for f in fields)
     return ResourceDiff(
-        status=status, exists=True, fields=tuple(fields), unconverged=unconverged, **base
+        status=Status.CHANGED if git else Status.DRIFTED,
+        exists=True,
+        fields=tuple(fields),
+        unconverged=unconverged,
+        changed_stages=stages,
+        **base,
     )
 
 

@@ -24,7 +24,7 @@ import pygit2
 from reconciler.approvals import CommitEvidence, Decision, Subject, decide, pin
 from reconciler.branch_plans import reviewed_plans
 from reconciler.desired import Desired, ResolvedResource
-from reconciler.diff import Diff, selector_matches
+from reconciler.diff import Diff, LastApplied, diff, selector_matches
 from reconciler.observe import ObservedState
 from reconciler.plan import Plan, plan
 from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
@@ -169,6 +169,74 @@ def gate(
             unknown_providers=gated.unknown_providers,
         )
     return Gated(gated, decision, tuple(problems))
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What the plan of a revision depends on besides the revision and the observation:
+    the same for the controller's cycle, the plans of watched branches and
+    `reconciler plan`, so a reviewer sees what will be applied."""
+
+    repo: pygit2.Repository
+    records: Mapping[str, LastApplied]
+    """What was applied per resource (the journal's records, else the status branch's)."""
+    failed: Mapping[str, str] = field(default_factory=dict)
+    """Resource -> the stage its last apply failed at (it runs again from there)."""
+    rules_from: Desired | None = None
+    """The revision whose rules judge the change (the last reconciled one)."""
+    reconciled: str | None = None
+    load: Callable[[str], Desired | None] = lambda _sha: None
+    """The Desired set of a revision (to find where a removed resource was declared)."""
+    status_branch: str | None = None
+    """Where reviewed plans are read for `pinPlan` (None: not checked)."""
+
+
+def plan_revision(
+    context: PlanContext,
+    desired: Desired,
+    observed: ObservedState,
+    *,
+    base: str | None = None,
+) -> tuple[Diff, Gated]:
+    """The diff and the gated plan of `desired` against `observed`: the one planning path.
+
+    Approvals count from each resource's last applied revision (or, for one no longer
+    declared, the last revision declaring it) to the head; `base` starts every range
+    there instead (a branch's plan: only approvals on the branch count).
+    """
+    found = diff(desired, observed, last_applied=context.records)
+    replan = replanner(desired, found, observed, failed=context.failed)
+    declared: dict[str, tuple[str, ResolvedResource] | None] = {}
+
+    def before(key: str) -> tuple[str, ResolvedResource] | None:
+        if key not in declared:
+            declared[key] = last_declared(context.repo, key, context.reconciled, context.load)
+        return declared[key]
+
+    def base_of(key: str) -> str | None:
+        if base is not None:
+            return base
+        record = context.records.get(key)
+        if record is not None and record.revision:
+            return record.revision
+        if key not in desired.resources and (found_before := before(key)) is not None:
+            return found_before[0]
+        return context.reconciled
+
+    def declared_before(key: str) -> ResolvedResource | None:
+        found_before = before(key)
+        return found_before[1] if found_before is not None else None
+
+    return found, gate(
+        context.repo,
+        desired=desired,
+        found=found,
+        replan=replan,
+        rules_from=context.rules_from,
+        base_of=base_of,
+        declared_before=declared_before,
+        status_branch=context.status_branch,
+    )
 
 
 def last_declared(

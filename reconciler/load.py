@@ -139,6 +139,7 @@ def _inline_secrets(data: Any, loc: Loc) -> Iterable[Loc]:
 _PARAM_FIELDS = {
     "Machine": ("params",),
     "Instance": ("params",),
+    "Resource": ("params",),
     "Profile": ("params",),
     "Pipeline": ("params",),
     "Stage": ("params",),

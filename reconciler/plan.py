@@ -3,10 +3,18 @@
 Takes the loader's `Desired` and the `Diff`; returns a frozen `Plan` with a
 stable JSON form and content hash, the executor's input. No I/O, no clock.
 
-- A missing resource runs its whole pipeline (`create`).
+- A resource is provisioned only once its pipeline completed (the journal's record,
+  `diff.LastApplied`), never because a provider reports it: one that is missing, or
+  that exists but was never provisioned (every bare-metal machine exists on its BMC),
+  runs its pipeline (`create`), continuing after the stages an unfinished earlier run
+  completed as declared now. With `adopt`, an existing one whose converged fields are
+  observed as declared is taken over without running anything (`adopt`); one that
+  differs waits, blocked, naming the fields.
 - A changed or drifted field runs the first stage whose `converges` covers it and
-  every stage after it (`update`); drift is corrected only when the policy's
-  `selfHeal` is on, otherwise it is reported (`report-drift`, nothing runs).
+  every stage after it (`update`); so does a stage that is not what last completed on
+  the resource (its tasks, hooks or the params they use changed). Drift is corrected
+  only when the policy's `selfHeal` is on, otherwise it is reported (`report-drift`,
+  nothing runs). Re-creating a provisioned resource that disappeared is destructive.
 - An orphan is decommissioned only when `prune` is on (`report-orphan` otherwise).
 - A resource whose observation is unknown gets no action (`unknown`, blocked).
 - A resource whose last apply failed runs again from the stage that failed
@@ -48,7 +56,7 @@ from reconciler.diff import (
 )
 
 if TYPE_CHECKING:
-    from reconciler.desired import Desired, ResolvedResource
+    from reconciler.desired import Desired, ResolvedResource, ResolvedStage
     from reconciler.model.kinds import PolicySpec
     from reconciler.observe import ObservedState
 
@@ -57,7 +65,10 @@ PLAN_FORMAT = "reconciler.plan/v1"
 
 class Operation(StrEnum):
     CREATE = "create"
+    """Provision: run its pipeline (from the first stage not yet done as declared)."""
     UPDATE = "update"
+    ADOPT = "adopt"
+    """Take over what exists without running the pipeline (`adopt: true`, observed matches)."""
     DECOMMISSION = "decommission"
     REPORT_DRIFT = "report-drift"
     REPORT_ORPHAN = "report-orphan"
@@ -65,8 +76,13 @@ class Operation(StrEnum):
 
     @property
     def executes(self) -> bool:
-        """Whether the executor runs anything for it (when not blocked)."""
-        return self in (Operation.CREATE, Operation.UPDATE, Operation.DECOMMISSION)
+        """Whether the executor acts on it (when not blocked); adopting records it as ours."""
+        return self in (
+            Operation.CREATE,
+            Operation.UPDATE,
+            Operation.ADOPT,
+            Operation.DECOMMISSION,
+        )
 
 
 class _Value(BaseModel):
@@ -102,6 +118,9 @@ class PlannedAction(_Value):
     depends_on: tuple[str, ...] = ()
     fingerprint: str | None = None
     """The declared fingerprint the action brings about (record it as last applied)."""
+    exists: bool | None = None
+    """Whether the provider reported it existing when planned (a create of something that
+    exists provisions it: the provider's create is idempotent on what is there)."""
 
     @property
     def runnable(self) -> bool:
@@ -116,6 +135,7 @@ class Wave(_Value):
 class Summary(_Value):
     create: int = 0
     update: int = 0
+    adopt: int = 0
     destroy: int = 0
     drifted: int = 0
     orphaned: int = 0
@@ -253,6 +273,167 @@ def _declared_at(resource: ResolvedResource, revision: str | None) -> str:
     return f"declared in {resource.path}:{resource.line}{at}"
 
 
+def _destructive_stages(stages: Iterable[ResolvedStage]) -> list[str]:
+    return [s.name for s in stages if s.destructive]
+
+
+def _plan_unprovisioned(
+    d: ResourceDiff, resource: ResolvedResource, common: dict[str, Any], revision: str | None
+) -> dict[str, Any]:
+    """It exists but was never provisioned here: its pipeline runs (or adoption)."""
+    if d.adopt:
+        if d.status is Status.ADOPTABLE:
+            return dict(
+                operation=Operation.ADOPT,
+                reasons=(
+                    f"exists on provider {d.provider} and every converged field is observed "
+                    "as declared; adopt is set: taken over without running its pipeline",
+                ),
+                exists=True,
+                **common,
+            )
+        waits = "adoption waits: " + "; ".join(_describe(f, revision) for f in d.fields)
+        return dict(
+            operation=Operation.ADOPT,
+            reasons=(waits,),
+            changes=tuple(_change(f) for f in d.fields),
+            blocked=waits,
+            exists=True,
+            **common,
+        )
+    names = [s.name for s in resource.stages]
+    start = len(d.done) if d.done and len(d.done) < len(names) else 0
+    reasons = [
+        f"exists on provider {d.provider} but was never provisioned by reconciler (existence "
+        f"is not provisioning): its pipeline runs; {_declared_at(resource, revision)}"
+    ]
+    if start:
+        reasons.append(
+            f"stages {', '.join(d.done)} completed as declared in an earlier run; "
+            f"continues at {names[start]}"
+        )
+    return dict(
+        operation=Operation.CREATE,
+        stages=tuple(names[start:]),
+        reasons=tuple(reasons),
+        changes=tuple(_change(f) for f in d.fields),
+        exists=True,
+        **common,
+    )
+
+
+def _plan_absent(
+    d: ResourceDiff,
+    resource: ResolvedResource,
+    policy: PolicySpec,
+    common: dict[str, Any],
+    revision: str | None,
+) -> dict[str, Any]:
+    """Missing: the whole pipeline. Deleted outside Git after it was provisioned: re-created
+    only with selfHeal, and that is destructive (a machine that physically exists is wiped
+    by installing it again)."""
+    all_stages = tuple(s.name for s in resource.stages)
+    if d.status is Status.MISSING:
+        return dict(
+            operation=Operation.CREATE,
+            stages=all_stages,
+            reasons=(f"not found by provider {d.provider}; {_declared_at(resource, revision)}",),
+            exists=False,
+            **common,
+        )
+    if policy.self_heal:
+        return dict(
+            operation=Operation.CREATE,
+            stages=all_stages,
+            reasons=(
+                f"{d.reason}; selfHeal is on, re-created (destructive: it was provisioned before)",
+            ),
+            destructive=True,
+            exists=False,
+            **common,
+        )
+    return dict(
+        operation=Operation.REPORT_DRIFT,
+        reasons=(f"{d.reason}; selfHeal is off, reported only",),
+        exists=False,
+        **common,
+    )
+
+
+def _plan_orphan(d: ResourceDiff, policy: PolicySpec, common: dict[str, Any]) -> dict[str, Any]:
+    why = "owned by reconciler, no longer declared in Git"
+    if policy.prune:
+        return dict(
+            operation=Operation.DECOMMISSION,
+            reasons=(f"{why}; prune is on",),
+            destructive=True,
+            **common,
+        )
+    return dict(
+        operation=Operation.REPORT_ORPHAN, reasons=(f"{why}; prune is off, kept",), **common
+    )
+
+
+def _plan_differences(
+    d: ResourceDiff,
+    resource: ResolvedResource,
+    policy: PolicySpec,
+    common: dict[str, Any],
+    revision: str | None,
+) -> dict[str, Any]:
+    """A provisioned resource that differs: changed in Git (fields or stages), or drifted."""
+    starts = {f.path: _first_stage(resource, f.path) for f in d.fields}
+    names = [s.name for s in resource.stages]
+    stage_starts = [names.index(n) for n in d.changed_stages if n in names]
+    acting = [f for f in d.fields if f.cause is Cause.GIT or policy.self_heal]
+    changes = tuple(_change(f) for f in d.fields)
+    if not acting and not stage_starts:
+        first = min(starts.values())
+        stage = resource.stages[first].name if first < len(resource.stages) else "?"
+        harmful = _destructive_stages(resource.stages[first:])
+        warning = f", destructive: {', '.join(harmful)}" if harmful else ""
+        reasons = (
+            *(_describe(f, revision) for f in d.fields),
+            f"selfHeal is off: reported only (correcting it would re-run from stage "
+            f"{stage}{warning})",
+        )
+        return dict(operation=Operation.REPORT_DRIFT, reasons=reasons, changes=changes, **common)
+    start = min([starts[f.path] for f in acting] + stage_starts)
+    stages = resource.stages[start:]
+    reasons_list = []
+    for f in d.fields:
+        text = _describe(f, revision)
+        if f.cause is Cause.DRIFT:
+            if policy.self_heal:
+                text += "; selfHeal is on, corrected"
+            elif starts[f.path] >= start:
+                text += "; re-converged by the update"
+            else:
+                text += "; selfHeal is off, reported only"
+        where = resource.stages[starts[f.path]].name if starts[f.path] < len(names) else "?"
+        reasons_list.append(f"{text} (stage {where})")
+    if d.changed_stages:
+        at = f" at revision {revision}" if revision else ""
+        reasons_list.append(
+            f"stage(s) {', '.join(d.changed_stages)} changed in Git{at} (tasks, hooks, or "
+            "params they use) since they last completed"
+        )
+    destructive_stages = _destructive_stages(stages)
+    if destructive_stages:
+        reasons_list.append(
+            f"re-runs destructive stage(s) {', '.join(destructive_stages)} on an existing resource"
+        )
+    return dict(
+        operation=Operation.UPDATE,
+        stages=tuple(s.name for s in stages),
+        reasons=tuple(reasons_list),
+        changes=changes,
+        destructive=bool(destructive_stages),
+        exists=True,
+        **common,
+    )
+
+
 def _plan_resource(
     d: ResourceDiff,
     resource: ResolvedResource | None,
@@ -266,92 +447,21 @@ def _plan_resource(
     if resource is not None:
         common["depends_on"] = tuple(resource.depends_on)
         common["fingerprint"] = resource.fingerprint()
-    all_stages = tuple(s.name for s in resource.stages) if resource is not None else ()
-
-    match d.status:
-        case Status.UNKNOWN:
-            return dict(
-                operation=Operation.UNKNOWN,
-                reasons=(f"observation unknown: {d.reason}",),
-                blocked=f"observation unknown: {d.reason}",
-                **common,
-            )
-        case Status.ORPHANED:
-            why = "owned by reconciler, no longer declared in Git"
-            if policy.prune:
-                return dict(
-                    operation=Operation.DECOMMISSION,
-                    reasons=(f"{why}; prune is on",),
-                    destructive=True,
-                    **common,
-                )
-            return dict(
-                operation=Operation.REPORT_ORPHAN,
-                reasons=(f"{why}; prune is off, kept",),
-                **common,
-            )
+    if d.status is Status.UNKNOWN:
+        return dict(
+            operation=Operation.UNKNOWN,
+            reasons=(f"observation unknown: {d.reason}",),
+            blocked=f"observation unknown: {d.reason}",
+            **common,
+        )
+    if d.status is Status.ORPHANED:
+        return _plan_orphan(d, policy, common)
     assert resource is not None
-    if d.status is Status.MISSING:
-        return dict(
-            operation=Operation.CREATE,
-            stages=all_stages,
-            reasons=(f"not found by provider {d.provider}; {_declared_at(resource, revision)}",),
-            **common,
-        )
-    if not d.exists:  # drifted: deleted outside Git
-        if policy.self_heal:
-            return dict(
-                operation=Operation.CREATE,
-                stages=all_stages,
-                reasons=(f"{d.reason}; selfHeal is on, re-created",),
-                **common,
-            )
-        return dict(
-            operation=Operation.REPORT_DRIFT,
-            reasons=(f"{d.reason}; selfHeal is off, reported only",),
-            **common,
-        )
-
-    starts = {f.path: _first_stage(resource, f.path) for f in d.fields}
-    acting = [f for f in d.fields if f.cause is Cause.GIT or policy.self_heal]
-    changes = tuple(_change(f) for f in d.fields)
-    if not acting:
-        first = min(starts.values())
-        stage = resource.stages[first].name if first < len(resource.stages) else "?"
-        harmful = [s.name for s in resource.stages[first:] if s.destructive]
-        warning = f", destructive: {', '.join(harmful)}" if harmful else ""
-        reasons = (
-            *(_describe(f, revision) for f in d.fields),
-            f"selfHeal is off: reported only (correcting it would re-run from stage "
-            f"{stage}{warning})",
-        )
-        return dict(operation=Operation.REPORT_DRIFT, reasons=reasons, changes=changes, **common)
-    start = min(starts[f.path] for f in acting)
-    stages = resource.stages[start:]
-    reasons_list = []
-    for f in d.fields:
-        text = _describe(f, revision)
-        if f.cause is Cause.DRIFT:
-            if policy.self_heal:
-                text += "; selfHeal is on, corrected"
-            elif starts[f.path] >= start:
-                text += "; re-converged by the update"
-            else:
-                text += "; selfHeal is off, reported only"
-        reasons_list.append(f"{text} (stage {resource.stages[starts[f.path]].name})")
-    destructive_stages = [s.name for s in stages if s.destructive]
-    if destructive_stages:
-        reasons_list.append(
-            f"re-runs destructive stage(s) {', '.join(destructive_stages)} on an existing resource"
-        )
-    return dict(
-        operation=Operation.UPDATE,
-        stages=tuple(s.name for s in stages),
-        reasons=tuple(reasons_list),
-        changes=changes,
-        destructive=bool(destructive_stages),
-        **common,
-    )
+    if d.status in (Status.UNPROVISIONED, Status.ADOPTABLE):
+        return _plan_unprovisioned(d, resource, common, revision)
+    if not d.exists:
+        return _plan_absent(d, resource, policy, common, revision)
+    return _plan_differences(d, resource, policy, common, revision)
 
 
 def _retry_failed(
@@ -531,6 +641,7 @@ def summarize(actions: Iterable[PlannedAction], *, in_sync: int = 0) -> Summary:
     names = {
         Operation.CREATE: "create",
         Operation.UPDATE: "update",
+        Operation.ADOPT: "adopt",
         Operation.DECOMMISSION: "destroy",
         Operation.REPORT_DRIFT: "drifted",
         Operation.REPORT_ORPHAN: "orphaned",

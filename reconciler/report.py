@@ -8,9 +8,9 @@ changed nothing produces byte-identical files and therefore no commit.
 What is written (see README, "What the controller writes back"):
 
 - `status/<Kind>/<name>.yaml` — phase, conditions, stage reached, observed state,
-  `lastAppliedRevision`; `status/controller.yaml` — the source's own conditions
-  (which revision is in force, why it may be stale, the last invalid revision's
-  errors);
+  `lastApplied` (revision, resolution, stages done: the journal's record);
+  `status/controller.yaml` — the source's own conditions (which revision is in
+  force, why it may be stale, the last invalid revision's errors);
 - `reports/drift.md` and `reports/drift.json` — what differs and since when;
 - `audit/YYYY/MM/DD/<time>-<plan>.jsonl` — one JSON line per executed action,
   a new file per cycle, never rewritten.
@@ -81,10 +81,13 @@ class ControllerStatus:
     conditions: tuple[Condition, ...] = ()
     invalid_revision: str | None = None
     errors: tuple[str, ...] = ()
+    owner: str = ""
+    """The identity recorded on what this controller owns (`reconciler.source.identity`)."""
 
     def to_yaml(self) -> str:
         data: dict[str, Any] = {
             "repository": REDACTOR.text(self.repository),
+            "owner": REDACTOR.text(self.owner or self.repository),
             "branch": self.branch,
             "revision": self.revision,
             "conditions": [c.model_dump(mode="json", by_alias=True) for c in self.conditions],

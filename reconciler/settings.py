@@ -22,6 +22,11 @@ class Settings(BaseSettings):
 
     repo: str | None = Field(default=None, description="URL or local path of the declared repo")
     branch: str = "main"
+    owner: str | None = Field(
+        default=None,
+        description="Who this controller is on what it owns (cloud tags, ownership fields); "
+        "default: the repository's canonical location and the tracked branch",
+    )
     ref: str | None = Field(default=None, description="Pin a tag or commit instead of the branch")
     state_dir: Path = Path(".reconciler")
     status_branch: str = Field(

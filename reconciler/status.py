@@ -165,8 +165,10 @@ PHASE_HEALTH: dict[str, Health] = {
 
 
 class _Value(BaseModel):
+    # Read tolerantly: a field written by a newer version (or by hand) is ignored rather
+    # than making the whole status unreadable, which would lose what was applied.
     model_config = ConfigDict(
-        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+        frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True
     )
 
 
@@ -196,16 +198,38 @@ class Failure(_Value):
     )
 
 
+class LastAppliedStatus(_Value):
+    """What reconciler brought about for the resource: a projection of the journal's record
+    (`reconciler.diff.LastApplied`), so a plan made elsewhere (CI) reads it too."""
+
+    revision: str | None = Field(
+        default=None, description="Revision at which its pipeline last completed"
+    )
+    resolution: str | None = Field(
+        default=None,
+        description="Hash of what applying it meant then (declared state, stages, tasks); "
+        "absent while its pipeline never completed: it is not provisioned",
+    )
+    fingerprint: str | None = None
+    stages_done: tuple[str, ...] = Field(
+        default=(), description="Stages completed on it, in pipeline order"
+    )
+    stages: dict[str, str] = Field(
+        default_factory=dict, description="Each completed stage's digest at the time"
+    )
+    adopted: bool = Field(default=False, description="Taken over without running its pipeline")
+    declared: dict[str, Any] | None = Field(
+        default=None, description="The declared state then (secure params as references)"
+    )
+
+
 class ResourceStatus(_Value):
     kind: str
     name: str
     phase: Phase = "Pending"
     conditions: tuple[Condition, ...] = ()
     stage_reached: str | None = None
-    stages_done: tuple[str, ...] = ()
-    last_applied_revision: str | None = None
-    last_applied_fingerprint: str | None = None
-    last_applied_declared: dict[str, Any] | None = None
+    last_applied: LastAppliedStatus | None = None
     drifted_since: datetime | None = None
     failure: Failure | None = None
     observed: dict[str, Any] = Field(default_factory=dict)

@@ -20,10 +20,11 @@ What happened this cycle -> phase; conditions:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler.desired import Desired
+from reconciler.desired import Desired, ResolvedResource
 from reconciler.diff import Diff, LastApplied, ResourceDiff, Status
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
 from reconciler.model.kinds import FailureBackoff
@@ -37,6 +38,7 @@ from reconciler.status import (
     Condition,
     ConditionType,
     Failure,
+    LastAppliedStatus,
     ResourceStatus,
     remove_condition,
     set_condition,
@@ -89,6 +91,19 @@ def backoff_delay(backoff: FailureBackoff, attempts: int) -> float:
     return float(min(backoff.maximum, backoff.initial * 2 ** min(attempts - 1, 32)))
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What this cycle knows of one declared resource (the inputs of its next status)."""
+
+    resource: ResolvedResource
+    before: ResourceStatus
+    found: ResourceDiff | None
+    action: PlannedAction | None
+    outcome: ResourceOutcome | None
+    observed: dict[str, Any]
+    record: LastApplied | None
+
+
 def next_statuses(
     *,
     desired: Desired,
@@ -99,12 +114,14 @@ def next_statuses(
     observed: ObservedState | None,
     now: datetime,
     resumed: ExecutionResult | None = None,
+    records: Mapping[str, LastApplied] | None = None,
 ) -> tuple[dict[str, ResourceStatus], list[DriftEntry]]:
     """Every declared resource's status after this cycle, and the drift to report.
 
     `resumed` is a plan interrupted by a crash and finished at the start of this
     cycle: its outcome counts for a resource this cycle's plan has nothing more to
     do for (what it brought about is in sync now; it says which stages ran).
+    `records` are the journal's records after this cycle (`lastApplied` shows them).
     """
     actions: dict[str, PlannedAction] = {a.key: a for a in plan.actions}
     outcomes: dict[str, ResourceOutcome] = {
@@ -113,185 +130,246 @@ def next_statuses(
         if key not in actions and outcome.result != "skipped"
     }
     outcomes.update(execution.outcomes if execution else {})
+    records = records or {}
     statuses: dict[str, ResourceStatus] = {}
     drift: list[DriftEntry] = []
-    revision = plan.revision
     for key, resource in desired.resources.items():
         before = previous.get(key) or ResourceStatus(kind=resource.kind, name=resource.name)
-        found = diff.resources.get(key)
-        action = actions.get(key)
-        outcome = outcomes.get(key)
-        observed_fields = _observed(observed, key, dict(before.observed))
-        update: dict[str, Any] = {"observed": observed_fields, "failure": None}
-        conditions = before.conditions
-        if outcome is not None and outcome.result == "succeeded":
-            stages = outcome.stages_done
-            update.update(
-                phase="Ready",
-                stage_reached=stages[-1] if stages else before.stage_reached,
-                stages_done=tuple(s.name for s in resource.stages),
-                last_applied_revision=revision,
-                last_applied_fingerprint=action.fingerprint
-                if action and action.fingerprint
-                else resource.fingerprint(),
-                last_applied_declared=resource.declared(),
-                drifted_since=None,
-                conditions=_conditions(
-                    conditions,
-                    now,
-                    ("True", "Reconciled", _in_sync(revision)),
-                ),
-            )
-        elif outcome is not None and outcome.result == "failed":
-            resolution = resource.resolution()
-            last = before.failure if before.phase == "Failed" else None
-            # The same thing failing again waits longer; something new in Git starts over.
-            attempts = last.attempts + 1 if last and last.resolution == resolution else 1
-            delay = backoff_delay(desired.policy.failure_backoff, attempts)
-            retry_at = now + timedelta(seconds=delay)
-            message = (
-                f"stage {outcome.failed_stage}, task {outcome.failed_task}: {outcome.error} "
-                f"(failed {attempts} time{'s' if attempts > 1 else ''} in a row; scheduled "
-                f"cycles try again from {retry_at:%Y-%m-%dT%H:%M:%SZ}, a change in Git or a "
-                "sync at once)"
-            )
-            update.update(
-                phase="Failed",
-                stage_reached=outcome.stages_done[-1]
-                if outcome.stages_done
-                else before.stage_reached,
-                failure=Failure(
-                    stage=outcome.failed_stage or "?",
-                    task=outcome.failed_task or "?",
-                    error=outcome.error or "",
-                    log=outcome.log,
-                    attempts=attempts,
-                    retry_at=retry_at,
-                    resolution=resolution,
-                ),
-                conditions=_conditions(
-                    conditions,
-                    now,
-                    ("False", "TaskFailed", message),
-                    ("Failed", "TaskFailed", message),
-                ),
-            )
-        elif outcome is not None and outcome.result == "skipped":
-            if outcome.reason.startswith("dependency"):
-                extra: tuple[ConditionType, str, str] = (
-                    "Stalled",
-                    "DependencyNotReady",
-                    outcome.reason,
-                )
-                phase = "Stalled"
-            else:
-                reason = (
-                    "ChangeWindowClosed" if "change window" in outcome.reason else "Interrupted"
-                )
-                extra = ("Reconciling", reason, outcome.reason)
-                phase = "Provisioning"
-            update.update(
-                phase=phase,
-                conditions=_conditions(conditions, now, ("False", extra[1], outcome.reason), extra),
-            )
-        elif action is not None and action.blocked:
-            update.update(
-                phase="Stalled",
-                conditions=_conditions(
-                    conditions,
-                    now,
-                    ("False", "BlockedByPolicy", action.blocked),
-                    ("Stalled", "BlockedByPolicy", action.blocked),
-                ),
-            )
-        elif found is not None and found.status is Status.UNKNOWN:
-            update.update(
-                phase="Unknown",
-                observed=dict(before.observed),
-                conditions=_conditions(
-                    conditions, now, ("Unknown", "ObservationFailed", found.reason)
-                ),
-            )
-        elif (
-            found is not None
-            and found.status is Status.DRIFTED
-            and (action is None or action.operation is Operation.REPORT_DRIFT)
-        ):
-            fields = _drift_fields(found)
-            shown = ", ".join(f["path"] for f in fields) or found.reason
-            message = f"differs from Git outside Git: {shown}"
-            since = before.drifted_since or now
-            update.update(
-                phase="Drifted",
-                drifted_since=since,
-                conditions=_conditions(
-                    conditions,
-                    now,
-                    ("False", "DriftDetected", message),
-                    ("Drifted", "DriftDetected", message),
-                ),
-            )
-            drift.append(
-                DriftEntry(
-                    key=key, since=since, corrected=False, reason=found.reason, fields=fields
-                )
-            )
-        elif action is not None and action.runnable:
-            message = f"{action.operation.value} planned: {'; '.join(action.reasons) or 'pending'}"
-            update.update(
-                phase="Pending",
-                conditions=_conditions(
-                    conditions,
-                    now,
-                    ("False", "Pending", message),
-                    ("Reconciling", "Pending", message),
-                ),
-            )
-        else:
-            # In sync: the declared state is what exists, so it counts as applied.
-            applied = before.last_applied_revision or revision
-            update.update(
-                phase="Ready",
-                drifted_since=None,
-                last_applied_revision=applied,
-                last_applied_fingerprint=resource.fingerprint(),
-                last_applied_declared=resource.declared(),
-                conditions=_conditions(conditions, now, ("True", "Reconciled", _in_sync(applied))),
-            )
-        if found is not None and found.status is Status.DRIFTED and outcome is not None:
-            fields = _drift_fields(found)
-            drift.append(
-                DriftEntry(
-                    key=key,
-                    since=before.drifted_since or now,
-                    corrected=outcome.result == "succeeded",
-                    reason=found.reason,
-                    fields=fields,
-                )
-            )
+        seen = _Seen(
+            resource,
+            before,
+            diff.resources.get(key),
+            actions.get(key),
+            outcomes.get(key),
+            _observed(observed, key, dict(before.observed)),
+            records.get(key),
+        )
+        update = _status_update(seen, desired, plan.revision, now)
+        update["last_applied"] = _projection(records.get(key)) or before.last_applied
         statuses[key] = before.model_copy(update=update)
-    for key, found in diff.resources.items():
-        if found.status is Status.ORPHANED:
-            action = actions.get(key)
-            outcome = outcomes.get(key)
-            corrected = outcome is not None and outcome.result == "succeeded"
-            drift.append(
-                DriftEntry(
-                    key=key,
-                    since=None,
-                    corrected=corrected,
-                    reason="orphaned: "
-                    + (found.reason or "no longer declared")
-                    + (
-                        ""
-                        if corrected
-                        else " (prune is off)"
-                        if action is None or not action.runnable
-                        else ""
-                    ),
-                )
-            )
+        drift.extend(_drift_entries(seen, statuses[key], now))
+    drift.extend(_orphan_entries(diff, actions, outcomes))
     return statuses, drift
+
+
+def _status_update(
+    seen: _Seen, desired: Desired, revision: str | None, now: datetime
+) -> dict[str, Any]:
+    """The fields of the resource's status that this cycle changes (see module docstring)."""
+    update: dict[str, Any] = {"observed": seen.observed, "failure": None}
+    outcome, action, found = seen.outcome, seen.action, seen.found
+    conditions = seen.before.conditions
+    if outcome is not None and outcome.result == "succeeded":
+        return {**update, **_succeeded(seen, revision, now)}
+    if outcome is not None and outcome.result == "failed":
+        return {**update, **_failed(seen, desired, now)}
+    if outcome is not None and outcome.result == "skipped":
+        return {**update, **_skipped(outcome, conditions, now)}
+    if found is not None and found.status is Status.UNKNOWN:
+        # The provider's own words (a BMC's 401 stays a 401), never a policy reason.
+        return {
+            **update,
+            "phase": "Unknown",
+            "observed": dict(seen.before.observed),
+            "conditions": _conditions(
+                conditions, now, ("Unknown", "ObservationFailed", found.reason)
+            ),
+        }
+    if action is not None and action.blocked:
+        reason = "AdoptionWaiting" if action.operation is Operation.ADOPT else "BlockedByPolicy"
+        if action.blocked.startswith("dependency"):
+            reason = "DependencyNotReady"
+        return {
+            **update,
+            "phase": "Stalled",
+            "conditions": _conditions(
+                conditions,
+                now,
+                ("False", reason, action.blocked),
+                ("Stalled", reason, action.blocked),
+            ),
+        }
+    if (
+        found is not None
+        and found.status is Status.DRIFTED
+        and (action is None or action.operation is Operation.REPORT_DRIFT)
+    ):
+        fields = _drift_fields(found)
+        shown = ", ".join(f["path"] for f in fields) or found.reason
+        message = f"differs from Git outside Git: {shown}"
+        return {
+            **update,
+            "phase": "Drifted",
+            "drifted_since": seen.before.drifted_since or now,
+            "conditions": _conditions(
+                conditions,
+                now,
+                ("False", "DriftDetected", message),
+                ("Drifted", "DriftDetected", message),
+            ),
+        }
+    if action is not None and action.runnable:
+        message = f"{action.operation.value} planned: {'; '.join(action.reasons) or 'pending'}"
+        return {
+            **update,
+            "phase": "Pending",
+            "conditions": _conditions(
+                conditions, now, ("False", "Pending", message), ("Reconciling", "Pending", message)
+            ),
+        }
+    # In sync: the diff says so only for a resource whose pipeline completed. The words
+    # name the revision it was applied at, so a cycle at a new head writes nothing new.
+    applied = seen.record.revision if seen.record and seen.record.revision else revision
+    return {
+        **update,
+        "phase": "Ready",
+        "drifted_since": None,
+        "conditions": _conditions(conditions, now, ("True", "Reconciled", _in_sync(applied))),
+    }
+
+
+def _succeeded(seen: _Seen, revision: str | None, now: datetime) -> dict[str, Any]:
+    outcome = seen.outcome
+    assert outcome is not None
+    message = _in_sync(revision)
+    if outcome.operation == Operation.ADOPT.value:
+        message = f"adopted at revision {(revision or 'unknown')[:12]}: observed as declared"
+    stages = outcome.stages_done
+    return {
+        "phase": "Ready",
+        "stage_reached": stages[-1] if stages else seen.before.stage_reached,
+        "drifted_since": None,
+        "conditions": _conditions(seen.before.conditions, now, ("True", "Reconciled", message)),
+    }
+
+
+def _failed(seen: _Seen, desired: Desired, now: datetime) -> dict[str, Any]:
+    outcome, before = seen.outcome, seen.before
+    assert outcome is not None
+    resolution = seen.resource.resolution()
+    last = before.failure if before.phase == "Failed" else None
+    # The same thing failing again waits longer; something new in Git starts over.
+    attempts = last.attempts + 1 if last and last.resolution == resolution else 1
+    delay = backoff_delay(desired.policy.failure_backoff, attempts)
+    retry_at = now + timedelta(seconds=delay)
+    message = (
+        f"stage {outcome.failed_stage}, task {outcome.failed_task}: {outcome.error} "
+        f"(failed {attempts} time{'s' if attempts > 1 else ''} in a row; scheduled "
+        f"cycles try again from {retry_at:%Y-%m-%dT%H:%M:%SZ}, a change in Git or a "
+        "sync at once)"
+    )
+    return {
+        "phase": "Failed",
+        "stage_reached": outcome.stages_done[-1] if outcome.stages_done else before.stage_reached,
+        "failure": Failure(
+            stage=outcome.failed_stage or "?",
+            task=outcome.failed_task or "?",
+            error=outcome.error or "",
+            log=outcome.log,
+            attempts=attempts,
+            retry_at=retry_at,
+            resolution=resolution,
+        ),
+        "conditions": _conditions(
+            before.conditions,
+            now,
+            ("False", "TaskFailed", message),
+            ("Failed", "TaskFailed", message),
+        ),
+    }
+
+
+def _skipped(
+    outcome: ResourceOutcome, conditions: tuple[Condition, ...], now: datetime
+) -> dict[str, Any]:
+    if outcome.reason.startswith("dependency"):
+        extra: tuple[ConditionType, str, str] = ("Stalled", "DependencyNotReady", outcome.reason)
+        phase = "Stalled"
+    else:
+        reason = "ChangeWindowClosed" if "change window" in outcome.reason else "Interrupted"
+        extra = ("Reconciling", reason, outcome.reason)
+        phase = "Provisioning"
+    return {
+        "phase": phase,
+        "conditions": _conditions(conditions, now, ("False", extra[1], outcome.reason), extra),
+    }
+
+
+def _drift_entries(seen: _Seen, status: ResourceStatus, now: datetime) -> list[DriftEntry]:
+    found, outcome = seen.found, seen.outcome
+    if found is None or found.status is not Status.DRIFTED:
+        return []
+    if outcome is None and status.phase != "Drifted":
+        return []
+    return [
+        DriftEntry(
+            key=found.key,
+            since=status.drifted_since if outcome is None else seen.before.drifted_since or now,
+            corrected=outcome is not None and outcome.result == "succeeded",
+            reason=found.reason,
+            fields=_drift_fields(found),
+        )
+    ]
+
+
+def _orphan_entries(
+    diff: Diff, actions: Mapping[str, PlannedAction], outcomes: Mapping[str, ResourceOutcome]
+) -> list[DriftEntry]:
+    entries = []
+    for key, found in diff.resources.items():
+        if found.status is not Status.ORPHANED:
+            continue
+        action, outcome = actions.get(key), outcomes.get(key)
+        corrected = outcome is not None and outcome.result == "succeeded"
+        kept = "" if corrected or (action is not None and action.runnable) else " (prune is off)"
+        entries.append(
+            DriftEntry(
+                key=key,
+                since=None,
+                corrected=corrected,
+                reason="orphaned: " + (found.reason or "no longer declared") + kept,
+            )
+        )
+    return entries
+
+
+def _projection(record: LastApplied | None) -> LastAppliedStatus | None:
+    """The journal's record as the status file shows it."""
+    if record is None:
+        return None
+    return LastAppliedStatus(
+        revision=record.revision,
+        resolution=record.resolution,
+        fingerprint=record.fingerprint or None,
+        stages_done=tuple(record.stages),
+        stages=dict(record.stages),
+        adopted=record.adopted,
+        declared=REDACTOR.data(dict(record.declared)) if record.declared is not None else None,
+    )
+
+
+def refreshed_records(
+    desired: Desired, diff: Diff, records: Mapping[str, LastApplied]
+) -> dict[str, LastApplied]:
+    """Records to write for provisioned resources found in sync at another resolution
+    than recorded: what Git changed for them needed no work (a declared field already
+    observed as declared, a change no stage converges), so what is applied is current."""
+    out: dict[str, LastApplied] = {}
+    for key, found in diff.resources.items():
+        record, resource = records.get(key), desired.resources.get(key)
+        if found.status is not Status.IN_SYNC or record is None or resource is None:
+            continue
+        if not record.provisioned or record.resolution == resource.resolution():
+            continue
+        out[key] = LastApplied(
+            fingerprint=resource.fingerprint(),
+            declared=resource.declared(),
+            revision=desired.revision,
+            resolution=resource.resolution(),
+            stages=resource.stage_digests(),
+            adopted=record.adopted,
+        )
+    return out
 
 
 def audit_records(
@@ -353,17 +431,24 @@ def controller_conditions(
 # --- what the last statuses tell the next plan -------------------------------------
 
 
-def last_applied(statuses: Mapping[str, ResourceStatus]) -> dict[str, LastApplied]:
-    """What each resource looked like when last applied (diff tells Git changes from drift)."""
-    return {
-        key: LastApplied(
-            fingerprint=s.last_applied_fingerprint,
-            declared=s.last_applied_declared or {},
-            revision=s.last_applied_revision,
+def records_from_statuses(statuses: Mapping[str, ResourceStatus]) -> dict[str, LastApplied]:
+    """The records the status branch shows (`lastApplied`): what a plan made without the
+    journal reads (CI), and what a controller falls back on for a resource its journal
+    has no record of (a new state directory)."""
+    out: dict[str, LastApplied] = {}
+    for key, status in statuses.items():
+        shown = status.last_applied
+        if shown is None:
+            continue
+        out[key] = LastApplied(
+            fingerprint=shown.fingerprint or "",
+            declared=shown.declared,
+            revision=shown.revision,
+            resolution=shown.resolution,
+            stages=dict(shown.stages),
+            adopted=shown.adopted,
         )
-        for key, s in statuses.items()
-        if s.last_applied_fingerprint
-    }
+    return out
 
 
 def failed_stages(statuses: Mapping[str, ResourceStatus]) -> dict[str, str]:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler.desired import Desired, ResolvedResource, ResolvedStage
+from reconciler.diff import LastApplied
 from reconciler.model.common import Metadata, Selector
 from reconciler.model.kinds import (
     IgnoreRule,
@@ -177,6 +178,22 @@ def observed(
         if key not in absent and key not in unknown:
             owned_map.setdefault(key, OwnedResource(key, r.kind, r.name, "default"))
     return ObservedState(observations=out, owned=owned_map)
+
+
+def record(r: ResolvedResource, *, revision: str | None = "r0") -> LastApplied:
+    """The journal's record of `r` provisioned as it is declared now."""
+    return LastApplied(
+        fingerprint=r.fingerprint(),
+        declared=r.declared(),
+        revision=revision,
+        resolution=r.resolution(),
+        stages=r.stage_digests(),
+    )
+
+
+def provisioned(d: Desired, *keys: str) -> dict[str, LastApplied]:
+    """Records of every resource of `d` (or of `keys`) provisioned as declared now."""
+    return {k: record(r) for k, r in d.resources.items() if not keys or k in keys}
 
 
 def orphan(name: str, kind: str = "Machine", **labels: str) -> OwnedResource:

@@ -118,7 +118,7 @@ CORPUS: dict[str, tuple[str, str]] = {
     "unknown-kind": (
         MACHINE.replace("kind: Machine", "kind: Server"),
         "m3.yaml:2:7: unknown kind 'Server' for reconciler/v1; known: Provider, Machine, "
-        "Instance, Pipeline, Stage, Profile, Policy",
+        "Instance, Resource, Pipeline, Stage, Profile, Policy",
     ),
     "bad-task-type": (
         MACHINE + "  hooks:\n    '*':\n      pre-process:\n        - {name: x, type: shell}\n",

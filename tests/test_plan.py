@@ -16,7 +16,7 @@ from tests import plan_values as pv
 
 
 def applied(r):
-    return LastApplied(r.fingerprint(), r.declared(), "r0")
+    return pv.record(r)
 
 
 def only(p: Plan):
@@ -277,7 +277,7 @@ def scenarios(draw):
         fields = pv.converged(r)
         if state == "git":
             fields["params"] = dict(fields["params"], os="old")
-            last[r.key] = LastApplied("old", {"params": {"os": "old"}}, "r0")
+            last[r.key] = LastApplied("old", {"params": {"os": "old"}}, "r0", resolution="old")
         elif state == "drift":
             fields["params"] = dict(fields["params"], application="hand-made")
             last[r.key] = applied(r)
@@ -440,7 +440,7 @@ def test_a_plan_with_an_untrusted_provider_is_never_in_sync():
     d = pv.desired([pv.resource("a")])
     seen = pv.observed(d)
     seen = ObservedState(seen.observations, seen.owned, {"sim": "listing failed"})
-    p = compute_plan(d, seen)
+    p = compute_plan(d, seen, last_applied=pv.provisioned(d))
     assert p.actions == () and p.unknown_providers == ("sim",)
     assert not p.in_sync and p.exit_code == 2
     assert summary_line(p) == (

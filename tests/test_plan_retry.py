@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from reconciler.diff import LastApplied
 from reconciler.plan import Operation, compute_plan
 from tests import plan_values as pv
 
@@ -11,9 +10,10 @@ def test_a_failure_after_the_converging_work_is_retried_though_fields_are_in_syn
     r = pv.resource("a")
     d = pv.desired([r])
     observed = pv.observed(d, fields={r.key: pv.converged(r)})
-    assert compute_plan(d, observed).in_sync  # the diff alone sees nothing to do
+    done = pv.provisioned(d)
+    assert compute_plan(d, observed, last_applied=done).in_sync  # the diff sees nothing to do
 
-    p = compute_plan(d, observed, failed={r.key: "register"})
+    p = compute_plan(d, observed, last_applied=done, failed={r.key: "register"})
     (action,) = p.actions
     assert action.operation is Operation.UPDATE
     assert action.stages == ("register",)
@@ -27,7 +27,8 @@ def test_retrying_a_destructive_stage_says_so_and_meets_the_guardrails() -> None
     r = pv.resource("a")
     d = pv.desired([r], policy_spec=pv.policy(max_destructive=0))
     observed = pv.observed(d, fields={r.key: pv.converged(r)})
-    (action,) = compute_plan(d, observed, failed={r.key: "install-os"}).actions
+    done = pv.provisioned(d)
+    (action,) = compute_plan(d, observed, last_applied=done, failed={r.key: "install-os"}).actions
     assert action.stages == ("install-os", "install-app", "register")
     assert action.destructive and action.blocked
 
@@ -37,7 +38,7 @@ def test_a_change_after_the_failed_stage_starts_at_the_failed_stage() -> None:
     before = pv.resource("a", params={"os": "ubuntu-24.04", "application": "kubernetes-node"})
     d = pv.desired([r])
     observed = pv.observed(d, fields={r.key: pv.converged(before)})
-    applied = {r.key: LastApplied(before.fingerprint(), before.declared(), "r0")}
+    applied = {r.key: pv.record(before)}
     (action,) = compute_plan(d, observed, last_applied=applied, failed={r.key: "burn-in"}).actions
     assert action.stages == ("burn-in", "install-os", "install-app", "register")
     assert action.destructive  # install-os comes again
@@ -47,7 +48,8 @@ def test_a_stage_no_longer_in_the_pipeline_or_a_missing_resource_changes_nothing
     r = pv.resource("a")
     d = pv.desired([r])
     observed = pv.observed(d, fields={r.key: pv.converged(r)})
-    assert compute_plan(d, observed, failed={r.key: "gone"}).in_sync
+    done = pv.provisioned(d)
+    assert compute_plan(d, observed, last_applied=done, failed={r.key: "gone"}).in_sync
     missing = pv.observed(d, absent=[r.key])
     (action,) = compute_plan(d, missing, failed={r.key: "register"}).actions
     assert action.operation is Operation.CREATE

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from reconciler.desired import TASK_POINTS, Desired
-from reconciler.diff import LastApplied
 from reconciler.load import load_directory
 from reconciler.observe import observe, resource_ref
 from reconciler.plan import Operation, Plan, compute_plan
 from reconciler.providers.base import ActionRequest, OperationPhase
 from reconciler.providers.simulator import SimulatorProvider
 from reconciler.render import render_text
+from tests import plan_values as pv
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample-repo"
 PARAM = re.compile(r"\$\{params\.([A-Za-z0-9_]+)\}")
@@ -95,10 +95,7 @@ def test_sample_repo_plans_create_then_in_sync_then_drift(sample):
     assert "+ Machine/r01-node01  create: discover → inventory" in text
 
     apply(first, desired, sim, clock)
-    last = {
-        key: LastApplied(r.fingerprint(), r.declared(), desired.revision)
-        for key, r in desired.resources.items()
-    }
+    last = {key: pv.record(r, revision=desired.revision) for key, r in desired.resources.items()}
     seen = asyncio.run(observe(desired, providers, previous=seen.existing))
     settled = compute_plan(desired, seen, last_applied=last)
     assert settled.in_sync, render_text(settled)

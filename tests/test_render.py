@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from reconciler.diff import LastApplied
 from reconciler.plan import Plan, compute_plan
 from reconciler.render import render_json, render_markdown, render_text, summary_line
 from reconciler.secrets import REDACTOR
@@ -28,8 +27,8 @@ def mixed_plan() -> Plan:
         owned=[pv.orphan("old"), pv.orphan("kept")],
     )
     last = {
-        changed.key: LastApplied(before.fingerprint(), before.declared(), "r0"),
-        drifted.key: LastApplied(drifted.fingerprint(), drifted.declared(), "r0"),
+        changed.key: pv.record(before),
+        drifted.key: pv.record(drifted),
     }
     return compute_plan(d, seen, last_applied=last)
 
@@ -53,7 +52,7 @@ def test_text_groups_by_wave_with_symbols_and_a_summary():
 
 def test_in_sync_summary():
     d = pv.desired([pv.resource("a")])
-    p = compute_plan(d, pv.observed(d))
+    p = compute_plan(d, pv.observed(d), last_applied=pv.provisioned(d))
     assert summary_line(p) == "In sync: 1 resources match their declared state, nothing to do."
     assert "Wave" not in render_text(p)
 

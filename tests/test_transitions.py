@@ -22,7 +22,8 @@ def test_a_resumed_plan_names_the_stages_it_ran_when_the_new_plan_is_in_sync() -
     done, broken, untouched = (pv.resource(n) for n in ("done", "broken", "untouched"))
     d = pv.desired([done, broken, untouched])
     observed = pv.observed(d, fields={r.key: pv.converged(r) for r in (done, broken, untouched)})
-    found = diff(d, observed)
+    records = pv.provisioned(d) | {done.key: pv.record(done, revision="abc1234")}
+    found = diff(d, observed, last_applied=records)
     in_sync = plan(d, found)
     assert not in_sync.actions
     resumed = ExecutionResult(
@@ -52,10 +53,12 @@ def test_a_resumed_plan_names_the_stages_it_ran_when_the_new_plan_is_in_sync() -
         observed=observed,
         now=NOW,
         resumed=resumed,
+        records=records,
     )
     assert statuses[done.key].phase == "Ready"
     assert statuses[done.key].stage_reached == "register"
-    assert statuses[done.key].last_applied_revision == "abc1234"
+    assert statuses[done.key].last_applied is not None
+    assert statuses[done.key].last_applied.revision == "abc1234"
     assert statuses[broken.key].phase == "Failed"
     assert statuses[broken.key].failure is not None
     assert statuses[broken.key].failure.task == "cmdb"

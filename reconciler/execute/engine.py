@@ -27,13 +27,14 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
+from reconciler.diff import LastApplied
 from reconciler.execute.context import TaskContext, TaskResult
 from reconciler.execute.journal import Journal, idempotency_key
 from reconciler.execute.runners import run_journaled
@@ -225,6 +226,17 @@ class Executor:
         return False
 
 
+def _stage_params(resolved: ResolvedResource | None, stage: str) -> Mapping[str, Any]:
+    """The params a stage's tasks see: its own `params` in their place of the README's
+    order (after the pipeline's, before the global profile's)."""
+    if resolved is None:
+        return {}
+    for candidate in resolved.stages:
+        if candidate.name == stage:
+            return candidate.params
+    return resolved.params
+
+
 @dataclass
 class _Run:
     """The state of one execution, shared by its resources' coroutines."""
@@ -280,27 +292,29 @@ class _Run:
         ex._emit("resource.started", resource=action.key, operation=action.operation.value)
         resolved = ex.desired.resources.get(action.key)
         if action.operation is Operation.DECOMMISSION or resolved is None:
-            plan_stages: list[tuple[str, str, Task]] = [("decommission", "work", DECOMMISSION_TASK)]
+            plan_stages: list[tuple[str, str, int, Task]] = [
+                ("decommission", "work", 0, DECOMMISSION_TASK)
+            ]
             ref = ResourceRef(kind=action.kind, name=action.name, key=action.key)
         else:
             by_name = {s.name: s for s in resolved.stages}
             plan_stages = [
-                (stage, point, task)
+                (stage, point, position, task)
                 for stage in action.stages
                 for point in TASK_POINTS
-                for task in by_name[stage].tasks[point]
+                for position, task in enumerate(by_name[stage].tasks[point])
             ]
             ref = resource_ref(resolved)
         records: list[TaskRecord] = []
         stages_done: list[str] = []
-        for index, (stage, point, task) in enumerate(plan_stages):
+        for index, (stage, point, position, task) in enumerate(plan_stages):
             if ex._stop:
                 return self._finish(
                     action, "skipped", started, records, stages_done, reason=f"stopped: {ex._stop}"
                 )
             try:
                 result, began = await self._task(
-                    action, resolved, ref, provider, stage, point, task
+                    action, resolved, ref, provider, stage, (point, position), task
                 )
             except _Stopped:
                 return self._finish(
@@ -339,8 +353,36 @@ class _Run:
             last_of_stage = index + 1 == len(plan_stages) or plan_stages[index + 1][0] != stage
             if last_of_stage:
                 stages_done.append(stage)
+                if resolved is not None and action.operation is not Operation.DECOMMISSION:
+                    self._record_stage(resolved, stage)
                 ex._emit("stage.done", resource=action.key, stage=stage)
+        self._record_completed(action, resolved)
         return self._finish(action, "succeeded", started, records, stages_done)
+
+    def _record_stage(self, resolved: ResolvedResource, stage: str) -> None:
+        """A stage completed on the resource as declared now: journaled at once, so an
+        unfinished first run continues after it, and a changed stage is told apart."""
+        journal = self.executor.journal
+        record = LastApplied.from_dict(journal.applied().get(resolved.key) or {})
+        digests = {**record.stages, stage: resolved.stage_digests()[stage]}
+        journal.record_applied(resolved.key, replace(record, stages=digests).to_dict())
+
+    def _record_completed(self, action: PlannedAction, resolved: ResolvedResource | None) -> None:
+        """The pipeline completed (or the resource was adopted, or decommissioned): what
+        the journal says reconciler brought about."""
+        journal = self.executor.journal
+        if action.operation is Operation.DECOMMISSION or resolved is None:
+            journal.forget_applied(action.key)
+            return
+        record = LastApplied(
+            fingerprint=resolved.fingerprint(),
+            declared=resolved.declared(),
+            revision=self.plan.revision,
+            resolution=resolved.resolution(),
+            stages=resolved.stage_digests(),
+            adopted=action.operation is Operation.ADOPT,
+        )
+        journal.record_applied(action.key, record.to_dict())
 
     def _skipped(self, action: PlannedAction, reason: str) -> ResourceOutcome:
         self.executor._emit("resource.skipped", resource=action.key, reason=reason)
@@ -382,11 +424,16 @@ class _Run:
         ref: ResourceRef,
         provider: Provider,
         stage: str,
-        point: str,
+        at: tuple[str, int],
         task: Task,
     ) -> tuple[TaskResult, str]:
         ex = self.executor
-        key = idempotency_key(self.execution, action.key, stage, task.name, point=point)
+        point, position = at
+        # The position in the composed list is part of the key: hooks from several levels
+        # may share a task name, and each is a task of its own.
+        key = idempotency_key(
+            self.execution, action.key, stage, task.name, point=f"{point}#{position}"
+        )
 
         async def provider_action(
             name: str, args: Mapping[str, Any], idem: str
@@ -410,7 +457,7 @@ class _Run:
             resource_kind=action.kind,
             resource_name=action.name,
             idempotency_key=key,
-            params=dict(resolved.params) if resolved else {},
+            params=dict(_stage_params(resolved, stage)),
             secure_params=resolved.secure_params if resolved else frozenset(),
             plan_hash=self.execution,
             stage=stage,

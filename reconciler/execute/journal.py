@@ -8,6 +8,10 @@ Tables:
 
 - ``plans``: plan hash, revision, plan JSON, state (running → finished, or
   superseded with a reason), created/finished times. At most one plan runs.
+- ``applied``: per resource, what reconciler brought about (`reconciler.diff.LastApplied`
+  as JSON): the stages completed and the digest each had, and once the whole pipeline
+  completed the revision, resolution and declared state. The status branch shows a
+  projection of it (`lastApplied`); this table is the truth the next plan reads.
 - ``tasks``: one row per task run of a plan, keyed by its idempotency key
   (sha256 of plan hash | resource | stage | [point |] task): state
   (started → acknowledged → finished), operation id, attempts, progress note,
@@ -96,6 +100,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at     TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_plan ON tasks (plan_hash, resource);
+CREATE TABLE IF NOT EXISTS applied (
+    resource    TEXT PRIMARY KEY,
+    record_json TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
 """
 
 TaskState = Literal["started", "acknowledged", "finished"]
@@ -164,6 +173,7 @@ class Journal:
 
     def __init__(self, path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
         self.path = path
+        self._applied: dict[str, dict[str, Any]] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
@@ -186,6 +196,33 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- what was applied per resource ---------------------------------------------------
+
+    def applied(self) -> dict[str, dict[str, Any]]:
+        """Every resource's record (see `reconciler.diff.LastApplied`), by key.
+
+        Read once, then kept: this process is the only writer (the lease)."""
+        if self._applied is None:
+            rows = self._db.execute("SELECT resource, record_json FROM applied").fetchall()
+            self._applied = {r["resource"]: json.loads(r["record_json"]) for r in rows}
+        return self._applied
+
+    def record_applied(self, resource: str, record: dict[str, Any]) -> None:
+        """Replace a resource's record (a stage completed, the pipeline completed, adopted)."""
+        text = REDACTOR.text(json.dumps(record, sort_keys=True, default=str))
+        self._write(
+            "INSERT INTO applied (resource, record_json, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (resource) DO UPDATE SET record_json = excluded.record_json, "
+            "updated_at = excluded.updated_at",
+            (resource, text, _now()),
+        )
+        self.applied()[resource] = json.loads(text)
+
+    def forget_applied(self, resource: str) -> None:
+        """A decommissioned resource: nothing of it is ours any more."""
+        self._write("DELETE FROM applied WHERE resource = ?", (resource,))
+        self.applied().pop(resource, None)
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
         try:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    HttpUrl,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from reconciler.model.common import (
     Duration,
@@ -91,15 +98,41 @@ class Provider(Strict):
 # --- Resources --------------------------------------------------------------
 
 
+ADOPT_DESCRIPTION = (
+    "Take over an already-provisioned resource without running its pipeline, once the "
+    "observed value of every converged field equals the declared one"
+)
+
+
 class ResourceSpec(Strict):
     provider: Name
     pipeline: Name
     profiles: list[Name] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     depends_on: list[str] = Field(
-        default_factory=list, description="Kind/name, or a bare name of a Machine or Instance"
+        default_factory=list,
+        description="Kind/name, or a bare name of a Machine, Instance or Resource",
     )
     hooks: StageHooks = Field(default_factory=dict)
+    adopt: bool | None = Field(default=None, description=ADOPT_DESCRIPTION)
+
+
+def _on_off(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted on/off as a boolean: `power: on` means "on".
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return value
+
+
+PowerState = Annotated[
+    Literal["on", "off"],
+    BeforeValidator(_on_off),
+    WithJsonSchema(
+        {"enum": ["on", "off", True, False], "description": "Declared power state: on or off"}
+    ),
+]
 
 
 class Bmc(Strict):
@@ -114,6 +147,11 @@ class Bmc(Strict):
 class MachineSpec(ResourceSpec):
     bmc: Bmc = Field(default_factory=Bmc)
     rack: str | None = None
+    power: PowerState | None = Field(
+        default=None,
+        description="on or off: observed (Redfish PowerState, the simulator); out-of-band "
+        "changes are drift, corrected with selfHeal by the stage converging `power`",
+    )
 
 
 class Machine(Strict):
@@ -128,6 +166,11 @@ class InstanceSpec(ResourceSpec):
     image: str
     region: str | None = None
     zone: str | None = None
+    state: Literal["running", "stopped"] | None = Field(
+        default=None,
+        description="running or stopped: observed (EC2 instance state); out-of-band changes "
+        "are drift, corrected with selfHeal by the stage converging `state`",
+    )
 
 
 class Instance(Strict):
@@ -135,6 +178,24 @@ class Instance(Strict):
     kind: Literal["Instance"]
     metadata: Metadata
     spec: InstanceSpec
+
+
+class ManagedObjectSpec(ResourceSpec):
+    type: str = Field(
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="What kind of object the provider manages: vlan, dns-record, ip-allocation, …",
+    )
+
+
+class ManagedObject(Strict):
+    """Any other managed object of a provider (a VLAN, a DNS record, an IP allocation):
+    the "Allocate" and "Register" steps of provisioning, with the same pipelines, diff,
+    drift and prune as machines and instances. Its kind in YAML is `Resource`."""
+
+    api_version: Literal["reconciler/v1"]
+    kind: Literal["Resource"]
+    metadata: Metadata
+    spec: ManagedObjectSpec
 
 
 # --- Pipelines and stages -----------------------------------------------------
@@ -308,6 +369,11 @@ class ProfileSpec(Strict):
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
     hooks: StageHooks = Field(default_factory=dict)
+    adopt: bool | None = Field(
+        default=None,
+        description=ADOPT_DESCRIPTION + " (for every resource using this profile, unless the "
+        "resource says otherwise)",
+    )
 
 
 class Profile(Strict):
@@ -398,8 +464,9 @@ class Policy(Strict):
 PolicySpec.model_rebuild()
 
 Document = Annotated[
-    Provider | Machine | Instance | Pipeline | Stage | Profile | Policy,
+    Provider | Machine | Instance | ManagedObject | Pipeline | Stage | Profile | Policy,
     Field(discriminator="kind"),
 ]
-Resource = Machine | Instance
-RESOURCE_KINDS = ("Machine", "Instance")
+Resource = Machine | Instance | ManagedObject
+"""A declared resource document: what a pipeline provisions."""
+RESOURCE_KINDS = ("Machine", "Instance", "Resource")

@@ -15,6 +15,7 @@ from reconciler.model.kinds import (
     API_VERSION,
     Instance,
     Machine,
+    ManagedObject,
     Pipeline,
     Policy,
     Profile,
@@ -26,7 +27,14 @@ HUB_VERSION = API_VERSION
 
 KINDS: dict[str, dict[str, type[BaseModel]]] = {
     "reconciler/v1": {
-        cls.__name__: cls for cls in (Provider, Machine, Instance, Pipeline, Stage, Profile, Policy)
+        "Provider": Provider,
+        "Machine": Machine,
+        "Instance": Instance,
+        "Resource": ManagedObject,
+        "Pipeline": Pipeline,
+        "Stage": Stage,
+        "Profile": Profile,
+        "Policy": Policy,
     },
 }
 """Document classes by apiVersion, then kind."""

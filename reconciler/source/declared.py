@@ -40,6 +40,7 @@ from reconciler import load
 from reconciler.errors import Diagnostic, PermanentError, ReconcilerError, TemporaryError
 from reconciler.load import LoadResult
 from reconciler.source.backoff import Backoff
+from reconciler.source.identity import bind_state_dir, check_local_repository, owner_identity
 from reconciler.source.mirror import GitAccess, Mirror, Revision
 from reconciler.source.tree import (
     AssembleFn,
@@ -130,17 +131,33 @@ class DeclaredSource:
         self._rejected: LoadedRevision | None = None
         self._failures = 0
         self._restored = False
+        self.owner = owner_identity(mirror.access.url, branch)
+        """Who this controller is on everything it owns (see `reconciler.source.identity`)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: object) -> DeclaredSource:
-        mirror = Mirror.in_state_dir(Path(settings.state_dir), GitAccess.from_settings(settings))
-        return cls(
-            mirror,
+    def from_settings(
+        cls, settings: Settings, *, writing: bool = False, **kwargs: object
+    ) -> DeclaredSource:
+        """The declared repository of `settings`, its state directory bound to its owner.
+
+        `writing`: the caller pushes status (apply, run): the repository must be bare.
+        A state directory of another owner, a local path that does not exist and (when
+        writing) a working copy are refused here, before anything runs.
+        """
+        assert settings.repo is not None
+        check_local_repository(settings.repo, writing=writing)
+        access = GitAccess.from_settings(settings)
+        owner = owner_identity(settings.repo, settings.branch, settings.owner)
+        bind_state_dir(Path(settings.state_dir), owner, access.display_url)
+        source = cls(
+            Mirror.in_state_dir(Path(settings.state_dir), access),
             branch=settings.branch,
             ref=settings.ref,
             force_push_policy=settings.force_push_policy,
             **kwargs,  # type: ignore[arg-type]
         )
+        source.owner = owner
+        return source
 
     @property
     def repo(self) -> pygit2.Repository:

@@ -215,7 +215,7 @@ def test_status_that_cannot_be_pushed_is_said_and_kept_for_the_next_cycle(tmp_pa
     git("commit", "-q", "-m", "two machines", cwd=work)
     state = tmp_path / "state"
 
-    def apply(repo: Path) -> subprocess.CompletedProcess[str]:
+    def apply(repo: Path | str, state_dir: Path = state) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
                 sys.executable,
@@ -224,7 +224,7 @@ def test_status_that_cannot_be_pushed_is_said_and_kept_for_the_next_cycle(tmp_pa
                 "--repo",
                 str(repo),
                 "--state-dir",
-                str(state),
+                str(state_dir),
                 "apply",
             ],
             capture_output=True,
@@ -232,16 +232,28 @@ def test_status_that_cannot_be_pushed_is_said_and_kept_for_the_next_cycle(tmp_pa
             timeout=120,
         )
 
-    refused = apply(work)
-    assert refused.returncode == 1
-    assert "status NOT written: cannot push to" in refused.stderr
-    assert "it has a working tree" in refused.stderr
-    assert "Traceback" not in refused.stderr
-    # The same history served bare: the next cycle reports what already ran, running nothing.
-    bare = tmp_path / "served.git"
-    git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
-    shutil.rmtree(state / "mirror.git")
-    done = apply(bare)
+    # A working copy is refused before anything runs: pushing status to it would fail
+    # only after the machines were installed.
+    working_copy = apply(work, tmp_path / "other-state")
+    assert working_copy.returncode == 1
+    assert "is a working copy, not a bare repository" in working_copy.stderr
+    assert "Traceback" not in working_copy.stderr
+    assert not (tmp_path / "other-state" / "simulator.db").exists()
+
+    # A remote (git daemon) whose server refuses the status push (a pre-receive hook).
+    with git_daemon(tmp_path / "srv") as server:
+        git("push", "-q", str(server.bare), "main", cwd=work)
+        hook = server.bare / "hooks" / "pre-receive"
+        hook.write_text("#!/bin/sh\necho 'status pushes are closed today' >&2\nexit 1\n")
+        hook.chmod(0o755)
+        refused = apply(server.url)
+        assert refused.returncode == 1
+        assert "status NOT written" in refused.stderr
+        assert "status pushes are closed today" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        # The hook gone, the next cycle reports what already ran, running nothing.
+        hook.unlink()
+        done = apply(server.url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "resumed an unfinished plan" in done.stdout
     assert "status committed" in done.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import providers as registry
-from reconciler.diff import Status, diff
+from reconciler.diff import LastApplied, Status, diff
 from reconciler.load import load_directory
 from reconciler.observe import observe_desired, resource_ref
 from reconciler.plan import Operation, plan
@@ -149,16 +149,29 @@ def test_a_repository_is_planned_against_real_emulators(
     changes = diff(desired, observed)
     status = {key: d.status for key, d in changes.resources.items()}
     assert status == {
-        "Machine/node-a": Status.IN_SYNC,  # found by MAC: the declared bmc reads back
+        # Found by MAC on the BMC, its declared bmc reads back: it exists, but nothing
+        # provisioned it yet. Existence is not provisioning.
+        "Machine/node-a": Status.UNPROVISIONED,
         "Machine/ghost": Status.MISSING,
         "Instance/web": Status.MISSING,
         "Instance/old": Status.ORPHANED,
     }
-    actions = {a.key: (a.operation, a.stages) for a in plan(desired, changes).actions}
-    assert actions["Machine/ghost"] == (Operation.CREATE, ("discover",))
-    assert actions["Instance/web"] == (Operation.CREATE, ("create",))
-    assert actions["Instance/old"][0] in (Operation.REPORT_ORPHAN, Operation.DECOMMISSION)
-    assert "Machine/node-a" not in actions
+    actions = {a.key: a for a in plan(desired, changes).actions}
+    assert (actions["Machine/node-a"].operation, actions["Machine/node-a"].stages) == (
+        Operation.CREATE,
+        ("discover",),
+    )
+    assert actions["Machine/node-a"].exists is True
+    assert "never provisioned by reconciler" in actions["Machine/node-a"].reasons[0]
+    assert (actions["Machine/ghost"].operation, actions["Machine/ghost"].stages) == (
+        Operation.CREATE,
+        ("discover",),
+    )
+    assert (actions["Instance/web"].operation, actions["Instance/web"].stages) == (
+        Operation.CREATE,
+        ("create",),
+    )
+    assert actions["Instance/old"].operation is Operation.REPORT_ORPHAN  # prune is off
 
     # Create the instance through the provider; the next observation is in sync.
     async def create() -> None:
@@ -173,4 +186,13 @@ def test_a_repository_is_planned_against_real_emulators(
 
     asyncio.run(create())
     observed = asyncio.run(observe_desired(desired, state_dir=state, repository="r"))
-    assert diff(desired, observed).resources["Instance/web"].status is Status.IN_SYNC
+    # It exists now; only the journal's record of a completed pipeline makes it in sync.
+    assert diff(desired, observed).resources["Instance/web"].status is Status.UNPROVISIONED
+    record = LastApplied(
+        fingerprint=desired.resources["Instance/web"].fingerprint(),
+        declared=desired.resources["Instance/web"].declared(),
+        resolution=desired.resources["Instance/web"].resolution(),
+        stages=desired.resources["Instance/web"].stage_digests(),
+    )
+    found = diff(desired, observed, last_applied={"Instance/web": record})
+    assert found.resources["Instance/web"].status is Status.IN_SYNC

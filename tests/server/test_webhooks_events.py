@@ -58,7 +58,7 @@ def test_signed_github_push_fetches_and_reconciles_the_new_revision(
         assert done["revision"] == sha != first
         assert done["progress"] == {"done": 3, "total": 3}
         statuses = api.client.get("/api/v1/resources").json()["resources"]
-        assert {s["lastAppliedRevision"] for s in statuses} == {sha}
+        assert {s["lastApplied"]["revision"] for s in statuses} == {sha}
 
 
 def test_forged_or_unsigned_webhooks_are_refused_and_trigger_nothing(

@@ -63,6 +63,7 @@ from reconciler.source.readback import (
     read_drift,
     read_statuses,
 )
+from reconciler.source.worktree import materialize, prune_trees
 from reconciler.source.writeback import WriteResult
 from reconciler.status import ResourceStatus
 from reconciler.transitions import (
@@ -293,11 +294,18 @@ class Controller:
         *,
         execution: str | None = None,
     ) -> ExecutionResult:
+        repo_dir = None
+        if plan_value.revision:
+            # Playbooks, relative file: secrets and a command's cwd read the revision's files.
+            repo_dir = await asyncio.to_thread(
+                materialize, self.source.repo, plan_value.revision, self.state_dir
+            )
         self._executor = Executor(
             journal=self.journal,
             providers=providers,
             desired=desired,
             state_dir=self.state_dir,
+            repo_dir=repo_dir,
             on_event=self.on_event,
             clock=self.clock,
             finish=False,  # finished in the journal once its results are committed
@@ -688,9 +696,18 @@ class Controller:
         for done in (result.resumed, result.execution):
             if done is not None and not done.stopped:  # reported: it will not resume
                 self.journal.finish_plan(done.execution_id)
+        await asyncio.to_thread(
+            prune_trees, self.state_dir, keep=self.settings.trees_kept, needed=self._needed_trees()
+        )
         final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
         self.last = final
         return final
+
+    def _needed_trees(self) -> set[str]:
+        """The revision an unfinished plan resumes at keeps its materialized tree."""
+        unfinished = self.journal.unfinished_plan()
+        row = self.journal.plan(unfinished.plan_hash) if unfinished is not None else None
+        return {row.revision} if row is not None and row.revision else set()
 
 
 async def _close(providers: Mapping[str, Provider]) -> None:

@@ -156,6 +156,8 @@ class Diff:
 # --- paths ----------------------------------------------------------------------
 
 _MISSING = object()
+MISSING = _MISSING
+"""What `get_path` answers for a path with no value."""
 
 
 def get_path(data: Any, parts: Sequence[str]) -> Any:
@@ -319,6 +321,30 @@ def _field_diffs(
                 )
             )
     return fields
+
+
+def still_differing(
+    resource: ResolvedResource,
+    converges: Sequence[str],
+    observed: Mapping[str, Any],
+    ignore: Sequence[IgnoreRule] = (),
+) -> list[str]:
+    """After a stage ran: each declared field it converges that is not observed as
+    declared, as `path: declared X, observed Y` (secure values redacted)."""
+    observation = Observation(resource.key, True, observed)
+    return [
+        f"{f.path}: declared {_show(f.declared)}, observed "
+        + ("nothing" if f.absent == "observed" else _show(f.observed))
+        for f in _field_diffs(
+            resource, observation, None, _minimal_paths((tuple(converges),)), ignore
+        )
+    ]
+
+
+def _show(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def done_stages(resource: ResolvedResource, last: LastApplied | None) -> tuple[str, ...]:

@@ -226,9 +226,17 @@ async def observe(
     for name, (seen, listed, problem) in zip(names, outcomes, strict=True):
         now = frozenset(k for k, o in seen.items() if isinstance(o, Observation) and o.exists)
         before = frozenset(previous.get(name, ())) & seen.keys()
-        if problem is None and before and not now & before:
+        answered = any(isinstance(o, Observation) for o in seen.values())
+        if problem is None and before and answered and not now & before:
+            # "Absent" answers are not believed; a resource it could not observe at all
+            # keeps the provider's own reason (a BMC's 401 stays a 401).
             problem = f"reported none of the {len(before)} resources it reported existing before"
-            seen = {k: ObservationUnknown(k, f"{name}: {problem}") for k in seen}
+            seen = {
+                k: ObservationUnknown(k, f"{name}: {problem}") if isinstance(o, Observation) else o
+                for k, o in seen.items()
+            }
+        elif problem is None and not answered and seen:
+            problem = next(iter(seen.values())).reason.removeprefix(f"{name}: ")
         if problem is not None:
             unknown[name] = problem
             listed = None  # an untrusted provider's listing finds no orphans

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Resources waiting for a targeted reconcile; more shed"
     )
     operations_kept: int = Field(default=1000, ge=1, description="Operations kept in memory")
+    trees_kept: int = Field(
+        default=3,
+        ge=1,
+        description="Materialized revision trees kept in the state directory (for tasks that "
+        "read repository files); a revision an unfinished plan needs is always kept",
+    )
     config: Path | None = None
 
     @field_validator("listen")

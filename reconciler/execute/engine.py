@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
-from reconciler.diff import LastApplied
+from reconciler.diff import MISSING, LastApplied, get_path, still_differing
+from reconciler.errors import ReconcilerError
 from reconciler.execute.context import TaskContext, TaskResult
 from reconciler.execute.journal import Journal, idempotency_key
 from reconciler.execute.runners import run_journaled
@@ -351,6 +352,20 @@ class _Run:
                     failed=(stage, task.name, result.message, result.log_path),
                 )
             last_of_stage = index + 1 == len(plan_stages) or plan_stages[index + 1][0] != stage
+            if last_of_stage and resolved is not None:
+                problem = await self._check_converged(resolved, ref, provider, stage)
+                if problem is not None:
+                    records.append(problem)
+                    ex._emit("task.failed", resource=action.key, stage=stage, task="converged",
+                             error=problem.message)  # fmt: skip
+                    return self._finish(
+                        action,
+                        "failed",
+                        started,
+                        records,
+                        stages_done,
+                        failed=(stage, "converged", problem.message, None),
+                    )
             if last_of_stage:
                 stages_done.append(stage)
                 if resolved is not None and action.operation is not Operation.DECOMMISSION:
@@ -358,6 +373,36 @@ class _Run:
                 ex._emit("stage.done", resource=action.key, stage=stage)
         self._record_completed(action, resolved)
         return self._finish(action, "succeeded", started, records, stages_done)
+
+    async def _check_converged(
+        self, resolved: ResolvedResource, ref: ResourceRef, provider: Provider, stage: str
+    ) -> TaskRecord | None:
+        """A stage that converges declared fields is done only when they are observed as
+        declared (its validate tasks may not check them all): else a failed record."""
+        converges = next((s.converges for s in resolved.stages if s.name == stage), ())
+        declared = resolved.declared()
+        if not any(get_path(declared, path.split(".")) is not MISSING for path in converges):
+            return None
+        began = _now()
+        try:
+            observed = await observe_one(provider, ref)
+        except ReconcilerError as exc:
+            message = f"could not observe what the stage converges: {exc}"
+        else:
+            ignore = self.executor.desired.policy.ignore_differences
+            differing = still_differing(resolved, converges, observed, ignore)
+            if not differing:
+                return None
+            message = "still differs after the stage: " + "; ".join(differing)
+        return TaskRecord(
+            stage=stage,
+            point="validate",
+            task="converged",
+            result="failed",
+            message=REDACTOR.text(message),
+            started=began,
+            finished=_now(),
+        )
 
     def _record_stage(self, resolved: ResolvedResource, stage: str) -> None:
         """A stage completed on the resource as declared now: journaled at once, so an

@@ -28,9 +28,12 @@ Calls and their semantics (Pulumi style):
 - `start`: idempotent by idempotency key (records in ``<state_dir>/ec2-<name>.db``).
 
   ``create``: if an instance with this resource's key (any non-terminated state)
-  exists, it is adopted and nothing is launched — this is what holds when the
-  process crashed between RunInstances and recording its answer, and it holds
-  against APIs that ignore ``ClientToken`` (moto does). Otherwise RunInstances
+  exists, nothing is launched — this is what holds when the process crashed
+  between RunInstances and recording its answer, and it holds against APIs that
+  ignore ``ClientToken`` (moto does) — but the declaration must hold for it: a
+  type other than the declared ``size`` is changed as a ``resize`` does, and an
+  ``image`` or ``zone`` other than declared fails the create (neither can change
+  in place: the instance must be replaced). Otherwise RunInstances
   with ``ClientToken`` derived from the idempotency key (real EC2 deduplicates
   on it too). A create that ends failed leaves a terminated instance, nothing
   running. DescribeInstances is eventually consistent on AWS: a look-up within
@@ -41,7 +44,8 @@ Calls and their semantics (Pulumi style):
 
   ``resize``: to ``args.size`` or the declared size, as one operation: stop,
   ModifyInstanceAttribute, start again (if it was running). ``power-on`` /
-  ``power-off``: StartInstances / StopInstances; ``reboot``: RebootInstances
+  ``power-off``: StartInstances / StopInstances; ``set-state``: to ``args.state``
+  or the declared ``state`` (running or stopped); ``reboot``: RebootInstances
   (EC2 reports no completion: done when accepted).
 - `poll`: DescribeInstances against the target state, with a deadline
   (``args.timeout`` or ``settings.operationTimeout``, default 15m). A resize is
@@ -113,7 +117,11 @@ OUR_TAGS = frozenset({TAG_MANAGED_BY, TAG_REPOSITORY, TAG_KEY, TAG_IDEMPOTENCY, 
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 DELETES = frozenset({"delete", "decommission", "terminate"})
 POWER = {"power-on": "running", "start": "running", "power-off": "stopped", "stop": "stopped"}
-ACTIONS = frozenset({"create", "resize", "reboot", *DELETES, *POWER})
+ACTIONS = frozenset({"create", "resize", "reboot", "set-state", *DELETES, *POWER})
+IN_PLACE = ("size",)
+"""Declared fields a `create` of an existing instance brings to their value (a resize)."""
+REPLACE_ONLY = {"image": "image", "zone": "zone"}
+"""Declared fields an existing instance cannot take in place: it must be replaced."""
 TEMPORARY_CODES = frozenset(
     {
         "RequestLimitExceeded",
@@ -427,13 +435,7 @@ class Ec2Provider:
 
         if action == "create":
             if existing:
-                first = existing[0]
-                ours = _tags(first).get(TAG_IDEMPOTENCY) == request.idempotency_key
-                op = OperationId("create", region, (first["InstanceId"],), "running", "-", now)
-                return record(
-                    op,
-                    "resumed: launched by this task before" if ours else "adopted: already exists",
-                )
+                return self._create_existing(request, region, existing[0], record, now)
             instance = self._run(client, request, region)
             op = OperationId("create", region, (instance["InstanceId"],), "running", "-", now)
             return record(op, f"launched {instance['InstanceId']}")
@@ -472,7 +474,7 @@ class Ec2Provider:
             op = OperationId("reboot", region, (instance_id,), "running", "-", now)
             return record(op, "reboot accepted", OperationPhase.SUCCEEDED)
 
-        target = POWER[action]
+        target = _power_target(action, args, ref)
         op = OperationId("power", region, (instance_id,), target, "-", now)
         if state == target:
             return record(op, f"already {target}", OperationPhase.SUCCEEDED)
@@ -481,6 +483,43 @@ class Ec2Provider:
         else:
             client.stop_instances(InstanceIds=[instance_id])
         return record(op, f"{'starting' if target == 'running' else 'stopping'} {instance_id}")
+
+    def _create_existing(
+        self,
+        request: ActionRequest,
+        region: str,
+        instance: Mapping[str, Any],
+        record: Callable[..., OperationRecord],
+        now: int,
+    ) -> OperationRecord:
+        """A create of an instance that exists: what the declaration says of it must hold.
+
+        Its type is brought to the declared size (stop, modify, start: a resize); an image
+        or zone that differs cannot change in place and fails the create, naming both.
+        """
+        ref = request.resource
+        instance_id, state = instance["InstanceId"], instance["State"]["Name"]
+        observed = self._fields(instance, region)
+        for name in REPLACE_ONLY:
+            want = ref.declared.get(name)
+            if want and observed.get(name) != want:
+                raise PermanentError(
+                    f"aws-ec2: {ref.key} exists ({instance_id}) with {name} "
+                    f"{observed.get(name)!r}, declared {want!r}: an instance's {name} cannot "
+                    "change in place; decommission it (or delete it) to have it launched anew"
+                )
+        size = ref.declared.get("size")
+        if size and instance.get("InstanceType") != size:
+            mode = "run" if state in ("pending", "running") else "keep"
+            op = OperationId("resize", region, (instance_id,), str(size), mode, now)
+            if state in ("pending", "running"):
+                self._client(region).stop_instances(InstanceIds=[instance_id])
+            return record(op, f"exists; changing its type {instance.get('InstanceType')} -> {size}")
+        ours = _tags(instance).get(TAG_IDEMPOTENCY) == request.idempotency_key
+        op = OperationId("create", region, (instance_id,), "running", "-", now)
+        return record(
+            op, "resumed: launched by this task before" if ours else "exists: taken as created"
+        )
 
     def _run(self, client: Any, request: ActionRequest, region: str) -> dict[str, Any]:
         ref = request.resource
@@ -614,6 +653,17 @@ class Ec2Provider:
         for client in clients.values():
             client.close()
         self._store.close()
+
+
+def _power_target(action: str, args: Mapping[str, Any], ref: ResourceRef) -> str:
+    """The state a power action brings the instance to; `set-state` takes `args.state`,
+    else the declared `state` (running or stopped)."""
+    if action != "set-state":
+        return POWER[action]
+    target = str(args.get("state") or ref.declared.get("state") or "running")
+    if target not in ("running", "stopped"):
+        raise PermanentError(f"aws-ec2: set-state to {target!r}: running or stopped")
+    return target
 
 
 def _preference(instance: Mapping[str, Any]) -> tuple[int, str]:

@@ -14,9 +14,11 @@ else whose serial number equals ``bmc.serial``, else that has a NIC with
 ``bmc.mac``, else whose Name is the machine's name, else — on a per-machine BMC
 with no identity declared — its only system.
 
-Observed fields (the simulator's shape, so stages and drift rules carry over):
-``power`` (on, off, powering-on, powering-off), ``bootDevice`` (pxe, disk, cd,
-usb, http, bios, none) and ``bootOverride`` (target, enabled, mode),
+Observed fields (the simulator's shape, so stages and drift rules carry over;
+every enumerated value in lower case): ``power`` (on, off, powering-on,
+powering-off), ``bootDevice`` (pxe, disk, cd, usb, http, bios, none) and
+``bootOverride`` (target, enabled, mode: Redfish's values lower-cased, e.g.
+target ``pxe``, ``hdd``, ``uefihttp``; enabled ``once``, ``continuous``),
 ``discovered``, ``bmc`` (each declared identity as verified), ``identity`` (id,
 uuid, serial, model, manufacturer), ``health``, ``virtualMedia``, and
 ``inventory``: ``cpus``, ``memoryGiB``, ``disks``, ``nics`` (with MACs). A
@@ -38,6 +40,8 @@ Calls and their semantics (Pulumi style):
 
   ================== ==========================================================
   power-on           Reset On (ForceOn if On is not offered); target on
+  set-power          power-on or power-off, to ``args.state`` or the declared
+                     ``power`` (what a stage converging ``power`` runs)
   power-off          Reset ForceOff; target off
   graceful-shutdown  Reset GracefulShutdown; target off (``shutdown`` is the same)
   reset, reboot      ForceRestart / GracefulRestart (``args.type`` overrides),
@@ -126,7 +130,7 @@ POWER_ACTIONS = {
     "reboot": ("on", ("GracefulRestart", "ForceRestart", "PowerCycle")),
 }
 IMMEDIATE_ACTIONS = frozenset({"set-boot", "insert-media", "eject-media", "discover", "inventory"})
-ACTIONS = frozenset({*POWER_ACTIONS, *IMMEDIATE_ACTIONS, "pxe-boot"})
+ACTIONS = frozenset({*POWER_ACTIONS, *IMMEDIATE_ACTIONS, "pxe-boot", "set-power"})
 
 BOOT_DEVICES = {
     "pxe": "Pxe",
@@ -460,15 +464,15 @@ class RedfishProvider:
         """The observed fields of one system (see the module docstring)."""
         inventory, media = self._sections(system, fresh)
         boot = system.boot
-        boot_target = _value(getattr(boot, "target", None))
+        boot_target = _lower(_value(getattr(boot, "target", None)))
+        health = _value(getattr(system.status, "health", None)) if system.status else None
         return {
             "power": _power(system.power_state),
-            "bootDevice": _BOOT_NAMES.get((boot_target or "").lower(), (boot_target or "").lower())
-            or None,
+            "bootDevice": _BOOT_NAMES.get(boot_target or "", boot_target) or None,
             "bootOverride": {
                 "target": boot_target,
-                "enabled": (_value(getattr(boot, "enabled", None)) or "").lower() or None,
-                "mode": (_value(getattr(boot, "mode", None)) or "").lower() or None,
+                "enabled": _lower(_value(getattr(boot, "enabled", None))),
+                "mode": _lower(_value(getattr(boot, "mode", None))),
             },
             "discovered": True,
             "bmc": dict(verified),
@@ -481,7 +485,7 @@ class RedfishProvider:
                 "manufacturer": system.manufacturer,
                 "path": system.path,
             },
-            "health": _value(getattr(system.status, "health", None)) if system.status else None,
+            "health": _lower(health),
             "virtualMedia": media,
             "inventory": inventory,
         }
@@ -606,6 +610,8 @@ class RedfishProvider:
 
         timeout = arg_duration(args, "timeout", self._power_timeout)
         power = _power(system.power_state)
+        if action == "set-power":
+            action = _power_action(args, ref)
         if action == "pxe-boot":
             self._set_boot(system, "pxe", {"once": True})
             target, reset = "on", ("On", "ForceOn") if power == "off" else ("ForceRestart",)
@@ -760,6 +766,21 @@ def _done(
         {**(data or {}), "result": dict(result or {})},
         base.started_at,
     )
+
+
+def _lower(value: str | None) -> str | None:
+    """Every enumerated value observed is lower-case (`Pxe` -> `pxe`, `OK` -> `ok`)."""
+    return value.lower() if value else None
+
+
+def _power_action(args: Mapping[str, Any], ref: ResourceRef) -> str:
+    """`set-power`: power-on or power-off, to `args.state` or the declared `power`."""
+    state = str(args.get("state") or ref.declared.get("power") or "")
+    if state not in ("on", "off"):
+        raise PermanentError(
+            f"redfish: set-power of {ref.key} needs args.state or a declared power (on or off)"
+        )
+    return "power-on" if state == "on" else "power-off"
 
 
 def _logout(client: Any) -> None:

@@ -8,13 +8,17 @@ wall-clock instant stored with it, and its effect is applied the first time anyo
 looks after that instant.
 
 Machines (bare metal) exist physically: the first action on one enrols it, with an
-inventory (CPUs, memory, disks, NICs with MACs) derived from its name. Instances
-exist from `create` (pending, then running) until `delete`.
+inventory (CPUs, memory, disks, NICs with MACs) derived from its name; `seed`
+puts machines in place beforehand, as a BMC reports them before anyone provisions
+them. Instances and Resources (other managed objects) exist from `create` (an
+Instance pending, then running) until `delete`.
 
 Actions and their effect on observed fields, applied when the operation succeeds:
 
 =============== ============================================================
 power-on/off    ``power``: on / off (``reset`` and ``reboot``: on)
+set-power       ``power``: ``args.state`` or the declared ``power``
+set-state       an Instance's ``state``: ``args.state`` or the declared ``state``
 set-boot        ``bootDevice``: ``args.device`` (default pxe); ``pxe-boot`` also powers on
 discover        ``discovered``: true (``inventory`` is the same)
 classify        ``params.role``: the declared role, or what matching ``args.rules`` set
@@ -25,7 +29,7 @@ install-app     ``params.application``/``applicationVersion``: likewise
 join            ``params.cluster``: ``args.cluster`` or the declared param
 configure       every arg ``k`` (but ``set``) becomes ``params.k``
 resize          ``size``: ``args.size`` or the declared size
-create          an Instance: pending -> running; a Machine: discovered
+create          an Instance: pending -> running; a Resource: exists; a Machine: discovered
 delete          removed (``decommission`` is the same)
 =============== ============================================================
 
@@ -81,6 +85,8 @@ ACTIONS = frozenset(
     {
         "power-on",
         "power-off",
+        "set-power",
+        "set-state",
         "reset",
         "reboot",
         "set-boot",
@@ -431,7 +437,7 @@ class SimulatorProvider:
                 return handle
             fields = self._fields(db, ref.key)
             if fields is None:
-                if ref.kind == "Instance" and request.action != "create":
+                if ref.kind in ("Instance", "Resource") and request.action != "create":
                     raise PermanentError(f"{ref.key} does not exist (create it first)")
                 if request.action not in DELETES:
                     self._enrol(db, ref)
@@ -480,6 +486,8 @@ class SimulatorProvider:
                 "bmc": declared.get("bmc"),
                 "rack": declared.get("rack"),
             }
+        elif ref.kind == "Resource":
+            fields = {"type": declared.get("type"), "params": {}}
         else:
             fields = {
                 "state": "pending",
@@ -632,6 +640,10 @@ def _apply_effect(fields: dict[str, Any], request: ActionRequest) -> None:
             fields["power"] = "on"
         case "power-off":
             fields["power"] = "off"
+        case "set-power":
+            fields["power"] = args.get("state", ref.declared.get("power", "on"))
+        case "set-state":
+            fields["state"] = args.get("state", ref.declared.get("state", "running"))
         case "set-boot":
             fields["bootDevice"] = args.get("device", "pxe")
         case "pxe-boot":
@@ -666,7 +678,9 @@ def _apply_effect(fields: dict[str, Any], request: ActionRequest) -> None:
         case "resize":
             fields["size"] = args.get("size", ref.declared.get("size"))
         case "create":
-            if ref.kind == "Instance":
+            if ref.kind == "Resource":
+                fields["params"] = dict(ref.params)
+            elif ref.kind == "Instance":
                 fields["state"] = "running"
                 digest = hashlib.sha256(ref.key.encode()).digest()
                 fields["privateIp"] = f"10.{digest[0]}.{digest[1]}.{digest[2] or 1}"

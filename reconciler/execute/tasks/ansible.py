@@ -50,7 +50,7 @@ def ansible_playbook() -> str:
     found = shutil.which("ansible-playbook")
     if found is None:
         raise PermanentError("ansible-playbook is not installed (pip install ansible-core)")
-    return list(dict.fromkeys(found))
+    return found
 
 
 def _first(params: dict[str, Any], *names: str) -> Any:
@@ -85,7 +85,7 @@ def failed_tasks(lines: list[str]) -> list[str]:
         elif match := _FAILED.match(line):
             detail = line[match.end() :].strip(" :=>")
             found.append(f"task {current!r} on {match['host']}: {detail[:300]}")
-    return list(dict.fromkeys(found))
+    return found
 
 
 def recap(lines: list[str]) -> dict[str, dict[str, int]]:

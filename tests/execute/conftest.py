@@ -168,7 +168,7 @@ class Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         echoed = auth.partition(" ")[2] + " path " + self.path + " body " + body.decode()
         at = int(query.get("at", "0"))
-        if query.get("json"):
+        if query.get("json") == "1":
             opening = '{"error": "'
             text = opening + "x" * (at - len(opening))
             data = (json.dumps({"error": text[len(opening) :] + echoed + "y" * 5000})).encode()

@@ -53,7 +53,7 @@ from urllib.parse import quote, quote_plus
 import ahocorasick
 
 from reconciler.errors import PermanentError
-from reconciler.model.common import is_secret_ref
+from reconciler.model.common import SECRET_LOOKING_KEY, is_secret_ref
 
 REDACTED = "***"
 MIN_SCRUBBED = 4
@@ -343,6 +343,15 @@ def read_ref(ref: str, *, base_dir: Path | None = None) -> str:
 def _ref_path(target: str, base_dir: Path | None) -> Path:
     path = Path(target).expanduser()
     return base_dir / path if base_dir is not None and not path.is_absolute() else path
+
+
+def is_secret_header(name: str) -> bool:
+    """An HTTP header whose value is a secret: shown as ``***``, given by reference."""
+    lowered = name.lower()
+    return (
+        lowered in {"authorization", "proxy-authorization", "cookie", "set-cookie"}
+        or SECRET_LOOKING_KEY.search(name) is not None
+    )
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -22,20 +22,11 @@ import httpx
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.execute.context import TaskContext
 from reconciler.execute.tasklog import TaskLog
-from reconciler.model.common import SECRET_LOOKING_KEY
-from reconciler.secrets import REDACTED, REDACTOR
+from reconciler.secrets import REDACTED, REDACTOR, is_secret_header
 
 LOGGED_BODY_LIMIT = 4096
 ERROR_SNIPPET_LIMIT = 300
 TEMPORARY_STATUS = frozenset({408, 425, 429})
-
-
-def is_secret_header(name: str) -> bool:
-    lowered = name.lower()
-    return (
-        lowered in {"authorization", "proxy-authorization", "cookie", "set-cookie"}
-        or SECRET_LOOKING_KEY.search(name) is not None
-    )
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-import ahocorasick
+import ahocorasick  # type: ignore[import-not-found]  # a C extension, no stubs
 
 from reconciler.errors import PermanentError
 from reconciler.model.common import SECRET_LOOKING_KEY, is_secret_ref

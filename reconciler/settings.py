@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Resources waiting for a targeted reconcile; more shed"
     )
     operations_kept: int = Field(default=1000, ge=1, description="Operations kept in memory")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="Largest request body the API reads; 413 above"
+    )
     config: Path | None = None
 
     @field_validator("listen")

@@ -123,6 +123,7 @@ class _Level:
 
     forms: frozenset[str]
     automaton: Any  # ahocorasick.Automaton
+    shortest: int
 
     @classmethod
     def build(cls, forms: frozenset[str]) -> _Level:
@@ -130,7 +131,7 @@ class _Level:
         for form in forms:
             automaton.add_word(form, len(form))
         automaton.make_automaton()
-        return cls(forms, automaton)
+        return cls(forms, automaton, min(map(len, forms)))
 
 
 def _spans(levels: tuple[_Level, ...], text: str) -> list[tuple[int, int]]:
@@ -279,17 +280,21 @@ class Redactor:
     def text(self, text: str) -> str:
         """`text` with every remembered secret, in any of its forms, replaced by ``***``."""
         levels = self._levels
-        if not levels or not text:
+        if not levels or len(text) < MIN_SCRUBBED:
             return text
-        if len(levels) > 1:
-            self._reads += 1
-            if self._reads > max(CONSOLIDATE_AFTER, len(self._live)) and self._lock.acquire(
-                blocking=False
-            ):
-                try:
-                    self._consolidate()
-                finally:
-                    self._lock.release()
+        if len(levels) == 1:  # the steady state: one scan, and none of text too short to hold one
+            if len(text) < levels[0].shortest:
+                return text
+            spans = [(end - n + 1, end + 1) for end, n in levels[0].automaton.iter(text)]
+            return _punch(text, spans) if spans else text
+        self._reads += 1
+        if self._reads > max(CONSOLIDATE_AFTER, len(self._live)) and self._lock.acquire(
+            blocking=False
+        ):
+            try:
+                self._consolidate()
+            finally:
+                self._lock.release()
         spans = _spans(levels, text)
         return _punch(text, spans) if spans else text
 

@@ -92,7 +92,10 @@ def test_a_missing_reference_fails_the_resource_before_its_first_stage(tmp_path:
         f"(environment variable is not set); needed by Machine/needs-token ({needed})"
     )
 
-    # Once the variable is set, the next apply runs the whole pipeline.
+    shown = fleet.run("status", "Machine/needs-token")
+    assert shown.returncode == 0 and f"env:{MISSING}" in shown.stdout, shown.stdout
+
+    # Once the variable is set, the plan has nothing to warn about.
     fleet.env[MISSING] = "token-now-set-0123"
     again = fleet.run("plan")
     assert "warning" not in again.stderr, again.stderr

@@ -97,23 +97,27 @@ def stream_chunked(url: str, path: str, headers: dict[str, str], total: int) -> 
     head += [f"{k}: {v}" for k, v in headers.items()]
     pending = ("\r\n".join(head) + "\r\n\r\n").encode()
     chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
-    sent, answer = 0, b""
+    sent, answer, sending = 0, b"", True
     deadline = time.monotonic() + 30
     try:
-        while time.monotonic() < deadline:
-            readable, writable, _ = select.select([sock], [sock] if sent < total else [], [], 5)
+        while time.monotonic() < deadline and b"\r\n\r\n" not in answer:
+            writing = [sock] if sending and sent < total else []
+            readable, writable, _ = select.select([sock], writing, [], 5)
             if readable:
-                data = sock.recv(65536)
-                answer += data
-                if not data or b"\r\n\r\n" in answer:
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
                     break
+                if not data:
+                    break
+                answer += data
             elif writable:
-                if not pending:
-                    pending = chunk
+                pending = pending or chunk
                 try:
                     n = sock.send(pending)
                 except (BrokenPipeError, ConnectionResetError):
-                    break
+                    sending = False  # the server stopped reading: its answer may be waiting
+                    continue
                 pending = pending[n:]
                 sent += n
             else:

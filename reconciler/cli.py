@@ -12,13 +12,16 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from reconciler import __version__
 from reconciler.load import LoadResult, load_directory
+
+if TYPE_CHECKING:
+    from reconciler.secret_check import Unresolvable
 from reconciler.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -104,23 +107,27 @@ def _one_line(exc: Exception) -> str:
     return str(exc).replace("\n", " ")
 
 
-def _print_load_result(result: LoadResult, output: Output) -> None:
+def _print_load_result(
+    result: LoadResult, output: Output, missing: tuple[Unresolvable, ...] | None = None
+) -> None:
     if output is Output.json:
-        typer.echo(
-            json.dumps(
-                {
-                    "valid": result.ok,
-                    "files": result.files,
-                    "documents": result.documents,
-                    "resources": len(result.desired.resources) if result.desired else 0,
-                    "errors": [d.to_dict() for d in result.diagnostics],
-                },
-                indent=2,
-            )
-        )
+        found: dict[str, object] = {
+            "valid": result.ok,
+            "files": result.files,
+            "documents": result.documents,
+            "resources": len(result.desired.resources) if result.desired else 0,
+            "errors": [d.to_dict() for d in result.diagnostics],
+        }
+        if missing is not None:
+            found["unresolvableSecrets"] = [m.to_dict() for m in missing]
+        typer.echo(json.dumps(found, indent=2))
         return
     for diagnostic in result.diagnostics:
         typer.echo(str(diagnostic))
+    for unresolved in missing or ():
+        typer.echo(str(unresolved))
+    if missing:
+        typer.echo(f"{len(missing)} secret references cannot be resolved here", err=True)
     if result.ok:
         assert result.desired is not None
         typer.echo(
@@ -158,14 +165,27 @@ def validate(
         str | None, typer.Option(help="Validate this revision of the Git repository at PATH")
     ] = None,
     output: Annotated[Output, typer.Option(help="text or json")] = Output.text,
+    check_secrets: Annotated[
+        bool, typer.Option(help="Also name every secret reference this environment cannot resolve")
+    ] = False,
 ) -> None:
     """Load and validate every document. Exit 0 valid, 1 invalid."""
     if not path.is_dir():
         typer.echo(f"{path}:1:1: not a directory", err=True)
         raise typer.Exit(EXIT_ERROR)
     result = _load_at_ref(path, ref) if ref else load_directory(path)
-    _print_load_result(result, output)
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
+    missing = _unresolvable_secrets(result) if check_secrets else None
+    _print_load_result(result, output, missing)
+    raise typer.Exit(EXIT_OK if result.ok and not missing else EXIT_ERROR)
+
+
+def _unresolvable_secrets(result: LoadResult) -> tuple[Unresolvable, ...]:
+    """`--check-secrets`: the references of a valid revision this environment lacks."""
+    from reconciler.secret_check import declared_uses, environment, unresolvable
+
+    if result.desired is None:
+        return ()
+    return unresolvable(declared_uses(result.desired), environment())
 
 
 def _need_repo(settings: Settings) -> None:

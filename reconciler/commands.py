@@ -32,6 +32,8 @@ from reconciler.gates import PlanContext, plan_revision
 from reconciler.observe import observe_desired
 from reconciler.plan import Plan, relative_to
 from reconciler.render import render_text, summary_line
+from reconciler.secret_check import declared_uses, unresolvable
+from reconciler.secret_check import environment as secret_environment
 from reconciler.secrets import redact_processor
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, StatusWriter
@@ -105,6 +107,8 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
     head_desired, diagnostics, error = _desired_at(source, head or settings.ref or settings.branch)
     if head_desired is None:
         return PlanOutcome(diagnostics=diagnostics, error=error)
+    for missing in unresolvable(declared_uses(head_desired), secret_environment()):
+        print(f"warning: {missing}", file=sys.stderr)  # apply would fail what needs it
     statuses = read_statuses(source.repo, settings.status_branch)
     applied = journal_records(Path(settings.state_dir), records_from_statuses(statuses))
     failed = failed_stages(statuses)

@@ -6,12 +6,19 @@ uvicorn on `settings.listen`; it only reads what the `Scheduler` keeps and asks
 it for work, so every answer is immediate: `POST /api/v1/sync` is `202 Accepted`
 with an operation id before anything has run.
 
-Access: `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open (probes,
-scrapers). Mutating routes (sync, events) need `Authorization: Bearer <token>`,
+Access: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and `/docs` (Swagger UI,
+its scripts served from the fastapi-offline package: no CDN) are open (probes,
+scrapers, people). Mutating routes (sync, events) need `Authorization: Bearer <token>`,
 the token given by reference (`api_token`); read-only routes (operations,
 resources, plan) need it too unless `api_read_open` is set. Webhooks authenticate
 with their signature instead (`reconciler.webhooks`). Without a configured token,
 token-protected routes answer 401: nothing is open by accident.
+
+Abuse is refused cheaply (`BodyLimit`): a body larger than `max_body_bytes` is 413
+before it is buffered — at once from its Content-Length, or as soon as a chunked
+body streams past the limit — so a 50 MB webhook with a wrong signature is never
+read whole. JSON nested deeper than `webhooks.MAX_JSON_DEPTH` is 400, never a
+RecursionError.
 
 `run_server` is `reconciler run`: the scheduler's worker, uvicorn, and SIGTERM /
 SIGINT handling (stop taking work, let the running cycle stop at a task
@@ -32,15 +39,17 @@ from typing import Any
 import structlog
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler import __version__
 from reconciler.execute.journal import LeaseHeld
 from reconciler.scheduler import Scheduler, UnknownProvider, event_resources
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
 from reconciler.settings import Settings
-from reconciler.webhooks import receive
+from reconciler.webhooks import JsonTooDeep, load_json, receive
 
 log = structlog.get_logger("reconciler.server")
 
@@ -77,6 +86,62 @@ class EventAccepted(BaseModel):
     shed: list[str]
 
 
+class _BodyTooLarge(Exception):
+    """A streamed body passed the limit: raised from `receive`, answered 413."""
+
+
+class BodyLimit:
+    """ASGI middleware: no request body beyond `max_bytes` is read (413 instead).
+
+    A declared Content-Length over the limit is answered before the app sees the
+    request; a chunked body is counted as it streams and the first chunk past the
+    limit ends it. Routes that never read their body (sync) never buffer one.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        detail = f"the request body is larger than {self.max_bytes} bytes (max_body_bytes)"
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def _secret(ref: str | None) -> str | None:
     if not ref:
         return None
@@ -89,11 +154,13 @@ def _secret(ref: str | None) -> str | None:
 def create_app(scheduler: Scheduler) -> FastAPI:
     """The API over one scheduler (which owns the controller)."""
     settings = scheduler.settings
-    app = FastAPI(
+    app: FastAPI = FastAPIOffline(
         title="reconciler",
         version=__version__,
         description="A GitOps controller for infrastructure: the HTTP API of `reconciler run`.",
+        redoc_url=None,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     def require_token(request: Request) -> None:
         token = _secret(settings.api_token)
@@ -139,7 +206,17 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         body = {"ready": ready, "revision": scheduler.revision, "stopping": scheduler.stopping}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["health"])
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "The Prometheus text exposition format (version 0.0.4)",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def metrics() -> Response:
         """Prometheus metrics, prefixed `reconciler_`."""
         data, content_type = scheduler.metrics.render()
@@ -179,7 +256,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         return {
             "revision": scheduler.revision,
             "resources": [
-                s.model_dump(mode="json", by_alias=True, exclude_none=True)
+                REDACTOR.data(s.model_dump(mode="json", by_alias=True, exclude_none=True))
                 for _key, s in sorted(scheduler.statuses.items())
             ],
         }
@@ -190,19 +267,19 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         found = scheduler.statuses.get(f"{kind}/{name}")
         if found is None:
             raise HTTPException(404, f"no status for {kind}/{name}")
-        return found.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return REDACTOR.data(found.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     @app.get("/api/v1/plan", tags=["resources"], responses={401: {}, 404: {}})
     def current_plan(_: None = reading) -> Any:
         """The plan of the last full cycle (schema: schemas/plan.json)."""
         if scheduler.plan is None:
             raise HTTPException(404, "no plan yet: the first cycle has not planned")
-        return json.loads(REDACTOR.text(scheduler.plan.to_json()))
+        return REDACTOR.data(json.loads(scheduler.plan.to_json()))
 
     @app.post(
         "/api/v1/webhooks/{source}",
         tags=["webhooks"],
-        responses={202: {}, 401: {}, 404: {}},
+        responses={202: {}, 400: {}, 401: {}, 404: {}, 413: {}},
     )
     async def webhook(source: str, request: Request) -> JSONResponse:
         """A Git push (github, gitlab, generic): fetch and reconcile now. Signature required."""
@@ -220,6 +297,9 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         if outcome.verdict == "refused":
             scheduler.metrics.webhooks.labels(source=source, result="refused").inc()
             return JSONResponse({"detail": outcome.reason}, status_code=401)
+        if outcome.verdict == "invalid":
+            scheduler.metrics.webhooks.labels(source=source, result="invalid").inc()
+            return JSONResponse({"detail": outcome.reason}, status_code=400)
         if outcome.verdict == "ignored":
             scheduler.metrics.webhooks.labels(source=source, result="ignored").inc()
             return JSONResponse({"ignored": outcome.reason}, status_code=200)
@@ -234,7 +314,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         tags=["events"],
         status_code=202,
         response_model=EventAccepted,
-        responses={200: {}, 401: {}, 404: {}, 422: {}},
+        responses={200: {}, 400: {}, 401: {}, 404: {}, 413: {}, 422: {}},
     )
     async def event(provider: str, request: Request, _: None = mutating) -> JSONResponse:
         """A provider event: reconcile the resource(s) it concerns, alone and soon.
@@ -244,7 +324,9 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         (`{"serial": "SN1"}`). Events are debounced and coalesced per resource.
         """
         try:
-            payload = json.loads(await request.body() or b"{}")
+            payload = load_json(await request.body() or b"{}")
+        except JsonTooDeep as exc:
+            raise HTTPException(400, str(exc)) from None
         except ValueError:
             raise HTTPException(422, "the event body is not JSON") from None
         if not isinstance(payload, dict):

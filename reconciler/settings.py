@@ -78,6 +78,9 @@ class Settings(BaseSettings):
         description="Materialized revision trees kept in the state directory (for tasks that "
         "read repository files); a revision an unfinished plan needs is always kept",
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="Largest request body the API reads; 413 above"
+    )
     config: Path | None = None
 
     @field_validator("listen")

@@ -15,7 +15,8 @@ Sources and what proves the sender knows the shared secret (`webhook_secret`):
 
 Every comparison is constant-time (`hmac.compare_digest`). A missing or wrong
 signature, or no secret configured, is refused; the caller answers 401 and does
-nothing else.
+nothing else. A verified body nested deeper than `MAX_JSON_DEPTH` is invalid (the
+caller answers 400): `load_json` counts the depth before `json.loads` would recurse.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +32,39 @@ from typing import Any, Literal
 SOURCES = ("github", "gitlab", "generic")
 GENERIC_SIGNATURE = "X-Reconciler-Signature-256"
 
-Verdict = Literal["push", "ignored", "refused"]
+Verdict = Literal["push", "ignored", "refused", "invalid"]
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a JSON body of the API may have (as YAML's limit)."""
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+class JsonTooDeep(ValueError):
+    """A JSON body nested deeper than the limit (before parsing it could exhaust the stack)."""
+
+
+def json_depth(body: bytes, *, stop_after: int = MAX_JSON_DEPTH) -> int:
+    """How deep arrays and objects nest in `body` (strings skipped), counted without
+    parsing; counting stops once past `stop_after`."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > stop_after:
+                break
+    return deepest
+
+
+def load_json(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads(body)` for a body of the API: `JsonTooDeep` past `max_depth` levels,
+    `ValueError` when it is not JSON."""
+    if json_depth(body, stop_after=max_depth) > max_depth:
+        raise JsonTooDeep(f"the JSON body is nested deeper than {max_depth} levels")
+    return json.loads(body)
 
 
 @dataclass(frozen=True)
@@ -113,7 +147,9 @@ def receive(
         if event not in ("Push Hook", "Tag Push Hook"):
             return WebhookOutcome("ignored", f"event {event!r} is not a push")
     try:
-        payload = json.loads(body or b"{}")
+        payload = load_json(body or b"{}")
+    except JsonTooDeep as exc:
+        return WebhookOutcome("invalid", str(exc))
     except ValueError:
         return WebhookOutcome("ignored", "body is not JSON")
     if not isinstance(payload, dict):

@@ -45,6 +45,8 @@ from reconciler.observe import resource_ref
 from reconciler.plan import Operation, Plan, PlannedAction
 from reconciler.providers.base import ActionRequest, Provider, ResourceRef
 from reconciler.providers.operations import observe_one, run_action
+from reconciler.secret_check import environment as secret_environment
+from reconciler.secret_check import precheck
 from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
@@ -292,6 +294,19 @@ class _Run:
         started = _now()
         ex._emit("resource.started", resource=action.key, operation=action.operation.value)
         resolved = ex.desired.resources.get(action.key)
+        if resolved is not None and action.operation is not Operation.DECOMMISSION:
+            missing = precheck(resolved, action.stages, secret_environment(ex.repo_dir))
+            if missing is not None:  # fail before the first stage, not at the one needing it
+                ex._emit("resource.finished", resource=action.key, result="failed")
+                return ResourceOutcome(
+                    key=action.key,
+                    operation=action.operation.value,
+                    result="failed",
+                    error=missing,
+                    reason="SecretUnavailable",
+                    started=started,
+                    finished=_now(),
+                )
         if action.operation is Operation.DECOMMISSION or resolved is None:
             plan_stages: list[tuple[str, str, int, Task]] = [
                 ("decommission", "work", 0, DECOMMISSION_TASK)

@@ -17,6 +17,12 @@ Tables:
   (started → acknowledged → finished), operation id, attempts, progress note,
   result JSON, error, times.
 
+No secret is stored in plain text: a plan holds references (`env:NAME`, `file:PATH`)
+and redacted values, and every text and JSON column (plan, operation id, progress
+note, result, error) is passed through the redactor before it is written — the
+result's strings before they are JSON-escaped, so a secret holding ``"`` or ``\\``
+cannot slip through as its escaped form.
+
 A plan hash names one *execution* of a plan: derive it from the plan's content
 and the time it is first recorded, and on resume use the hash `unfinished_plan`
 gives back. (A purely content-derived hash would make the same plan, computed
@@ -337,15 +343,21 @@ class Journal:
             "operation_id = COALESCE(?, operation_id), updated_at = ?, finished_at = ? "
             "WHERE idempotency_key = ?",
             (
-                REDACTOR.text(json.dumps(result.to_json(), sort_keys=True, default=str)),
+                _redacted_json(result.to_json()),
                 REDACTOR.text(result.message) if not result.ok else None,
                 result.attempts,
-                result.operation_id,
+                REDACTOR.text(result.operation_id) if result.operation_id else None,
                 now,
                 now,
                 key,
             ),
         )
+
+
+def _redacted_json(value: Any) -> str:
+    """JSON of `value` with no secret in it: its strings are redacted before they are
+    escaped, and the text after (a secret in a key, or escaped where data could not see)."""
+    return REDACTOR.text(json.dumps(REDACTOR.data(value), sort_keys=True, default=str))
 
 
 def _task_row(row: sqlite3.Row) -> TaskRow:

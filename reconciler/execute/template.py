@@ -121,3 +121,19 @@ def render(value: Any, tvars: TemplateVars, *, where: str, secrets: SecretMode =
 def render_str(value: str, tvars: TemplateVars, *, where: str, secrets: SecretMode) -> str:
     """A string field rendered, always as text (argv items, URLs, header values)."""
     return _as_text(render_text(value, tvars, where=where, secrets=secrets))
+
+
+def referenced_params(value: Any) -> set[str]:
+    """Names of the params `value`'s strings refer to as ``${params.NAME}``, recursively
+    over lists and dict values like `render` (for checks made before anything runs)."""
+    if isinstance(value, str):
+        return {
+            name.strip().removeprefix("params.")
+            for name in (m.group(1) for m in _VARIABLE.finditer(value))
+            if name is not None and name.strip().startswith("params.")
+        }
+    if isinstance(value, Mapping):
+        return {n for v in value.values() for n in referenced_params(v)}
+    if isinstance(value, list | tuple):
+        return {n for v in value for n in referenced_params(v)}
+    return set()

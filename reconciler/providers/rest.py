@@ -93,6 +93,7 @@ from reconciler.providers.support import (
     tls_message,
     tls_verify,
 )
+from reconciler.secrets import REDACTOR
 
 log = structlog.get_logger("reconciler.providers.rest")
 
@@ -741,5 +742,7 @@ def _with_param(url: str, name: str, value: int) -> str:
 
 
 def _snippet(response: httpx.Response) -> str:
-    text = response.text[:300] if response.content else response.reason_phrase
-    return scrub(text)
+    # Redacted before it is cut: a cut through a secret would leave its first characters.
+    if not response.content:
+        return scrub(response.reason_phrase)
+    return REDACTOR.truncate(response.text, 300)

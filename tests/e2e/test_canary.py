@@ -13,16 +13,24 @@ markdown) and `status` (table, json, one resource), every file under the state
 directory (task logs, journal and simulator databases with their WAL), and every
 commit message and blob of the declared repository and the controller's mirror
 (the status branch: status files, drift report, audit, trailers).
+
+A second canary is made of what encodings change (quote, backslash, ``%``, ``+``,
+``/``); an API echoes it back — bearer token, basic-auth token, query and JSON body
+— in long error bodies that put the 300-character error snippet's cut and the task
+log's 4,096-character cut inside it. Neither it, nor its first or last characters
+in any encoding, may appear in any output, file, journal row or commit.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +39,8 @@ import pytest
 
 from reconciler.execute.tasks.notify import SIGNATURE_HEADER
 from tests.e2e.support import Fleet, git_texts
+from tests.execute.conftest import TRICKY, files_under, secret_leaks
+from tests.execute.conftest import ApiServer as ExecuteApi
 
 pytestmark = pytest.mark.slow
 
@@ -214,3 +224,115 @@ def test_canary_secret_leaks_nowhere(tmp_path: Path, api: ApiServer) -> None:
     assert leaks == []
     status_files = [w for w, _ in git_texts(fleet.bare) if w.endswith(":status/Machine/m2.yaml")]
     assert status_files, "the status branch was searched"
+
+
+# --- a secret made of what encodings change, straddling every cut, through apply ---
+
+TRICKY_ENV = "E2E_TRICKY_SECRET"
+SNIPPET_CUT, LOGGED_CUT = 300, 4096  # error snippets of a body; the task log's copy
+
+
+def tricky_repo(url: str) -> dict[str, str]:
+    """Machines whose http task gets the secret echoed back with a cut inside it: as a
+    bearer token, a basic-auth password, in the URL's query and in the JSON body."""
+    machines = []
+    for cut in (SNIPPET_CUT, LOGGED_CUT):
+        for k in (1, 5, 12, len(TRICKY) - 1):
+            for as_json in ("0", "1"):
+                for pipeline in ("bearer", "basic"):
+                    at = cut - k
+                    machines.append(
+                        "apiVersion: reconciler/v1\nkind: Machine\n"
+                        f"metadata: {{name: {pipeline}-{at}-j{as_json}}}\n"
+                        f"spec:\n  provider: sim\n  pipeline: {pipeline}\n"
+                        f"  params: {{at: '{at}', json: '{as_json}', pad: '{'p' * (at - 20)}', "
+                        f"tricky: 'env:{TRICKY_ENV}'}}\n"
+                    )
+    query = "at=${params.at}&json=${params.json}&code=400&token=${params.tricky}"
+    stage = """\
+apiVersion: reconciler/v1
+kind: Stage
+metadata: {{name: {name}}}
+spec:
+  work:
+    - name: register
+      type: http
+      url: "{url}/echo?{query}"
+      auth: {auth}
+      body: {{pad: "${{params.pad}}", tricky: "${{params.tricky}}"}}
+"""
+    pipeline = """\
+apiVersion: reconciler/v1
+kind: Pipeline
+metadata: {{name: {name}}}
+spec:
+  inputs:
+    - {{name: at}}
+    - {{name: json}}
+    - {{name: pad}}
+    - {{name: tricky, secure: true}}
+  steps: [{{stage: {name}}}]
+"""
+    auths = {
+        "bearer": f"{{bearer: 'env:{TRICKY_ENV}'}}",
+        "basic": f"{{username: ada, password: 'env:{TRICKY_ENV}'}}",
+    }
+    return {
+        "providers.yaml": "apiVersion: reconciler/v1\nkind: Provider\nmetadata: {name: sim}\n"
+        "spec: {type: simulator}\n",
+        "stages.yaml": "---\n".join(
+            stage.format(name=n, url=url, query=query, auth=a) for n, a in auths.items()
+        ),
+        "pipelines.yaml": "---\n".join(pipeline.format(name=n) for n in auths),
+        "machines.yaml": "---\n".join(machines),
+    }
+
+
+def test_tricky_secret_straddling_every_cut_leaks_nowhere(tmp_path: Path) -> None:
+    with echo_api() as api:
+        fleet = Fleet.create(tmp_path, tricky_repo(api.url), env={TRICKY_ENV: TRICKY})
+        places: dict[str, bytes | str] = {}
+        for args, expect in (
+            (("apply",), 1),
+            (("status",), 0),
+            (("status", "--output", "json"), 0),
+            (("status", "Machine/bearer-299-j1", "--output", "json"), 0),
+            (("plan", "--output", "json"), 2),
+            (("audit", "--output", "json"), 0),
+        ):
+            done = fleet.run(*args)
+            assert done.returncode == expect, (args, done.stdout[-2000:], done.stderr[-2000:])
+            places[" ".join(args)] = done.stdout + "\n" + done.stderr
+        echoes = api.requests("POST", "/echo")
+    machines = len(tricky_repo("")["machines.yaml"].split("---\n"))
+    assert len(echoes) == machines
+    # The secret really travelled, every way: the header, the query, the JSON body.
+    assert {json.loads(r.body)["tricky"] for r in echoes} == {TRICKY}
+    headers = {r.headers["Authorization"] for r in echoes}
+    basic = "Basic " + base64.b64encode(f"ada:{TRICKY}".encode()).decode()
+    assert headers == {f"Bearer {TRICKY}", basic}
+    statuses = json.loads(places["status --output json"])
+    assert {s["phase"] for s in statuses.values()} == {"Failed"}
+    errors = [s["failure"]["error"] for s in statuses.values()]
+    assert all("answered 400" in e and "***" in e for e in errors), errors[:2]
+    assert list((fleet.state / "logs").rglob("*.log"))
+    places |= files_under(fleet.state)
+    places |= {f"journal row {r['task']}": json.dumps(r) for r in fleet.journal_tasks()}
+    for repo in (fleet.bare, fleet.state / "mirror.git"):
+        places |= {f"{repo.name} {where}": text for where, text in git_texts(repo)}
+    assert any(":status/Machine/bearer-299-j1.yaml" in w for w in places), "status searched"
+    assert any(":audit/" in w for w in places), "audit records searched"
+    assert secret_leaks(TRICKY, places) == []
+
+
+@contextmanager
+def echo_api() -> Iterator[ExecuteApi]:
+    server = ExecuteApi()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -5,7 +5,13 @@ long-running-operation protocol: ``POST /jobs`` answers ``202 Accepted`` with a
 ``Location`` after an optional script of failures (500s, 429s with Retry-After),
 returns the same operation for a repeated Idempotency-Key, and ``GET
 /jobs/ops/<id>`` reports ``running`` until a number of polls has passed.
-``POST /hook`` is a webhook receiver that verifies the HMAC signature.
+``POST /hook`` is a webhook receiver that verifies the HMAC signature. ``/echo``
+answers with what a careless API sends back: the request's credentials and path
+placed at a chosen character of a long error body (see `Handler._echo`).
+
+`TRICKY` is a second canary made of the characters encodings change (quote,
+backslash, ``%``, ``+``, ``/``) behind a random head, so any of its prefixes is
+recognisable; `secret_leaks` lists where it, its prefixes or its encodings appear.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ CANARY = f"canary-{uuid.uuid4().hex}"
 CANARY_ENV = "RECONCILER_TEST_CANARY"
 HOOK_SECRET = f"hook-{uuid.uuid4().hex}"
 HOOK_SECRET_ENV = "RECONCILER_TEST_HOOK_SECRET"
+TRICKY = f'{uuid.uuid4().hex[:10]}"qu\\ote%2F+/sl{uuid.uuid4().hex[:16]}'
+TRICKY_ENV = "RECONCILER_TEST_TRICKY"
 
 
 @dataclass
@@ -91,6 +99,8 @@ class Handler(BaseHTTPRequestHandler):
             self._poll(url.path.rsplit("/", 1)[-1])
         elif route == "POST /hook":
             self._hook(body, query)
+        elif url.path == "/echo":
+            self._echo(body, query)
         elif route == "GET /status":
             self._reply(int(query.get("code", "200")), {"status": query.get("status", "ok")})
         else:
@@ -152,6 +162,26 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._reply(204)
 
+    def _echo(self, body: bytes, query: dict[str, str]) -> None:
+        """An error whose body repeats the credentials and the raw request path, the
+        first of them starting at character ``at`` (``json=1``: as a JSON string)."""
+        auth = self.headers.get("Authorization", "")
+        echoed = auth.partition(" ")[2] + " path " + self.path + " body " + body.decode()
+        at = int(query.get("at", "0"))
+        if query.get("json") == "1":
+            opening = '{"error": "'
+            text = opening + "x" * (at - len(opening))
+            data = (json.dumps({"error": text[len(opening) :] + echoed + "y" * 5000})).encode()
+            content_type = "application/json"
+        else:
+            data = ("x" * at + echoed + "y" * 5000).encode()
+            content_type = "text/plain"
+        self.send_response(int(query.get("code", "400")))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
@@ -192,7 +222,38 @@ def api() -> Iterator[ApiServer]:
 def canary_env(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv(CANARY_ENV, CANARY)
     monkeypatch.setenv(HOOK_SECRET_ENV, HOOK_SECRET)
+    monkeypatch.setenv(TRICKY_ENV, TRICKY)
     return CANARY
+
+
+def secret_shapes(secret: str, *, user: str = "ada") -> dict[str, str]:
+    """What betrays `secret`: its first and last 8 characters in every encoding it
+    takes on the way out (and the basic-auth token made with `user`), by name."""
+    import base64
+
+    from reconciler.secrets import encoded_forms
+
+    shapes = {f"head of {form!r}": form[:8] for form in encoded_forms(secret)}
+    shapes |= {f"tail of {form!r}": form.rstrip("=")[-8:] for form in encoded_forms(secret)}
+    basic = base64.b64encode(f"{user}:{secret}".encode()).decode()
+    shapes["basic-auth"] = basic[:12]
+    shapes["whole"] = secret
+    return shapes
+
+
+def secret_leaks(secret: str, places: dict[str, bytes | str]) -> list[str]:
+    """Every (place, shape) where a shape of `secret` appears."""
+    found = []
+    for where, content in places.items():
+        data = content if isinstance(content, bytes) else content.encode()
+        for name, shape in secret_shapes(secret).items():
+            if shape.encode() in data:
+                found.append(f"{where}: {name}")
+    return found
+
+
+def files_under(root: Path) -> dict[str, bytes | str]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def assert_no_canary(*places: Any) -> None:

@@ -37,6 +37,8 @@ from reconciler.model.tasks import AnsibleTask
 from reconciler.secrets import REDACTOR
 
 RC_UNREACHABLE = 4
+DETAIL_LIMIT = 300
+"""Characters of one failed task's message kept in the error (redacted before the cut)."""
 _TASK_HEADER = re.compile(r"^TASK \[(?P<name>.*)\]")
 _FAILED = re.compile(r"^(fatal|failed): \[(?P<host>[^\]]*)\]")
 _RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(\w+=\d+\s*)+)$")
@@ -84,8 +86,10 @@ def failed_tasks(lines: list[str]) -> list[str]:
             current = match["name"]
         elif match := _FAILED.match(line):
             detail = line[match.end() :].strip(" :=>")
-            found.append(f"task {current!r} on {match['host']}: {detail[:300]}")
-    return found
+            found.append(
+                f"task {current!r} on {match['host']}: {REDACTOR.truncate(detail, DETAIL_LIMIT)}"
+            )
+    return list(dict.fromkeys(found))
 
 
 def recap(lines: list[str]) -> dict[str, dict[str, int]]:

@@ -22,7 +22,6 @@ resolved here; ``${params.X}`` of a secure param is resolved in URL, headers and
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 from urllib.parse import urljoin
@@ -42,7 +41,7 @@ from reconciler.execute.tasks.web import (
 from reconciler.execute.template import TemplateVars, render, render_str
 from reconciler.model.common import is_secret_ref
 from reconciler.model.tasks import HttpTask
-from reconciler.secrets import REDACTOR, resolve
+from reconciler.secrets import REDACTOR, basic_auth, resolve
 
 _MISSING = object()
 OUTPUT_BODY_LIMIT = 64 * 1024
@@ -72,9 +71,7 @@ def request_headers(task: HttpTask, ctx: TaskContext, tvars: TemplateVars) -> di
     elif task.auth is not None and task.auth.username and task.auth.password:
         user = render_str(task.auth.username, tvars, where="auth.username", secrets="refuse")
         password = resolve(task.auth.password, base_dir=ctx.repo_dir)
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        REDACTOR.add(token)
-        headers["Authorization"] = f"Basic {token}"
+        headers["Authorization"] = basic_auth(user, password)
     headers["Idempotency-Key"] = ctx.idempotency_key
     return headers
 

@@ -4,6 +4,8 @@ The edge where httpx exceptions become `reconciler.errors` types: transport
 failures and 408/425/429/5xx are temporary (with the remote's ``Retry-After``),
 other 4xx are permanent. Each exchange is written to the task log with secret
 headers shown as ``***`` (and every resolved secret value redacted by the log).
+Bodies are redacted *before* they are cut (`REDACTOR.truncate`): a secret that
+straddles a cut would otherwise leave its first characters behind.
 """
 
 from __future__ import annotations
@@ -20,19 +22,11 @@ import httpx
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.execute.context import TaskContext
 from reconciler.execute.tasklog import TaskLog
-from reconciler.model.common import SECRET_LOOKING_KEY
-from reconciler.secrets import REDACTED, REDACTOR
+from reconciler.secrets import REDACTED, REDACTOR, is_secret_header
 
 LOGGED_BODY_LIMIT = 4096
+ERROR_SNIPPET_LIMIT = 300
 TEMPORARY_STATUS = frozenset({408, 425, 429})
-
-
-def is_secret_header(name: str) -> bool:
-    lowered = name.lower()
-    return (
-        lowered in {"authorization", "proxy-authorization", "cookie", "set-cookie"}
-        or SECRET_LOOKING_KEY.search(name) is not None
-    )
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -51,9 +45,8 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def _shown(text: str) -> str:
-    if len(text) > LOGGED_BODY_LIMIT:
-        return f"{text[:LOGGED_BODY_LIMIT]}… ({len(text)} characters)"
-    return text
+    shown = REDACTOR.truncate(text, LOGGED_BODY_LIMIT)
+    return shown if len(text) <= LOGGED_BODY_LIMIT else f"{shown} ({len(text)} characters)"
 
 
 def log_headers(log: TaskLog, prefix: str, headers: httpx.Headers) -> None:
@@ -108,14 +101,14 @@ async def send(
 def status_error(response: httpx.Response, what: str) -> ReconcilerError:
     """The typed error for an unexpected status: temporary for 408/425/429/5xx."""
     code = response.status_code
-    snippet = response.text[:300].strip()
-    text = f"{what} answered {code} {response.reason_phrase}" + (f": {snippet}" if snippet else "")
+    snippet = REDACTOR.truncate(response.text, ERROR_SNIPPET_LIMIT).strip()
+    text = REDACTOR.text(f"{what} answered {code} {response.reason_phrase}")
+    text += f": {snippet}" if snippet else ""
     if code in TEMPORARY_STATUS or code >= 500:
         return TemporaryError(
-            REDACTOR.text(text),
-            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+            text, retry_after=retry_after_seconds(response.headers.get("retry-after"))
         )
-    return PermanentError(REDACTOR.text(text))
+    return PermanentError(text)
 
 
 def json_body(response: httpx.Response) -> Any:

@@ -30,7 +30,7 @@ metadata: {name: install-app}
 spec:
   converges: [params.app]
   work:
-    - {name: install, type: provider, action: install-app}
+    - {name: install, type: provider, action: configure, args: {app: "${params.app}"}}
 """,
     "pipelines.yaml": """\
 apiVersion: reconciler/v1

@@ -226,6 +226,12 @@ def _print_cycle(result: CycleResult) -> None:
                 )
             elif outcome.result == "skipped":
                 print(f"skipped {outcome.key}: {outcome.reason}")
+    for key, status in sorted(result.statuses.items()):
+        ready = status.condition("Ready")
+        if status.phase == "Unknown" and ready is not None:
+            print(f"UNKNOWN {key}: {ready.message}")
+        elif status.phase == "Stalled" and ready is not None:
+            print(f"WAITING {key}: {ready.reason}: {ready.message}")
     counts: dict[str, int] = {}
     for status in result.statuses.values():
         counts[status.phase] = counts.get(status.phase, 0) + 1
@@ -261,7 +267,7 @@ def run_apply(settings: Settings, *, quiet: bool = False) -> int:
         gc.unfreeze()
     if not quiet:
         _print_cycle(result)
-    return EXIT_OK if result.ok else EXIT_ERROR
+    return result.exit_code
 
 
 # --- status -----------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from reconciler.scope import FullCycle, Scope, held_failures, revision_scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, SourceResult, StatusWriter
+from reconciler.source.identity import canonical_location
 from reconciler.source.readback import (
     read_controller_conditions,
     read_drift,
@@ -114,13 +115,25 @@ class CycleResult:
 
     @property
     def ok(self) -> bool:
-        """The head was applied: no stale source, nothing failed (what `apply` exits on)."""
+        """The head was applied: no stale source, nothing failed, every observation
+        answered (what `apply` exits on)."""
         if self.source.revision is None or self.source.stale is not None:
             return False
         if self.write_error is not None:
             return False
+        if any(s.phase in ("Failed", "Unknown") for s in self.statuses.values()):
+            return False
         failed = self.execution.failed if self.execution else []
         return not failed and not (self.resumed and self.resumed.failed)
+
+    @property
+    def exit_code(self) -> int:
+        """`reconciler apply`'s: 0 all applied, 1 failed (see `ok`), 2 incomplete: nothing
+        failed but resources wait (blocked, a dependency, a change window, stopped)."""
+        if not self.ok:
+            return 1
+        waiting = ("Stalled", "Pending", "Provisioning")
+        return 2 if any(s.phase in waiting for s in self.statuses.values()) else 0
 
 
 class Controller:
@@ -582,6 +595,13 @@ class Controller:
         touched = {k for k, o in execution.outcomes.items() if o.tasks}
         if touched:
             after = await observe(subset(desired, touched), providers, previous={})
+            self.remember_existing(
+                {
+                    name: (frozenset(self.existing.get(name, ())) - touched) | seen
+                    for name, seen in after.existing.items()
+                    if name not in after.unknown_providers
+                }
+            )
             observed = dataclasses.replace(
                 observed, observations={**observed.observations, **after.observations}
             )
@@ -627,7 +647,7 @@ class Controller:
                 key=lambda e: e.key,
             )
         controller = ControllerStatus(
-            repository=self.source.mirror.access.display_url,
+            repository=canonical_location(self.settings.repo or ""),
             owner=self.repository,
             branch=self.settings.branch,
             revision=source.revision.sha if source.revision else None,

@@ -21,6 +21,7 @@ MARKDOWN_LIMIT = 60_000
 SYMBOLS = {
     Operation.CREATE: "+",
     Operation.UPDATE: "~",
+    Operation.ADOPT: "=",
     Operation.DECOMMISSION: "-",
     Operation.REPORT_DRIFT: "!",
     Operation.REPORT_ORPHAN: "?",
@@ -30,6 +31,7 @@ SYMBOLS = {
 VERBS = {
     Operation.CREATE: "create",
     Operation.UPDATE: "update",
+    Operation.ADOPT: "adopt (nothing runs)",
     Operation.DECOMMISSION: "decommission",
     Operation.REPORT_DRIFT: "drift (report only)",
     Operation.REPORT_ORPHAN: "orphan (kept)",
@@ -57,6 +59,8 @@ def summary_line(plan: Plan) -> str:
         f"{s.destroy} to destroy",
         f"{s.drifted} drifted (report only)",
     ]
+    if s.adopt:
+        parts.append(f"{s.adopt} to adopt")
     if s.orphaned:
         parts.append(f"{s.orphaned} orphaned (kept)")
     parts.append(f"{s.blocked} blocked")

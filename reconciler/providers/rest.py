@@ -376,8 +376,9 @@ class RestProvider:
                 if retry_server_errors and not last:
                     await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
                     continue
+                where = self._http.base_url.join(url)  # the full URL: which host failed
                 raise TemporaryError(
-                    f"http: {method} {url}: {scrub(exc) or type(exc).__name__}"
+                    f"http: {method} {where}: {scrub(exc) or type(exc).__name__}"
                 ) from None
             status = response.status_code
             if status in (429, 503):

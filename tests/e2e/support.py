@@ -65,6 +65,26 @@ class Fleet:
             self.argv(*args), capture_output=True, text=True, env=self.env, timeout=CLI_TIMEOUT
         )
 
+    def run_as(
+        self, repo: str, *args: str, cwd: Path | None = None, state: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The CLI with the repository spelled as given (and another state directory)."""
+        argv = [sys.executable, "-m", "reconciler", "--repo", repo]
+        argv += ["--state-dir", str(state or self.state), *args]
+        return subprocess.run(
+            argv, capture_output=True, text=True, env=self.env, timeout=CLI_TIMEOUT, cwd=cwd
+        )
+
+    def run_module(self, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m MODULE ARGS` with this fleet's environment (e.g. the simulator's CLI)."""
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=CLI_TIMEOUT,
+        )
+
     def start(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             return subprocess.Popen(self.argv(*args), stdout=out, stderr=out, env=self.env)

@@ -273,7 +273,7 @@ def instances(endpoint: str) -> list[dict[str, Any]]:
     found = client.describe_instances(
         Filters=[
             {"Name": "tag:reconciler/key", "Values": ["Instance/web"]},
-            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]},
         ]
     )
     return [i for r in found["Reservations"] for i in r["Instances"]]

@@ -132,6 +132,7 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
         reconciled=reconciled,
         load=lambda sha: _desired_at(source, sha)[0],
         status_branch=settings.status_branch if base_desired is None else None,
+        phases={key: status.phase for key, status in statuses.items()},
     )
 
     def plan_of(desired: Desired) -> Plan:

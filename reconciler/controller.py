@@ -235,6 +235,7 @@ class Controller:
             reconciled=self.source.last_reconciled,
             load=self.desired_at,
             status_branch=self.writer.branch,
+            phases={key: status.phase for key, status in previous.items()},
         )
 
     def plan(

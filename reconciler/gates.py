@@ -42,6 +42,7 @@ def replanner(
     observed: ObservedState,
     *,
     failed: Mapping[str, str] | None = None,
+    phases: Mapping[str, str] | None = None,
 ) -> Replan:
     """What the gate re-plans with: the plan of `found` under a given approval verdict."""
 
@@ -55,6 +56,7 @@ def replanner(
             approved=approved,
             pending_approval=pending,
             failed=failed,
+            phases=phases,
         )
 
     return replan
@@ -189,6 +191,9 @@ class PlanContext:
     """The Desired set of a revision (to find where a removed resource was declared)."""
     status_branch: str | None = None
     """Where reviewed plans are read for `pinPlan` (None: not checked)."""
+    phases: Mapping[str, str] = field(default_factory=dict)
+    """Each resource's phase when last seen: a dependent waits for a dependency that
+    is not Ready, also when this plan does not look at it (held in backoff, out of scope)."""
 
 
 def plan_revision(
@@ -205,7 +210,7 @@ def plan_revision(
     there instead (a branch's plan: only approvals on the branch count).
     """
     found = diff(desired, observed, last_applied=context.records)
-    replan = replanner(desired, found, observed, failed=context.failed)
+    replan = replanner(desired, found, observed, failed=context.failed, phases=context.phases)
     declared: dict[str, tuple[str, ResolvedResource] | None] = {}
 
     def before(key: str) -> tuple[str, ResolvedResource] | None:

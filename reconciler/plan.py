@@ -554,6 +554,7 @@ def plan(
     approved: frozenset[str] = frozenset(),
     unknown_providers: Mapping[str, str] | None = None,
     failed: Mapping[str, str] | None = None,
+    phases: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan closing the gap a `Diff` shows (see the module docstring).
 
@@ -561,32 +562,69 @@ def plan(
     protection; `pending_approval` maps keys whose actions wait for an approval
     to the reason (`reconciler.approvals.decide` gives both).
     `failed` maps the keys whose last apply failed to the stage that failed: it
-    runs again.
+    runs again. `phases` are the last statuses' phases, for dependencies this plan
+    does not look at (a dependent waits until what it depends on is Ready).
     """
     policy = desired.policy
-    revision = desired.revision
+    drafts, labels, notes = _drafts(desired, changes, failed or {})
+    unknown_providers = dict(unknown_providers or {})
+    notes += [
+        f"provider {name} is unknown: {why}" for name, why in sorted(unknown_providers.items())
+    ]
+    _guardrails(drafts, policy, labels, pending_approval or {}, approved, unknown_providers)
+    _wait_for_dependencies(drafts, changes, phases or {})
+    waves = _waves(desired, drafts)
+    actions = [a for w in waves for a in w.actions]
+    planned = {a.key for a in actions}
+    return Plan.build(
+        revision=desired.revision,
+        policy=PlanPolicy(
+            prune=policy.prune,
+            self_heal=policy.self_heal,
+            max_destructive_actions=policy.max_destructive_actions,
+        ),
+        waves=waves,
+        summary=summarize(
+            actions,
+            in_sync=sum(1 for d in changes.with_status(Status.IN_SYNC) if d.key not in planned),
+        ),
+        notes=notes,
+        unknown_providers=unknown_providers,
+    )
+
+
+def _drafts(
+    desired: Desired, changes: Diff, failed: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, str]], list[str]]:
+    """Each resource's action (a dict), its labels, and the plan's notes."""
     drafts: list[dict[str, Any]] = []
     labels: dict[str, Mapping[str, str]] = {}
     notes: list[str] = []
     for key, d in changes.resources.items():
         labels[key] = d.labels
         resource = desired.resources.get(key)
-        draft = _plan_resource(d, resource, policy, revision)
-        draft = _retry_failed(draft, d, resource, (failed or {}).get(key))
+        draft = _plan_resource(d, resource, desired.policy, desired.revision)
+        draft = _retry_failed(draft, d, resource, failed.get(key))
         if draft is not None:
             drafts.append(draft)
         if d.unconverged:
             notes.append(
                 f"{key}: {', '.join(d.unconverged)} changed in Git but no stage converges "
-                "it; nothing runs for it"
+                "or uses it; nothing runs for it"
             )
+    return drafts, labels, notes
 
-    # Guardrails, in order: protection, unknown observation, the destructive budget.
+
+def _guardrails(
+    drafts: list[dict[str, Any]],
+    policy: PolicySpec,
+    labels: Mapping[str, Mapping[str, str]],
+    waiting: Mapping[str, str],
+    approved: frozenset[str],
+    unknown_providers: Mapping[str, str],
+) -> None:
+    """In order: approvals, protection, unknown observation, the destructive budget."""
     unknown = sorted(a["key"] for a in drafts if a["operation"] is Operation.UNKNOWN)
-    unknown_providers = dict(unknown_providers or {})
-    for name, why in sorted(unknown_providers.items()):
-        notes.append(f"provider {name} is unknown: {why}")
-    waiting = pending_approval or {}
     for a in drafts:
         if a["key"] in waiting and a["operation"].executes and a.get("blocked") is None:
             a["blocked"] = waiting[a["key"]]
@@ -607,7 +645,46 @@ def plan(
         for a in destructive:
             a["blocked"] = why
 
-    # Waves: dependency depth; decommissions after everything else.
+
+def _wait_for_dependencies(
+    drafts: list[dict[str, Any]], changes: Diff, phases: Mapping[str, str]
+) -> None:
+    """A dependent never starts while what it depends on is not Ready: failed before,
+    held in backoff, blocked, unknown, drifted, or not looked at by this plan and not
+    Ready when last seen. One whose dependency runs in this plan waits for it in the
+    executor instead (it starts once the dependency succeeded)."""
+    by_key = {a["key"]: a for a in drafts}
+
+    def why_not_ready(dep: str) -> str | None:
+        action = by_key.get(dep)
+        if action is not None:
+            if action.get("blocked"):
+                return f"its {action['operation'].value} is blocked: {action['blocked']}"
+            if action["operation"].executes:
+                return None
+            return f"it is not in sync ({action['operation'].value})"
+        found = changes.resources.get(dep)
+        if found is not None:
+            return None if found.status is Status.IN_SYNC else f"it is {found.status.value}"
+        phase = phases.get(dep)
+        return None if phase == "Ready" else f"its phase is {phase or 'unknown (no status yet)'}"
+
+    changed = True
+    while changed:  # a chain of dependents: each pass blocks the next link
+        changed = False
+        for a in drafts:
+            if a.get("blocked") or not a["operation"].executes:
+                continue
+            for dep in a.get("depends_on", ()):
+                why = why_not_ready(dep)
+                if why is not None:
+                    a["blocked"] = f"dependency {dep} is not Ready: {why}"
+                    changed = True
+                    break
+
+
+def _waves(desired: Desired, drafts: list[dict[str, Any]]) -> list[Wave]:
+    """Dependency depth gives waves; decommissions come after everything else."""
     levels = _levels(desired)
     last_level = max(levels.values(), default=0) + 1
     level_of = {a["key"]: levels.get(a["key"], last_level) for a in drafts}
@@ -616,23 +693,7 @@ def plan(
     for a in sorted(drafts, key=lambda a: a["key"]):
         wave = numbers[level_of[a["key"]]]
         by_wave.setdefault(wave, []).append(PlannedAction(**a, wave=wave))
-    waves = [Wave(number=n, actions=tuple(acts)) for n, acts in sorted(by_wave.items())]
-    actions = [a for w in waves for a in w.actions]
-    return Plan.build(
-        revision=revision,
-        policy=PlanPolicy(
-            prune=policy.prune,
-            self_heal=policy.self_heal,
-            max_destructive_actions=policy.max_destructive_actions,
-        ),
-        waves=waves,
-        summary=summarize(
-            actions,
-            in_sync=sum(1 for d in changes.with_status(Status.IN_SYNC) if d.key not in level_of),
-        ),
-        notes=notes,
-        unknown_providers=unknown_providers,
-    )
+    return [Wave(number=n, actions=tuple(acts)) for n, acts in sorted(by_wave.items())]
 
 
 def summarize(actions: Iterable[PlannedAction], *, in_sync: int = 0) -> Summary:

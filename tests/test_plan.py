@@ -446,3 +446,37 @@ def test_a_plan_with_an_untrusted_provider_is_never_in_sync():
     assert summary_line(p) == (
         "Incomplete: provider(s) sim could not be trusted; nothing else to do."
     )
+
+
+def test_a_dependent_waits_while_its_dependency_is_not_ready() -> None:
+    """dependsOn: blocked while the dependency is blocked, unknown, or (outside this plan)
+    not Ready when last seen; a dependency that runs in this plan is waited for by the
+    executor instead."""
+    base = pv.resource("base")
+    child = pv.resource("child", depends_on=["Machine/base"])
+    d = pv.desired([base, child], policy_spec=pv.policy(max_destructive=10))
+    records = pv.provisioned(d, "Machine/base")
+
+    def child_action(**kwargs: object) -> str | None:
+        actions = plan(d, **kwargs).actions  # type: ignore[arg-type]
+        (action,) = [a for a in actions if a.key == child.key]
+        return action.blocked
+
+    both_new = diff(d, pv.observed(d, absent=[base.key, child.key]))
+    assert child_action(changes=both_new) is None  # base runs first, in this plan
+    assert child_action(changes=both_new, pending_approval={base.key: "needs approval"}) == (
+        "dependency Machine/base is not Ready: its create is blocked: needs approval"
+    )
+    unknown = diff(d, pv.observed(d, unknown=[base.key], absent=[child.key]))
+    assert child_action(changes=unknown).startswith(
+        "dependency Machine/base is not Ready: its unknown is blocked"
+    )
+    # Only the dependent is looked at (base held in failure backoff): its phase decides.
+    alone = pv.desired([child])
+    only_child = diff(alone, pv.observed(alone, absent=[child.key]))
+    (held,) = plan(alone, only_child, phases={base.key: "Failed"}).actions
+    assert held.blocked == "dependency Machine/base is not Ready: its phase is Failed"
+    (ready,) = plan(alone, only_child, phases={base.key: "Ready"}).actions
+    assert ready.blocked is None
+    in_sync = diff(d, pv.observed(d, absent=[child.key]), last_applied=records)
+    assert child_action(changes=in_sync) is None

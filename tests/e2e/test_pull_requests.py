@@ -165,7 +165,7 @@ def test_branch_plans_gates_and_audit(fleet: Fleet) -> None:
     assert f"needs approval from {ADA}" in ready["message"]
     # Its dependents wait for it (dependsOn), the rest of the fleet proceeds.
     assert fleet.status("Machine/r01-node02")["phase"] == "Stalled"
-    assert "dependency Machine/r01-node01 is not created" in json.dumps(
+    assert "dependency Machine/r01-node01 is not Ready: its create is blocked" in json.dumps(
         fleet.status("Machine/r01-node02")["conditions"]
     )
     assert fleet.status("Instance/bastion")["phase"] == "Ready"

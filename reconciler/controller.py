@@ -133,7 +133,11 @@ class CycleResult:
         if not self.ok:
             return 1
         waiting = ("Stalled", "Pending", "Provisioning")
-        return 2 if any(s.phase in waiting for s in self.statuses.values()) else 0
+        if any(s.phase in waiting for s in self.statuses.values()):
+            return 2
+        # A blocked decommission has no status of its own (nothing declares it).
+        blocked = self.plan.blocked if self.plan else ()
+        return 2 if any(a.key not in self.statuses for a in blocked) else 0
 
 
 class Controller:

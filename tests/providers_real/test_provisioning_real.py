@@ -159,7 +159,7 @@ def test_bmc_machines_are_provisioned_adopted_and_their_power_drift_is_caught(
     assert status["Machine/node-c"]["phase"] == "Stalled"
     waiting = condition(status["Machine/node-c"], "Stalled")
     assert waiting["reason"] == "AdoptionWaiting"
-    assert 'power changed in Git' in waiting["message"] and '"off"' in waiting["message"]
+    assert "power changed in Git" in waiting["message"] and '"off"' in waiting["message"]
     assert system(bmc, NODE_C)["PowerState"] == "Off"
 
     # Someone at the BMC powers node-a off: drift, reported, not corrected.

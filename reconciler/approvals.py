@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.model.kinds import Approvals, Reviewer
+from reconciler.model.kinds import Approvals, PolicySpec, Reviewer
 
 SignatureStatus = Literal["none", "good", "untrusted", "bad", "unsupported"]
 """good: valid and by a trusted key; untrusted: valid but by a key not trusted;
@@ -241,3 +241,19 @@ def pin(
         else:
             held[key] = f"held: no reviewed plan of a merged branch shows this {operation}"
     return held
+
+
+RULE_FIELDS = {
+    "approvals.required": lambda p: p.approvals.required,
+    "approvals.reviewers": lambda p: [r.model_dump() for r in p.approvals.reviewers],
+    "approvals.trustedSigners": lambda p: list(p.approvals.trusted_signers),
+    "approvals.requireSignature": lambda p: p.approvals.require_signature,
+    "approvals.pinPlan": lambda p: p.approvals.pin_plan,
+    "protected": lambda p: [s.model_dump() for s in p.protected],
+}
+"""The parts of a Policy that decide who must approve what: changing them is gated too."""
+
+
+def rule_changes(old: PolicySpec, new: PolicySpec) -> tuple[str, ...]:
+    """Which of the approval rules differ between two policies (`RULE_FIELDS` names)."""
+    return tuple(name for name, part in RULE_FIELDS.items() if part(old) != part(new))

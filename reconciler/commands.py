@@ -28,7 +28,7 @@ from reconciler.desired import Desired
 from reconciler.diff import LastApplied
 from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import Journal, LeaseHeld
-from reconciler.gates import PlanContext, plan_revision
+from reconciler.gates import PlanContext, judge_rules, plan_revision
 from reconciler.observe import observe_desired
 from reconciler.plan import Plan, relative_to
 from reconciler.render import render_text, summary_line
@@ -85,6 +85,18 @@ def journal_records(state_dir: Path, fallback: dict[str, LastApplied]) -> dict[s
     return {**fallback, **found}
 
 
+def journal_fact(state_dir: Path, name: str) -> str | None:
+    """A fact the controller keeps in its journal (read-only), if there is a journal."""
+    path = state_dir / Journal.FILENAME
+    if not path.exists():
+        return None
+    journal = Journal(path)
+    try:
+        return journal.fact(name)
+    finally:
+        journal.close()
+
+
 def fetched_source(settings: Settings, showing: str) -> DeclaredSource:
     """The declared repository's mirror, fetched; a fetch that fails over an existing
     mirror is a warning (what it last fetched is shown), with no mirror it is an error."""
@@ -120,15 +132,17 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
         if base_desired is None:
             return PlanOutcome(diagnostics=diagnostics, error=f"base: {error}")
     reconciled = source.last_reconciled
-    # The rules that will judge the change: the base's, else the last reconciled revision's.
-    rules_from = base_desired
-    if rules_from is None and reconciled:
-        rules_from, _, _ = _desired_at(source, reconciled)
+    # The rules that will judge the change: those in force (the controller's rules
+    # revision, else the last reconciled one), the head's own only once approved.
+    rules_revision = journal_fact(Path(settings.state_dir), "rules_revision") or reconciled
+    rules_from = _desired_at(source, rules_revision)[0] if rules_revision else None
+    verdict = judge_rules(source.repo, rules_from, head_desired)
     context = PlanContext(
         repo=source.repo,
         records=applied,
         failed=failed,
-        rules_from=rules_from,
+        rules_from=verdict.rules,
+        rules_note=verdict.note,
         reconciled=reconciled,
         load=lambda sha: _desired_at(source, sha)[0],
         status_branch=settings.status_branch if base_desired is None else None,

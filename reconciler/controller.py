@@ -40,7 +40,7 @@ from reconciler.diff import Diff, LastApplied
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
-from reconciler.gates import PlanContext, plan_revision
+from reconciler.gates import PlanContext, RulesVerdict, judge_rules, plan_revision
 from reconciler.load import LoadResult
 from reconciler.observe import (
     ObservedState,
@@ -75,6 +75,9 @@ from reconciler.transitions import (
     records_from_statuses,
     refreshed_records,
 )
+
+RULES_REVISION = "rules_revision"
+"""The journal fact naming the revision whose approval rules are in force."""
 
 
 @dataclass(frozen=True)
@@ -229,13 +232,18 @@ class Controller:
         self.existing.update(existing)
         write_existing(self.state_dir, self.existing)
 
-    def plan_context(self, previous: Mapping[str, ResourceStatus]) -> PlanContext:
-        """What this cycle's plans depend on besides the revision and the observation."""
+    def plan_context(
+        self, previous: Mapping[str, ResourceStatus], head: Desired | None = None
+    ) -> PlanContext:
+        """What this cycle's plans depend on besides the revision and the observation;
+        `head` is judged against the rules in force (`gates.judge_rules`)."""
+        verdict = self.judge_rules(head) if head is not None else None
         return PlanContext(
             repo=self.source.repo,
             records=self.records(previous),
             failed=failed_stages(previous),
-            rules_from=self.rules_desired(),
+            rules_from=verdict.rules if verdict else self.rules_desired(),
+            rules_note=verdict.note if verdict else None,
             reconciled=self.source.last_reconciled,
             load=self.desired_at,
             status_branch=self.writer.branch,
@@ -245,20 +253,29 @@ class Controller:
     def plan(
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
     ) -> tuple[Diff, Plan]:
-        found, gated = plan_revision(self.plan_context(previous), desired, observed)
+        found, gated = plan_revision(self.plan_context(previous, desired), desired, observed)
         self.decision = gated.decision
         return found, gated.plan
 
     def rules_desired(self) -> Desired | None:
-        """The rules in force: those of the last reconciled revision (loaded once)."""
-        reconciled = self.source.last_reconciled
-        if not reconciled:
+        """The revision whose approval rules are in force: the last one whose changes to
+        them were approved (kept in the journal), else the last reconciled one."""
+        revision = self.journal.fact(RULES_REVISION) or self.source.last_reconciled
+        if not revision:
             return None
-        if self._in_force is not None and self._in_force.revision == reconciled:
+        if self._in_force is not None and self._in_force.revision == revision:
             return self._in_force  # no second load of the revision just reconciled
-        if self._rules_from is None or self._rules_from[0] != reconciled:
-            self._rules_from = (reconciled, self.desired_at(reconciled))
+        if self._rules_from is None or self._rules_from[0] != revision:
+            self._rules_from = (revision, self.desired_at(revision))
         return self._rules_from[1]
+
+    def judge_rules(self, head: Desired) -> RulesVerdict:
+        """The rules that judge `head`; a newly approved rules revision is kept."""
+        verdict = judge_rules(self.source.repo, self.rules_desired(), head)
+        if verdict.revision and verdict.revision != self.journal.fact(RULES_REVISION):
+            self.journal.set_fact(RULES_REVISION, verdict.revision)
+            self.source.keep_revision("rules", verdict.revision)
+        return verdict
 
     async def plan_branches(
         self, desired: Desired, previous: Mapping[str, ResourceStatus]
@@ -275,9 +292,8 @@ class Controller:
             return {}
         base = desired.revision
 
-        context = dataclasses.replace(
-            self.plan_context(previous), rules_from=desired, status_branch=None
-        )
+        context = dataclasses.replace(self.plan_context(previous), status_branch=None)
+        rules = self.rules_desired()
 
         async def plan_at(target: Desired) -> Plan:
             observed = await observe_desired(
@@ -287,7 +303,11 @@ class Controller:
                 previous=self.existing,
                 remember=False,
             )
-            return plan_revision(context, target, observed, base=base)[1].plan
+            # Judged as it will be once merged: by the rules in force, the branch's own
+            # changes to them only once approved.
+            verdict = judge_rules(self.source.repo, rules, target)
+            judged = dataclasses.replace(context, rules_from=verdict.rules, rules_note=verdict.note)
+            return plan_revision(judged, target, observed, base=base)[1].plan
 
         base_plan = await plan_at(desired)
 

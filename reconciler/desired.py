@@ -195,6 +195,9 @@ class Desired:
     pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
     stages: Mapping[str, Stage] = field(default_factory=dict)
     profiles: Mapping[str, Profile] = field(default_factory=dict)
+    policy_source: tuple[str, str] | None = None
+    """(name, path) of the Policy document, when there is one: approvals of changes to
+    the rules themselves are matched by that path."""
 
 
 def subset(desired: Desired, keys: Collection[str]) -> Desired:

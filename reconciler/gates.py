@@ -16,12 +16,12 @@ revisions' `protected` selectors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import pygit2
 
-from reconciler.approvals import CommitEvidence, Decision, Subject, decide, pin
+from reconciler.approvals import CommitEvidence, Decision, Subject, decide, pin, rule_changes
 from reconciler.branch_plans import reviewed_plans
 from reconciler.desired import Desired, ResolvedResource
 from reconciler.diff import Diff, LastApplied, diff, selector_matches
@@ -86,6 +86,7 @@ def gate(
     base_of: Callable[[str], str | None],
     declared_before: Callable[[str], ResolvedResource | None] | None = None,
     status_branch: str | None = None,
+    reconciled: str | None = None,
 ) -> Gated:
     """Gate the plan of `desired` over `found`; `base_of(key)` starts each range.
 
@@ -144,7 +145,11 @@ def gate(
     decision = decide(subjects, rules, commits)
     pending = dict(decision.pending)
     if rules.pin_plan and status_branch is not None:
-        merged = commits_between(repo, rules_from.revision if rules_from else None, head)
+        # Branches merged since the last reconciled revision: what is new to apply.
+        since = (
+            reconciled if reconciled is not None else (rules_from.revision if rules_from else None)
+        )
+        merged = commits_between(repo, since, head)
         reviewed = reviewed_plans(repo, status_branch, {str(c.id) for c in merged})
         held = pin(
             [
@@ -194,6 +199,8 @@ class PlanContext:
     phases: Mapping[str, str] = field(default_factory=dict)
     """Each resource's phase when last seen: a dependent waits for a dependency that
     is not Ready, also when this plan does not look at it (held in backoff, out of scope)."""
+    rules_note: str | None = None
+    """Why the head's own changes to the approval rules are not in force (`judge_rules`)."""
 
 
 def plan_revision(
@@ -232,7 +239,7 @@ def plan_revision(
         found_before = before(key)
         return found_before[1] if found_before is not None else None
 
-    return found, gate(
+    gated = gate(
         context.repo,
         desired=desired,
         found=found,
@@ -241,7 +248,77 @@ def plan_revision(
         base_of=base_of,
         declared_before=declared_before,
         status_branch=context.status_branch,
+        reconciled=context.reconciled,
     )
+    if context.rules_note:
+        gated = replace(gated, plan=with_notes(gated.plan, context.rules_note))
+    return found, gated
+
+
+def with_notes(value: Plan, *notes: str) -> Plan:
+    return Plan.build(
+        revision=value.revision,
+        policy=value.policy,
+        waves=value.waves,
+        summary=value.summary,
+        notes=(*value.notes, *notes),
+        unknown_providers=value.unknown_providers,
+    )
+
+
+@dataclass(frozen=True)
+class RulesVerdict:
+    """Which revision's rules judge a head, and why the head's own are not yet in force."""
+
+    rules: Desired
+    """Its Policy's approvals and protection judge the head's changes."""
+    revision: str | None
+    """The rules revision after this verdict (kept by the controller)."""
+    note: str | None = None
+    """Why the head's changes to the rules wait (a plan note), when they do."""
+
+
+def judge_rules(repo: pygit2.Repository, current: Desired | None, head: Desired) -> RulesVerdict:
+    """The rules in force for `head`: those of the last revision whose changes to the
+    approval rules were approved (`current`), or the head's own once its changes to
+    them are approved under `current`'s rules — so no commit relaxes the rules that
+    judge it, however many cycles run at that head.
+
+    Without a current rules revision (the first cycle) the head's rules apply. When
+    the current rules do not require approvals, changing them needs none.
+    """
+    if current is None or current.revision is None:
+        return RulesVerdict(head, head.revision)
+    changed = list(rule_changes(current.policy, head.policy))
+    old_signers = new_signers = ""
+    if current.policy.approvals.trusted_signers or head.policy.approvals.trusted_signers:
+        old_signers = allowed_signers(
+            current.policy.approvals.trusted_signers, repo, current.revision
+        )[0]
+        new_signers = allowed_signers(head.policy.approvals.trusted_signers, repo, head.revision)[0]
+        if old_signers != new_signers and "approvals.trustedSigners" not in changed:
+            changed.append("approvals.trustedSigners (the signers files)")
+    if not changed:
+        return RulesVerdict(current, current.revision)
+    rules = current.policy.approvals
+    if not rules.required or head.revision is None:
+        return RulesVerdict(head, head.revision)
+    name, path = head.policy_source or current.policy_source or ("policy", None)
+    subject = Subject(key=f"Policy/{name}", path=path, protected=True)
+    verifier = SignatureVerifier.for_signers(old_signers) if old_signers.strip() else None
+    in_range = since_change(repo, commits_between(repo, current.revision, head.revision), path)
+    decision = decide(
+        [(subject, True, False)], rules, {subject.key: [evidence(c, verifier) for c in in_range]}
+    )
+    if subject.key in decision.approved:
+        return RulesVerdict(head, head.revision)
+    why = decision.pending.get(subject.key, "needs approval")
+    note = (
+        f"the approval rules changed in Git ({', '.join(changed)}) since revision "
+        f"{current.revision[:12]}: {why}; until then the rules of {current.revision[:12]} "
+        "judge every change"
+    )
+    return RulesVerdict(current, current.revision, note)
 
 
 def last_declared(

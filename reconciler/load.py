@@ -499,6 +499,7 @@ def assemble(
         cache.resources = {key: (resources[key], r) for key, r in resolved.items()}
         cache.reused = len(reused)
     policy = next(iter(policies.values())).document.spec if policies else PolicySpec()
+    policy_source = next(((n, d.path) for n, d in policies.items()), None)
     desired = Desired(
         revision=revision,
         resources=resolved,
@@ -507,6 +508,7 @@ def assemble(
         pipelines=pipeline_models,
         stages=stage_models,
         profiles=profile_models,
+        policy_source=policy_source,
     )
     return LoadResult(desired, (), count, files)
 

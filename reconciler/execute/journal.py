@@ -8,6 +8,8 @@ Tables:
 
 - ``plans``: plan hash, revision, plan JSON, state (running → finished, or
   superseded with a reason), created/finished times. At most one plan runs.
+- ``meta``: the controller's own facts, by name (``rules_revision``: the last revision
+  whose changes to the approval rules were approved; those rules judge every change).
 - ``applied``: per resource, what reconciler brought about (`reconciler.diff.LastApplied`
   as JSON): the stages completed and the digest each had, and once the whole pipeline
   completed the revision, resolution and declared state. The status branch shows a
@@ -106,6 +108,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at     TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_plan ON tasks (plan_hash, resource);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS applied (
     resource    TEXT PRIMARY KEY,
     record_json TEXT NOT NULL,
@@ -202,6 +208,19 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- the controller's own facts ---------------------------------------------------------
+
+    def fact(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_fact(self, name: str, value: str) -> None:
+        self._write(
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
 
     # --- what was applied per resource ---------------------------------------------------
 

@@ -337,7 +337,8 @@ class Approvals(Strict):
     revision and the head of the tracked branch (merge commits included): an
     `Approved-by: Name <email>` trailer from a reviewer listed for the resource,
     or a commit signed by a trusted key whose principal is such a reviewer. The
-    rules in force are those of the last reconciled revision, so a change cannot
+    rules in force are those of the last revision whose changes to these rules (and
+    to `protected`) were approved under the rules before them, so a change cannot
     approve itself by editing them.
     """
 

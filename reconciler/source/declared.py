@@ -183,6 +183,11 @@ class DeclaredSource:
     def last_reconciled(self) -> str | None:
         return self._get_ref(LAST_RECONCILED_REF)
 
+    def keep_revision(self, name: str, sha: str) -> None:
+        """Hold `sha`'s objects in the mirror under `refs/reconciler/<name>` (a fetch with
+        prune and a force-push would otherwise let them go)."""
+        self._set_ref(f"refs/reconciler/{name}", sha)
+
     def mark_reconciled(self, sha: str) -> None:
         """Record that a cycle acted on `sha`: the base for force-push detection."""
         self._set_ref(LAST_RECONCILED_REF, sha)

@@ -19,8 +19,8 @@ RULES = json.loads(json.dumps(POLICY))
 RULES["spec"]["approvals"]["reviewers"].append({"paths": ["policy.yaml"], "names": [GRACE]})
 
 
-def started(fleet: Fleet, key: str) -> list[str]:
-    db = sqlite3.connect(f"file:{fleet.settings.state_dir / 'simulator.db'}?mode=ro", uri=True)
+def started(on: Fleet, key: str) -> list[str]:
+    db = sqlite3.connect(f"file:{on.settings.state_dir / 'simulator.db'}?mode=ro", uri=True)
     try:
         rows = db.execute(
             "SELECT action FROM action_log WHERE event = 'started' AND key = ? ORDER BY seq",

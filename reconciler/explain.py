@@ -1,7 +1,8 @@
 """Pydantic's validation errors in the project's words: what is wrong, where, how to fix it.
 
-Used by `reconciler.load` in its first phase (one document), only for a document
-that failed its schema, so a valid repository never comes here. Each pydantic
+Used by `reconciler.load`: in its first phase (one document), only for a document
+that failed its schema, so a valid repository never comes here; `yaml11_hint`
+also in its second phase, for params against a pipeline's inputs. Each pydantic
 error becomes one or more `(loc, at_key, message)`: `loc` is the error's path
 without pydantic's union tags, the message names the field as a dotted path and
 never repeats a value that may be a secret. A value YAML 1.1 typed by surprise

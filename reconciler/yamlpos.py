@@ -137,10 +137,16 @@ class _Builder:
         self.built: dict[int, Any] = {}
         self.active: set[int] = set()
         self.faults: list[tuple[YamlFault, Node | None]] = []
+        self.faulted: set[int] = set()
 
     def _fault(self, at: Node, message: str, leave_out: Node | None) -> None:
-        """A fault at `at`; `leave_out` is the value to drop (`at` itself for a bad value)."""
-        self.faults.append((YamlFault(*_mark(at), message), leave_out))
+        """A fault at `at`; `leave_out` is the value to drop (`at` itself for a bad value).
+
+        Once per place: an alias of a bad scalar builds it again.
+        """
+        if id(at) not in self.faulted:
+            self.faulted.add(id(at))
+            self.faults.append((YamlFault(*_mark(at), message), leave_out))
 
     def _tick(self, node: Node, n: int = 1) -> None:
         self.count += n
@@ -152,6 +158,13 @@ class _Builder:
             )
 
     def build(self, node: Node, depth: int = 0) -> Any:
+        if isinstance(node, ScalarNode):
+            # Most values: a scalar cannot contain itself, and an alias of one is one value
+            # again, so it is built again rather than remembered.
+            if depth > self.limits.max_depth:
+                raise YamlFault(*_mark(node), f"nested deeper than {self.limits.max_depth} levels")
+            self._tick(node)
+            return node.value if node.tag == _STR else self._scalar(node)
         key = id(node)
         if key in self.sizes:
             # An alias: the same node again. Count what it expands to, build nothing new.
@@ -165,9 +178,7 @@ class _Builder:
         self._tick(node)
         self.active.add(key)
         value: Any = None
-        if isinstance(node, ScalarNode):
-            value = self._scalar(node)
-        elif node.tag not in _COLLECTION_TAGS:
+        if node.tag not in _COLLECTION_TAGS:
             self._fault(node, f"unsupported tag {node.tag!r}", node)
         elif isinstance(node, SequenceNode):
             value = [self.build(item, depth + 1) for item in node.value]
@@ -179,8 +190,6 @@ class _Builder:
         return value
 
     def _scalar(self, node: ScalarNode) -> Any:
-        if node.tag == _STR:
-            return node.value
         if node.tag not in _SCALAR_TAGS:
             self._fault(node, f"unsupported tag {node.tag!r}", node)
             return None

@@ -25,13 +25,11 @@ AT = "machines.yaml:3:38: metadata.labels.since: "
 UNREADABLE: dict[str, tuple[str, str]] = {
     "impossible-date": (
         "2024-02-30",
-        "looks like a date but is not one (day is out of range for month); "
-        "quote it if it is text",
+        "looks like a date but is not one (day is out of range for month); quote it if it is text",
     ),
     "month-13": (
         "2024-13-01",
-        "looks like a date but is not one (month must be in 1..12); "
-        "quote it if it is text",
+        "looks like a date but is not one (month must be in 1..12); quote it if it is text",
     ),
     "int-tag-on-text": (
         "!!int twenty",

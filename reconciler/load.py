@@ -16,19 +16,35 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.desired import Desired, ResolvedResource, Resolver, merge_layers
+from reconciler.desired import (
+    GLOBAL_PROFILE,
+    Desired,
+    ResolvedResource,
+    Resolver,
+    merge_layers,
+)
 from reconciler.errors import Diagnostic
-from reconciler.model import RESOURCE_KINDS, SUPPORTED_VERSIONS, Input, document_class
-from reconciler.model.common import SECRET_LOOKING_KEY, is_secret_ref
+from reconciler.explain import INLINE_SECRET, dotted, explain, type_word, yaml11_hint
+from reconciler.model import KINDS, RESOURCE_KINDS, SUPPORTED_VERSIONS, Input, document_class
+from reconciler.model.common import inline_secrets, is_secret_ref
 from reconciler.model.kinds import PolicySpec
 from reconciler.model.versions import to_hub
-from reconciler.yamlpos import YamlFault, YamlLimits, document_root, locate, parse_documents
+from reconciler.yamlpos import (
+    Location,
+    YamlDocument,
+    YamlFault,
+    YamlLimits,
+    document_root,
+    locate,
+    parse_documents,
+)
 
 IGNORE_FILE = ".reconcilerignore"
 CONTROLLER_DIRS = ("status", "reports", "audit", "plans")
@@ -39,6 +55,15 @@ Loc = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class LoadedDocument:
+    """A document of the revision, by kind and name, and its model.
+
+    A document with schema errors is listed too (its errors are in the file's
+    diagnostics): `document` is then what validates once the wrong parts are
+    left out, or None when too little does, and `left_out` names those parts
+    (`((),)`: all of it). Its kind and name are still known, so nothing reports
+    it missing, and the checks across documents run on what it has.
+    """
+
     document: Any
     kind: str
     name: str
@@ -46,10 +71,21 @@ class LoadedDocument:
     index: int
     line: int
     col: int
+    left_out: tuple[Loc, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.kind}/{self.name}"
+
+    def intact(self, *locs: Loc) -> bool:
+        """Whether each of `locs` is in `document` as written (nothing in or above it left out)."""
+        if self.document is None:
+            return False
+        return not any(
+            cut[: len(loc)] == loc or loc[: len(cut)] == cut
+            for cut in self.left_out
+            for loc in locs
+        )
 
 
 @dataclass(frozen=True)
@@ -99,43 +135,6 @@ def is_declared_path(path: str, ignore_patterns: Sequence[str] = ()) -> bool:
 
 # --- phase 1: one file ----------------------------------------------------------------
 
-
-def _dotted(loc: Iterable[str | int]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _describe(error: Any, found: Loc) -> tuple[str, bool]:
-    """A message for one pydantic error, and whether it points at a key (not a value)."""
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        parent = _dotted(found[:-1])
-        return f"unknown field {loc[-1]!r}" + (f" in {parent}" if parent else ""), True
-    if kind == "missing":
-        where = _dotted(found)
-        return f"missing required field {loc[-1]!r}" + (f" in {where}" if where else ""), False
-    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    where = _dotted(found)
-    return (f"{where}: {message}" if where else message), False
-
-
-def _inline_secrets(data: Any, loc: Loc) -> Iterable[Loc]:
-    """Locations of secret-looking keys whose values are written inline."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if SECRET_LOOKING_KEY.search(str(key)) and isinstance(value, str | int):
-                if not is_secret_ref(value):
-                    yield (*loc, key)
-            else:
-                yield from _inline_secrets(value, (*loc, key))
-    elif isinstance(data, list):
-        for i, item in enumerate(data):
-            yield from _inline_secrets(item, (*loc, i))
-
-
 _PARAM_FIELDS = {
     "Machine": ("params",),
     "Instance": ("params",),
@@ -145,79 +144,206 @@ _PARAM_FIELDS = {
     "Stage": ("params",),
     "Provider": ("settings",),
 }
+"""Free-form maps of each kind where a secret-looking key must hold a reference.
+
+Free-form maps inside tasks (provider `args`, http `body` and `headers`) are
+checked by the task models themselves (`reconciler.model.tasks`).
+"""
+
+_ALL_KINDS = frozenset(kind for kinds in KINDS.values() for kind in kinds)
+_SALVAGE_ROUNDS = 16
+_UNSALVAGEABLE = {(), ("apiVersion",), ("kind",), ("metadata",), ("metadata", "name")}
+
+
+def _existing(data: Any, loc: Loc) -> Loc:
+    """The part of `loc` that exists in `data`, skipping what is not a key or index there."""
+    found: list[str | int] = []
+    for element in loc:
+        if isinstance(data, dict) and str(element) in data:
+            found.append(str(element))
+            data = data[str(element)]
+        elif isinstance(data, list) and isinstance(element, int) and 0 <= element < len(data):
+            found.append(element)
+            data = data[element]
+    return tuple(found)
+
+
+def _cut(data: Any, loc: Loc) -> Loc:
+    """The mapping key to leave out so an error at `loc` goes away: never a list item,
+    so that list indexes (and the positions found through them) stay as written."""
+    path = _existing(data, loc)
+    while path and isinstance(path[-1], int):
+        path = path[:-1]
+    return path
+
+
+def _without(data: Any, cuts: Iterable[Loc]) -> Any:
+    """A copy of `data` with the values at `cuts` (mapping keys) left out."""
+    copy = deepcopy(data)
+    for cut in cuts:
+        parent = copy
+        for element in cut[:-1]:
+            try:
+                parent = parent[element]
+            except (KeyError, IndexError, TypeError):
+                break
+        else:
+            if isinstance(parent, dict) and cut and cut[-1] in parent:
+                del parent[cut[-1]]
+    return copy
+
+
+def _under(loc: Loc, cuts: Iterable[Loc]) -> bool:
+    return any(loc[: len(cut)] == cut for cut in cuts)
+
+
+def _salvage(cls: type[BaseModel], data: Any, cuts: list[Loc]) -> BaseModel | None:
+    """What of a document validates once its wrong parts are left out (None: not enough).
+
+    Only for the checks across documents, so that a schema error in one part
+    does not hide the references and params of the rest; never acted on.
+    """
+    for _ in range(_SALVAGE_ROUNDS):
+        try:
+            return cls.model_validate(_without(data, cuts))
+        except ValidationError as exc:
+            more = {_cut(_without(data, cuts), tuple(e["loc"])) for e in exc.errors()}
+            if more & _UNSALVAGEABLE or more <= set(cuts):
+                return None
+            cuts.extend(sorted(more - set(cuts), key=str))
+    return None
+
+
+@dataclass
+class _DocumentCheck:
+    """Phase 1 for one document: its diagnostics, and what it is known as."""
+
+    path: str
+    doc: YamlDocument
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def report(self, line: int, col: int, message: str) -> None:
+        self.diagnostics.append(Diagnostic(self.path, line, col, message))
+
+    def report_at(self, loc: Loc, message: str, *, at_key: bool = False) -> None:
+        where = locate(self.doc.root, loc, at_key=at_key)
+        self.report(where.line, where.col, message)
+
+    def run(self) -> LoadedDocument | None:
+        doc = self.doc
+        for fault, _ in doc.faults:
+            self.report(fault.line, fault.col, fault.message)
+        raw = doc.data
+        if doc.whole:
+            return None
+        if not isinstance(raw, dict):
+            self.report(
+                doc.line, doc.col, "a document is a mapping: apiVersion, kind, metadata, spec"
+            )
+            return None
+        cuts = [loc for _, loc in doc.faults if loc is not None]
+        cls = self._document_class(raw, cuts)
+        if cls is None:
+            return None
+        cuts += self._inline_secrets(raw)
+        data = _without(raw, cuts) if cuts else raw
+        model: BaseModel | None
+        try:
+            model = cls.model_validate(data)
+        except ValidationError as exc:
+            self._explain(cls, exc, cuts)
+            model = _salvage(cls, raw, list(cuts))
+        if model is not None:
+            return self._loaded(to_hub(model, raw["apiVersion"]), tuple(cuts))
+        metadata = raw.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        if isinstance(name, str) and name:
+            # Known by kind and name only: nothing else reports it missing.
+            return self._loaded(None, ((),), kind=raw["kind"], name=name)
+        return None
+
+    def _document_class(self, raw: dict[str, Any], cuts: list[Loc]) -> type[BaseModel] | None:
+        doc = self.doc
+        for name in ("apiVersion", "kind"):
+            if (name,) in cuts:
+                return None  # already reported: its value could not be read
+            if name not in raw:
+                self.report(
+                    doc.line,
+                    doc.col,
+                    f"missing required field {name!r} "
+                    f"(supported apiVersions: {', '.join(SUPPORTED_VERSIONS)})",
+                )
+                return None
+            if not isinstance(raw[name], str):
+                self.report_at((name,), f"{name} must be a string, got {type_word(raw[name])}")
+                return None
+        try:
+            return document_class(raw["apiVersion"], raw["kind"])
+        except ValueError as exc:
+            self.report_at(("apiVersion" if "apiVersion" in str(exc) else "kind",), str(exc))
+            return None
+
+    def _inline_secrets(self, raw: dict[str, Any]) -> list[Loc]:
+        spec = raw.get("spec")
+        found: list[Loc] = []
+        if not isinstance(spec, dict):
+            return found
+        for name in _PARAM_FIELDS.get(raw["kind"], ()):
+            for loc in inline_secrets(spec.get(name), ("spec", name)):
+                # The key holding the secret is left out whole: a list index would shift.
+                found.append(_cut(raw, loc))
+                self.report_at(loc, f"{dotted(loc)}: {INLINE_SECRET}", at_key=True)
+        return found
+
+    def _explain(self, cls: type[BaseModel], exc: ValidationError, cuts: list[Loc]) -> None:
+        def plain_at(loc: Loc) -> str | None:
+            return locate(self.doc.root, loc).plain
+
+        for error in exc.errors(include_url=False):
+            if _under(_existing(self.doc.data, tuple(error["loc"])), cuts):
+                continue  # a value left out, already reported
+            for item in explain(error, cls, plain_at):
+                self.report_at(item.loc, item.message, at_key=item.at_key)
+
+    def _loaded(
+        self, model: Any, cuts: tuple[Loc, ...], *, kind: str = "", name: str = ""
+    ) -> LoadedDocument:
+        return LoadedDocument(
+            document=model,
+            kind=model.kind if model is not None else kind,
+            name=model.metadata.name if model is not None else name,
+            path=self.path,
+            index=self.doc.index,
+            line=self.doc.line,
+            col=self.doc.col,
+            left_out=cuts,
+        )
 
 
 def parse_file(path: str, data: bytes, limits: YamlLimits = YamlLimits()) -> ParsedFile:
-    """Documents of one file, each checked on its own; pure, so cacheable by content."""
+    """Documents of one file, each checked on its own; pure, so cacheable by content.
+
+    A document with errors is still listed (by kind and name, with what of it
+    validates), so the checks across documents run on the rest of the revision.
+    """
     documents: list[LoadedDocument] = []
     diagnostics: list[Diagnostic] = []
-
-    def report(line: int, col: int, message: str) -> None:
-        diagnostics.append(Diagnostic(path, line, col, message))
-
     try:
         for doc in parse_documents(data, limits):
-            raw = doc.data
-            if not isinstance(raw, dict):
-                report(
-                    doc.line, doc.col, "a document is a mapping: apiVersion, kind, metadata, spec"
-                )
-                continue
-            if "apiVersion" not in raw or "kind" not in raw:
-                missing = "apiVersion" if "apiVersion" not in raw else "kind"
-                report(
-                    doc.line,
-                    doc.col,
-                    f"missing required field {missing!r} "
-                    f"(supported apiVersions: {', '.join(SUPPORTED_VERSIONS)})",
-                )
-                continue
-            try:
-                cls = document_class(str(raw["apiVersion"]), str(raw["kind"]))
-            except ValueError as exc:
-                field_name = "apiVersion" if "apiVersion" in str(exc) else "kind"
-                where = locate(doc.root, (field_name,))
-                report(where.line, where.col, str(exc))
-                continue
-            spec = raw.get("spec")
-            secrets_found = False
-            for field_name in _PARAM_FIELDS.get(str(raw["kind"]), ()):
-                if isinstance(spec, dict):
-                    for loc in _inline_secrets(spec.get(field_name), ("spec", field_name)):
-                        where = locate(doc.root, loc, at_key=True)
-                        report(
-                            where.line,
-                            where.col,
-                            f"{_dotted(loc)}: inline secret not allowed; "
-                            "give a reference, env:NAME or file:PATH",
-                        )
-                        secrets_found = True
-            try:
-                model: BaseModel = cls.model_validate(raw)
-            except ValidationError as exc:
-                for error in exc.errors(include_url=False, include_input=False):
-                    loc = tuple(error["loc"])
-                    probe = locate(doc.root, loc)
-                    message, at_key = _describe(error, probe.path)
-                    where = locate(doc.root, loc, at_key=True) if at_key else probe
-                    report(where.line, where.col, message)
-                continue
-            if secrets_found:
-                continue
-            model = to_hub(model, str(raw["apiVersion"]))
-            documents.append(
-                LoadedDocument(
-                    document=model,
-                    kind=model.kind,  # type: ignore[attr-defined]
-                    name=model.metadata.name,  # type: ignore[attr-defined]
-                    path=path,
-                    index=doc.index,
-                    line=doc.line,
-                    col=doc.col,
-                )
-            )
+            check = _DocumentCheck(path, doc)
+            loaded = check.run()
+            diagnostics += check.diagnostics
+            if loaded is not None:
+                documents.append(loaded)
     except YamlFault as fault:
-        report(fault.line, fault.col, fault.message)
+        diagnostics.append(Diagnostic(path, fault.line, fault.col, fault.message))
+        # Documents the fault cut off are still known by the kind and name they wrote.
+        documents += [
+            LoadedDocument(None, d.kind, d.name, path, d.index, d.line, d.col, ((),))
+            for d in fault.declared
+            if d.kind in _ALL_KINDS
+        ]
     return ParsedFile(path, tuple(documents), tuple(diagnostics))
 
 
@@ -264,6 +390,10 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+_ARTICLE = {"integer": "an"}
+_ARTICLE = {t: _ARTICLE.get(t, "a") for t in _TYPE_CHECKS}
+
+
 @dataclass
 class _Assembler:
     read: Callable[[str], bytes]
@@ -271,8 +401,19 @@ class _Assembler:
     diagnostics: set[Diagnostic] = field(default_factory=set)
     _roots: dict[tuple[str, int], Any] = field(default_factory=dict)
 
-    def at(self, doc: LoadedDocument, loc: Loc, message: str, *, at_key: bool = False) -> None:
-        """Report `message` at `loc` inside `doc`, re-reading the file to find the position."""
+    def at(
+        self,
+        doc: LoadedDocument,
+        loc: Loc,
+        message: str,
+        *,
+        at_key: bool = False,
+        hint: Callable[[Location], str] | None = None,
+    ) -> None:
+        """Report `message` at `loc` inside `doc`, re-reading the file to find the position.
+
+        `hint` adds to the message from what is written there (see `yaml11_hint`).
+        """
         root_key = (doc.path, doc.index)
         if root_key not in self._roots:
             try:
@@ -286,6 +427,8 @@ class _Assembler:
             self.diagnostics.add(Diagnostic(doc.path, doc.line, doc.col, message))
             return
         where = locate(root, loc, at_key=at_key)
+        if hint is not None:
+            message += hint(where)
         self.diagnostics.add(Diagnostic(doc.path, where.line, where.col, message))
 
     def of_kind(self, kind: str) -> dict[str, LoadedDocument]:
@@ -371,8 +514,12 @@ def assemble(
                     at_key=True,
                 )
 
+    # Documents with schema errors are in these maps too (references to them
+    # resolve); what of them validated is checked, the rest was reported already.
     include_graph: dict[str, list[str]] = {}
     for name, doc in pipelines.items():
+        if doc.document is None:
+            continue
         spec = doc.document.spec
         include_graph[name] = []
         for i, step in enumerate(spec.steps):
@@ -385,12 +532,15 @@ def assemble(
         check_hooks(doc, spec.hooks)
     chain_graph: dict[str, list[str]] = {}
     for name, doc in stages.items():
+        if doc.document is None:
+            continue
         chain_graph[name] = []
         for i, follower in enumerate(doc.document.spec.chain):
             if check_ref(doc, ("spec", "chain", i), follower, stages, "Stage"):
                 chain_graph[name].append(follower)
     for doc in profiles.values():
-        check_hooks(doc, doc.document.spec.hooks)
+        if doc.document is not None:
+            check_hooks(doc, doc.document.spec.hooks)
 
     bad_pipelines: set[str] = set()
     for cycle in find_cycles(include_graph):
@@ -426,6 +576,10 @@ def assemble(
             reused[key] = hit[1]
             dependency_graph[key] = list(hit[1].depends_on)
             usable[key] = True
+            continue
+        if doc.document is None:
+            dependency_graph[key] = []
+            usable[key] = False
             continue
         spec = doc.document.spec
         ok = check_ref(doc, ("spec", "provider"), spec.provider, providers, "Provider")
@@ -464,22 +618,28 @@ def assemble(
             doc, ("spec", "dependsOn", index), "dependsOn cycle: " + " -> ".join([*cycle, cycle[0]])
         )
 
-    pipeline_models = {n: d.document for n, d in pipelines.items()}
-    stage_models = {n: d.document for n, d in stages.items()}
-    profile_models = {n: d.document for n, d in profiles.items()}
+    pipeline_models = {n: d.document for n, d in pipelines.items() if d.document is not None}
+    stage_models = {n: d.document for n, d in stages.items() if d.document is not None}
+    profile_models = {n: d.document for n, d in profiles.items() if d.document is not None}
     resolver = Resolver(pipeline_models, stage_models, profile_models)
+    # With every document valid (the usual case) every param is certain: skip the bookkeeping.
+    partial = any(d.left_out for d in asm.docs.values())
     for key, doc in sorted(resources.items()):
-        if usable[key] and key not in reused:
-            pipeline = doc.document.spec.pipeline
-            _check_params(
-                asm,
-                doc,
-                resolver.inputs(pipeline),
-                pipeline,
-                pipelines,
-                profiles,
-                resolver.param_layers(doc.document),
-            )
+        if not usable[key] or key in reused:
+            continue
+        if partial and not _inputs_known(doc, resolver, pipelines):
+            continue
+        layers = resolver.param_layers(doc.document)
+        _check_params(
+            asm,
+            doc,
+            resolver.inputs(doc.document.spec.pipeline),
+            doc.document.spec.pipeline,
+            pipelines,
+            profiles,
+            layers,
+            _certainty(doc, layers, pipelines, profiles) if partial else _always,
+        )
 
     if asm.diagnostics:
         return LoadResult(None, tuple(sorted(asm.diagnostics)), count, files)
@@ -513,6 +673,65 @@ def assemble(
     return LoadResult(desired, (), count, files)
 
 
+def _always(param: str) -> bool:
+    return True
+
+
+def _inputs_known(
+    doc: LoadedDocument, resolver: Resolver, pipelines: Mapping[str, LoadedDocument]
+) -> bool:
+    """Whether the inputs of a resource's pipeline (and what it includes) are as written.
+
+    Part of a document with a schema error was left out; checking params against
+    what remains would report errors that are not there.
+    """
+    if not doc.intact(("spec", "pipeline")) or doc.document.spec.pipeline not in resolver.pipelines:
+        return False
+    for name in resolver.pipeline_chain(doc.document.spec.pipeline):
+        pipeline = pipelines[name]
+        if not pipeline.intact(("spec", "inputs"), ("spec", "steps")):
+            return False
+        includes = (s.include for s in pipeline.document.spec.steps if s.include)
+        if any(not pipelines[i].intact() for i in includes if i in pipelines):
+            return False
+    return True
+
+
+def _certainty(
+    doc: LoadedDocument,
+    layers: list[tuple[str, Mapping[str, Any]]],
+    pipelines: Mapping[str, LoadedDocument],
+    profiles: Mapping[str, LoadedDocument],
+) -> Callable[[str], bool]:
+    """Whether a param's effective value is known: no layer before the one that sets it
+    (first match wins) lost that param with a schema error."""
+    owners: list[LoadedDocument | None] = []
+    for origin, _ in layers:
+        kind, _, name = origin.partition("/")
+        if origin.endswith("#defaults"):
+            owners.append(None)  # the pipelines' inputs, known as written (`_inputs_known`)
+        else:
+            owners.append({"Profile": profiles, "Pipeline": pipelines}.get(kind, {}).get(name, doc))
+    # A profile known by name only is no layer at all, and a resource whose `profiles`
+    # list was left out has layers nobody knows: nothing after its own params is certain.
+    listed = [*doc.document.spec.profiles, GLOBAL_PROFILE]
+    blind_after_own = not doc.intact(("spec", "profiles")) or any(
+        profiles[p].document is None for p in listed if p in profiles
+    )
+    order = {origin: i for i, (origin, _) in enumerate(layers)}
+    merged = merge_layers(layers)
+
+    def certain(param: str) -> bool:
+        stop = order[merged[param][1]] if param in merged else len(layers)
+        if blind_after_own and stop > 0:
+            return False
+        return all(
+            owner is None or owner.intact(("spec", "params", param)) for owner in owners[: stop + 1]
+        )
+
+    return certain
+
+
 def _check_params(
     asm: _Assembler,
     doc: LoadedDocument,
@@ -521,8 +740,13 @@ def _check_params(
     pipelines: Mapping[str, LoadedDocument],
     profiles: Mapping[str, LoadedDocument],
     layers: list[tuple[str, Mapping[str, Any]]],
+    certain: Callable[[str], bool],
 ) -> None:
-    """A resource's params against its pipeline's inputs: the service catalog's form check."""
+    """A resource's params against its pipeline's inputs: the service catalog's form check.
+
+    A param whose value is not `certain` (a schema error left part of a layer out) is
+    not checked: its error, if any, shows once that schema error is fixed.
+    """
     spec = doc.document.spec
     if inputs:
         for name in spec.params:
@@ -536,6 +760,8 @@ def _check_params(
                 )
     merged = merge_layers(layers)
     for name, item in inputs.items():
+        if not certain(name):
+            continue
         if name not in merged:
             if item.required:
                 asm.at(doc, ("spec", "params"), f"pipeline {pipeline!r} requires param {name!r}")
@@ -543,6 +769,7 @@ def _check_params(
         value, origin = merged[name]
         origin_kind, _, origin_name = origin.partition("/")
         origin_name = origin_name.split("#", 1)[0]
+        loc: Loc
         if origin_kind == "Profile":
             target, loc = profiles[origin_name], ("spec", "params", name)
         elif origin_kind == "Pipeline" and origin.endswith("#defaults"):
@@ -562,11 +789,17 @@ def _check_params(
                 )
             continue
         if not _TYPE_CHECKS[item.type](value):
+            expected = item.type
+
+            def hint(where: Location, value: Any = value, expected: str = expected) -> str:
+                return yaml11_hint(where.plain, value, expected, where.path)
+
             asm.at(
                 target,
                 loc,
-                f"param {name!r} must be a {item.type} for pipeline {pipeline!r}, "
-                f"got {shown}{source}",
+                f"param {name!r} must be {_ARTICLE[item.type]} {item.type} for pipeline "
+                f"{pipeline!r}, got {shown}{source}",
+                hint=hint,
             )
         elif item.allowed is not None and value not in item.allowed:
             allowed = ", ".join(map(str, item.allowed))

@@ -44,7 +44,7 @@ CORPUS: dict[str, tuple[str, str]] = {
     ),
     "wrong-type": (
         MACHINE.replace("  params: {os: ubuntu}\n", "  profiles: oops\n  params: {os: ubuntu}\n"),
-        "m3.yaml:7:13: spec.profiles: Input should be a valid list",
+        "m3.yaml:7:13: spec.profiles: must be a list, got a string",
     ),
     "unknown-field": (
         MACHINE + "  colour: blue\n",
@@ -54,7 +54,8 @@ CORPUS: dict[str, tuple[str, str]] = {
         MACHINE
         + "  hooks:\n    install-os:\n      pre-notify:\n"
         + "        - {name: n, type: notify, url: 'http://x/', retries: 3}\n",
-        "m3.yaml:11:53: unknown field 'retries' in spec.hooks.install-os.pre-notify[0]",
+        "m3.yaml:11:53: unknown field 'retries' in spec.hooks.install-os.pre-notify[0] "
+        "(did you mean 'retry'?)",
     ),
     "missing-field": (
         "apiVersion: reconciler/v1\nkind: Instance\nmetadata: {name: i1}\n"
@@ -122,9 +123,8 @@ CORPUS: dict[str, tuple[str, str]] = {
     ),
     "bad-task-type": (
         MACHINE + "  hooks:\n    '*':\n      pre-process:\n        - {name: x, type: shell}\n",
-        "m3.yaml:11:11: spec.hooks.*.pre-process[0]: Input tag 'shell' found using 'type' "
-        "does not match any of the expected tags: 'provider', 'http', 'command', 'ansible', "
-        "'wait-for', 'notify'",
+        "m3.yaml:11:27: spec.hooks.*.pre-process[0]: unknown task type 'shell'; "
+        "known: provider, http, command, ansible, wait-for, notify",
     ),
     "not-a-mapping": (
         "- just\n- a list\n",
@@ -132,7 +132,7 @@ CORPUS: dict[str, tuple[str, str]] = {
     ),
     "unsupported-tag": (
         MACHINE.replace("{os: ubuntu}", "!!python/object:os.system {os: ubuntu}"),
-        "m3.yaml:7:11: unsupported tag 'tag:yaml.org,2002:python/object:os.system'",
+        "m3.yaml:7:11: spec.params: unsupported tag 'tag:yaml.org,2002:python/object:os.system'",
     ),
 }
 

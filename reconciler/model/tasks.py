@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from reconciler.model.common import (
-    SECRET_LOOKING_KEY,
     Duration,
     RetryPolicy,
     SecretRef,
     Strict,
-    is_secret_ref,
+    by_reference,
+    inline_secret_error,
+    is_secret_looking,
+    refuse_inline_secrets,
 )
 
+AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
 TASK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
 
@@ -38,6 +41,11 @@ class ProviderActionTask(TaskBase):
     action: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     args: dict[str, Any] = Field(default_factory=dict)
     timeout: Duration = 1800.0
+
+    @field_validator("args")
+    @classmethod
+    def _no_inline_secret_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        return refuse_inline_secrets(args)  # type: ignore[no-any-return]
 
 
 class HttpAuth(Strict):
@@ -75,16 +83,22 @@ class HttpTask(TaskBase):
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
     poll: PollSpec = Field(default_factory=PollSpec)
 
-    @model_validator(mode="after")
-    def _no_inline_credentials(self) -> HttpTask:
-        for key, value in self.headers.items():
-            secret_header = key.lower() in {"authorization", "proxy-authorization"}
-            if (secret_header or SECRET_LOOKING_KEY.search(key)) and not is_secret_ref(value):
-                raise ValueError(
-                    f"header {key!r}: inline secret not allowed; use auth.bearer "
-                    "or a reference (env:NAME or file:PATH)"
-                )
-        return self
+    @field_validator("headers")
+    @classmethod
+    def _no_inline_credential_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        inline: list[tuple[str | int, ...]] = [
+            (key,)
+            for key, value in headers.items()
+            if (key.lower() in AUTH_HEADERS or is_secret_looking(key)) and not by_reference(value)
+        ]
+        if inline:
+            raise inline_secret_error(inline, ", or use auth.bearer")
+        return headers
+
+    @field_validator("body")
+    @classmethod
+    def _no_inline_secret_body(cls, body: Any) -> Any:
+        return refuse_inline_secrets(body)
 
 
 class CommandTask(TaskBase):
@@ -96,12 +110,17 @@ class CommandTask(TaskBase):
     secret_env: dict[str, SecretRef] = Field(default_factory=dict)
     cwd: str | None = None
 
-    @model_validator(mode="after")
-    def _no_inline_secret_env(self) -> CommandTask:
-        for key, value in self.env.items():
-            if SECRET_LOOKING_KEY.search(key) and not is_secret_ref(value):
-                raise ValueError(f"env {key!r}: inline secret not allowed; put it in secretEnv")
-        return self
+    @field_validator("env")
+    @classmethod
+    def _no_inline_secret_env(cls, env: dict[str, str]) -> dict[str, str]:
+        inline: list[tuple[str | int, ...]] = [
+            (key,)
+            for key, value in env.items()
+            if is_secret_looking(key) and not by_reference(value)
+        ]
+        if inline:
+            raise inline_secret_error(inline, " in secretEnv")
+        return env
 
 
 class AnsibleTask(TaskBase):

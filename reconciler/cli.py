@@ -152,7 +152,15 @@ def _load_at_ref(path: Path, ref: str) -> LoadResult:
     except (pygit2.GitError, KeyError, ValueError) as exc:
         typer.echo(f"{path}:1:1: cannot read revision {ref!r}: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
-    return load_revision(repo, sha, lister=TreeLister(repo), cache=ParseCache()).result
+    from functools import partial
+
+    from reconciler.load import assemble
+    from reconciler.providers import observed_fields
+
+    checked = partial(assemble, observed_fields=observed_fields)
+    return load_revision(
+        repo, sha, lister=TreeLister(repo), cache=ParseCache(), assemble=checked
+    ).result
 
 
 @app.command()
@@ -173,7 +181,12 @@ def validate(
     if not path.is_dir():
         typer.echo(f"{path}:1:1: not a directory", err=True)
         raise typer.Exit(EXIT_ERROR)
-    result = _load_at_ref(path, ref) if ref else load_directory(path)
+    if ref:
+        result = _load_at_ref(path, ref)
+    else:
+        from reconciler.providers import observed_fields
+
+        result = load_directory(path, observed_fields=observed_fields)
     missing = _unresolvable_secrets(result) if check_secrets else None
     _print_load_result(result, output, missing)
     raise typer.Exit(EXIT_OK if result.ok and not missing else EXIT_ERROR)

@@ -63,7 +63,9 @@ def _desired_at(
             continue
     else:
         return None, (), f"revision {ref!r} not found"
-    result = load_revision(repo, sha, lister=source.lister, cache=source.cache).result
+    result = load_revision(
+        repo, sha, lister=source.lister, cache=source.cache, assemble=source.assemble_other
+    ).result
     if not result.ok:
         return None, result.diagnostics, f"revision {sha[:12]} is invalid"
     from dataclasses import replace

@@ -387,7 +387,11 @@ class Controller:
 
         try:
             loaded = load_revision(
-                self.source.repo, sha, lister=self.source.lister, cache=self.source.cache
+                self.source.repo,
+                sha,
+                lister=self.source.lister,
+                cache=self.source.cache,
+                assemble=self.source.assemble_other,
             )
         except Exception:
             return None

@@ -36,6 +36,12 @@ from reconciler.model import KINDS, RESOURCE_KINDS, SUPPORTED_VERSIONS, Input, d
 from reconciler.model.common import inline_secrets, is_secret_ref
 from reconciler.model.kinds import PolicySpec
 from reconciler.model.versions import to_hub
+from reconciler.resolved_checks import (
+    Finding,
+    ObservedFields,
+    duplicate_task_names,
+    unobserved_converges,
+)
 from reconciler.yamlpos import (
     Location,
     YamlDocument,
@@ -414,6 +420,16 @@ class _Assembler:
 
         `hint` adds to the message from what is written there (see `yaml11_hint`).
         """
+        where = self.where(doc, loc, at_key=at_key)
+        if where is None:
+            self.diagnostics.add(Diagnostic(doc.path, doc.line, doc.col, message))
+            return
+        if hint is not None:
+            message += hint(where)
+        self.diagnostics.add(Diagnostic(doc.path, where.line, where.col, message))
+
+    def where(self, doc: LoadedDocument, loc: Loc, *, at_key: bool = False) -> Location | None:
+        """Where `loc` is inside `doc` (re-reading its file), or None if it cannot be read."""
         root_key = (doc.path, doc.index)
         if root_key not in self._roots:
             try:
@@ -423,13 +439,16 @@ class _Assembler:
             ):  # the file parsed before; a reader failing now must not hide the error
                 self._roots[root_key] = None
         root = self._roots[root_key]
-        if root is None:
-            self.diagnostics.add(Diagnostic(doc.path, doc.line, doc.col, message))
-            return
-        where = locate(root, loc, at_key=at_key)
-        if hint is not None:
-            message += hint(where)
-        self.diagnostics.add(Diagnostic(doc.path, where.line, where.col, message))
+        return None if root is None else locate(root, loc, at_key=at_key)
+
+    def finding(self, found: Finding) -> None:
+        message = found.message
+        if found.also is not None:
+            other, other_loc = found.also
+            place = self.where(other, other_loc)
+            line, col = (place.line, place.col) if place else (other.line, other.col)
+            message += f"; also at {other.path}:{line}:{col}"
+        self.at(found.doc, found.loc, message)
 
     def of_kind(self, kind: str) -> dict[str, LoadedDocument]:
         return {name: d for (k, name), d in self.docs.items() if k == kind}
@@ -457,8 +476,13 @@ def assemble(
     *,
     revision: str | None = None,
     cache: AssembleCache | None = None,
+    observed_fields: ObservedFields | None = None,
 ) -> LoadResult:
-    """Cross-document checks and resolution; `read(path)` is used only to locate errors."""
+    """Cross-document checks and resolution; `read(path)` is used only to locate errors.
+
+    `observed_fields` (the provider registry's) lets stages' `converges` be checked
+    against what each resource's provider observes; without it they are not.
+    """
     asm = _Assembler(read)
     files = 0
     count = 0
@@ -654,6 +678,16 @@ def assemble(
         )
         for key, doc in sorted(resources.items())
     }
+    _check_resolved(
+        asm,
+        {k: r for k, r in resolved.items() if k not in reused},
+        resources,
+        resolver,
+        {n: d.document for n, d in providers.items() if d.document is not None},
+        observed_fields,
+    )
+    if asm.diagnostics:
+        return LoadResult(None, tuple(sorted(asm.diagnostics)), count, files)
     if cache is not None:
         cache.context = context
         cache.resources = {key: (resources[key], r) for key, r in resolved.items()}
@@ -671,6 +705,42 @@ def assemble(
         policy_source=policy_source,
     )
     return LoadResult(desired, (), count, files)
+
+
+def _check_resolved(
+    asm: _Assembler,
+    resolved: Mapping[str, ResolvedResource],
+    resources: Mapping[str, LoadedDocument],
+    resolver: Resolver,
+    providers: Mapping[str, Any],
+    observed_fields: ObservedFields | None,
+) -> None:
+    """`reconciler.resolved_checks` over the newly resolved resources, once per shape."""
+    stage_docs = asm.of_kind("Stage")
+    seen_tasks: set[tuple[str, tuple[str, ...]]] = set()
+    seen_fields: set[tuple[str, str, str]] = set()
+    fields_of: dict[str, Mapping[str, frozenset[str]] | None] = {}
+    for key, resource in resolved.items():
+        doc = resources[key]
+        spec = doc.document.spec
+        shape = (spec.pipeline, tuple(spec.profiles))
+        if spec.hooks or shape not in seen_tasks:
+            seen_tasks.add(shape)
+            chain = resolver.pipeline_chain(spec.pipeline)
+            for found in duplicate_task_names(resource, doc, chain, asm.docs):
+                asm.finding(found)
+        provider = providers.get(resource.provider)
+        if observed_fields is None or provider is None:
+            continue
+        if resource.provider not in fields_of:
+            fields_of[resource.provider] = observed_fields(provider)
+        observed = fields_of[resource.provider]
+        combination = (resource.provider, resource.kind, spec.pipeline)
+        if observed is None or combination in seen_fields:
+            continue
+        seen_fields.add(combination)
+        for found in unobserved_converges(resource, provider, observed, stage_docs, doc):
+            asm.finding(found)
 
 
 def _always(param: str) -> bool:
@@ -827,7 +897,12 @@ def load_files(
     return assemble(parsed, files.__getitem__, revision=revision)
 
 
-def load_directory(root: Path, *, limits: YamlLimits = YamlLimits()) -> LoadResult:
+def load_directory(
+    root: Path,
+    *,
+    limits: YamlLimits = YamlLimits(),
+    observed_fields: ObservedFields | None = None,
+) -> LoadResult:
     """A checkout on disk (e.g. `reconciler validate sample-repo`)."""
     root = Path(root)
     ignore_file = root / IGNORE_FILE
@@ -837,4 +912,4 @@ def load_directory(root: Path, *, limits: YamlLimits = YamlLimits()) -> LoadResu
         relative = file.relative_to(root).as_posix()
         if file.is_file() and is_declared_path(relative, ignore):
             parsed.append(parse_file(relative, file.read_bytes(), limits))
-    return assemble(parsed, lambda p: (root / p).read_bytes())
+    return assemble(parsed, lambda p: (root / p).read_bytes(), observed_fields=observed_fields)

@@ -74,6 +74,24 @@ def factory_for(provider_type: str) -> ProviderFactory:
         ) from exc
 
 
+def observed_fields(document: ProviderDocument) -> Mapping[str, frozenset[str]] | None:
+    """Per resource kind, the fields the document's provider type observes (a type's
+    optional `observed_fields(spec)` classmethod); None when it does not say, or the
+    type is unknown (opening it reports that)."""
+    try:
+        factory = factory_for(document.spec.type)
+    except PermanentError:
+        return None
+    declared = getattr(factory, "observed_fields", None)
+    if declared is None:
+        return None
+    try:
+        found = declared(document.spec)
+    except Exception:  # a third-party provider's: never break validation on it
+        return None
+    return None if found is None else {str(k): frozenset(v) for k, v in found.items()}
+
+
 def open_provider(
     document: ProviderDocument, *, state_dir: Path, repository: str = "default"
 ) -> Provider:
@@ -117,6 +135,7 @@ __all__ = [
     "ProviderFactory",
     "ResourceRef",
     "factory_for",
+    "observed_fields",
     "open_provider",
     "open_providers",
     "provider_types",

@@ -79,6 +79,7 @@ from typing import Any
 import structlog
 
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
+from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
     MANAGED_BY,
     ActionRequest,
@@ -197,6 +198,27 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 
 class Ec2Provider:
     """Instances on EC2 (see the module docstring)."""
+
+    @classmethod
+    def observed_fields(cls, spec: ProviderSpec) -> Mapping[str, frozenset[str]]:
+        """What `observe` reports, per kind (the loader checks `converges` against it)."""
+        return {
+            "Instance": frozenset(
+                {
+                    "state",
+                    "size",
+                    "image",
+                    "region",
+                    "zone",
+                    "instanceId",
+                    "privateIp",
+                    "publicIp",
+                    "launchTime",
+                    "tags",
+                    "duplicates",
+                }
+            )
+        }
 
     def __init__(self, context: ProviderContext) -> None:
         self._boto3, self._botocore_config = _load_boto3()

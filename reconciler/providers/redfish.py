@@ -92,6 +92,7 @@ from typing import Any
 import structlog
 
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
+from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
     ActionRequest,
     Observation,
@@ -224,6 +225,25 @@ class _BmcView:
 
 class RedfishProvider:
     """Machines behind Redfish BMCs (see the module docstring)."""
+
+    @classmethod
+    def observed_fields(cls, spec: ProviderSpec) -> Mapping[str, frozenset[str]]:
+        """What `observe` reports, per kind (the loader checks `converges` against it)."""
+        return {
+            "Machine": frozenset(
+                {
+                    "power",
+                    "bootDevice",
+                    "bootOverride",
+                    "discovered",
+                    "bmc",
+                    "identity",
+                    "health",
+                    "virtualMedia",
+                    "inventory",
+                }
+            )
+        }
 
     def __init__(self, context: ProviderContext) -> None:
         self._sushy = _load_sushy()

@@ -68,6 +68,7 @@ from pydantic.alias_generators import to_camel
 
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.model.common import Duration
+from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
     MANAGED_BY,
     ActionRequest,
@@ -300,6 +301,19 @@ def retry_after(response: httpx.Response) -> float | None:
 
 class RestProvider:
     """A JSON API behind the provider protocol (see the module docstring)."""
+
+    @classmethod
+    def observed_fields(cls, spec: ProviderSpec) -> Mapping[str, frozenset[str]] | None:
+        """What `observe.select` maps, for every kind; None (anything) without a select or
+        with settings that do not validate (opening the provider reports them)."""
+        try:
+            settings = RestSettings.model_validate(dict(spec.settings))
+        except ValidationError:
+            return None
+        if not settings.observe.select:
+            return None
+        fields = frozenset(settings.observe.select)
+        return {kind: fields for kind in ("Machine", "Instance", "Resource")}
 
     def __init__(self, context: ProviderContext) -> None:
         self.name = context.name

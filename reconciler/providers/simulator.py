@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model.common import parse_duration
@@ -215,6 +215,19 @@ def _latencies(setting: Any) -> dict[str, float]:
 
 class SimulatorProvider:
     """A simulated fleet behind the provider protocol (see the module docstring)."""
+
+    OBSERVES: ClassVar[Mapping[str, frozenset[str]]] = {
+        "Machine": frozenset(
+            {"power", "bootDevice", "discovered", "inventory", "params", "bmc", "rack", "burnIn"}
+        ),
+        "Instance": frozenset({"state", "size", "image", "region", "zone", "params", "privateIp"}),
+        "Resource": frozenset({"type", "params"}),
+    }
+
+    @classmethod
+    def observed_fields(cls, spec: ProviderSpec) -> Mapping[str, frozenset[str]]:
+        """What `observe` reports, per kind (the loader checks `converges` against it)."""
+        return cls.OBSERVES
 
     def __init__(
         self,

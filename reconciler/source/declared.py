@@ -39,6 +39,8 @@ import pygit2
 from reconciler import load
 from reconciler.errors import Diagnostic, PermanentError, ReconcilerError, TemporaryError
 from reconciler.load import LoadResult
+from reconciler.providers import observed_fields as provider_observed_fields
+from reconciler.resolved_checks import ObservedFields
 from reconciler.source.backoff import Backoff
 from reconciler.source.identity import bind_state_dir, check_local_repository, owner_identity
 from reconciler.source.mirror import GitAccess, Mirror, Revision
@@ -114,6 +116,7 @@ class DeclaredSource:
         parse: ParseFn = load.parse_file,
         assemble: AssembleFn | None = None,
         backoff: Backoff = Backoff(),
+        observed_fields: ObservedFields | None = None,
     ) -> None:
         if force_push_policy not in ("follow", "refuse"):
             raise ValueError("force_push_policy is 'follow' or 'refuse'")
@@ -125,7 +128,14 @@ class DeclaredSource:
         self.cache = ParseCache(parse)
         # Unchanged resources keep their checks and resolution from the last revision.
         self.assembly = load.AssembleCache()
-        self._assemble = assemble or functools.partial(load.assemble, cache=self.assembly)
+        self._assemble = assemble or functools.partial(
+            load.assemble, cache=self.assembly, observed_fields=observed_fields
+        )
+        self.assemble_other: AssembleFn = functools.partial(
+            load.assemble, observed_fields=observed_fields
+        )
+        """Assembles a revision other than the tracked head (no assembly cache), checked
+        the same way."""
         self._lister: TreeLister | None = None
         self._good: LoadedRevision | None = None
         self._rejected: LoadedRevision | None = None
@@ -149,6 +159,7 @@ class DeclaredSource:
         access = GitAccess.from_settings(settings)
         owner = owner_identity(settings.repo, settings.branch, settings.owner)
         bind_state_dir(Path(settings.state_dir), owner, access.display_url)
+        kwargs.setdefault("observed_fields", provider_observed_fields)
         source = cls(
             Mirror.in_state_dir(Path(settings.state_dir), access),
             branch=settings.branch,

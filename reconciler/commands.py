@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +30,7 @@ from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import LeaseHeld
 from reconciler.gates import gate, replanner
 from reconciler.observe import observe_desired
-from reconciler.plan import Plan, relative_to
+from reconciler.plan import Operation, Plan, relative_to
 from reconciler.render import render_text, summary_line
 from reconciler.secrets import REDACTOR, redact_processor
 from reconciler.settings import Settings
@@ -39,7 +39,50 @@ from reconciler.source.readback import read_statuses
 from reconciler.source.tree import load_revision
 from reconciler.transitions import failed_stages, last_applied
 
-EXIT_OK, EXIT_ERROR = 0, 1
+EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2
+
+FAILED_PHASES = frozenset({"Failed", "Unknown"})
+WAITING_PHASES = frozenset({"Stalled", "Pending", "Provisioning"})
+
+
+def apply_exit_code(result: CycleResult) -> int:
+    """`apply`'s exit status from what the cycle did. Pure.
+
+    1 failed: the head could not be applied (invalid, unreachable), the status commit
+    could not be written, a task failed, or an observation failed (a resource Unknown).
+    2 incomplete: nothing failed, but something waits (blocked by policy or approval,
+    a dependency not ready, a change window, stopped, or the confirmation refused).
+    0: the head was applied and every resource is Ready (drift reported with selfHeal
+    off is not a failure: it is what the policy asks for).
+    """
+    source = result.source
+    if source.revision is None or source.stale is not None or result.write_error is not None:
+        return EXIT_ERROR
+    executions = [e for e in (result.resumed, result.execution) if e is not None]
+    if any(e.failed for e in executions):
+        return EXIT_ERROR
+    phases = {status.phase for status in result.statuses.values()}
+    if phases & FAILED_PHASES:
+        return EXIT_ERROR
+    # An observation that failed: its resource's action is `unknown` (its status may say
+    # Stalled, blocked: nothing may run on what could not be seen), or a provider failed.
+    plan = result.plan
+    if plan is not None and (
+        plan.unknown_providers or any(a.operation is Operation.UNKNOWN for a in plan.actions)
+    ):
+        return EXIT_ERROR
+    if phases & WAITING_PHASES:
+        return EXIT_INCOMPLETE
+    # What waits outside the declared resources' statuses: an orphan's blocked
+    # decommission, an action skipped (change window) or never started (stopped).
+    if plan is not None and any(a.blocked for a in plan.actions):
+        return EXIT_INCOMPLETE
+    if result.execution is not None and (
+        result.execution.stopped
+        or any(o.result == "skipped" for o in result.execution.outcomes.values())
+    ):
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -228,7 +271,51 @@ def _print_cycle(result: CycleResult) -> None:
         print(f"status unchanged: no commit on {result.written.branch}")
 
 
-def run_apply(settings: Settings, *, quiet: bool = False) -> int:
+def destructive_actions(plan: Plan) -> list[str]:
+    """The actions of `plan` that would destroy something if run, as one line each."""
+    return [
+        f"{a.key} {a.operation.value}" + (f" ({', '.join(a.stages)})" if a.stages else "")
+        for a in plan.actions
+        if a.runnable and a.destructive
+    ]
+
+
+def confirmer(*, yes: bool, interactive: bool) -> Callable[[Plan], bool]:
+    """The question `apply` asks before it runs a plan holding destructive actions:
+    `--yes` answers it; off a terminal no one can, and the answer is no."""
+
+    def confirm(plan: Plan) -> bool:
+        harmful = destructive_actions(plan)
+        if not harmful or yes:
+            return True
+        listed = "".join(f"\n  - {line}" for line in harmful)
+        if not interactive:
+            print(
+                f"apply refused: the plan holds {len(harmful)} destructive "
+                f"action{'s' * (len(harmful) != 1)}:{listed}\n"
+                "  nothing was run; confirm on a terminal, or pass --yes",
+                file=sys.stderr,
+            )
+            return False
+        import typer
+
+        print(f"The plan holds destructive actions:{listed}", file=sys.stderr)
+        try:
+            agreed = typer.confirm("Run them (and the rest of the plan)?", err=True)
+        except typer.Abort:  # end of input
+            agreed = False
+        if not agreed:
+            print("apply cancelled: nothing was run", file=sys.stderr)
+        return agreed
+
+    return confirm
+
+
+def run_apply(
+    settings: Settings, *, quiet: bool = False, yes: bool = False, ask: bool = False
+) -> int:
+    """One cycle, shown; its exit code (`apply_exit_code`). `ask`: confirm destructive
+    actions first (on a terminal; off one they are refused unless `yes`)."""
     # What exists before the cycle (modules, classes: tens of thousands of objects) outlives
     # it: kept out of its full collections, which then traverse only what the cycle made.
     # And a cycle allocates millions of short-lived objects, few of them in reference
@@ -237,9 +324,12 @@ def run_apply(settings: Settings, *, quiet: bool = False) -> int:
     thresholds = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(20_000, *thresholds[1:])
+    confirm = confirmer(yes=yes, interactive=sys.stdin.isatty()) if ask else None
     try:
         show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
-        with Controller(settings, on_event=_Progress(), on_plan=show_plan) as controller:
+        with Controller(
+            settings, on_event=_Progress(), on_plan=show_plan, confirm=confirm
+        ) as controller:
             result = asyncio.run(controller.cycle())
     except LeaseHeld as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
@@ -249,7 +339,7 @@ def run_apply(settings: Settings, *, quiet: bool = False) -> int:
         gc.unfreeze()
     if not quiet:
         _print_cycle(result)
-    return EXIT_OK if result.ok else EXIT_ERROR
+    return apply_exit_code(result)
 
 
 # --- status -----------------------------------------------------------------------------
@@ -413,7 +503,7 @@ def demo_sink(port: int = DEMO_SINK_PORT) -> Iterator[int]:
         server.server_close()
 
 
-def run_demo(settings: Settings) -> int:
+def run_demo(settings: Settings, *, yes: bool = False) -> int:
     """sample-repo in a local Git repository, the simulator, one full cycle, shown."""
     state_dir = Path(settings.state_dir)
     remote = state_dir / "demo" / "infra.git"
@@ -428,7 +518,7 @@ def run_demo(settings: Settings) -> int:
     demo_settings = settings.model_copy(update={"repo": str(remote.resolve())})
     try:
         with demo_sink():
-            code = run_apply(demo_settings)
+            code = run_apply(demo_settings, yes=yes, ask=True)
     except OSError as exc:
         print(
             f"demo: cannot listen on 127.0.0.1:{DEMO_SINK_PORT} for the demo webhooks: {exc}",
@@ -445,6 +535,8 @@ def run_demo(settings: Settings) -> int:
 
 
 __all__ = [
+    "apply_exit_code",
+    "confirmer",
     "plan_revisions",
     "run_apply",
     "run_demo",

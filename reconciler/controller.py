@@ -124,6 +124,7 @@ class Controller:
         *,
         on_event: EventSink | None = None,
         on_plan: Callable[[Plan], None] | None = None,
+        confirm: Callable[[Plan], bool] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
@@ -135,6 +136,9 @@ class Controller:
         self.journal = Journal.open(self.state_dir)
         self.on_event = on_event
         self.on_plan = on_plan
+        self.confirm = confirm
+        """Asked after planning, before executing (`apply` on a terminal): False, nothing
+        runs and the planned resources stay Pending. None: no one is asked."""
         self.clock = clock
         self.existing: dict[str, int] = {}
         self._executor: Executor | None = None
@@ -461,7 +465,11 @@ class Controller:
             if self.on_plan is not None:
                 self.on_plan(plan_value)
             execution = None
-            if execute and any(a.runnable for a in plan_value.actions):
+            if (
+                execute
+                and any(a.runnable for a in plan_value.actions)
+                and self._confirmed(plan_value)
+            ):
                 if base.resumed is not None:  # one plan runs at a time
                     self.journal.finish_plan(base.resumed.execution_id)
                 execution, observed = await self._execute_and_observe(
@@ -542,7 +550,11 @@ class Controller:
                 self.existing[name] = (frozenset(self.existing.get(name, ())) - looked_at) | seen
             found, plan_value = self.plan(desired, observed, previous)
             execution = None
-            if execute and any(a.runnable for a in plan_value.actions):
+            if (
+                execute
+                and any(a.runnable for a in plan_value.actions)
+                and self._confirmed(plan_value)
+            ):
                 execution, observed = await self._execute_and_observe(
                     plan_value, desired, providers, observed
                 )
@@ -560,6 +572,9 @@ class Controller:
         return await self._write(
             result, desired, previous, found, observed, now, only=set(looked_at)
         )
+
+    def _confirmed(self, plan_value: Plan) -> bool:
+        return self.confirm is None or self.confirm(plan_value)
 
     async def _execute_and_observe(
         self,

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Resources waiting for a targeted reconcile; more shed"
     )
     operations_kept: int = Field(default=1000, ge=1, description="Operations kept in memory")
+    metrics_resource_series: int = Field(
+        default=2000,
+        ge=0,
+        description="Most resources given series of their own (reconciler_resource_ready); "
+        "with more declared, only the aggregate counts are exported",
+    )
     config: Path | None = None
 
     @field_validator("listen")

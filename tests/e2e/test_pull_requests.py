@@ -114,9 +114,10 @@ class Fleet:
         assert old in text, f"{old!r} not in {path}"
         target.write_text(text.replace(old, new, 1))
 
-    def apply(self) -> None:
+    def apply(self, code: int = 0) -> None:
+        """One cycle; `code` is apply's exit status: 2 when a resource waits (blocked)."""
         thresholds = gc.get_threshold()
-        assert run_apply(self.settings, quiet=True) == 0
+        assert run_apply(self.settings, quiet=True) == code
         # The cycle's collector settings are given back to an in-process caller.
         assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
 
@@ -157,7 +158,7 @@ def test_branch_plans_gates_and_audit(fleet: Fleet) -> None:
     # Change 1: the fleet is declared; creating protected machines needs approval too.
     fleet.commit("Declare the sample fleet")
     fleet.push()
-    fleet.apply()
+    fleet.apply(code=2)  # something waits: blocked
     node01 = fleet.status("Machine/r01-node01")
     assert node01["phase"] == "Stalled"
     ready = next(c for c in node01["conditions"] if c["type"] == "Ready")
@@ -213,7 +214,7 @@ def test_branch_plans_gates_and_audit(fleet: Fleet) -> None:
     )
     fleet.commit("Re-image r01-node01 with RHEL 9")
     fleet.push()
-    fleet.apply()
+    fleet.apply(code=2)  # something waits: blocked
     node01 = fleet.status("Machine/r01-node01")
     assert node01["phase"] == "Stalled"
     assert node01["observed"]["params"]["os"] == "ubuntu-24.04"
@@ -222,7 +223,7 @@ def test_branch_plans_gates_and_audit(fleet: Fleet) -> None:
     # An approval from someone not listed for rack r01 changes nothing.
     fleet.commit(f"Approve it\n\nApproved-by: {GRACE}")
     fleet.push()
-    fleet.apply()
+    fleet.apply(code=2)  # something waits: blocked
     assert fleet.status("Machine/r01-node01")["phase"] == "Stalled"
 
     # Change 3: Ada approves; the re-image runs.
@@ -253,7 +254,7 @@ def test_branch_plans_gates_and_audit(fleet: Fleet) -> None:
     git("merge", "-q", "--no-ff", "-m", "Merge request/retire-r02-node03",
         "request/retire-r02-node03", cwd=fleet.work)  # fmt: skip
     fleet.push()
-    fleet.apply()
+    fleet.apply(code=2)  # something waits: blocked
     pending = fleet.cli("plan", code=2)  # the old approval by Grace, before the change, is void
     assert "- Machine/r02-node03  decommission" in pending
     assert f"BLOCKED: needs approval from {GRACE}" in pending
@@ -331,7 +332,7 @@ def test_signatures_required(fleet: Fleet) -> None:
     fleet.set_policy(policy)
     fleet.commit(f"Declare the sample fleet\n\nApproved-by: {GRACE}")
     fleet.push()
-    fleet.apply()
+    fleet.apply(code=2)  # something waits: blocked
     # Unsigned: the approval does not count when signatures are required.
     node = fleet.status("Machine/r02-node01")
     assert node["phase"] == "Stalled"
@@ -351,7 +352,7 @@ def test_signatures_required(fleet: Fleet) -> None:
 
     # Signed by an untrusted key, with Grace's trailer: refused.
     signed("mallory", f"Approve storage\n\nApproved-by: {GRACE}")
-    fleet.apply()
+    fleet.apply(code=2)  # something waits: blocked
     node = fleet.status("Machine/r02-node01")
     assert node["phase"] == "Stalled"
     assert "signed by an untrusted key" in json.dumps(node["conditions"])
@@ -406,7 +407,7 @@ def test_pinned_plan_holds_what_reviewers_did_not_see(fleet: Fleet) -> None:
     fleet.commit("Retire r02-node02 too")
     git("push", "-q", "origin", "--delete", "request/retire", cwd=fleet.work)
     fleet.push()
-    fleet.apply()
+    fleet.apply(code=2)  # something waits: blocked
     plan_text = fleet.cli("plan", code=2)
     assert "- Machine/r02-node02  decommission  [DESTRUCTIVE]" in plan_text
     assert "BLOCKED: held: no reviewed plan of a merged branch shows this decommission" in (

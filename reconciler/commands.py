@@ -418,7 +418,25 @@ def show_audit(
 
 # --- demo -----------------------------------------------------------------------------------
 
-SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
+SAMPLE_PACKAGE_DIR = "_sample_repo"
+"""Where the wheel carries sample-repo/ inside the package (pyproject's force-include)."""
+
+
+@contextmanager
+def sample_repo() -> Iterator[Path]:
+    """The sample repository on disk: the wheel's package data, else (a source checkout,
+    an editable install) the checkout's `sample-repo/`."""
+    from importlib import resources
+
+    packaged = resources.files("reconciler").joinpath(SAMPLE_PACKAGE_DIR)
+    if packaged.is_dir():
+        with resources.as_file(packaged) as path:
+            yield path
+        return
+    checkout = Path(__file__).resolve().parent.parent / "sample-repo"
+    if not checkout.is_dir():
+        raise FileNotFoundError(f"sample-repo is neither in the package nor at {checkout}")
+    yield checkout
 DEMO_SINK_PORT = 8099
 DEMO_SECRETS = {
     "INFRA_HOOK_SECRET": "demo-infra-hook-secret",
@@ -509,7 +527,8 @@ def run_demo(settings: Settings, *, yes: bool = False) -> int:
     remote = state_dir / "demo" / "infra.git"
     if not (remote / "HEAD").exists():
         remote.parent.mkdir(parents=True, exist_ok=True)
-        sha = commit_directory(remote, SAMPLE_REPO, "Declare the sample fleet")
+        with sample_repo() as sample:
+            sha = commit_directory(remote, sample, "Declare the sample fleet")
         print(f"demo: made {remote} from sample-repo/ (main at {sha[:12]})")
     else:
         print(f"demo: using {remote} (edit it with git clone/push to try changes)")

@@ -437,6 +437,8 @@ def sample_repo() -> Iterator[Path]:
     if not checkout.is_dir():
         raise FileNotFoundError(f"sample-repo is neither in the package nor at {checkout}")
     yield checkout
+
+
 DEMO_SINK_PORT = 8099
 DEMO_SECRETS = {
     "INFRA_HOOK_SECRET": "demo-infra-hook-secret",

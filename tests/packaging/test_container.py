@@ -69,8 +69,14 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         if not (root / "usr" / "bin" / "python3").exists():
             shutil.rmtree(root, ignore_errors=True)
             subprocess.run(
-                ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm",
-                 str(root), "http://deb.debian.org/debian"],  # fmt: skip
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={BASE_PACKAGES}",
+                    "bookworm",
+                    str(root),
+                    "http://deb.debian.org/debian",
+                ],
                 check=True,
                 capture_output=True,
                 timeout=900,

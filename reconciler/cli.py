@@ -423,17 +423,58 @@ def demo(
 def schema(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Where to write the JSON Schemas")] = Path("schemas"),
+    modelines: Annotated[
+        Path | None,
+        typer.Option(
+            help="Point the modeline of every document file under this folder at "
+            "OUT/reconciler.json (relative to each file)"
+        ),
+    ] = None,
 ) -> None:
     """Write the JSON Schemas (one per kind, all kinds combined, plan, status) to --out.
 
-    Also rewrites the `# yaml-language-server: $schema=` line of each document file
-    under the current directory that has one, to point at the written schema.
+    reconciler.json validates any document, so one modeline serves files holding
+    several kinds; --modelines writes it into each document file of a repository.
     """
-    from reconciler.schema import write_schemas
+    from reconciler.schema import COMBINED, point_modelines, write_schemas
 
     _no_settings(ctx, "schema")
     for path in write_schemas(out):
         typer.echo(str(path))
+    if modelines is not None:
+        if not modelines.is_dir():
+            typer.echo(f"{modelines}:1:1: not a directory", err=True)
+            raise typer.Exit(EXIT_ERROR)
+        for path in point_modelines(modelines, out / COMBINED):
+            typer.echo(f"modeline: {path}", err=True)
+
+
+@app.command(epilog=epilog("init"))
+def init(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Where to create the repository")],
+) -> None:
+    """Scaffold a declared repository: a Provider, Stages, a Pipeline, Profiles, a Machine,
+    a Policy, .reconcilerignore, the combined schema and editor settings.
+
+    It validates and applies as is, against the simulator. Exit 1 if DIRECTORY exists
+    and is not empty.
+    """
+    from reconciler.scaffold import NotEmpty, scaffold
+
+    _no_settings(ctx, "init")
+    try:
+        written = scaffold(directory)
+    except (NotEmpty, OSError) as exc:
+        typer.echo(f"reconciler: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    for path in written:
+        typer.echo(str(path))
+    typer.echo(
+        f"next: reconciler validate {directory}; then commit it, push it to a bare repository "
+        'and run: reconciler apply --repo URL (README, "Your first repository")',
+        err=True,
+    )
 
 
 def main() -> None:

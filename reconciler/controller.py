@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +91,8 @@ class CycleResult:
     scope: Scope | FullCycle | None = None
     """What the cycle planned: the resources of an incremental one (`reconciler.scope`),
     or why it planned everything; None for a targeted reconcile or with no revision."""
+    timings: Mapping[str, float] = field(default_factory=dict)
+    """Seconds spent in each phase: fetch, load, observe, plan, execute, write (metrics)."""
 
     def __repr__(self) -> str:
         # Short: asyncio formats the repr of a finished main task's result (when it
@@ -154,6 +156,8 @@ class Controller:
         """The Desired set of the last cycle whose status commit was written."""
         self._full_at: float | None = None
         """When (monotonic) the last full cycle's status commit was written."""
+        self._timings: dict[str, float] = {}
+        """This cycle's seconds per phase (`CycleResult.timings`)."""
 
     def close(self) -> None:
         self.journal.close()
@@ -177,8 +181,21 @@ class Controller:
 
     # --- the steps ---------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self._timings[phase] = self._timings.get(phase, 0.0) + time.monotonic() - began
+
     def pull(self) -> SourceResult:
-        return self.source.poll()
+        began = time.monotonic()
+        result = self.source.poll()
+        fetched = self.source.fetch_seconds
+        self._timings["fetch"] = fetched
+        self._timings["load"] = time.monotonic() - began - fetched
+        return result
 
     def statuses(self) -> dict[str, ResourceStatus]:
         return read_statuses(self.source.repo, self.writer.branch, self._status_blobs)
@@ -186,16 +203,18 @@ class Controller:
     async def observe(
         self, desired: Desired, providers: Mapping[str, Provider], failed: Mapping[str, str]
     ) -> ObservedState:
-        observed = await observe(desired, providers, previous=self.existing, unavailable=failed)
+        with self._timed("observe"):
+            observed = await observe(desired, providers, previous=self.existing, unavailable=failed)
         self.existing.update(observed.existing)
         return observed
 
     def plan(
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
     ) -> tuple[Diff, Plan]:
-        found = diff(desired, observed, last_applied=last_applied(previous))
-        replan = replanner(desired, found, observed, failed=failed_stages(previous))
-        gated = self.gate(desired, found, replan, previous)
+        with self._timed("plan"):
+            found = diff(desired, observed, last_applied=last_applied(previous))
+            replan = replanner(desired, found, observed, failed=failed_stages(previous))
+            gated = self.gate(desired, found, replan, previous)
         self.decision = gated.decision
         return found, gated.plan
 
@@ -312,7 +331,8 @@ class Controller:
         if self._stop is not None:
             self._executor.request_stop(self._stop)
         try:
-            return await self._executor.execute(plan_value, execution=execution)
+            with self._timed("execute"):
+                return await self._executor.execute(plan_value, execution=execution)
         finally:
             self._executor = None
 
@@ -370,6 +390,7 @@ class Controller:
         `hold_failed` (scheduled cycles): resources whose last apply failed are left
         alone until their backoff runs out (`scope.held_failures`), status kept.
         """
+        self._timings = {}
         source = await asyncio.to_thread(self.pull)
         now = self.clock()
         previous = await asyncio.to_thread(self.statuses)
@@ -496,6 +517,7 @@ class Controller:
         other resources' status and drift entries carried over unchanged. Keys not
         declared at the revision in force are ignored.
         """
+        self._timings = {}
         source = await asyncio.to_thread(self.source.poll, fetch=False)
         now = self.clock()
         previous = await asyncio.to_thread(self.statuses)
@@ -536,13 +558,14 @@ class Controller:
         )
         looked_at = desired.resources.keys() | removed.keys()
         try:
-            observed = await observe(
-                desired,
-                providers,
-                previous=self.existing,
-                unavailable=failed,
-                list_owned={r.provider for r in removed.values()},
-            )
+            with self._timed("observe"):
+                observed = await observe(
+                    desired,
+                    providers,
+                    previous=self.existing,
+                    unavailable=failed,
+                    list_owned={r.provider for r in removed.values()},
+                )
             observed = dataclasses.replace(
                 observed, owned={k: o for k, o in observed.owned.items() if k in removed}
             )
@@ -587,7 +610,8 @@ class Controller:
         execution = await self.execute(plan_value, desired, providers)
         touched = {k for k, o in execution.outcomes.items() if o.tasks}
         if touched:
-            after = await observe(subset(desired, touched), providers, previous={})
+            with self._timed("observe"):
+                after = await observe(subset(desired, touched), providers, previous={})
             observed = dataclasses.replace(
                 observed, observations={**observed.observations, **after.observations}
             )
@@ -676,18 +700,23 @@ class Controller:
             files.update(result.branch_plans)
             replaced = (*replaced, f"{PLANS_DIR}/")
         try:
-            written = await asyncio.to_thread(
-                self.writer.write,
-                files,
-                message=report.message,
-                trailers=report.trailers,
-                replaced=replaced,
-            )
+            with self._timed("write"):
+                written = await asyncio.to_thread(
+                    self.writer.write,
+                    files,
+                    message=report.message,
+                    trailers=report.trailers,
+                    replaced=replaced,
+                )
         except ReconcilerError as exc:
             # Nothing is lost: the plan stays unfinished in the journal, so the next
             # cycle resumes it (every result from the journal) and reports it again.
             final = dataclasses.replace(
-                result, statuses=statuses, report=report, write_error=REDACTOR.text(str(exc))
+                result,
+                statuses=statuses,
+                report=report,
+                write_error=REDACTOR.text(str(exc)),
+                timings=dict(self._timings),
             )
             self.last = final
             return final
@@ -696,7 +725,13 @@ class Controller:
         for done in (result.resumed, result.execution):
             if done is not None and not done.stopped:  # reported: it will not resume
                 self.journal.finish_plan(done.execution_id)
-        final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
+        final = dataclasses.replace(
+            result,
+            statuses=statuses,
+            written=written,
+            report=report,
+            timings=dict(self._timings),
+        )
         self.last = final
         return final
 

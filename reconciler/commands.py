@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-import structlog
 
 from reconciler.controller import Controller, CycleResult
 from reconciler.desired import Desired
@@ -31,8 +30,9 @@ from reconciler.execute.journal import LeaseHeld
 from reconciler.gates import gate, replanner
 from reconciler.observe import observe_desired
 from reconciler.plan import Operation, Plan, relative_to
+from reconciler.progress import Progress
 from reconciler.render import render_text, summary_line
-from reconciler.secrets import REDACTOR, redact_processor
+from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, StatusWriter
 from reconciler.source.readback import read_statuses
@@ -40,6 +40,7 @@ from reconciler.source.tree import load_revision
 from reconciler.transitions import failed_stages, last_applied
 
 EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 FAILED_PHASES = frozenset({"Failed", "Unknown"})
 WAITING_PHASES = frozenset({"Stalled", "Pending", "Provisioning"})
@@ -179,67 +180,7 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
 # --- apply: one cycle, with progress ------------------------------------------------
 
 
-def _configure_logging(json_logs: bool) -> None:
-    processors: list[Any] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_processor,
-    ]
-    processors.append(
-        structlog.processors.JSONRenderer()
-        if json_logs
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=processors,
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-
-
-class _Progress:
-    """On a terminal, a live display of resources, stages and tasks; otherwise JSON logs."""
-
-    def __init__(self) -> None:
-        self.interactive = sys.stderr.isatty()
-        _configure_logging(json_logs=not self.interactive)
-        self.log = structlog.get_logger("reconciler")
-        self._bar: Any = None
-        self._task: Any = None
-        self.total = 0
-        self.done = 0
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        name = event.pop("event")
-        if name == "plan.started":
-            self.total = int(event.get("actions", 0))
-            if self.interactive and self.total:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-                self._bar = Progress(
-                    TextColumn("[bold]{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    transient=True,
-                )
-                self._task = self._bar.add_task("resources", total=self.total)
-                self._bar.start()
-        if self._bar is not None:
-            if name in ("resource.finished", "resource.skipped"):
-                self._bar.advance(self._task)
-            if name in ("stage.done", "resource.started"):
-                what = event.get("stage") or event.get("operation")
-                self._bar.update(self._task, description=f"{event.get('resource')}: {what}")
-            if name in ("task.failed", "resource.skipped"):
-                self._bar.console.print(f"  {name} {json.dumps(event, default=str)}")
-            if name == "plan.finished":
-                self._bar.stop()
-                self._bar = None
-        else:
-            self.log.info(name, **event)
-
-
-def _print_cycle(result: CycleResult) -> None:
+def _print_cycle(result: CycleResult, *, failures_shown: bool = False) -> None:
     source = result.source
     if source.stale is not None:
         print(f"source: {source.stale.reason}: {source.stale.message}", file=sys.stderr)
@@ -249,6 +190,10 @@ def _print_cycle(result: CycleResult) -> None:
         print(f"resumed an unfinished plan ({len(result.resumed.outcomes)} resources)")
     if result.execution is not None:
         for outcome in result.execution.outcomes.values():
+            if failures_shown:  # the live view showed each failure and skip as it happened
+                if outcome.result == "failed" and outcome.log:
+                    print(f"  {outcome.key}: task log {outcome.log}")
+                continue
             if outcome.result == "failed":
                 print(
                     f"FAILED {outcome.key}: stage {outcome.failed_stage}, task "
@@ -325,20 +270,25 @@ def run_apply(
     gc.freeze()
     gc.set_threshold(20_000, *thresholds[1:])
     confirm = confirmer(yes=yes, interactive=sys.stdin.isatty()) if ask else None
+    progress = Progress()
     try:
         show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
         with Controller(
-            settings, on_event=_Progress(), on_plan=show_plan, confirm=confirm
+            settings, on_event=progress, on_plan=show_plan, confirm=confirm
         ) as controller:
             result = asyncio.run(controller.cycle())
     except LeaseHeld as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        progress.interrupted(Path(settings.state_dir))
+        return EXIT_INTERRUPTED
     finally:
+        progress.stop()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
     if not quiet:
-        _print_cycle(result)
+        _print_cycle(result, failures_shown=progress.shown)
     return apply_exit_code(result)
 
 
@@ -492,10 +442,15 @@ class _DemoSink(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         if self.path.startswith("/hooks/"):
             try:
-                message = json.loads(body or b"{}").get("message", "")
+                data = json.loads(body or b"{}")
             except ValueError:
-                message = ""
-            print(f"  [demo webhook {self.path}] {message}", file=sys.stderr)
+                data = {}
+            resource = data.get("resource") if isinstance(data, dict) else None
+            key = resource.get("key") if isinstance(resource, dict) else None
+            message = str(data.get("message", "")) if isinstance(data, dict) else ""
+            server: Any = self.server
+            with server.lock:
+                server.received.setdefault(key or "(no resource)", []).append((self.path, message))
 
     do_GET = do_PUT = do_POST = _answer
 
@@ -507,10 +462,33 @@ class _SinkServer(ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog of 5 drops a burst of webhooks
     daemon_threads = True
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.lock = threading.Lock()
+        self.received: dict[str, list[tuple[str, str]]] = {}
+        """Webhook notifications by resource key: (path, message), in arrival order."""
+
+
+def webhook_summary(received: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """One line per resource: how many notifications each hook got, and the messages
+    that are not the same for every stage. Pure."""
+    lines = []
+    for key, notes in sorted(received.items()):
+        by_path: dict[str, list[str]] = {}
+        for path, message in notes:
+            by_path.setdefault(path, []).append(message)
+        parts = []
+        for path, messages in sorted(by_path.items()):
+            shown = f" ({messages[0]!r})" if len(messages) == 1 and messages[0] else ""
+            parts.append(f"{len(messages)} to {path}{shown}")
+        lines.append(f"  [demo webhooks] {key}: {', '.join(parts)}")
+    return lines
+
 
 @contextmanager
-def demo_sink(port: int = DEMO_SINK_PORT) -> Iterator[int]:
-    """The demo's stand-in for a chat webhook and a CMDB on 127.0.0.1; yields its port."""
+def demo_sink(port: int = DEMO_SINK_PORT, *, summary: bool = False) -> Iterator[int]:
+    """The demo's stand-in for a chat webhook and a CMDB on 127.0.0.1; yields its port.
+    With `summary`, prints one line per resource about the webhooks it sent, at the end."""
     server = _SinkServer(("127.0.0.1", port), _DemoSink)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
@@ -521,6 +499,9 @@ def demo_sink(port: int = DEMO_SINK_PORT) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+        if summary:
+            for line in webhook_summary(server.received):
+                print(line, file=sys.stderr)
 
 
 def run_demo(settings: Settings, *, yes: bool = False) -> int:
@@ -538,7 +519,7 @@ def run_demo(settings: Settings, *, yes: bool = False) -> int:
         os.environ.setdefault(name, value)
     demo_settings = settings.model_copy(update={"repo": str(remote.resolve())})
     try:
-        with demo_sink():
+        with demo_sink(summary=True):
             code = run_apply(demo_settings, yes=yes, ask=True)
     except OSError as exc:
         print(

@@ -12,12 +12,13 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from reconciler import __version__
+from reconciler.cliopts import epilog, flag_name, ignored, option_help
 from reconciler.load import LoadResult, load_directory
 
 if TYPE_CHECKING:
@@ -28,15 +29,17 @@ app = typer.Typer(
     name="reconciler",
     help="A GitOps controller for infrastructure: one Git repository in charge.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-
-
 EXIT_PENDING = 2
+EXIT_USAGE = 64
+"""A usage error (unknown option, an option the command ignores): nothing ran. Not 2,
+which `apply` and `plan` use for "incomplete"/"changes pending"."""
 
 
 class Output(StrEnum):
@@ -50,8 +53,19 @@ class PlanOutput(StrEnum):
     markdown = "markdown"
 
 
-def _settings(ctx: typer.Context) -> Settings:
-    return ctx.obj  # type: ignore[no-any-return]
+def _flag(setting: str) -> Any:
+    return typer.Option(flag_name(setting), help=option_help(setting), rich_help_panel="Settings")
+
+
+# The setting flags, accepted before the command (for every command that reads them)
+# and after it (for the commands that read them).
+Repo = Annotated[str | None, _flag("repo")]
+Branch = Annotated[str | None, _flag("branch")]
+StateDir = Annotated[Path | None, _flag("state_dir")]
+StatusBranch = Annotated[str | None, _flag("status_branch")]
+Interval = Annotated[str | None, _flag("interval")]
+Listen = Annotated[str | None, _flag("listen")]
+Config = Annotated[Path | None, _flag("config")]
 
 
 def _version(value: bool) -> None:
@@ -63,36 +77,43 @@ def _version(value: bool) -> None:
 @app.callback()
 def common(
     ctx: typer.Context,
-    repo: Annotated[str | None, typer.Option(help="Declared repository: URL or local path")] = None,
-    branch: Annotated[str | None, typer.Option(help="Tracked branch [default: main]")] = None,
-    state_dir: Annotated[
-        Path | None, typer.Option(help="Mirror, journal, simulator state [default: .reconciler]")
-    ] = None,
-    status_branch: Annotated[
-        str | None, typer.Option(help="Where status is committed [default: reconciler/status]")
-    ] = None,
-    interval: Annotated[
-        str | None, typer.Option(help="Time between cycles of run [default: 60s]")
-    ] = None,
-    listen: Annotated[
-        str | None, typer.Option(help="HTTP API of run [default: 127.0.0.1:8080]")
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="A YAML file holding any setting")] = None,
+    repo: Repo = None,
+    branch: Branch = None,
+    state_dir: StateDir = None,
+    status_branch: StatusBranch = None,
+    interval: Interval = None,
+    listen: Listen = None,
+    config: Config = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version")
     ] = False,
 ) -> None:
-    """Settings are the same for every command: flag, then RECONCILER_* env, then --config."""
+    """Settings are the same for every command: flag, then RECONCILER_* env, then --config.
+
+    Setting flags go before or after the command; a flag the command does not read is
+    an error. Exit codes: see the README's table (0 done, 1 failed, 2 incomplete or
+    changes pending, 64 usage error).
+    """
+    given = {
+        "repo": repo,
+        "branch": branch,
+        "state_dir": state_dir,
+        "status_branch": status_branch,
+        "interval": interval,
+        "listen": listen,
+        "config": config,
+    }
+    ctx.obj = {k: v for k, v in given.items() if v is not None}
+
+
+def _settings(ctx: typer.Context, command: str, **local: Any) -> Settings:
+    """The command's settings from flags given before or after it (after wins), the
+    environment and the config file; a flag the command does not read is a usage error."""
+    before: dict[str, Any] = dict(ctx.obj or {})
+    _no_settings(ctx, command)
+    flags = {**before, **{k: v for k, v in local.items() if v is not None}}
     try:
-        ctx.obj = load_settings(
-            repo=repo,
-            branch=branch,
-            state_dir=state_dir,
-            status_branch=status_branch,
-            interval=interval,
-            listen=listen,
-            config=config,
-        )
+        return load_settings(**flags)
     except (ValidationError, ValueError, OSError) as exc:
         typer.echo(f"reconciler: invalid settings: {_one_line(exc)}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
@@ -163,8 +184,9 @@ def _load_at_ref(path: Path, ref: str) -> LoadResult:
     ).result
 
 
-@app.command()
+@app.command(epilog=epilog("validate"))
 def validate(
+    ctx: typer.Context,
     path: Annotated[
         Path,
         typer.Argument(help="A checkout of the declared repository (or a Git repo with --ref)"),
@@ -178,6 +200,7 @@ def validate(
     ] = False,
 ) -> None:
     """Load and validate every document. Exit 0 valid, 1 invalid."""
+    _no_settings(ctx, "validate")
     if not path.is_dir():
         typer.echo(f"{path}:1:1: not a directory", err=True)
         raise typer.Exit(EXIT_ERROR)
@@ -201,6 +224,15 @@ def _unresolvable_secrets(result: LoadResult) -> tuple[Unresolvable, ...]:
     return unresolvable(declared_uses(result.desired), environment())
 
 
+def _no_settings(ctx: typer.Context, command: str) -> None:
+    """A usage error (exit 64) for each setting flag given before `command` it ignores."""
+    errors = ignored(command, ctx.obj or {})
+    for error in errors:
+        typer.echo(f"reconciler {command}: {error}", err=True)
+    if errors:
+        raise typer.Exit(EXIT_USAGE)
+
+
 def _need_repo(settings: Settings) -> None:
     if not settings.repo:
         typer.echo(
@@ -210,12 +242,12 @@ def _need_repo(settings: Settings) -> None:
         raise typer.Exit(EXIT_ERROR)
 
 
-@app.command()
+@app.command(epilog=epilog("plan"))
 def plan(
     ctx: typer.Context,
     output: Annotated[PlanOutput, typer.Option(help="text, json or markdown")] = PlanOutput.text,
     head: Annotated[
-        str | None, typer.Option(help="Branch or revision to plan [default: the tracked branch]")
+        str | None, typer.Option(help="Branch or revision to plan (default: the tracked branch)")
     ] = None,
     base: Annotated[
         str | None, typer.Option(help="Show only what HEAD adds to this branch or revision")
@@ -224,11 +256,24 @@ def plan(
         Path | None,
         typer.Option(help="With markdown: write the full plan here when the summary is cut"),
     ] = None,
+    repo: Repo = None,
+    branch: Branch = None,
+    state_dir: StateDir = None,
+    status_branch: StatusBranch = None,
+    config: Config = None,
 ) -> None:
     """Show what would change. Exit 0 in sync, 2 changes pending, 1 error."""
     from reconciler.commands import plan_revisions
 
-    settings = _settings(ctx)
+    settings = _settings(
+        ctx,
+        "plan",
+        repo=repo,
+        branch=branch,
+        state_dir=state_dir,
+        status_branch=status_branch,
+        config=config,
+    )
     _need_repo(settings)
     outcome = plan_revisions(settings, head=head, base=base)
     if outcome.diagnostics:
@@ -253,41 +298,103 @@ def plan(
     raise typer.Exit(outcome.plan.exit_code)
 
 
-@app.command()
-def apply(ctx: typer.Context) -> None:
-    """One full cycle: pull, plan, execute, write status back. Exit 0 ok, 1 failed."""
+@app.command(epilog=epilog("apply"))
+def apply(
+    ctx: typer.Context,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Run destructive actions without asking (off a terminal they are refused "
+            "without it)",
+        ),
+    ] = False,
+    repo: Repo = None,
+    branch: Branch = None,
+    state_dir: StateDir = None,
+    status_branch: StatusBranch = None,
+    config: Config = None,
+) -> None:
+    """One full cycle: pull, plan, execute, write status back.
+
+    Exit 0 applied, every resource Ready (reported drift included); 1 failed (a task,
+    an observation, the status commit, or the head could not be applied); 2
+    incomplete (resources wait: blocked, dependency, change window, or the
+    confirmation was refused); 130/143 interrupted.
+    """
     from reconciler.commands import run_apply
 
-    settings = _settings(ctx)
+    settings = _settings(
+        ctx,
+        "apply",
+        repo=repo,
+        branch=branch,
+        state_dir=state_dir,
+        status_branch=status_branch,
+        config=config,
+    )
     _need_repo(settings)
-    raise typer.Exit(run_apply(settings))
+    raise typer.Exit(run_apply(settings, yes=yes, ask=True))
 
 
-@app.command()
-def run(ctx: typer.Context) -> None:
+@app.command(epilog=epilog("run"))
+def run(
+    ctx: typer.Context,
+    repo: Repo = None,
+    branch: Branch = None,
+    state_dir: StateDir = None,
+    status_branch: StatusBranch = None,
+    interval: Interval = None,
+    listen: Listen = None,
+    config: Config = None,
+) -> None:
     """The controller: scheduled cycles and the HTTP API until SIGTERM (then exit 0)."""
     from reconciler.server import run_server
 
-    settings = _settings(ctx)
+    settings = _settings(
+        ctx,
+        "run",
+        repo=repo,
+        branch=branch,
+        state_dir=state_dir,
+        status_branch=status_branch,
+        interval=interval,
+        listen=listen,
+        config=config,
+    )
     _need_repo(settings)
     raise typer.Exit(run_server(settings))
 
 
-@app.command()
+@app.command(epilog=epilog("status"))
 def status(
     ctx: typer.Context,
     resource: Annotated[str | None, typer.Argument(help="KIND/NAME for one resource")] = None,
     output: Annotated[Output, typer.Option(help="text or json")] = Output.text,
+    repo: Repo = None,
+    branch: Branch = None,
+    state_dir: StateDir = None,
+    status_branch: StatusBranch = None,
+    config: Config = None,
 ) -> None:
     """Resources and their conditions, as last committed to the status branch."""
     from reconciler.commands import show_status
 
-    settings = _settings(ctx)
+    settings = _settings(
+        ctx,
+        "status",
+        repo=repo,
+        branch=branch,
+        state_dir=state_dir,
+        status_branch=status_branch,
+        config=config,
+    )
     _need_repo(settings)
     raise typer.Exit(show_status(settings, resource, as_json=output is Output.json))
 
 
-@app.command()
+@app.command(epilog=epilog("audit"))
 def audit(
     ctx: typer.Context,
     resource: Annotated[str | None, typer.Argument(help="KIND/NAME for one resource")] = None,
@@ -295,44 +402,132 @@ def audit(
         str | None, typer.Option(help="Only entries from this ISO date or time on")
     ] = None,
     output: Annotated[Output, typer.Option(help="text or json")] = Output.text,
+    repo: Repo = None,
+    branch: Branch = None,
+    state_dir: StateDir = None,
+    status_branch: StatusBranch = None,
+    config: Config = None,
 ) -> None:
     """Who asked for what (commit, author, approvers), what ran, what happened."""
     from reconciler.commands import show_audit
 
-    settings = _settings(ctx)
+    settings = _settings(
+        ctx,
+        "audit",
+        repo=repo,
+        branch=branch,
+        state_dir=state_dir,
+        status_branch=status_branch,
+        config=config,
+    )
     _need_repo(settings)
     raise typer.Exit(show_audit(settings, resource, since=since, as_json=output is Output.json))
 
 
-@app.command()
-def demo(ctx: typer.Context) -> None:
-    """The embedded default: sample-repo in a local Git repository, the simulator, one cycle."""
+@app.command(epilog=epilog("demo"))
+def demo(
+    ctx: typer.Context,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Run destructive actions without asking")
+    ] = False,
+    branch: Branch = None,
+    state_dir: StateDir = None,
+    status_branch: StatusBranch = None,
+    config: Config = None,
+) -> None:
+    """The embedded default: sample-repo in a local Git repository, the simulator, one cycle.
+
+    Exit codes as for apply.
+    """
     from reconciler.commands import run_demo
 
-    raise typer.Exit(run_demo(_settings(ctx)))
+    settings = _settings(
+        ctx,
+        "demo",
+        branch=branch,
+        state_dir=state_dir,
+        status_branch=status_branch,
+        config=config,
+    )
+    raise typer.Exit(run_demo(settings, yes=yes))
 
 
-@app.command()
+@app.command(epilog=epilog("schema"))
 def schema(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Where to write the JSON Schemas")] = Path("schemas"),
+    modelines: Annotated[
+        Path | None,
+        typer.Option(
+            help="Point the modeline of every document file under this folder at "
+            "OUT/reconciler.json (relative to each file)"
+        ),
+    ] = None,
 ) -> None:
-    """Write one JSON Schema per document kind (and of the plan) to schemas/ or --out."""
-    from reconciler.schema import write_schemas
+    """Write the JSON Schemas (one per kind, all kinds combined, plan, status) to --out.
 
+    reconciler.json validates any document, so one modeline serves files holding
+    several kinds; --modelines writes it into each document file of a repository.
+    """
+    from reconciler.schema import COMBINED, point_modelines, write_schemas
+
+    _no_settings(ctx, "schema")
     for path in write_schemas(out):
         typer.echo(str(path))
+    if modelines is not None:
+        if not modelines.is_dir():
+            typer.echo(f"{modelines}:1:1: not a directory", err=True)
+            raise typer.Exit(EXIT_ERROR)
+        for path in point_modelines(modelines, out / COMBINED):
+            typer.echo(f"modeline: {path}", err=True)
+
+
+@app.command(epilog=epilog("init"))
+def init(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Where to create the repository")],
+) -> None:
+    """Scaffold a declared repository: a Provider, Stages, a Pipeline, Profiles, a Machine,
+    a Policy, .reconcilerignore, the combined schema and editor settings.
+
+    It validates and applies as is, against the simulator. Exit 1 if DIRECTORY exists
+    and is not empty.
+    """
+    from reconciler.scaffold import NotEmpty, scaffold
+
+    _no_settings(ctx, "init")
+    try:
+        written = scaffold(directory)
+    except (NotEmpty, OSError) as exc:
+        typer.echo(f"reconciler: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    for path in written:
+        typer.echo(str(path))
+    typer.echo(
+        f"next: reconciler validate {directory}; then commit it, push it to a bare repository "
+        'and run: reconciler apply --repo URL (README, "Your first repository")',
+        err=True,
+    )
 
 
 def main() -> None:
+    """The `reconciler` program: usage errors exit 64, an interrupt 130."""
     try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+        code = app(prog_name="reconciler", standalone_mode=False)
+    except typer.TyperException as exc:  # the parser's: no such option, missing argument
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        code = getattr(exc, "exit_code", EXIT_ERROR)
+        code = EXIT_USAGE if code == 2 else code  # 2 means "incomplete" here
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
     finally:
         # Whatever the command leaves (an apply of 1,000 resources: their desired state,
         # plan and statuses) goes with the process; out of the collector's reach, the
         # interpreter's exit does not traverse it in full collections (0.1 s).
         gc.freeze()
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 if __name__ == "__main__":

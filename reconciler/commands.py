@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-import structlog
 
 from reconciler.controller import Controller, CycleResult
 from reconciler.desired import Desired
@@ -30,18 +29,62 @@ from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import Journal, LeaseHeld
 from reconciler.gates import PlanContext, judge_rules, plan_revision
 from reconciler.observe import observe_desired
-from reconciler.plan import Plan, relative_to
+from reconciler.plan import Operation, Plan, relative_to
+from reconciler.progress import Progress
 from reconciler.render import render_text, summary_line
 from reconciler.secret_check import declared_uses, unresolvable
 from reconciler.secret_check import environment as secret_environment
-from reconciler.secrets import redact_processor
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, StatusWriter
 from reconciler.source.readback import read_statuses
 from reconciler.source.tree import load_revision
 from reconciler.transitions import failed_stages, records_from_statuses
 
-EXIT_OK, EXIT_ERROR = 0, 1
+EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+
+FAILED_PHASES = frozenset({"Failed", "Unknown"})
+WAITING_PHASES = frozenset({"Stalled", "Pending", "Provisioning"})
+
+
+def apply_exit_code(result: CycleResult) -> int:
+    """`apply`'s exit status from what the cycle did. Pure.
+
+    1 failed: the head could not be applied (invalid, unreachable), the status commit
+    could not be written, a task failed, or an observation failed (a resource Unknown).
+    2 incomplete: nothing failed, but something waits (blocked by policy or approval,
+    a dependency not ready, a change window, stopped, or the confirmation refused).
+    0: the head was applied and every resource is Ready (drift reported with selfHeal
+    off is not a failure: it is what the policy asks for).
+    """
+    source = result.source
+    if source.revision is None or source.stale is not None or result.write_error is not None:
+        return EXIT_ERROR
+    executions = [e for e in (result.resumed, result.execution) if e is not None]
+    if any(e.failed for e in executions):
+        return EXIT_ERROR
+    phases = {status.phase for status in result.statuses.values()}
+    if phases & FAILED_PHASES:
+        return EXIT_ERROR
+    # An observation that failed: its resource's action is `unknown` (its status may say
+    # Stalled, blocked: nothing may run on what could not be seen), or a provider failed.
+    plan = result.plan
+    if plan is not None and (
+        plan.unknown_providers or any(a.operation is Operation.UNKNOWN for a in plan.actions)
+    ):
+        return EXIT_ERROR
+    if phases & WAITING_PHASES:
+        return EXIT_INCOMPLETE
+    # What waits outside the declared resources' statuses: an orphan's blocked
+    # decommission, an action skipped (change window) or never started (stopped).
+    if plan is not None and any(a.blocked for a in plan.actions):
+        return EXIT_INCOMPLETE
+    if result.execution is not None and (
+        result.execution.stopped
+        or any(o.result == "skipped" for o in result.execution.outcomes.values())
+    ):
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -165,67 +208,7 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
 # --- apply: one cycle, with progress ------------------------------------------------
 
 
-def _configure_logging(json_logs: bool) -> None:
-    processors: list[Any] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_processor,
-    ]
-    processors.append(
-        structlog.processors.JSONRenderer()
-        if json_logs
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=processors,
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-
-
-class _Progress:
-    """On a terminal, a live display of resources, stages and tasks; otherwise JSON logs."""
-
-    def __init__(self) -> None:
-        self.interactive = sys.stderr.isatty()
-        _configure_logging(json_logs=not self.interactive)
-        self.log = structlog.get_logger("reconciler")
-        self._bar: Any = None
-        self._task: Any = None
-        self.total = 0
-        self.done = 0
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        name = event.pop("event")
-        if name == "plan.started":
-            self.total = int(event.get("actions", 0))
-            if self.interactive and self.total:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-                self._bar = Progress(
-                    TextColumn("[bold]{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    transient=True,
-                )
-                self._task = self._bar.add_task("resources", total=self.total)
-                self._bar.start()
-        if self._bar is not None:
-            if name in ("resource.finished", "resource.skipped"):
-                self._bar.advance(self._task)
-            if name in ("stage.done", "resource.started"):
-                what = event.get("stage") or event.get("operation")
-                self._bar.update(self._task, description=f"{event.get('resource')}: {what}")
-            if name in ("task.failed", "resource.skipped"):
-                self._bar.console.print(f"  {name} {json.dumps(event, default=str)}")
-            if name == "plan.finished":
-                self._bar.stop()
-                self._bar = None
-        else:
-            self.log.info(name, **event)
-
-
-def _print_cycle(result: CycleResult) -> None:
+def _print_cycle(result: CycleResult, *, failures_shown: bool = False) -> None:
     source = result.source
     if source.stale is not None:
         print(f"source: {source.stale.reason}: {source.stale.message}", file=sys.stderr)
@@ -235,6 +218,10 @@ def _print_cycle(result: CycleResult) -> None:
         print(f"resumed an unfinished plan ({len(result.resumed.outcomes)} resources)")
     if result.execution is not None:
         for outcome in result.execution.outcomes.values():
+            if failures_shown:  # the live view showed each failure and skip as it happened
+                if outcome.result == "failed" and outcome.log:
+                    print(f"  {outcome.key}: task log {outcome.log}")
+                continue
             if outcome.result == "failed":
                 print(
                     f"FAILED {outcome.key}: stage {outcome.failed_stage}, task "
@@ -263,7 +250,51 @@ def _print_cycle(result: CycleResult) -> None:
         print(f"status unchanged: no commit on {result.written.branch}")
 
 
-def run_apply(settings: Settings, *, quiet: bool = False) -> int:
+def destructive_actions(plan: Plan) -> list[str]:
+    """The actions of `plan` that would destroy something if run, as one line each."""
+    return [
+        f"{a.key} {a.operation.value}" + (f" ({', '.join(a.stages)})" if a.stages else "")
+        for a in plan.actions
+        if a.runnable and a.destructive
+    ]
+
+
+def confirmer(*, yes: bool, interactive: bool) -> Callable[[Plan], bool]:
+    """The question `apply` asks before it runs a plan holding destructive actions:
+    `--yes` answers it; off a terminal no one can, and the answer is no."""
+
+    def confirm(plan: Plan) -> bool:
+        harmful = destructive_actions(plan)
+        if not harmful or yes:
+            return True
+        listed = "".join(f"\n  - {line}" for line in harmful)
+        if not interactive:
+            print(
+                f"apply refused: the plan holds {len(harmful)} destructive "
+                f"action{'s' * (len(harmful) != 1)}:{listed}\n"
+                "  nothing was run; confirm on a terminal, or pass --yes",
+                file=sys.stderr,
+            )
+            return False
+        import typer
+
+        print(f"The plan holds destructive actions:{listed}", file=sys.stderr)
+        try:
+            agreed = typer.confirm("Run them (and the rest of the plan)?", err=True)
+        except typer.Abort:  # end of input
+            agreed = False
+        if not agreed:
+            print("apply cancelled: nothing was run", file=sys.stderr)
+        return agreed
+
+    return confirm
+
+
+def run_apply(
+    settings: Settings, *, quiet: bool = False, yes: bool = False, ask: bool = False
+) -> int:
+    """One cycle, shown; its exit code (`apply_exit_code`). `ask`: confirm destructive
+    actions first (on a terminal; off one they are refused unless `yes`)."""
     # What exists before the cycle (modules, classes: tens of thousands of objects) outlives
     # it: kept out of its full collections, which then traverse only what the cycle made.
     # And a cycle allocates millions of short-lived objects, few of them in reference
@@ -272,19 +303,27 @@ def run_apply(settings: Settings, *, quiet: bool = False) -> int:
     thresholds = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(20_000, *thresholds[1:])
+    confirm = confirmer(yes=yes, interactive=sys.stdin.isatty()) if ask else None
+    progress = Progress()
     try:
         show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
-        with Controller(settings, on_event=_Progress(), on_plan=show_plan) as controller:
+        with Controller(
+            settings, on_event=progress, on_plan=show_plan, confirm=confirm
+        ) as controller:
             result = asyncio.run(controller.cycle())
     except (LeaseHeld, ReconcilerError) as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        progress.interrupted(Path(settings.state_dir))
+        return EXIT_INTERRUPTED
     finally:
+        progress.stop()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
     if not quiet:
-        _print_cycle(result)
-    return result.exit_code
+        _print_cycle(result, failures_shown=progress.shown)
+    return apply_exit_code(result)
 
 
 # --- status -----------------------------------------------------------------------------
@@ -363,7 +402,27 @@ def show_audit(
 
 # --- demo -----------------------------------------------------------------------------------
 
-SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
+SAMPLE_PACKAGE_DIR = "_sample_repo"
+"""Where the wheel carries sample-repo/ inside the package (pyproject's force-include)."""
+
+
+@contextmanager
+def sample_repo() -> Iterator[Path]:
+    """The sample repository on disk: the wheel's package data, else (a source checkout,
+    an editable install) the checkout's `sample-repo/`."""
+    from importlib import resources
+
+    packaged = resources.files("reconciler").joinpath(SAMPLE_PACKAGE_DIR)
+    if packaged.is_dir():
+        with resources.as_file(packaged) as path:
+            yield path
+        return
+    checkout = Path(__file__).resolve().parent.parent / "sample-repo"
+    if not checkout.is_dir():
+        raise FileNotFoundError(f"sample-repo is neither in the package nor at {checkout}")
+    yield checkout
+
+
 DEMO_SINK_PORT = 8099
 DEMO_SECRETS = {
     "INFRA_HOOK_SECRET": "demo-infra-hook-secret",
@@ -417,10 +476,15 @@ class _DemoSink(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         if self.path.startswith("/hooks/"):
             try:
-                message = json.loads(body or b"{}").get("message", "")
+                data = json.loads(body or b"{}")
             except ValueError:
-                message = ""
-            print(f"  [demo webhook {self.path}] {message}", file=sys.stderr)
+                data = {}
+            resource = data.get("resource") if isinstance(data, dict) else None
+            key = resource.get("key") if isinstance(resource, dict) else None
+            message = str(data.get("message", "")) if isinstance(data, dict) else ""
+            server: Any = self.server
+            with server.lock:
+                server.received.setdefault(key or "(no resource)", []).append((self.path, message))
 
     do_GET = do_PUT = do_POST = _answer
 
@@ -432,10 +496,33 @@ class _SinkServer(ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog of 5 drops a burst of webhooks
     daemon_threads = True
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.lock = threading.Lock()
+        self.received: dict[str, list[tuple[str, str]]] = {}
+        """Webhook notifications by resource key: (path, message), in arrival order."""
+
+
+def webhook_summary(received: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """One line per resource: how many notifications each hook got, and the messages
+    that are not the same for every stage. Pure."""
+    lines = []
+    for key, notes in sorted(received.items()):
+        by_path: dict[str, list[str]] = {}
+        for path, message in notes:
+            by_path.setdefault(path, []).append(message)
+        parts = []
+        for path, messages in sorted(by_path.items()):
+            shown = f" ({messages[0]!r})" if len(messages) == 1 and messages[0] else ""
+            parts.append(f"{len(messages)} to {path}{shown}")
+        lines.append(f"  [demo webhooks] {key}: {', '.join(parts)}")
+    return lines
+
 
 @contextmanager
-def demo_sink(port: int = DEMO_SINK_PORT) -> Iterator[int]:
-    """The demo's stand-in for a chat webhook and a CMDB on 127.0.0.1; yields its port."""
+def demo_sink(port: int = DEMO_SINK_PORT, *, summary: bool = False) -> Iterator[int]:
+    """The demo's stand-in for a chat webhook and a CMDB on 127.0.0.1; yields its port.
+    With `summary`, prints one line per resource about the webhooks it sent, at the end."""
     server = _SinkServer(("127.0.0.1", port), _DemoSink)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
@@ -446,15 +533,19 @@ def demo_sink(port: int = DEMO_SINK_PORT) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+        if summary:
+            for line in webhook_summary(server.received):
+                print(line, file=sys.stderr)
 
 
-def run_demo(settings: Settings) -> int:
+def run_demo(settings: Settings, *, yes: bool = False) -> int:
     """sample-repo in a local Git repository, the simulator, one full cycle, shown."""
     state_dir = Path(settings.state_dir)
     remote = state_dir / "demo" / "infra.git"
     if not (remote / "HEAD").exists():
         remote.parent.mkdir(parents=True, exist_ok=True)
-        sha = commit_directory(remote, SAMPLE_REPO, "Declare the sample fleet")
+        with sample_repo() as sample:
+            sha = commit_directory(remote, sample, "Declare the sample fleet")
         print(f"demo: made {remote} from sample-repo/ (main at {sha[:12]})")
     else:
         print(f"demo: using {remote} (edit it with git clone/push to try changes)")
@@ -462,8 +553,8 @@ def run_demo(settings: Settings) -> int:
         os.environ.setdefault(name, value)
     demo_settings = settings.model_copy(update={"repo": str(remote.resolve())})
     try:
-        with demo_sink():
-            code = run_apply(demo_settings)
+        with demo_sink(summary=True):
+            code = run_apply(demo_settings, yes=yes, ask=True)
     except OSError as exc:
         print(
             f"demo: cannot listen on 127.0.0.1:{DEMO_SINK_PORT} for the demo webhooks: {exc}",
@@ -480,6 +571,8 @@ def run_demo(settings: Settings) -> int:
 
 
 __all__ = [
+    "apply_exit_code",
+    "confirmer",
     "plan_revisions",
     "run_apply",
     "run_demo",

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +103,8 @@ class CycleResult:
     scope: Scope | FullCycle | None = None
     """What the cycle planned: the resources of an incremental one (`reconciler.scope`),
     or why it planned everything; None for a targeted reconcile or with no revision."""
+    timings: Mapping[str, float] = field(default_factory=dict)
+    """Seconds spent in each phase: fetch, load, observe, plan, execute, write (metrics)."""
 
     def __repr__(self) -> str:
         # Short: asyncio formats the repr of a finished main task's result (when it
@@ -129,19 +131,6 @@ class CycleResult:
         failed = self.execution.failed if self.execution else []
         return not failed and not (self.resumed and self.resumed.failed)
 
-    @property
-    def exit_code(self) -> int:
-        """`reconciler apply`'s: 0 all applied, 1 failed (see `ok`), 2 incomplete: nothing
-        failed but resources wait (blocked, a dependency, a change window, stopped)."""
-        if not self.ok:
-            return 1
-        waiting = ("Stalled", "Pending", "Provisioning")
-        if any(s.phase in waiting for s in self.statuses.values()):
-            return 2
-        # A blocked decommission has no status of its own (nothing declares it).
-        blocked = self.plan.blocked if self.plan else ()
-        return 2 if any(a.key not in self.statuses for a in blocked) else 0
-
 
 class Controller:
     """The long-lived pieces of a controller over one state directory."""
@@ -152,6 +141,7 @@ class Controller:
         *,
         on_event: EventSink | None = None,
         on_plan: Callable[[Plan], None] | None = None,
+        confirm: Callable[[Plan], bool] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
@@ -167,6 +157,9 @@ class Controller:
         self.journal = Journal.open(self.state_dir)
         self.on_event = on_event
         self.on_plan = on_plan
+        self.confirm = confirm
+        """Asked after planning, before executing (`apply` on a terminal): False, nothing
+        runs and the planned resources stay Pending. None: no one is asked."""
         self.clock = clock
         self.existing: dict[str, frozenset[str]] = dict(read_existing(self.state_dir))
         """Per provider, the declared keys it last reported existing: kept in the state
@@ -185,6 +178,8 @@ class Controller:
         """The Desired set of the last cycle whose status commit was written."""
         self._full_at: float | None = None
         """When (monotonic) the last full cycle's status commit was written."""
+        self._timings: dict[str, float] = {}
+        """This cycle's seconds per phase (`CycleResult.timings`)."""
 
     def close(self) -> None:
         self.journal.close()
@@ -215,8 +210,21 @@ class Controller:
 
     # --- the steps ---------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self._timings[phase] = self._timings.get(phase, 0.0) + time.monotonic() - began
+
     def pull(self) -> SourceResult:
-        return self.source.poll()
+        began = time.monotonic()
+        result = self.source.poll()
+        fetched = self.source.fetch_seconds
+        self._timings["fetch"] = fetched
+        self._timings["load"] = time.monotonic() - began - fetched
+        return result
 
     def statuses(self) -> dict[str, ResourceStatus]:
         return read_statuses(self.source.repo, self.writer.branch, self._status_blobs)
@@ -224,7 +232,8 @@ class Controller:
     async def observe(
         self, desired: Desired, providers: Mapping[str, Provider], failed: Mapping[str, str]
     ) -> ObservedState:
-        observed = await observe(desired, providers, previous=self.existing, unavailable=failed)
+        with self._timed("observe"):
+            observed = await observe(desired, providers, previous=self.existing, unavailable=failed)
         self.remember_existing(observed.existing)
         return observed
 
@@ -253,7 +262,8 @@ class Controller:
     def plan(
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
     ) -> tuple[Diff, Plan]:
-        found, gated = plan_revision(self.plan_context(previous, desired), desired, observed)
+        with self._timed("plan"):
+            found, gated = plan_revision(self.plan_context(previous, desired), desired, observed)
         self.decision = gated.decision
         return found, gated.plan
 
@@ -351,7 +361,8 @@ class Controller:
         if self._stop is not None:
             self._executor.request_stop(self._stop)
         try:
-            return await self._executor.execute(plan_value, execution=execution)
+            with self._timed("execute"):
+                return await self._executor.execute(plan_value, execution=execution)
         finally:
             self._executor = None
 
@@ -413,6 +424,7 @@ class Controller:
         `hold_failed` (scheduled cycles): resources whose last apply failed are left
         alone until their backoff runs out (`scope.held_failures`), status kept.
         """
+        self._timings = {}
         source = await asyncio.to_thread(self.pull)
         now = self.clock()
         previous = await asyncio.to_thread(self.statuses)
@@ -508,7 +520,11 @@ class Controller:
             if self.on_plan is not None:
                 self.on_plan(plan_value)
             execution = None
-            if execute and any(a.runnable for a in plan_value.actions):
+            if (
+                execute
+                and any(a.runnable for a in plan_value.actions)
+                and self._confirmed(plan_value)
+            ):
                 if base.resumed is not None:  # one plan runs at a time
                     self.journal.finish_plan(base.resumed.execution_id)
                 execution, observed = await self._execute_and_observe(
@@ -535,6 +551,7 @@ class Controller:
         other resources' status and drift entries carried over unchanged. Keys not
         declared at the revision in force are ignored.
         """
+        self._timings = {}
         source = await asyncio.to_thread(self.source.poll, fetch=False)
         now = self.clock()
         previous = await asyncio.to_thread(self.statuses)
@@ -575,13 +592,14 @@ class Controller:
         )
         looked_at = desired.resources.keys() | removed.keys()
         try:
-            observed = await observe(
-                desired,
-                providers,
-                previous=self.existing,
-                unavailable=failed,
-                list_owned={r.provider for r in removed.values()},
-            )
+            with self._timed("observe"):
+                observed = await observe(
+                    desired,
+                    providers,
+                    previous=self.existing,
+                    unavailable=failed,
+                    list_owned={r.provider for r in removed.values()},
+                )
             observed = dataclasses.replace(
                 observed, owned={k: o for k, o in observed.owned.items() if k in removed}
             )
@@ -593,7 +611,11 @@ class Controller:
             )
             found, plan_value = self.plan(desired, observed, previous)
             execution = None
-            if execute and any(a.runnable for a in plan_value.actions):
+            if (
+                execute
+                and any(a.runnable for a in plan_value.actions)
+                and self._confirmed(plan_value)
+            ):
                 execution, observed = await self._execute_and_observe(
                     plan_value, desired, providers, observed
                 )
@@ -612,6 +634,9 @@ class Controller:
             result, desired, previous, found, observed, now, only=set(looked_at)
         )
 
+    def _confirmed(self, plan_value: Plan) -> bool:
+        return self.confirm is None or self.confirm(plan_value)
+
     async def _execute_and_observe(
         self,
         plan_value: Plan,
@@ -623,7 +648,8 @@ class Controller:
         execution = await self.execute(plan_value, desired, providers)
         touched = {k for k, o in execution.outcomes.items() if o.tasks}
         if touched:
-            after = await observe(subset(desired, touched), providers, previous={})
+            with self._timed("observe"):
+                after = await observe(subset(desired, touched), providers, previous={})
             self.remember_existing(
                 {
                     name: (frozenset(self.existing.get(name, ())) - touched) | seen
@@ -725,18 +751,23 @@ class Controller:
             files.update(result.branch_plans)
             replaced = (*replaced, f"{PLANS_DIR}/")
         try:
-            written = await asyncio.to_thread(
-                self.writer.write,
-                files,
-                message=report.message,
-                trailers=report.trailers,
-                replaced=replaced,
-            )
+            with self._timed("write"):
+                written = await asyncio.to_thread(
+                    self.writer.write,
+                    files,
+                    message=report.message,
+                    trailers=report.trailers,
+                    replaced=replaced,
+                )
         except ReconcilerError as exc:
             # Nothing is lost: the plan stays unfinished in the journal, so the next
             # cycle resumes it (every result from the journal) and reports it again.
             final = dataclasses.replace(
-                result, statuses=statuses, report=report, write_error=REDACTOR.text(str(exc))
+                result,
+                statuses=statuses,
+                report=report,
+                write_error=REDACTOR.text(str(exc)),
+                timings=dict(self._timings),
             )
             self.last = final
             return final
@@ -748,7 +779,13 @@ class Controller:
         await asyncio.to_thread(
             prune_trees, self.state_dir, keep=self.settings.trees_kept, needed=self._needed_trees()
         )
-        final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
+        final = dataclasses.replace(
+            result,
+            statuses=statuses,
+            written=written,
+            report=report,
+            timings=dict(self._timings),
+        )
         self.last = final
         return final
 

@@ -46,6 +46,7 @@ from reconciler.desired import Desired
 from reconciler.metrics import Metrics
 from reconciler.notify import Notifier
 from reconciler.plan import Plan
+from reconciler.providers.instrument import provider_calls
 from reconciler.scope import FullCycle, Scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
@@ -219,7 +220,7 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(resource_series=settings.metrics_resource_series)
         self.notifier = notifier or Notifier(Path(settings.state_dir), metrics=self.metrics)
         self.operations = Operations(settings.operations_kept)
         self._factory = controller_factory
@@ -368,6 +369,11 @@ class Scheduler:
     # --- the worker -------------------------------------------------------------------
 
     async def _work(self) -> None:
+        # Providers this worker opens report each call's latency to the metrics.
+        with provider_calls(self.metrics.provider_call):
+            await self._serve()
+
+    async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         try:
@@ -478,16 +484,13 @@ class Scheduler:
         self.cycles_run += 1
         if result is not None:
             kind = "incremental" if result.incremental else "full"
-            scope = result.scope
-            log.info(
-                "cycle done",
-                kind=kind,
-                revision=result.source.revision.sha[:12] if result.source.revision else None,
-                scope=scope.describe() if isinstance(scope, Scope) else None,
-                full_because=scope.reason if isinstance(scope, FullCycle) else None,
-                held=sorted(result.held) or None,
-            )
-            errors.extend(self._absorb(result, kind, time.monotonic() - began))
+            seconds = time.monotonic() - began
+            errors.extend(self._absorb(result, kind, seconds))
+            failed, fields = cycle_log(result, seconds, errors)
+            if failed:
+                log.error("cycle failed", **fields)
+            else:
+                log.info("cycle", **fields)
         with self._lock:
             self._running = []
             done, total = self._progress
@@ -553,6 +556,16 @@ class Scheduler:
             stale_reason=source.stale.reason if source.stale else None,
             statuses=self.statuses,
         )
+        self.metrics.observe_phases(result.timings)
+        for execution in (result.resumed, result.execution):
+            if execution is not None:
+                self.metrics.observe_execution(execution, result.plan)
+        providers = (
+            {k: r.provider for k, r in self.desired.resources.items()} if self.desired else {}
+        )
+        self.metrics.observe_resources(self.statuses, providers)
+        if result.write_error is not None:
+            errors.append(f"status not written: {result.write_error}")
         return [REDACTOR.text(e) for e in errors]
 
     async def _notify(self, before: Mapping[str, ResourceStatus], result: CycleResult) -> None:
@@ -564,6 +577,48 @@ class Scheduler:
             await self.notifier.cycle_done(targets, before, result.statuses, revision=self.revision)
         except Exception:  # notifications never fail the controller
             log.exception("notifications failed")
+
+
+def cycle_log(
+    result: CycleResult, seconds: float, errors: list[str]
+) -> tuple[bool, dict[str, Any]]:
+    """The one log line of a cycle: whether it failed, and its fields. Pure.
+
+    Failed: the source was stale (unreachable, refused, invalid head), a task failed,
+    or the status commit was not written; the errors say why.
+    """
+    plan, execution = result.plan, result.execution
+    outcomes = list(execution.outcomes.values()) if execution is not None else []
+    source = result.source
+    scope = result.scope
+    fields: dict[str, Any] = {
+        "revision": source.revision.sha[:12] if source.revision else None,
+        "scope": "incremental" if isinstance(scope, Scope) else "full",
+        "planned": sum(a.runnable for a in plan.actions) if plan is not None else 0,
+        "succeeded": sum(o.result == "succeeded" for o in outcomes),
+        "failed": sum(o.result == "failed" for o in outcomes),
+        "skipped": sum(o.result == "skipped" for o in outcomes),
+        "blocked": len(plan.blocked) if plan is not None else 0,
+        "duration_s": round(seconds, 3),
+    }
+    if isinstance(scope, Scope):
+        fields["scope_detail"] = scope.describe()
+    elif isinstance(scope, FullCycle):
+        fields["full_because"] = scope.reason
+    if result.held:
+        fields["held"] = sorted(result.held)
+    failed = bool(
+        source.stale is not None
+        or source.revision is None
+        or fields["failed"]
+        or result.write_error is not None
+        or errors
+    )
+    if source.stale is not None:
+        fields["reason"] = source.stale.reason
+    if failed:
+        fields["errors"] = errors[:20] or ["no declared revision is in force"]
+    return failed, fields
 
 
 __all__ = [

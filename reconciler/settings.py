@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1, description="Largest request body the API reads; 413 above"
     )
+    metrics_resource_series: int = Field(
+        default=2000,
+        ge=0,
+        description="Most resources given series of their own (reconciler_resource_ready); "
+        "with more declared, only the aggregate counts are exported",
+    )
     config: Path | None = None
 
     @field_validator("listen")

@@ -89,12 +89,6 @@ def test_sample_repo_files_point_at_their_schema() -> None:
         assert schema.is_file(), f"{path}: {schema} does not exist"
 
 
-def test_bad_setting_is_one_clear_line() -> None:
-    result = run("--listen", "nonsense", "validate", "sample-repo")
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith("reconciler: invalid settings: listen")
-
-
 def test_validate_a_revision_without_checkout(tmp_path: Path) -> None:
     repo = write_repo(tmp_path / "repo", dict(BASE_FILES))
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]

@@ -531,5 +531,6 @@ class _Run:
         async with self.global_limit, limit or contextlib.nullcontext():
             if ex._stop:  # requested while this task waited for its slot
                 raise _Stopped(ex._stop)
+            ex._emit("task.started", resource=action.key, stage=stage, point=point, task=task.name)
             began = _now()
             return await run_journaled(ex.journal, task, ctx, state_dir=ex.state_dir), began

@@ -96,8 +96,10 @@ def open_provider(
     document: ProviderDocument, *, state_dir: Path, repository: str = "default"
 ) -> Provider:
     """An instance for one Provider document."""
+    from reconciler.providers.instrument import instrumented
+
     context = ProviderContext(document.metadata.name, document.spec, Path(state_dir), repository)
-    return factory_for(document.spec.type)(context)
+    return instrumented(factory_for(document.spec.type)(context), document.metadata.name)
 
 
 def open_providers(

@@ -30,6 +30,7 @@ force even while the remote is down.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -140,6 +141,8 @@ class DeclaredSource:
         self._good: LoadedRevision | None = None
         self._rejected: LoadedRevision | None = None
         self._failures = 0
+        self.fetch_seconds = 0.0
+        """How long the last poll's fetch took (the cycle's fetch phase)."""
         self._restored = False
         self.owner = owner_identity(mirror.access.url, branch)
         """Who this controller is on everything it owns (see `reconciler.source.identity`)."""
@@ -213,11 +216,15 @@ class DeclaredSource:
     def poll(self, *, fetch: bool = True) -> SourceResult:
         """Fetch (unless `fetch` is False), resolve the head, load it if it changed."""
         self._restore()
+        self.fetch_seconds = 0.0
         if fetch:
+            began = time.monotonic()
             try:
                 self.mirror.fetch()
             except ReconcilerError as exc:
                 return self._fetch_failed(exc)
+            finally:
+                self.fetch_seconds = time.monotonic() - began
             self._failures = 0
         try:
             head_commit = self.mirror.commit_for(self.branch, self.ref)

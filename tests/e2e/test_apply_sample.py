@@ -179,7 +179,13 @@ def test_apply_change_drift_and_self_heal(fleet: Fleet) -> None:
         "",
     )
     fleet.push("Let the controller correct drift")
-    healed = fleet.cli("apply")
+    # Correcting it re-runs a destructive stage: off a terminal, refused without --yes.
+    refused = fleet.cli("apply")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "apply refused: the plan holds 1 destructive action" in refused.stderr
+    assert fleet.statuses()["Machine/r01-node03"]["phase"] == "Pending"
+    assert fleet.observed("Machine/r01-node03")["params"]["os"] == "rhel-9"
+    healed = fleet.cli("apply", "--yes")
     assert healed.returncode == 0, healed.stdout + healed.stderr
     status = fleet.statuses()["Machine/r01-node03"]
     assert status["phase"] == "Ready"

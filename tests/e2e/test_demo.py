@@ -109,6 +109,12 @@ def test_demo_from_an_empty_folder_ends_ready_and_then_in_sync(tmp_path: Path) -
         for path, text in statuses.items():
             assert "phase: Ready" in text, (path, text)
         assert "reports/drift.json" in files
+        # The stand-in webhooks: one summary line per resource, not one per stage.
+        summaries = [x for x in first.stderr.splitlines() if x.startswith("  [demo webhooks] ")]
+        assert sorted(x.split()[2].rstrip(":") for x in summaries) == sorted(
+            p.removeprefix("status/").removesuffix(".yaml") for p in statuses
+        )
+        assert "[demo webhook /hooks" not in first.stderr
         assert json.loads(files["reports/drift.json"]) is not None
 
         second = run_demo(cwd)

@@ -54,12 +54,16 @@ MEANING: Mapping[str, str] = {
     "event_queue_size": "resources queued for targeted reconciles before events are shed",
     "operations_kept": "sync operations remembered for the API",
     "metrics_resource_series": "most per-resource metric series; above, aggregates only",
+    "owner": "who this controller is on what it owns (default: the repository's location)",
+    "trees_kept": "read-only revision trees kept for tasks that read repository files",
+    "max_body_bytes": "largest HTTP request body the API reads (413 above)",
     "config": "a YAML file holding any setting",
 }
 
 _SOURCE = (
     "repo",
     "branch",
+    "owner",
     "ref",
     "state_dir",
     "status_branch",
@@ -72,7 +76,7 @@ _SOURCE = (
     "git_insecure_skip_host_key_check",
     "config",
 )
-_WRITE = ("git_author_name", "git_author_email", "plan_branches")
+_WRITE = ("git_author_name", "git_author_email", "plan_branches", "trees_kept")
 
 READS: Mapping[str, tuple[str, ...]] = {
     "validate": (),

@@ -79,6 +79,10 @@ def apply_exit_code(result: CycleResult) -> int:
     # decommission, an action skipped (change window) or never started (stopped).
     if plan is not None and any(a.blocked for a in plan.actions):
         return EXIT_INCOMPLETE
+    # Runnable actions that did not run (the confirmation was refused): an orphan's
+    # decommission has no status saying Pending.
+    if plan is not None and result.execution is None and any(a.runnable for a in plan.actions):
+        return EXIT_INCOMPLETE
     if result.execution is not None and (
         result.execution.stopped
         or any(o.result == "skipped" for o in result.execution.outcomes.values())

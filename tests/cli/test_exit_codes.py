@@ -137,7 +137,7 @@ spec:
   type: http
   endpoint: http://127.0.0.1:{closed_port()}
   settings:
-    observe: {{url: "/machines/{{name}}", select: {{params.os: $.os}}}}
+    observe: {{url: "/machines/{{name}}", select: {{params.os: $.os, params.app: $.app}}}}
     maxRetries: 0
     timeout: 2s
 """
@@ -145,9 +145,10 @@ spec:
     done = fleet.run("apply")
     assert done.returncode == 1, done.stdout + done.stderr
     for status in tip_statuses(fleet).values():
+        assert status["phase"] == "Unknown"
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-        assert ready["status"] == "False"
-        assert "observation unknown" in ready["message"]
+        assert (ready["status"], ready["reason"]) == ("Unknown", "ObservationFailed")
+        assert "All connection attempts failed" in ready["message"]
 
 
 def test_apply_exits_1_when_the_repository_is_unreachable(tmp_path: Path) -> None:

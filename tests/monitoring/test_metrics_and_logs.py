@@ -150,7 +150,12 @@ def test_per_resource_series_are_capped(tmp_path: Path) -> None:
 
 def test_an_unreachable_repository_is_an_error_line_with_its_reason(tmp_path: Path) -> None:
     fleet = Fleet.create(tmp_path, dict(BASE_FILES))
-    with running(fleet, tmp_path, repo=str(tmp_path / "gone.git")) as (url, log):
+    # A remote nothing listens on (a local path that does not exist is refused at start).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    gone = f"git://127.0.0.1:{closed}/gone.git"
+    with running(fleet, tmp_path, repo=gone) as (url, log):
         line = wait_for_line(log, "cycle failed")
         text = scrape(url)
     assert line["level"] == "error"

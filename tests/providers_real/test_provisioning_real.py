@@ -421,7 +421,11 @@ spec:
         "policy.yaml",
         "apiVersion: reconciler/v1\nkind: Policy\nmetadata: {name: p}\nspec: {prune: true}\n",
     )
-    pruned = fleet.run("apply")
+    refused = fleet.run("apply")  # not on a terminal: destructive actions need --yes
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "apply refused: the plan holds 1 destructive action" in refused.stderr
+    assert set(api.widgets) == {"rack-r01-vlan", "rack-r02-vlan"}
+    pruned = fleet.run("apply", "--yes")
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
-    assert set(api.widgets) == {"rack-r01-vlan"}
+    assert set(api.widgets) == {"rack-r01-vlan"}, pruned.stdout + pruned.stderr
     assert TOKEN not in pruned.stdout + pruned.stderr

@@ -11,7 +11,8 @@ provider needs the same way and the simulator does not.
   the write is covered by each provider's own look-up (EC2 tags, REST
   `Idempotency-Key`, Redfish's observed power state).
 - `Gate`: the provider's declared limits (concurrency, requests per second) applied
-  to blocking library calls, which run in a thread (`asyncio.to_thread`).
+  to blocking library calls, which run in the gate's own thread pool, sized by the
+  provider's `limits.concurrency` (not asyncio's small default executor).
 - `tls_verify`: `spec.tls` as the libraries want it (True, False, or a CA bundle
   path); turning verification off is logged, every time a provider opens.
 - `credential`: a credential reference from `spec.credentials`, resolved (and so
@@ -21,11 +22,14 @@ provider needs the same way and the simulator does not.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -200,18 +204,29 @@ class KeyedLocks:
 
 
 class Gate:
-    """Bounds concurrent and per-second calls to one API; runs blocking calls in a thread."""
+    """Bounds concurrent and per-second calls to one API; runs blocking calls in threads.
 
-    def __init__(self, concurrency: int, rate_per_second: float | None) -> None:
+    The threads are the gate's own pool, as large as its concurrency: asyncio's default
+    executor holds min(32, CPUs + 4) threads for the whole process, which silently
+    capped a provider declared with `limits.concurrency: 50` at 6 calls in flight on
+    two cores, and let one provider's slow SDK calls starve another's. Threads start
+    when first needed; `close` lets them go.
+    """
+
+    def __init__(self, concurrency: int, rate_per_second: float | None, name: str = "") -> None:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._interval = 1.0 / rate_per_second if rate_per_second else 0.0
         self._next = 0.0
         self._rate_lock = asyncio.Lock()
+        self.concurrency = concurrency
+        self._pool = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"provider-{name or 'gate'}"
+        )
 
     @classmethod
     def from_context(cls, context: ProviderContext) -> Gate:
         limits = context.spec.limits
-        return cls(limits.concurrency, limits.rate_per_second)
+        return cls(limits.concurrency, limits.rate_per_second, name=context.name)
 
     async def _pace(self) -> None:
         if not self._interval:
@@ -231,9 +246,20 @@ class Gate:
             yield
 
     async def thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a worker thread, within the limits."""
+        """``fn(*args)`` in one of the gate's threads, within the limits (context
+        variables go along, as with `asyncio.to_thread`)."""
         async with self.slot():
-            return await asyncio.to_thread(fn, *args)
+            return await self.unlimited(fn, *args)
+
+    async def unlimited(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in one of the gate's threads, not counted against the rate (closing
+        sessions): the pool's size still bounds it."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def close(self) -> None:
+        """Let the threads go (calls in flight finish in the background)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def credential(context: ProviderContext, name: str, *, required: bool = False) -> str | None:

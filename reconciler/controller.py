@@ -40,6 +40,7 @@ from reconciler.diff import Diff, LastApplied
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
+from reconciler.execute.retention import Retention, apply_retention
 from reconciler.gates import PlanContext, plan_revision
 from reconciler.load import LoadResult
 from reconciler.observe import (
@@ -699,6 +700,10 @@ class Controller:
         await asyncio.to_thread(
             prune_trees, self.state_dir, keep=self.settings.trees_kept, needed=self._needed_trees()
         )
+        await asyncio.to_thread(  # journal plans, task logs, providers' operation records
+            apply_retention, self.state_dir, Retention.from_settings(self.settings),
+            now=now, statuses=statuses,
+        )  # fmt: skip
         final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
         self.last = final
         return final

@@ -20,7 +20,8 @@ Names (counters end in `_total` when rendered):
   `reconciler_last_reconciled_timestamp_seconds`
 - `reconciler_source_errors_total{reason}` — fetch or validation problems (last good stays)
 - `reconciler_webhooks_total{source,result}` — accepted / refused / ignored
-- `reconciler_notifications_total{event,result}` — sent / failed / repeated
+- `reconciler_notifications_total{event,result}` — sent / failed (sent again after the
+  next cycle) / refused (a 4xx) / dropped / repeated
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Metrics:
         )
         self.notifications = Counter(
             "reconciler_notifications",
-            "Notifications: sent, failed, or repeated (counted, not sent again)",
+            "Notifications: sent, failed (sent again later), refused, dropped, or repeated",
             ["event", "result"],
             registry=r,
         )

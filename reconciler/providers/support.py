@@ -9,7 +9,8 @@ provider needs the same way and the simulator does not.
   of asking the API a second time, and a restarted process can `poll` a journaled
   handle. Writes are single statements (atomic); a crash between the API call and
   the write is covered by each provider's own look-up (EC2 tags, REST
-  `Idempotency-Key`, Redfish's observed power state).
+  `Idempotency-Key`, Redfish's observed power state). Retention removes old
+  finished operations (`forget_finished`), never one a resumable plan may need.
 - `Gate`: the provider's declared limits (concurrency, requests per second) applied
   to blocking library calls, which run in the gate's own thread pool, sized by the
   provider's `limits.concurrency` (not asyncio's small default executor).
@@ -22,13 +23,14 @@ provider needs the same way and the simulator does not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -156,6 +158,30 @@ class OperationStore:
         self, record: OperationRecord, phase: OperationPhase, message: str = "", **data: Any
     ) -> OperationRecord:
         return self.put(replace(record, phase=phase, message=message, data={**record.data, **data}))
+
+    def forget_finished(self, *, before: float, keep: Collection[str] = ()) -> int:
+        """Remove operations that ended (succeeded, failed, cancelled) and started before
+        `before` (Unix time), but those whose idempotency key is in `keep`; how many.
+
+        Retention (`reconciler.execute.retention`): an operation still running, or one
+        a plan that may resume could ask for by its key, is never forgotten."""
+        done = tuple(p.value for p in OperationPhase if p.done)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                rows = self._db.execute(
+                    "SELECT operation_id, idempotency_key FROM operations WHERE started_at < ? "
+                    f"AND phase IN ({', '.join('?' * len(done))})",
+                    (before, *done),
+                ).fetchall()
+                gone = [(op,) for op, key in rows if key not in keep]
+                self._db.executemany("DELETE FROM operations WHERE operation_id = ?", gone)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise TemporaryError(f"operation records {self.path}: {exc}") from None
+        return len(gone)
 
     def close(self) -> None:
         with self._lock:

@@ -34,7 +34,7 @@ from typing import Any
 import pygit2
 
 from reconciler.approvals import Decision, approver_names
-from reconciler.branch_plans import PLANS_DIR, BranchPlan, patterns_of, plan_files, watched_branches
+from reconciler.branch_plans import PLANS_DIR, BranchPlans, patterns_of, watched_branches
 from reconciler.desired import Desired, ResolvedResource, subset
 from reconciler.diff import Diff, LastApplied
 from reconciler.errors import ReconcilerError
@@ -50,7 +50,7 @@ from reconciler.observe import (
     read_existing,
     write_existing,
 )
-from reconciler.plan import Plan, relative_to
+from reconciler.plan import Plan
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
 from reconciler.render import summary_line
@@ -166,6 +166,8 @@ class Controller:
         """The Desired set of the last cycle whose status commit was written."""
         self._full_at: float | None = None
         """When (monotonic) the last full cycle's status commit was written."""
+        self.branch_plans = BranchPlans()
+        """The watched branches' plan files, kept between cycles."""
 
     def close(self) -> None:
         self.journal.close()
@@ -246,46 +248,40 @@ class Controller:
     async def plan_branches(
         self, desired: Desired, previous: Mapping[str, ResourceStatus]
     ) -> dict[str, bytes] | None:
-        """`plans/<branch>.md` for the branches `plan_branches` watches (see branch_plans);
-        none watched: plans/ is emptied."""
+        """`plans/<branch>.md` for the branches `plan_branches` watches (see branch_plans:
+        the fleet observed once, a branch planned again only when its key moved); none
+        watched: plans/ is emptied."""
         patterns = patterns_of(self.settings.plan_branches)
-        if not patterns:
-            return {}
         branches = watched_branches(
             self.source.repo, patterns, exclude={self.settings.branch, self.writer.branch}
         )
         if not branches:
             return {}
-        base = desired.revision
-
         context = dataclasses.replace(
             self.plan_context(previous), rules_from=desired, status_branch=None
         )
 
-        async def plan_at(target: Desired) -> Plan:
-            observed = await observe_desired(
+        async def observe_now(target: Desired) -> ObservedState:
+            return await observe_desired(
                 target,
                 state_dir=self.state_dir,
                 repository=self.repository,
                 previous=self.existing,
                 remember=False,
             )
-            return plan_revision(context, target, observed, base=base)[1].plan
 
-        base_plan = await plan_at(desired)
+        def plan_at(target: Desired, observed: ObservedState) -> Plan:
+            return plan_revision(context, target, observed, base=desired.revision)[1].plan
 
-        async def plan_of(branch: str, head: str) -> BranchPlan:
-            common = {"branch": branch, "head": head, "base_branch": self.settings.branch}
-            loaded = self._load(head)
-            if loaded is None or loaded.desired is None:
-                errors = tuple(str(d) for d in loaded.diagnostics) if loaded else ("unreadable",)
-                return BranchPlan(**common, base=base, errors=errors)
-            target = dataclasses.replace(loaded.desired, revision=head)
-            return BranchPlan(
-                **common, base=base, plan=relative_to(await plan_at(target), base_plan)
-            )
-
-        return await plan_files(branches, plan_of)
+        return await self.branch_plans.files(
+            branches,
+            base=desired,
+            base_branch=self.settings.branch,
+            context=context,
+            observe=observe_now,
+            load=self._load,
+            plan=plan_at,
+        )
 
     async def execute(
         self,

@@ -4,7 +4,7 @@ Runs each benchmark module in its own process (so peak memory is per figure),
 then prints one table of the headline figures, each with its unit and the ratio
 to a reference measured in the same run (these machines are shared and noisy:
 ratios and medians, not single absolute times). Names are stable so figures can
-be tracked over time. `--quick` (under a minute on 2 cores) uses smaller
+be tracked over time. `--quick` (about a minute on 2 cores) uses smaller
 repositories; figure names then carry the size they were measured at.
 
 Nothing here fails on a timing: a benchmark that cannot run says why in its row.
@@ -42,6 +42,8 @@ STEPS = {
     "server": Step("bench.server_latency", (), ("--quick",)),
     "ansible": Step("bench.vs_ansible", (), ("--quick",)),
     "redact": Step("bench.redact", (), ("--repeat", "3")),
+    "notify": Step("bench.notify", ("-n", "4000"), ("-n", "4000", "--repeat", "1")),
+    "fairness": Step("bench.fairness", (), ("--repeat", "1")),
 }
 
 
@@ -157,6 +159,23 @@ def headline(results: dict[str, tuple[Any, float | None, str]], quick: bool) -> 
         f"a 200-character string with 10 secrets known ({few or 0:.2f} us); ratio target <= 1.5 "
         "(0.42 ms per string before one matcher)",
         per_string / few if per_string and few else None,
+    )
+    notify = get("notify", "notify_transitions_4k_s")
+    sends = get("notify", "notify_sends_alone_4k_s")
+    figures["notify_transitions_4k_s"] = _figure(
+        notify,
+        "s",
+        f"4,000 transitions in one cycle, one 127.0.0.1 target / the same 4,000 POSTs alone "
+        f"({sends or 0:.2f} s); 32-44 s before the ledger was written once per cycle",
+        notify / sends if notify and sends else None,
+    )
+    fairness = get("fairness", "fairness_fast_beside_slow_ratio")
+    figures["fairness_fast_beside_slow_ratio"] = _figure(
+        fairness,
+        "x",
+        "a fast provider's machines beside a slow provider's (concurrency 1) / alone; "
+        "target <= 2 (25 when tasks took the global slot first)",
+        fairness,
     )
     for step, (_data, _rss, error) in results.items():
         if error:

@@ -34,12 +34,13 @@ from typing import Any
 import pygit2
 
 from reconciler.approvals import Decision, approver_names
-from reconciler.branch_plans import PLANS_DIR, BranchPlan, patterns_of, plan_files, watched_branches
+from reconciler.branch_plans import PLANS_DIR, BranchPlans, patterns_of, watched_branches
 from reconciler.desired import Desired, ResolvedResource, subset
 from reconciler.diff import Diff, LastApplied
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease
+from reconciler.execute.retention import Retention, apply_retention
 from reconciler.gates import PlanContext, RulesVerdict, judge_rules, plan_revision
 from reconciler.load import LoadResult
 from reconciler.observe import (
@@ -49,7 +50,7 @@ from reconciler.observe import (
     read_existing,
     write_existing,
 )
-from reconciler.plan import Plan, relative_to
+from reconciler.plan import Plan
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
 from reconciler.render import summary_line
@@ -180,6 +181,8 @@ class Controller:
         """When (monotonic) the last full cycle's status commit was written."""
         self._timings: dict[str, float] = {}
         """This cycle's seconds per phase (`CycleResult.timings`)."""
+        self.branch_plans = BranchPlans()
+        """The watched branches' plan files, kept between cycles."""
 
     def close(self) -> None:
         self.journal.close()
@@ -290,49 +293,43 @@ class Controller:
     async def plan_branches(
         self, desired: Desired, previous: Mapping[str, ResourceStatus]
     ) -> dict[str, bytes] | None:
-        """`plans/<branch>.md` for the branches `plan_branches` watches (see branch_plans);
-        none watched: plans/ is emptied."""
+        """`plans/<branch>.md` for the branches `plan_branches` watches (see branch_plans:
+        the fleet observed once, a branch planned again only when its key moved); none
+        watched: plans/ is emptied."""
         patterns = patterns_of(self.settings.plan_branches)
-        if not patterns:
-            return {}
         branches = watched_branches(
             self.source.repo, patterns, exclude={self.settings.branch, self.writer.branch}
         )
         if not branches:
             return {}
-        base = desired.revision
-
         context = dataclasses.replace(self.plan_context(previous), status_branch=None)
         rules = self.rules_desired()
 
-        async def plan_at(target: Desired) -> Plan:
-            observed = await observe_desired(
+        async def observe_now(target: Desired) -> ObservedState:
+            return await observe_desired(
                 target,
                 state_dir=self.state_dir,
                 repository=self.repository,
                 previous=self.existing,
                 remember=False,
             )
+
+        def plan_at(target: Desired, observed: ObservedState) -> Plan:
             # Judged as it will be once merged: by the rules in force, the branch's own
             # changes to them only once approved.
             verdict = judge_rules(self.source.repo, rules, target)
             judged = dataclasses.replace(context, rules_from=verdict.rules, rules_note=verdict.note)
-            return plan_revision(judged, target, observed, base=base)[1].plan
+            return plan_revision(judged, target, observed, base=desired.revision)[1].plan
 
-        base_plan = await plan_at(desired)
-
-        async def plan_of(branch: str, head: str) -> BranchPlan:
-            common = {"branch": branch, "head": head, "base_branch": self.settings.branch}
-            loaded = self._load(head)
-            if loaded is None or loaded.desired is None:
-                errors = tuple(str(d) for d in loaded.diagnostics) if loaded else ("unreadable",)
-                return BranchPlan(**common, base=base, errors=errors)
-            target = dataclasses.replace(loaded.desired, revision=head)
-            return BranchPlan(
-                **common, base=base, plan=relative_to(await plan_at(target), base_plan)
-            )
-
-        return await plan_files(branches, plan_of)
+        return await self.branch_plans.files(
+            branches,
+            base=desired,
+            base_branch=self.settings.branch,
+            context=context,
+            observe=observe_now,
+            load=self._load,
+            plan=plan_at,
+        )
 
     async def execute(
         self,
@@ -786,6 +783,11 @@ class Controller:
             report=report,
             timings=dict(self._timings),
         )
+        await asyncio.to_thread(  # journal plans, task logs, providers' operation records
+            apply_retention, self.state_dir, Retention.from_settings(self.settings),
+            now=now, statuses=statuses,
+        )  # fmt: skip
+        final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
         self.last = final
         return final
 

@@ -20,7 +20,8 @@ Names (counters end in `_total` when rendered):
   `reconciler_last_reconciled_timestamp_seconds`
 - `reconciler_source_errors_total{reason}` — fetch or validation problems (last good stays)
 - `reconciler_webhooks_total{source,result}` — accepted / refused / ignored
-- `reconciler_notifications_total{event,result}` — sent / failed / repeated
+- `reconciler_notifications_total{event,result}` — sent / failed (sent again after the
+  next cycle) / refused (a 4xx) / dropped / repeated
 - `reconciler_resource_ready{kind,name,provider}` — 1 when the resource's Ready condition
   is True, else 0. Cardinality bound: one series per declared resource, for at most
   `metrics_resource_series` resources (setting, default 2000); with more declared, no
@@ -148,7 +149,7 @@ class Metrics:
         )
         self.notifications = Counter(
             "reconciler_notifications",
-            "Notifications: sent, failed, or repeated (counted, not sent again)",
+            "Notifications: sent, failed (sent again later), refused, dropped, or repeated",
             ["event", "result"],
             registry=r,
         )

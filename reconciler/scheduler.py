@@ -15,6 +15,10 @@ the controller is. Everything else only asks:
   resources are reconciled together (`Controller.reconcile_resources`). A cycle
   covers every resource waiting when it starts (an incremental one plans them
   too); after events were shed, the next cycle is a full one, which recovers them.
+- After a cycle whose fetch failed, scheduled cycles wait for the backoff the
+  source suggests (`SourceResult.retry_after`: exponential with jitter while the
+  remote is down, its cap, 5 minutes, while it refuses us), however short the
+  interval; a sync, a push webhook or a provider event do not wait.
 - `stop(reason)` — SIGTERM: no new work is taken, the executor stops at a task
   boundary (tasks in flight finish and are journaled), the running cycle ends,
   the worker exits; the next start resumes.
@@ -233,6 +237,8 @@ class Scheduler:
         self._shed_since_full = False
         """Events were shed: the next cycle is full, whatever changed, to recover them."""
         self._stopping: str | None = None
+        self._fetch_after: float | None = None
+        """After a failed fetch: scheduled cycles wait until then (the source's `retry_after`)."""
         self._controller: Controller | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -417,9 +423,20 @@ class Scheduler:
         except Exception as exc:  # a damaged mirror is the first cycle's problem
             log.warning("could not read the last status", error=REDACTOR.text(str(exc)))
 
+    def _backing_off(self) -> bool:
+        """Only the clock asks for the cycle wanted, and the last fetch failed less than its
+        `retry_after` ago: the remote is left alone until then (a person's sync, a push
+        webhook or the start of the controller do not wait)."""
+        if self._cycle_wanted is None or self._fetch_after is None:
+            return False
+        if self._clock() >= self._fetch_after:
+            return False
+        triggers = {op.trigger for op in map(self.operations.get, self._cycle_wanted) if op}
+        return triggers <= {"schedule"}
+
     def _next_job(self) -> CycleJob | set[str] | None:
         with self._lock:
-            if self._cycle_wanted is not None:
+            if self._cycle_wanted is not None and not self._backing_off():
                 ops, self._cycle_wanted = self._cycle_wanted, None
                 self._running = ops
                 covered = frozenset(self._pending)
@@ -440,10 +457,13 @@ class Scheduler:
 
     def _next_due(self) -> float | None:
         with self._lock:
-            if not self._pending:
+            due = [self._due(f, last) for f, last in self._pending.values()]
+            if self._backing_off():
+                assert self._fetch_after is not None
+                due.append(self._fetch_after)
+            if not due:
                 return None
-            soonest = min(self._due(f, last) for f, last in self._pending.values())
-        return max(0.0, soonest - self._clock())
+        return max(0.0, min(due) - self._clock())
 
     def _on_plan(self, plan: Plan) -> None:
         self.plan = plan
@@ -483,6 +503,7 @@ class Scheduler:
                 self._shed_since_full |= job.full  # still owed
         self.cycles_run += 1
         if result is not None:
+            self._back_off(result.source.retry_after)
             kind = "incremental" if result.incremental else "full"
             seconds = time.monotonic() - began
             errors.extend(self._absorb(result, kind, seconds))
@@ -506,6 +527,13 @@ class Scheduler:
         )
         if result is not None:
             await self._notify(before, result)
+
+    def _back_off(self, retry_after: float | None) -> None:
+        """A failed fetch says when to try the remote again: scheduled cycles wait for it."""
+        with self._lock:
+            self._fetch_after = None if retry_after is None else self._clock() + retry_after
+        if retry_after is not None:
+            log.info("fetch failed: scheduled cycles wait", seconds=round(retry_after, 1))
 
     async def _targeted(self, controller: Controller, keys: set[str]) -> None:
         before = dict(self.statuses)

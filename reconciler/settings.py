@@ -78,6 +78,17 @@ class Settings(BaseSettings):
         description="Materialized revision trees kept in the state directory (for tasks that "
         "read repository files); a revision an unfinished plan needs is always kept",
     )
+    plans_kept: int = Field(
+        default=100,
+        ge=0,
+        description="Finished plans kept in the journal (with their tasks and task logs) "
+        "beyond the retention period; plans not yet finished are always kept",
+    )
+    retention: Duration = Field(
+        default=7 * 86400.0,
+        description="Finished plans, their task logs and providers' finished operation records "
+        "newer than this are kept whatever their number",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1, description="Largest request body the API reads; 413 above"
     )

@@ -38,6 +38,10 @@ Acknowledge = Callable[[str], object]
 Progress = Callable[[int, str], object]
 """Called with ``(attempts so far, note)`` after a temporary failure or a changed poll note."""
 
+CancelOperation = Callable[[], Awaitable[str | None]]
+"""Called when a task's deadline passed: asks the remote to stop the operation the task
+started, and says what became of it (None: the task had no operation to cancel)."""
+
 
 @dataclass(frozen=True)
 class TaskContext:
@@ -47,6 +51,7 @@ class TaskContext:
     ``timeout`` (its whole budget: attempts, backoff and polling) bounds it too.
     `operation_id` comes from the journal when the task was already acknowledged
     before a restart: the runner then polls that operation instead of re-issuing.
+    `cancel_operation` is called once the deadline has passed (see `run_task`).
     """
 
     resource_key: str
@@ -66,6 +71,7 @@ class TaskContext:
     on_progress: Progress | None = None
     provider_action: ProviderAction | None = None
     observe: Observe | None = None
+    cancel_operation: CancelOperation | None = None
     http_client: httpx.AsyncClient | None = None
 
     def template_vars(self) -> TemplateVars:

@@ -10,8 +10,17 @@ Sits on `runners.run_journaled` (one task, crash-safe) and drives a whole plan:
   it depends on that is in the plan has succeeded (a stronger, faster form of
   the plan's waves); when one failed, its dependents are skipped, not run;
 - concurrency is bounded globally and per provider (the Provider's
-  `limits.concurrency`), counted in tasks in flight, long waits included;
+  `limits.concurrency`), counted in tasks in flight, long waits included; a task
+  takes its provider's slot before a global one, so a slow provider's queue never
+  holds global slots that another provider's tasks could use (no head-of-line
+  blocking across providers);
+- each plan's resources run in one structured task group: an exception escaping a
+  resource (a journal write, a task log, an event callback) becomes that
+  resource's failed outcome, its siblings carry on, and `execute()` returns only
+  once every resource has ended — nothing is left running detached;
 - destructive actions run only inside the policy's change windows;
+- a provider task that reaches its deadline asks the provider to cancel the
+  operation it started (`Provider.cancel`), and its task log says what came of it;
 - every task's idempotency key is derived from (execution id, resource, stage,
   point, task), so a restart after `kill -9` resumes: finished tasks are not run
   again, started ones are retried with the same key (providers deduplicate it);
@@ -33,6 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
+import structlog
+
 from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
 from reconciler.diff import MISSING, LastApplied, get_path, still_differing
 from reconciler.errors import ReconcilerError
@@ -43,14 +54,16 @@ from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
 from reconciler.observe import resource_ref
 from reconciler.plan import Operation, Plan, PlannedAction
-from reconciler.providers.base import ActionRequest, Provider, ResourceRef
-from reconciler.providers.operations import observe_one, run_action
+from reconciler.providers.base import ActionRequest, OperationHandle, Provider, ResourceRef
+from reconciler.providers.operations import cancel_operation, observe_one, run_action
 from reconciler.secret_check import environment as secret_environment
 from reconciler.secret_check import precheck
 from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
     import httpx
+
+log = structlog.get_logger("reconciler.execute")
 
 ResultKind = Literal["succeeded", "failed", "skipped"]
 EventSink = Callable[[dict[str, Any]], None]
@@ -160,8 +173,16 @@ class Executor:
         self._stop = reason
 
     def _emit(self, event: str, **fields: Any) -> None:
+        """Tell the caller (progress, metrics). A callback that raises fails the resource
+        the event is about (see `_Run.guarded`); use `_emit_safely` where none is."""
         if self.on_event is not None:
             self.on_event(REDACTOR.data({"event": event, **fields}))
+
+    def _emit_safely(self, event: str, **fields: Any) -> None:
+        try:
+            self._emit(event, **fields)
+        except Exception:  # a broken callback must not lose a plan's or a failure's result
+            log.exception("event callback failed", event_name=event)
 
     async def execute(self, plan: Plan, *, execution: str | None = None) -> ExecutionResult:
         """Run every runnable action of `plan`; `execution` resumes a journaled run."""
@@ -169,7 +190,7 @@ class Executor:
             execution = execution_id(plan, _now())
             self.journal.record_plan(execution, plan.revision, plan.to_json())
         actions = [a for a in plan.actions if a.runnable]
-        self._emit("plan.started", execution=execution, actions=len(actions))
+        self._emit_safely("plan.started", execution=execution, actions=len(actions))
         global_limit = asyncio.Semaphore(self.concurrency)
         provider_limits = {
             name: asyncio.Semaphore(spec.spec.limits.concurrency)
@@ -189,20 +210,18 @@ class Executor:
                     httpx.AsyncClient(limits=limits, follow_redirects=False)
                 )
             run = _Run(self, plan, execution, global_limit, provider_limits, client)
-
-            async def one(action: PlannedAction) -> None:
-                try:
-                    outcomes[action.key] = await run.resource(action, done, outcomes)
-                finally:
-                    done[action.key].set()
-
-            await asyncio.gather(*(one(a) for a in actions))
+            # Structured: leaving the group means every resource has ended; a cancelled
+            # execute() cancels and awaits them all. A resource never raises into the
+            # group (`_Run.guarded`), so one failing cannot cancel its siblings.
+            async with asyncio.TaskGroup() as group:
+                for action in actions:
+                    group.create_task(run.guarded(action, done, outcomes), name=action.key)
         stopped = self._stop
         if stopped:
             self.journal.supersede_plan(execution, stopped)
         elif self.finish:
             self.journal.finish_plan(execution)
-        self._emit(
+        self._emit_safely(
             "plan.finished",
             execution=execution,
             succeeded=sum(o.result == "succeeded" for o in outcomes.values()),
@@ -227,6 +246,32 @@ class Executor:
                     if any(t.type in CLIENT_TASK_TYPES for t in tasks.get(point, ())):
                         return True
         return False
+
+
+@dataclass
+class _Progress:
+    """How far one resource got: what a failure part-way (even an unexpected one) reports."""
+
+    started: str = ""
+    stage: str | None = None
+    task: str | None = None
+    records: list[TaskRecord] = field(default_factory=list)
+    stages_done: list[str] = field(default_factory=list)
+
+
+def _record(stage: str, point: str, task: str, result: TaskResult, began: str) -> TaskRecord:
+    return TaskRecord(
+        stage=stage,
+        point=point,
+        task=task,
+        result=result.status,
+        message=result.message,
+        started=began,
+        finished=_now(),
+        operation_id=result.operation_id,
+        log=result.log_path,
+        attempts=result.attempts,
+    )
 
 
 def _stage_params(resolved: ResolvedResource | None, stage: str) -> Mapping[str, Any]:
@@ -262,12 +307,70 @@ class _Run:
             if a.operation is Operation.CREATE and a.blocked
         }
 
+    async def guarded(
+        self,
+        action: PlannedAction,
+        done: Mapping[str, asyncio.Event],
+        outcomes: dict[str, ResourceOutcome],
+    ) -> None:
+        """One resource, start to end, in the plan's task group: whatever escapes it (a
+        journal write, a task log, an event callback) is its failed outcome, never its
+        siblings' problem. Its dependents are released however it ends."""
+        progress = _Progress()
+        try:
+            outcomes[action.key] = await self.resource(action, done, outcomes, progress)
+        except Exception as exc:
+            outcomes[action.key] = self._crashed(action, progress, exc)
+        finally:
+            done[action.key].set()
+
     async def resource(
         self,
         action: PlannedAction,
         done: Mapping[str, asyncio.Event],
         outcomes: Mapping[str, ResourceOutcome],
+        progress: _Progress | None = None,
     ) -> ResourceOutcome:
+        ex = self.executor
+        progress = progress if progress is not None else _Progress()
+        not_now = await self._wait_turn(action, done, outcomes)
+        if not_now is not None:
+            return not_now
+        provider = ex.providers.get(action.provider)
+        if provider is None:
+            return ResourceOutcome(
+                key=action.key,
+                operation=action.operation.value,
+                result="failed",
+                error=f"provider {action.provider!r} is not available",
+                reason="ProviderUnavailable",
+            )
+        progress.started = _now()
+        ex._emit("resource.started", resource=action.key, operation=action.operation.value)
+        resolved = ex.desired.resources.get(action.key)
+        if resolved is not None and action.operation is not Operation.DECOMMISSION:
+            missing = precheck(resolved, action.stages, secret_environment(ex.repo_dir))
+            if missing is not None:  # fail before the first stage, not at the one needing it
+                ex._emit("resource.finished", resource=action.key, result="failed")
+                return ResourceOutcome(
+                    key=action.key,
+                    operation=action.operation.value,
+                    result="failed",
+                    error=missing,
+                    reason="SecretUnavailable",
+                    started=progress.started,
+                    finished=_now(),
+                )
+        return await self._pipeline(action, resolved, provider, progress)
+
+    async def _wait_turn(
+        self,
+        action: PlannedAction,
+        done: Mapping[str, asyncio.Event],
+        outcomes: Mapping[str, ResourceOutcome],
+    ) -> ResourceOutcome | None:
+        """Wait for the resource's dependencies; a skipped outcome when it must not start
+        (a dependency did not succeed, a stop was asked for, its change window is closed)."""
         ex = self.executor
         for dep in action.depends_on:
             waiting = self.blocked_creates.get(dep)
@@ -282,74 +385,45 @@ class _Run:
         policy = ex.desired.policy
         if action.destructive and not in_change_window(policy.change_windows, ex.clock()):
             return self._skipped(action, "destructive action waits for a change window")
-        provider = ex.providers.get(action.provider)
-        if provider is None:
-            return ResourceOutcome(
-                key=action.key,
-                operation=action.operation.value,
-                result="failed",
-                error=f"provider {action.provider!r} is not available",
-                reason="ProviderUnavailable",
-            )
-        started = _now()
-        ex._emit("resource.started", resource=action.key, operation=action.operation.value)
-        resolved = ex.desired.resources.get(action.key)
-        if resolved is not None and action.operation is not Operation.DECOMMISSION:
-            missing = precheck(resolved, action.stages, secret_environment(ex.repo_dir))
-            if missing is not None:  # fail before the first stage, not at the one needing it
-                ex._emit("resource.finished", resource=action.key, result="failed")
-                return ResourceOutcome(
-                    key=action.key,
-                    operation=action.operation.value,
-                    result="failed",
-                    error=missing,
-                    reason="SecretUnavailable",
-                    started=started,
-                    finished=_now(),
-                )
+        return None
+
+    def _steps(
+        self, action: PlannedAction, resolved: ResolvedResource | None
+    ) -> tuple[list[tuple[str, str, int, Task]], ResourceRef]:
+        """The resource's tasks in run order as (stage, point, position, task), and its ref."""
         if action.operation is Operation.DECOMMISSION or resolved is None:
-            plan_stages: list[tuple[str, str, int, Task]] = [
-                ("decommission", "work", 0, DECOMMISSION_TASK)
-            ]
             ref = ResourceRef(kind=action.kind, name=action.name, key=action.key)
-        else:
-            by_name = {s.name: s for s in resolved.stages}
-            plan_stages = [
-                (stage, point, position, task)
-                for stage in action.stages
-                for point in TASK_POINTS
-                for position, task in enumerate(by_name[stage].tasks[point])
-            ]
-            ref = resource_ref(resolved)
-        records: list[TaskRecord] = []
-        stages_done: list[str] = []
+            return [("decommission", "work", 0, DECOMMISSION_TASK)], ref
+        by_name = {s.name: s for s in resolved.stages}
+        steps = [
+            (stage, point, position, task)
+            for stage in action.stages
+            for point in TASK_POINTS
+            for position, task in enumerate(by_name[stage].tasks[point])
+        ]
+        return steps, resource_ref(resolved)
+
+    async def _pipeline(
+        self,
+        action: PlannedAction,
+        resolved: ResolvedResource | None,
+        provider: Provider,
+        progress: _Progress,
+    ) -> ResourceOutcome:
+        """The resource's stages in order, each task at its turn; ends at the first failure."""
+        ex = self.executor
+        plan_stages, ref = self._steps(action, resolved)
         for index, (stage, point, position, task) in enumerate(plan_stages):
+            progress.stage, progress.task = stage, task.name
             if ex._stop:
-                return self._finish(
-                    action, "skipped", started, records, stages_done, reason=f"stopped: {ex._stop}"
-                )
+                return self._finish(action, "skipped", progress, reason=f"stopped: {ex._stop}")
             try:
                 result, began = await self._task(
                     action, resolved, ref, provider, stage, (point, position), task
                 )
             except _Stopped:
-                return self._finish(
-                    action, "skipped", started, records, stages_done, reason=f"stopped: {ex._stop}"
-                )
-            records.append(
-                TaskRecord(
-                    stage=stage,
-                    point=point,
-                    task=task.name,
-                    result=result.status,
-                    message=result.message,
-                    started=began,
-                    finished=_now(),
-                    operation_id=result.operation_id,
-                    log=result.log_path,
-                    attempts=result.attempts,
-                )
-            )
+                return self._finish(action, "skipped", progress, reason=f"stopped: {ex._stop}")
+            progress.records.append(_record(stage, point, task.name, result, began))
             if not result.ok:
                 ex._emit(
                     "task.failed",
@@ -358,36 +432,49 @@ class _Run:
                     task=task.name,
                     error=result.message,
                 )
-                return self._finish(
-                    action,
-                    "failed",
-                    started,
-                    records,
-                    stages_done,
-                    failed=(stage, task.name, result.message, result.log_path),
-                )
+                failed = (stage, task.name, result.message, result.log_path)
+                return self._finish(action, "failed", progress, failed=failed)
             last_of_stage = index + 1 == len(plan_stages) or plan_stages[index + 1][0] != stage
             if last_of_stage and resolved is not None:
                 problem = await self._check_converged(resolved, ref, provider, stage)
                 if problem is not None:
-                    records.append(problem)
+                    progress.records.append(problem)
                     ex._emit("task.failed", resource=action.key, stage=stage, task="converged",
                              error=problem.message)  # fmt: skip
-                    return self._finish(
-                        action,
-                        "failed",
-                        started,
-                        records,
-                        stages_done,
-                        failed=(stage, "converged", problem.message, None),
-                    )
+                    failed = (stage, "converged", problem.message, None)
+                    return self._finish(action, "failed", progress, failed=failed)
             if last_of_stage:
-                stages_done.append(stage)
+                progress.stages_done.append(stage)
                 if resolved is not None and action.operation is not Operation.DECOMMISSION:
                     self._record_stage(resolved, stage)
                 ex._emit("stage.done", resource=action.key, stage=stage)
         self._record_completed(action, resolved)
-        return self._finish(action, "succeeded", started, records, stages_done)
+        return self._finish(action, "succeeded", progress)
+
+    def _crashed(
+        self, action: PlannedAction, progress: _Progress, exc: Exception
+    ) -> ResourceOutcome:
+        """The failed outcome of a resource something unexpected escaped from."""
+        message = REDACTOR.text(f"internal error: {type(exc).__name__}: {exc}")
+        log.error(
+            "resource failed with an internal error",
+            resource=action.key,
+            stage=progress.stage,
+            task=progress.task,
+            error=message,
+            exc_info=exc,
+        )
+        failed = (progress.stage or "-", progress.task or "-", message, None)
+        self.executor._emit_safely(
+            "task.failed",
+            resource=action.key,
+            stage=failed[0],
+            task=failed[1],
+            error=message,
+        )
+        return self._finish(
+            action, "failed", progress, failed=failed, reason="ExecutionError", safely=True
+        )
 
     async def _check_converged(
         self, resolved: ResolvedResource, ref: ResourceRef, provider: Provider, stage: str
@@ -454,26 +541,26 @@ class _Run:
         self,
         action: PlannedAction,
         result: ResultKind,
-        started: str,
-        records: list[TaskRecord],
-        stages_done: list[str],
+        progress: _Progress,
         *,
         failed: tuple[str, str, str, str | None] | None = None,
         reason: str = "",
+        safely: bool = False,
     ) -> ResourceOutcome:
-        self.executor._emit("resource.finished", resource=action.key, result=result)
+        emit = self.executor._emit_safely if safely else self.executor._emit
+        emit("resource.finished", resource=action.key, result=result)
         return ResourceOutcome(
             key=action.key,
             operation=action.operation.value,
             result=result,
-            stages_done=tuple(stages_done),
+            stages_done=tuple(progress.stages_done),
             failed_stage=failed[0] if failed else None,
             failed_task=failed[1] if failed else None,
             error=failed[2] if failed else None,
             log=failed[3] if failed else None,
             reason=reason,
-            tasks=tuple(records),
-            started=started,
+            tasks=tuple(progress.records),
+            started=progress.started,
             finished=_now(),
         )
 
@@ -495,6 +582,8 @@ class _Run:
             self.execution, action.key, stage, task.name, point=f"{point}#{position}"
         )
 
+        started: list[OperationHandle] = []  # the operation this task's action started
+
         async def provider_action(
             name: str, args: Mapping[str, Any], idem: str
         ) -> Mapping[str, Any]:
@@ -502,12 +591,20 @@ class _Run:
             # error) is polled, never issued again; one not yet acknowledged is
             # issued again under the same key.
             request = ActionRequest(action=name, resource=ref, idempotency_key=idem, args=args)
+
+            def acknowledged(op: str) -> None:
+                started[:] = [OperationHandle(provider.name, op, idem, ref.key, name)]
+                ex.journal.mark_acknowledged(idem, op)
+
             return await run_action(
                 provider,
                 request,
                 operation_id=ex.journal.acknowledged_operation(idem),
-                on_acknowledged=lambda op: ex.journal.mark_acknowledged(idem, op),
+                on_acknowledged=acknowledged,
             )
+
+        async def cancel() -> str | None:
+            return await cancel_operation(provider, started[-1]) if started else None
 
         async def observe() -> Mapping[str, Any]:
             return await observe_one(provider, ref)
@@ -525,10 +622,13 @@ class _Run:
             repo_dir=ex.repo_dir,
             provider_action=provider_action,
             observe=observe,
+            cancel_operation=cancel,
             http_client=self.client,
         )
         limit = self.provider_limits.get(action.provider)
-        async with self.global_limit, limit or contextlib.nullcontext():
+        # The provider's slot first: a task queued behind its own provider's limit holds
+        # no global slot, so it never keeps another provider's tasks waiting.
+        async with limit or contextlib.nullcontext(), self.global_limit:
             if ex._stop:  # requested while this task waited for its slot
                 raise _Stopped(ex._stop)
             ex._emit("task.started", resource=action.key, stage=stage, point=point, task=task.name)

@@ -8,7 +8,10 @@ the per-type runners in `reconciler.execute.tasks`. The flow for one task:
 2. the runner's attempt is called under `with_retries` (temporary → backoff,
    waiting → poll again, permanent → stop), each call bounded by the deadline;
 3. whatever happens, a `TaskResult` comes back — a failure is a value, not an
-   exception (only cancellation propagates) — with secrets redacted.
+   exception (only cancellation propagates) — with secrets redacted;
+4. a task that ran out of time asks the remote to cancel the operation it started
+   (``ctx.cancel_operation``: the provider's `cancel`), and its log and message say
+   whether it was cancelled, cannot be, or may still complete.
 
 `run_journaled` wraps it with the journal's crash semantics (see `journal.py`).
 """
@@ -131,12 +134,29 @@ async def run_task(
             message = run.describe_deadline(loop.time() - started)
             if isinstance(exc.last, TemporaryError):
                 message += f"; last error: {exc.last}"
+        if exc.reason == "deadline" or isinstance(exc.last, DeadlineExceeded):
+            message += await _cancel_remote(ctx)
         return result("failed", message, {}, exc.attempts)
     except ReconcilerError as exc:  # a runner bug that raised outside the retry loop
         return result("failed", str(exc), {}, 1)
     except Exception as exc:  # an unexpected bug must not take the whole plan down
         return result("failed", f"internal error: {type(exc).__name__}: {exc}", {}, 1)
     return result("succeeded", outcome.message, outcome.outputs, attempts)
+
+
+async def _cancel_remote(ctx: TaskContext) -> str:
+    """Past its deadline, a task does not leave its remote operation running unseen: the
+    provider is asked to cancel it, and the log and the message say what became of it."""
+    if ctx.cancel_operation is None:
+        return ""
+    try:
+        note = await ctx.cancel_operation()
+    except Exception as exc:  # the task has failed already; this only adds to its story
+        note = f"cancelling the remote operation failed: {type(exc).__name__}: {exc}"
+    if not note:
+        return ""
+    ctx.log.event(f"deadline reached: {note}")
+    return f"; {note}"
 
 
 async def run_journaled(

@@ -1,8 +1,9 @@
 """The EC2 provider: cloud instances on AWS, or any EC2-compatible API, through boto3.
 
 An edge of the flow (behind `reconciler.providers.base.Provider`), for `Instance`
-resources. boto3 calls block: each runs in a worker thread within the provider's
-declared limits. botocore exceptions become `reconciler.errors` here and nowhere
+resources. boto3 calls block: each runs in a thread of the provider's own pool
+(`support.Gate`, as many threads as its `limits.concurrency`) within its declared
+limits. botocore exceptions become `reconciler.errors` here and nowhere
 else (throttling, 5xx, capacity and unreachable endpoints: `TemporaryError`;
 refused credentials, invalid parameters: `PermanentError`).
 
@@ -674,6 +675,7 @@ class Ec2Provider:
         clients, self._clients = self._clients, {}
         for client in clients.values():
             client.close()
+        self._gate.close()
         self._store.close()
 
 

@@ -1,10 +1,11 @@
 """Provider calls as the executor's task callbacks: an action run to completion, one observe.
 
 Sits between execute (whose provider and wait-for tasks take
-``provider_action(action, args, idempotency_key)`` and ``observe()`` callbacks,
-see `reconciler.execute.context`) and a `Provider`. "200 OK is not request
-complete": `run_action` starts the action, reports the acknowledgement, and polls
-the operation until it is done.
+``provider_action(action, args, idempotency_key)``, ``observe()`` and
+``cancel_operation()`` callbacks, see `reconciler.execute.context`) and a
+`Provider`. "200 OK is not request complete": `run_action` starts the action,
+reports the acknowledgement, and polls the operation until it is done;
+`cancel_operation` asks the provider to stop one a task gave up on.
 """
 
 from __future__ import annotations
@@ -89,6 +90,28 @@ async def run_action(
             poll_interval = min(poll_interval * 1.5, max_poll_interval)
         last_progress = progress
         await sleep(delay)
+
+
+CANCEL_TIMEOUT = 30.0
+"""How long a provider's `cancel` may take before the caller stops waiting for it."""
+
+
+async def cancel_operation(
+    provider: Provider, handle: OperationHandle, *, timeout: float = CANCEL_TIMEOUT
+) -> str:
+    """Ask `provider` to stop an operation the caller gives up on (its deadline passed);
+    what became of it, in words for a task log. Never raises but for cancellation."""
+    what = f"operation {handle.operation_id} ({handle.action} on {handle.key})"
+    try:
+        async with asyncio.timeout(timeout):
+            cancelled = await provider.cancel(handle)
+    except TimeoutError:
+        return f"provider {provider.name} did not answer the cancel of {what} within {timeout:g}s"
+    except Exception as exc:  # the provider's own words, whatever it raised
+        return f"provider {provider.name} could not cancel {what}: {exc}"
+    if cancelled:
+        return f"{what} cancelled through provider {provider.name}"
+    return f"provider {provider.name} cannot cancel {what}: it may still complete"
 
 
 async def observe_one(provider: Provider, ref: ResourceRef) -> Mapping[str, Any]:

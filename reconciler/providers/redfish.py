@@ -2,9 +2,10 @@
 
 An edge of the flow (behind `reconciler.providers.base.Provider`), for `Machine`
 resources. It speaks Redfish with sushy (OpenStack Ironic's own client), whose
-calls block: each runs in a worker thread (`asyncio.to_thread`) within the
-provider's declared limits. sushy exceptions become `reconciler.errors` here and
-nowhere else; every message passes through the secret redactor.
+calls block: each runs in a thread of the provider's own pool (`support.Gate`,
+as many threads as its `limits.concurrency`) within its declared limits. sushy
+exceptions become `reconciler.errors` here and nowhere else; every message passes
+through the secret redactor.
 
 Where a machine is: its ``bmc.address`` (a BMC per machine, the usual case:
 iDRAC, iLO, XClarity), else the provider's ``endpoint`` (one service for many
@@ -763,9 +764,10 @@ class RedfishProvider:
         clients, self._clients = self._clients, {}
         for client in clients.values():
             try:
-                await asyncio.to_thread(_logout, client)
+                await self._gate.unlimited(_logout, client)
             except Exception as exc:  # a session the BMC already dropped
                 log.debug("redfish session close failed", error=scrub(exc))
+        self._gate.close()
         self._store.close()
 
 

@@ -9,9 +9,11 @@ provider needs the same way and the simulator does not.
   of asking the API a second time, and a restarted process can `poll` a journaled
   handle. Writes are single statements (atomic); a crash between the API call and
   the write is covered by each provider's own look-up (EC2 tags, REST
-  `Idempotency-Key`, Redfish's observed power state).
+  `Idempotency-Key`, Redfish's observed power state). Retention removes old
+  finished operations (`forget_finished`), never one a resumable plan may need.
 - `Gate`: the provider's declared limits (concurrency, requests per second) applied
-  to blocking library calls, which run in a thread (`asyncio.to_thread`).
+  to blocking library calls, which run in the gate's own thread pool, sized by the
+  provider's `limits.concurrency` (not asyncio's small default executor).
 - `tls_verify`: `spec.tls` as the libraries want it (True, False, or a CA bundle
   path); turning verification off is logged, every time a provider opens.
 - `credential`: a credential reference from `spec.credentials`, resolved (and so
@@ -21,11 +23,15 @@ provider needs the same way and the simulator does not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -153,6 +159,30 @@ class OperationStore:
     ) -> OperationRecord:
         return self.put(replace(record, phase=phase, message=message, data={**record.data, **data}))
 
+    def forget_finished(self, *, before: float, keep: Collection[str] = ()) -> int:
+        """Remove operations that ended (succeeded, failed, cancelled) and started before
+        `before` (Unix time), but those whose idempotency key is in `keep`; how many.
+
+        Retention (`reconciler.execute.retention`): an operation still running, or one
+        a plan that may resume could ask for by its key, is never forgotten."""
+        done = tuple(p.value for p in OperationPhase if p.done)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                rows = self._db.execute(
+                    "SELECT operation_id, idempotency_key FROM operations WHERE started_at < ? "
+                    f"AND phase IN ({', '.join('?' * len(done))})",
+                    (before, *done),
+                ).fetchall()
+                gone = [(op,) for op, key in rows if key not in keep]
+                self._db.executemany("DELETE FROM operations WHERE operation_id = ?", gone)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise TemporaryError(f"operation records {self.path}: {exc}") from None
+        return len(gone)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -200,18 +230,29 @@ class KeyedLocks:
 
 
 class Gate:
-    """Bounds concurrent and per-second calls to one API; runs blocking calls in a thread."""
+    """Bounds concurrent and per-second calls to one API; runs blocking calls in threads.
 
-    def __init__(self, concurrency: int, rate_per_second: float | None) -> None:
+    The threads are the gate's own pool, as large as its concurrency: asyncio's default
+    executor holds min(32, CPUs + 4) threads for the whole process, which silently
+    capped a provider declared with `limits.concurrency: 50` at 6 calls in flight on
+    two cores, and let one provider's slow SDK calls starve another's. Threads start
+    when first needed; `close` lets them go.
+    """
+
+    def __init__(self, concurrency: int, rate_per_second: float | None, name: str = "") -> None:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._interval = 1.0 / rate_per_second if rate_per_second else 0.0
         self._next = 0.0
         self._rate_lock = asyncio.Lock()
+        self.concurrency = concurrency
+        self._pool = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"provider-{name or 'gate'}"
+        )
 
     @classmethod
     def from_context(cls, context: ProviderContext) -> Gate:
         limits = context.spec.limits
-        return cls(limits.concurrency, limits.rate_per_second)
+        return cls(limits.concurrency, limits.rate_per_second, name=context.name)
 
     async def _pace(self) -> None:
         if not self._interval:
@@ -231,9 +272,20 @@ class Gate:
             yield
 
     async def thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a worker thread, within the limits."""
+        """``fn(*args)`` in one of the gate's threads, within the limits (context
+        variables go along, as with `asyncio.to_thread`)."""
         async with self.slot():
-            return await asyncio.to_thread(fn, *args)
+            return await self.unlimited(fn, *args)
+
+    async def unlimited(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in one of the gate's threads, not counted against the rate (closing
+        sessions): the pool's size still bounds it."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def close(self) -> None:
+        """Let the threads go (calls in flight finish in the background)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def credential(context: ProviderContext, name: str, *, required: bool = False) -> str | None:

@@ -22,7 +22,8 @@ turns them into one commit and pushes it. Its rules:
   the new tip (our files applied on top of theirs) and pushed again, up to
   `max_attempts`; never forced, so nobody's commit is lost. A refusal with no
   remote movement (a pre-receive hook, a protected branch) is a PermanentError
-  carrying the server's message.
+  carrying the server's message; when the fetch that would tell fails (the
+  network), it is a TemporaryError: not knowing is not a refusal.
 
 `is_own_commit` tells the controller's commits apart (its identity, touching only
 its folders), so they are never taken for a change of declared state.
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING
 import pygit2
 from pygit2.enums import FileMode
 
-from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
+from reconciler.errors import PermanentError, TemporaryError
 from reconciler.source.mirror import Mirror
 from reconciler.source.tree import changed_paths
 
@@ -182,14 +183,27 @@ class StatusWriter:
             repo.references.create(OUTGOING_REF, commit, force=True)
             try:
                 outcome = self.mirror.push(OUTGOING_REF, self.ref)
-            except TemporaryError:
-                if not self._remote_moved(tip):
+            except TemporaryError as pushing:
+                try:
+                    moved = self._remote_moved(tip)
+                except TemporaryError:
+                    raise pushing from None  # still down: the push's own error says it
+                if not moved:
                     raise
                 continue
             if outcome.accepted:
                 repo.references.create(self.ref, commit, force=True)
                 return WriteResult(str(commit), self.branch, attempt)
-            if not self._remote_moved(tip):
+            try:
+                moved = self._remote_moved(tip)
+            except TemporaryError as exc:
+                # A refusal is only a refusal once the branch is known not to have moved.
+                raise TemporaryError(
+                    f"push of status commit to {self.branch} was not accepted "
+                    f"({outcome.message}), and whether the branch moved could not be "
+                    f"checked: {exc}"
+                ) from None
+            if not moved:
                 raise PermanentError(
                     f"push of status commit to {self.branch} refused by "
                     f"{self.mirror.access.display_url}: {outcome.message}"
@@ -203,11 +217,10 @@ class StatusWriter:
         return ref.peel(pygit2.Commit) if ref is not None else None
 
     def _remote_moved(self, tip: pygit2.Commit | None) -> bool:
-        """Fetch; did the status branch move away from the tip we built on?"""
-        try:
-            self.mirror.fetch()
-        except ReconcilerError:
-            return False
+        """Fetch; did the status branch move away from the tip we built on? A fetch that
+        fails raises its error (a network error is a `TemporaryError`): not knowing is
+        not "it did not move"."""
+        self.mirror.fetch()
         now = self._tip()
         return (now.id if now else None) != (tip.id if tip else None)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -72,6 +74,26 @@ def test_gate_spaces_calls_by_the_declared_rate() -> None:
         return time.monotonic() - began
 
     assert asyncio.run(run()) >= 0.19  # five calls at 20/s: four gaps of 50 ms
+
+
+def test_gate_runs_as_many_blocking_calls_at_once_as_its_concurrency() -> None:
+    # Blocking SDK calls (sushy, boto3) in the gate's own pool: asyncio's default executor
+    # (min(32, CPUs + 4) threads) would leave some of them waiting, and the barrier break.
+    size = (os.cpu_count() or 1) + 5 + 8
+    gate = Gate(concurrency=size, rate_per_second=None, name="bmc")
+    barrier = threading.Barrier(size, timeout=10)
+
+    async def run() -> list[str]:
+        return await asyncio.gather(
+            *(gate.thread(lambda: (barrier.wait(), threading.current_thread().name)[1])
+              for _ in range(size))
+        )  # fmt: skip
+
+    try:
+        names = asyncio.run(run())
+    finally:
+        gate.close()
+    assert len(set(names)) == size and all(n.startswith("provider-bmc") for n in names)
 
 
 def test_tls_failures_are_recognised_through_the_cause_chain() -> None:

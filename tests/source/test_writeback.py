@@ -7,10 +7,10 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.errors import PermanentError
+from reconciler.errors import PermanentError, TemporaryError
 from reconciler.source import DeclaredSource, StatusWriter
 from reconciler.source.writeback import check_path, format_message, parse_trailers
-from tests.servers.git import Server, git
+from tests.servers.git import DaemonControl, Server, git
 from tests.source.conftest import provider, seeded, source_for
 
 STATUS = "reconciler/status"
@@ -194,3 +194,24 @@ def test_a_first_cycle_of_many_resources_pushes_every_file(
     assert not writer.write(files, message="cycle 3").changed
     for repo in (source.mirror.path, daemon.bare):
         git("fsck", "--full", "--no-dangling", cwd=repo)
+
+
+def test_a_refused_push_whose_recheck_hits_a_network_error_is_temporary(
+    restartable_daemon: DaemonControl, human_factory, tmp_path: Path
+) -> None:
+    # The hook refuses the push and takes the daemon down with it: the fetch that would
+    # tell whether the branch moved meets a closed port. Not knowing is not a refusal.
+    daemon = restartable_daemon.server
+    source = ready_source(daemon, human_factory, tmp_path)
+    hook = daemon.bare / "hooks" / "pre-receive"
+    pid = restartable_daemon.procs[0].pid
+    hook.write_text(f"#!/bin/sh\nkill {pid}\necho 'try later' >&2\nexit 1\n", encoding="utf-8")
+    hook.chmod(0o755)
+    writer = StatusWriter(source.mirror)
+
+    with pytest.raises(TemporaryError) as caught:
+        writer.write({"status/Provider/p0.yaml": b"phase: Ready\n"}, message="status")
+    message = str(caught.value)
+    assert "whether the branch moved could not be checked" in message
+    assert "refused by" not in message
+    assert git("branch", "--list", STATUS, cwd=daemon.bare) == ""

@@ -57,6 +57,8 @@ MEANING: Mapping[str, str] = {
     "owner": "who this controller is on what it owns (default: the repository's location)",
     "trees_kept": "read-only revision trees kept for tasks that read repository files",
     "max_body_bytes": "largest HTTP request body the API reads (413 above)",
+    "plans_kept": "finished plans kept in the journal (with their tasks and task logs)",
+    "retention": "finished plans, task logs and operation records younger than this are kept",
     "config": "a YAML file holding any setting",
 }
 
@@ -76,7 +78,14 @@ _SOURCE = (
     "git_insecure_skip_host_key_check",
     "config",
 )
-_WRITE = ("git_author_name", "git_author_email", "plan_branches", "trees_kept")
+_WRITE = (
+    "git_author_name",
+    "git_author_email",
+    "plan_branches",
+    "trees_kept",
+    "plans_kept",
+    "retention",
+)
 
 READS: Mapping[str, tuple[str, ...]] = {
     "validate": (),

@@ -776,6 +776,10 @@ class Controller:
         await asyncio.to_thread(
             prune_trees, self.state_dir, keep=self.settings.trees_kept, needed=self._needed_trees()
         )
+        await asyncio.to_thread(  # journal plans, task logs, providers' operation records
+            apply_retention, self.state_dir, Retention.from_settings(self.settings),
+            now=now, statuses=statuses,
+        )  # fmt: skip
         final = dataclasses.replace(
             result,
             statuses=statuses,
@@ -783,11 +787,6 @@ class Controller:
             report=report,
             timings=dict(self._timings),
         )
-        await asyncio.to_thread(  # journal plans, task logs, providers' operation records
-            apply_retention, self.state_dir, Retention.from_settings(self.settings),
-            now=now, statuses=statuses,
-        )  # fmt: skip
-        final = dataclasses.replace(result, statuses=statuses, written=written, report=report)
         self.last = final
         return final
 

@@ -310,6 +310,13 @@ def apply(
             "without it)",
         ),
     ] = False,
+    grace: Annotated[
+        str,
+        typer.Option(
+            help="On SIGTERM/SIGINT, how long tasks in flight may finish before the stop is "
+            "immediate (a second signal stops at once)",
+        ),
+    ] = "30s",
     repo: Repo = None,
     branch: Branch = None,
     state_dir: StateDir = None,
@@ -335,7 +342,14 @@ def apply(
         config=config,
     )
     _need_repo(settings)
-    raise typer.Exit(run_apply(settings, yes=yes, ask=True))
+    from reconciler.model.common import parse_duration
+
+    try:
+        grace_seconds = parse_duration(grace)
+    except ValueError as exc:
+        typer.echo(f"reconciler: --grace: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    raise typer.Exit(run_apply(settings, yes=yes, ask=True, grace=grace_seconds))
 
 
 @app.command(epilog=epilog("run"))

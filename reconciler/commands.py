@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from reconciler.transitions import failed_stages, records_from_statuses
 
 EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 FAILED_PHASES = frozenset({"Failed", "Unknown"})
 WAITING_PHASES = frozenset({"Stalled", "Pending", "Provisioning"})
@@ -218,8 +220,15 @@ def _print_cycle(result: CycleResult, *, failures_shown: bool = False) -> None:
         print(f"source: {source.stale.reason}: {source.stale.message}", file=sys.stderr)
         for diagnostic in source.diagnostics:
             print(str(diagnostic), file=sys.stderr)
+    if result.resume_error is not None:
+        print(f"reconciler: {result.resume_error}", file=sys.stderr)
     if result.resumed is not None:
         print(f"resumed an unfinished plan ({len(result.resumed.outcomes)} resources)")
+    for earlier, _revision in result.earlier:
+        print(
+            f"reported a plan that ended before from the journal "
+            f"({len(earlier.outcomes)} resources; nothing ran again)"
+        )
     if result.execution is not None:
         for outcome in result.execution.outcomes.values():
             if failures_shown:  # the live view showed each failure and skip as it happened
@@ -295,7 +304,12 @@ def confirmer(*, yes: bool, interactive: bool) -> Callable[[Plan], bool]:
 
 
 def run_apply(
-    settings: Settings, *, quiet: bool = False, yes: bool = False, ask: bool = False
+    settings: Settings,
+    *,
+    quiet: bool = False,
+    yes: bool = False,
+    ask: bool = False,
+    grace: float = 30.0,
 ) -> int:
     """One cycle, shown; its exit code (`apply_exit_code`). `ask`: confirm destructive
     actions first (on a terminal; off one they are refused unless `yes`)."""
@@ -309,12 +323,13 @@ def run_apply(
     gc.set_threshold(20_000, *thresholds[1:])
     confirm = confirmer(yes=yes, interactive=sys.stdin.isatty()) if ask else None
     progress = Progress()
+    stop = StopRequest(grace, in_flight=progress.in_flight)
     try:
         show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
         with Controller(
             settings, on_event=progress, on_plan=show_plan, confirm=confirm
         ) as controller:
-            result = asyncio.run(controller.cycle())
+            result = asyncio.run(stop.run(controller))
     except (LeaseHeld, ReconcilerError) as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -325,9 +340,90 @@ def run_apply(
         progress.stop()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+    if result is None:  # stopped at once: tasks in flight were cut off
+        progress.interrupted(Path(settings.state_dir))
+        return stop.exit_code
     if not quiet:
         _print_cycle(result, failures_shown=progress.shown)
+    if stop.signal is not None:
+        _print_stopped(result, stop.signal)
+        return stop.exit_code
     return apply_exit_code(result)
+
+
+class StopRequest:
+    """SIGTERM and SIGINT during `apply`, as `run` treats them: no new task starts; tasks
+    in flight finish (and are journaled) for up to `grace` seconds, then the status is
+    written; a second signal, or the grace running out, stops at once. Either way the
+    next run resumes the plan with its own idempotency keys."""
+
+    def __init__(self, grace: float, in_flight: Callable[[], list[str]] = list) -> None:
+        self.grace = grace
+        self.in_flight = in_flight
+        self.signal: str | None = None
+        self.forced = False
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.signal == "SIGTERM" else EXIT_INTERRUPTED
+
+    async def run(self, controller: Controller) -> CycleResult | None:
+        loop = asyncio.get_running_loop()
+        cycle = asyncio.ensure_future(controller.cycle())
+
+        def force() -> None:
+            if not cycle.done():
+                self.forced = True
+                cycle.cancel()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if self.signal is not None:
+                force()  # a second signal: at once
+                return
+            self.signal = sig.name
+            controller.request_stop(sig.name)
+            flying = self.in_flight()
+            print(
+                f"\n{sig.name}: no new tasks start; tasks in flight may finish for "
+                f"{self.grace:g}s (signal again to stop at once)\n"
+                + ("in flight: " + "; ".join(flying) if flying else "in flight: nothing"),
+                file=sys.stderr,
+                flush=True,
+            )
+            loop.call_later(self.grace, force)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await cycle
+        except asyncio.CancelledError:
+            if not self.forced:
+                raise
+            return None
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+def _print_stopped(result: CycleResult, name: str) -> None:
+    """What a graceful stop left, and how the next run picks it up."""
+    execution = result.execution or result.resumed
+    left = (
+        [o.key for o in execution.outcomes.values() if o.result == "skipped"] if execution else []
+    )
+    print(
+        f"stopped by {name}: tasks in flight finished and were journaled; "
+        f"{len(left)} resource(s) not finished"
+        + (f" ({', '.join(left[:5])}{', …' if len(left) > 5 else ''})" if left else ""),
+        file=sys.stderr,
+    )
+    if execution is not None:
+        print(
+            f"next: `reconciler apply` (or `run`) resumes plan {execution.execution_id[:12]} "
+            "first, with its own idempotency keys: nothing finished runs again",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # --- status -----------------------------------------------------------------------------

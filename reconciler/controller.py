@@ -39,7 +39,7 @@ from reconciler.desired import Desired, ResolvedResource, subset
 from reconciler.diff import Diff, LastApplied
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
-from reconciler.execute.journal import Journal, Lease
+from reconciler.execute.journal import Journal, Lease, PlanRow
 from reconciler.execute.retention import Retention, apply_retention
 from reconciler.gates import PlanContext, RulesVerdict, judge_rules, plan_revision
 from reconciler.load import LoadResult
@@ -67,7 +67,7 @@ from reconciler.source.readback import (
 )
 from reconciler.source.worktree import materialize, prune_trees
 from reconciler.source.writeback import WriteResult
-from reconciler.status import ResourceStatus
+from reconciler.status import ResourceStatus, set_condition
 from reconciler.transitions import (
     audit_records,
     controller_conditions,
@@ -76,6 +76,11 @@ from reconciler.transitions import (
     records_from_statuses,
     refreshed_records,
 )
+
+
+class ResumeDeferred(ReconcilerError):
+    """An interrupted plan cannot be resumed now (a passing failure): nothing new runs."""
+
 
 RULES_REVISION = "rules_revision"
 """The journal fact naming the revision whose approval rules are in force."""
@@ -101,6 +106,11 @@ class CycleResult:
     """`plans/<branch>.md` of the watched branches; None: not computed, plans/ kept."""
     held: Mapping[str, datetime] = field(default_factory=dict)
     """Failed resources this cycle left alone, and when scheduled cycles try them again."""
+    resume_error: str | None = None
+    """Why an interrupted plan could not be resumed this cycle (nothing new ran)."""
+    earlier: tuple[tuple[ExecutionResult, str | None], ...] = ()
+    """Plans that ended before this cycle (a failed status push, a crash after their
+    last task) and are reported by its commit, with their revisions, in order."""
     scope: Scope | FullCycle | None = None
     """What the cycle planned: the resources of an incremental one (`reconciler.scope`),
     or why it planned everything; None for a targeted reconcile or with no revision."""
@@ -125,7 +135,7 @@ class CycleResult:
         answered (what `apply` exits on)."""
         if self.source.revision is None or self.source.stale is not None:
             return False
-        if self.write_error is not None:
+        if self.write_error is not None or self.resume_error is not None:
             return False
         if any(s.phase in ("Failed", "Unknown") for s in self.statuses.values()):
             return False
@@ -206,7 +216,9 @@ class Controller:
         return {**records_from_statuses(previous), **journal}
 
     def request_stop(self, reason: str) -> None:
-        """Start no new task, now or in a later execution of this controller."""
+        """Start no new task, now or in a later execution of this controller (the first
+        reason given is the one journaled)."""
+        reason = self._stop or reason
         self._stop = reason
         if self._executor is not None:
             self._executor.request_stop(reason)
@@ -364,16 +376,27 @@ class Controller:
             self._executor = None
 
     async def resume(self) -> tuple[ExecutionResult, str | None] | None:
-        """An unfinished plan from before a crash runs to its end before anything new."""
+        """A plan whose tasks may still run (a crash or a stop interrupted it) runs to its
+        end, with its own idempotency keys, before anything new is planned.
+
+        It is given up (superseded) only for a permanent reason: its revision is gone
+        from the repository (force-pushed away) or no longer loads as valid. A passing
+        failure to load it leaves it as it is, and this cycle plans nothing new
+        (`ResumeDeferred`): its started operations must not be issued again under new
+        keys.
+        """
         unfinished = self.journal.unfinished_plan()
         if unfinished is None:
             return None
         old = Plan.from_json(unfinished.plan_json)
-        desired = self.desired_at(old.revision) if old.revision else None
+        desired, why, permanent = self._resumable(old.revision)
         if desired is None:
-            self.journal.supersede_plan(
-                unfinished.plan_hash, "its revision can no longer be loaded"
-            )
+            if not permanent:
+                raise ResumeDeferred(
+                    f"plan {unfinished.plan_hash[:12]} could not be resumed: {why}; it is "
+                    "resumed when its revision loads again, nothing new runs before"
+                )
+            self.journal.supersede_plan(unfinished.plan_hash, why)
             return None
         providers, _failed = open_providers(
             desired.providers, state_dir=self.state_dir, repository=self.repository
@@ -384,6 +407,23 @@ class Controller:
             await _close(providers)
         return done, old.revision
 
+    def _resumable(self, sha: str | None) -> tuple[Desired | None, str, bool]:
+        """The Desired set a plan of `sha` resumes with, or why not and whether for good."""
+        if not sha:
+            return None, "it names no revision", True
+        try:
+            self.source.repo.get(sha).peel(pygit2.Commit)
+        except (KeyError, ValueError, AttributeError, pygit2.GitError):
+            return None, f"its revision {sha[:12]} is gone (force-pushed away?)", True
+        try:
+            loaded = self._load_strict(sha)
+        except Exception as exc:  # I/O, a lock: it may load next time
+            return None, f"loading revision {sha[:12]} failed: {type(exc).__name__}: {exc}", False
+        if loaded.desired is None:
+            first = str(loaded.diagnostics[0]) if loaded.diagnostics else "invalid"
+            return None, f"its revision {sha[:12]} no longer validates: {first}", True
+        return dataclasses.replace(loaded.desired, revision=sha), "", False
+
     def desired_at(self, sha: str) -> Desired | None:
         loaded = self._load(sha)
         if loaded is None or loaded.desired is None:
@@ -391,19 +431,21 @@ class Controller:
         return dataclasses.replace(loaded.desired, revision=sha)
 
     def _load(self, sha: str) -> LoadResult | None:
-        from reconciler.source.tree import load_revision
-
         try:
-            loaded = load_revision(
-                self.source.repo,
-                sha,
-                lister=self.source.lister,
-                cache=self.source.cache,
-                assemble=self.source.assemble_other,
-            )
+            return self._load_strict(sha)
         except Exception:
             return None
-        return loaded.result
+
+    def _load_strict(self, sha: str) -> LoadResult:
+        from reconciler.source.tree import load_revision
+
+        return load_revision(
+            self.source.repo,
+            sha,
+            lister=self.source.lister,
+            cache=self.source.cache,
+            assemble=self.source.assemble_other,
+        ).result
 
     # --- one cycle -------------------------------------------------------------------
 
@@ -425,15 +467,19 @@ class Controller:
         source = await asyncio.to_thread(self.pull)
         now = self.clock()
         previous = await asyncio.to_thread(self.statuses)
-        resumed = await self.resume() if execute else None
+        try:
+            resumed = await self.resume() if execute else None
+        except ResumeDeferred as exc:
+            deferred = CycleResult(source=source, resume_error=str(exc))
+            return await self._write(deferred, None, previous, None, None, now)
         base = CycleResult(
             source=source,
             resumed=resumed[0] if resumed else None,
             resumed_revision=resumed[1] if resumed else None,
         )
-        if source.load is None or source.load.desired is None:
-            result = base
-            return await self._write(result, None, previous, None, None, now)
+        if source.load is None or source.load.desired is None or self._stop is not None:
+            # Nothing is in force, or a stop came while the interrupted plan resumed.
+            return await self._write(base, None, previous, None, None, now)
         desired = dataclasses.replace(
             source.load.desired, revision=source.revision.sha if source.revision else None
         )
@@ -522,8 +568,6 @@ class Controller:
                 and any(a.runnable for a in plan_value.actions)
                 and self._confirmed(plan_value)
             ):
-                if base.resumed is not None:  # one plan runs at a time
-                    self.journal.finish_plan(base.resumed.execution_id)
                 execution, observed = await self._execute_and_observe(
                     plan_value, desired, providers, observed
                 )
@@ -671,6 +715,9 @@ class Controller:
         only: set[str] | None = None,
     ) -> CycleResult:
         source = result.source
+        if desired is not None and found is not None and result.plan is not None:
+            # Their statuses come with this commit's: reported by it.
+            result = dataclasses.replace(result, earlier=self._earlier(result))
         statuses = dict(previous)
         drift: list[Any] = []
         if desired is not None and found is not None and result.plan is not None:
@@ -687,7 +734,7 @@ class Controller:
                 execution=result.execution,
                 observed=observed,
                 now=now,
-                resumed=result.resumed,
+                resumed=_merged(*(e for e, _ in result.earlier), result.resumed),
             )
         if only is not None:
             # A targeted reconcile: every other resource keeps its status and drift entry;
@@ -713,18 +760,32 @@ class Controller:
             invalid_revision=source.head.sha if source.diagnostics and source.head else None,
             errors=tuple(str(d) for d in source.diagnostics),
         )
+        if result.resume_error is not None:
+            controller = dataclasses.replace(
+                controller,
+                conditions=set_condition(
+                    controller.conditions, "Ready", "False", "ResumeDeferred",
+                    result.resume_error, now,
+                ),
+            )  # fmt: skip
         author = None
         if source.revision is not None:
             author = f"{source.revision.author_name} <{source.revision.author_email}>"
         decision = result.decision or self.decision or Decision()  # this cycle's plan's
         approvers = {key: approver_names(decision, key) for key in decision.approvers}
+        # Audit records only for executions that ended: a stopped one is reported whole
+        # once it is resumed to its end (no record twice).
         audit = audit_records(
-            result.execution, revision=controller.revision, author=author, approvers=approvers
-        )
+            _ended(result.execution), revision=controller.revision, author=author,
+            approvers=approvers,
+        )  # fmt: skip
         if result.resumed is not None:
             audit = (
-                audit_records(result.resumed, revision=result.resumed_revision, author=None) + audit
+                audit_records(_ended(result.resumed), revision=result.resumed_revision, author=None)
+                + audit
             )
+        for earlier, revision in reversed(result.earlier):
+            audit = audit_records(earlier, revision=revision, author=None) + audit
         report = build_report(
             controller=controller,
             statuses=statuses,
@@ -757,8 +818,8 @@ class Controller:
                     replaced=replaced,
                 )
         except ReconcilerError as exc:
-            # Nothing is lost: the plan stays unfinished in the journal, so the next
-            # cycle resumes it (every result from the journal) and reports it again.
+            # Nothing is lost: the plans stay unreported in the journal (`executed`), and
+            # the next commit that lands reports them, in order.
             final = dataclasses.replace(
                 result,
                 statuses=statuses,
@@ -770,9 +831,9 @@ class Controller:
             return final
         if source.revision is not None:
             await asyncio.to_thread(self.source.mark_reconciled, source.revision.sha)
-        for done in (result.resumed, result.execution):
-            if done is not None and not done.stopped:  # reported: it will not resume
-                self.journal.finish_plan(done.execution_id)
+        for done in (*(e for e, _ in result.earlier), result.resumed, result.execution):
+            if done is not None and not done.stopped:  # a stopped plan is resumed later
+                self.journal.mark_reported(done.execution_id)
         await asyncio.to_thread(
             prune_trees, self.state_dir, keep=self.settings.trees_kept, needed=self._needed_trees()
         )
@@ -790,11 +851,44 @@ class Controller:
         self.last = final
         return final
 
+    def _earlier(self, result: CycleResult) -> tuple[tuple[ExecutionResult, str | None], ...]:
+        """The executed plans no commit reported yet, but this cycle's own, in order."""
+        own = {e.execution_id for e in (result.resumed, result.execution) if e is not None}
+        return tuple(
+            (ExecutionResult.from_journal(self.journal, row.plan_hash, _content_hash(row)),
+             row.revision)
+            for row in self.journal.unreported_plans()
+            if row.plan_hash not in own
+        )  # fmt: skip
+
     def _needed_trees(self) -> set[str]:
         """The revision an unfinished plan resumes at keeps its materialized tree."""
         unfinished = self.journal.unfinished_plan()
         row = self.journal.plan(unfinished.plan_hash) if unfinished is not None else None
         return {row.revision} if row is not None and row.revision else set()
+
+
+def _content_hash(row: PlanRow) -> str:
+    try:
+        return Plan.from_json(row.plan_json).content_hash
+    except ValueError:
+        return row.plan_hash
+
+
+def _ended(execution: ExecutionResult | None) -> ExecutionResult | None:
+    return execution if execution is not None and not execution.stopped else None
+
+
+def _merged(*executions: ExecutionResult | None) -> ExecutionResult | None:
+    """Outcomes of several earlier executions as one (a later one's outcome wins)."""
+    present = [e for e in executions if e is not None]
+    if not present:
+        return None
+    outcomes: dict[str, Any] = {}
+    for execution in present:
+        outcomes.update(execution.outcomes)
+    last = present[-1]
+    return ExecutionResult(last.execution_id, last.plan_hash, outcomes, last.stopped)
 
 
 async def _close(providers: Mapping[str, Provider]) -> None:

@@ -210,6 +210,13 @@ class Progress:
             self._live = None
             print(f"{self.state.counts()}", file=sys.stderr, flush=True)
 
+    def in_flight(self) -> list[str]:
+        """`Kind/name: stage S, task T` of each resource with a task running now."""
+        return [
+            f"{key}: stage {row.stage}, task {row.task}"
+            for key, row in sorted(self.state.running.items())
+        ]
+
     def interrupted(self, state_dir: Path) -> None:
         """Ctrl-C: what was in flight, what the journal holds, how the next run resumes."""
         self.stop()

@@ -352,6 +352,7 @@ class Scheduler:
         """Take no more work; the executor starts no new task (safe from a signal handler)."""
         with self._lock:
             self._stopping = self._stopping or reason
+            reason = self._stopping  # the first reason stays: what stopped it (SIGTERM…)
             queued, self._cycle_wanted = self._cycle_wanted or [], None
         if self._aps is not None and self._aps.running:
             self._aps.shutdown(wait=False)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -95,6 +96,13 @@ class TaskRecord:
     log: str | None = None
     attempts: int = 1
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
 
 @dataclass(frozen=True)
 class ResourceOutcome:
@@ -111,6 +119,20 @@ class ResourceOutcome:
     started: str = ""
     finished: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        """The journal's form (`outcomes` table): what a later status commit reports."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["tasks"] = [t.to_dict() for t in self.tasks]
+        data["stages_done"] = list(self.stages_done)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResourceOutcome:
+        values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        values["tasks"] = tuple(TaskRecord.from_dict(t) for t in data.get("tasks") or ())
+        values["stages_done"] = tuple(data.get("stages_done") or ())
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class ExecutionResult:
@@ -123,6 +145,16 @@ class ExecutionResult:
     @property
     def failed(self) -> list[ResourceOutcome]:
         return [o for o in self.outcomes.values() if o.result == "failed"]
+
+    @classmethod
+    def from_journal(cls, journal: Journal, execution: str, plan_hash: str) -> ExecutionResult:
+        """An execution's results as the journal holds them (`Journal.outcomes`): how a
+        plan that ended before a crash or a failed status push is reported later."""
+        outcomes = {
+            key: ResourceOutcome.from_dict(data)
+            for key, data in journal.outcomes(execution).items()
+        }
+        return cls(execution, plan_hash, dict(sorted(outcomes.items())))
 
 
 def execution_id(plan: Plan, started: str) -> str:
@@ -218,9 +250,13 @@ class Executor:
                     group.create_task(run.guarded(action, done, outcomes), name=action.key)
         stopped = self._stop
         if stopped:
-            self.journal.supersede_plan(execution, stopped)
-        elif self.finish:
-            self.journal.finish_plan(execution)
+            # Resumed later with its own keys, exactly as after a crash: what finished is
+            # not run again, what did not runs with the same idempotency keys.
+            self.journal.mark_stopped(execution, stopped)
+        else:
+            self.journal.mark_executed(execution)
+            if self.finish:
+                self.journal.mark_reported(execution)
         self._emit_safely(
             "plan.finished",
             execution=execution,
@@ -323,6 +359,10 @@ class _Run:
             outcomes[action.key] = self._crashed(action, progress, exc)
         finally:
             done[action.key].set()
+        outcome = outcomes[action.key]
+        if not (outcome.result == "skipped" and self.executor._stop):
+            # A resource stopped before it ended is not a result: the resume decides it.
+            self.executor.journal.record_outcome(self.execution, action.key, outcome.to_dict())
 
     async def resource(
         self,

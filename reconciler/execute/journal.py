@@ -6,8 +6,13 @@ instead of repeating work. Process memory is never the truth; this file is.
 
 Tables:
 
-- ``plans``: plan hash, revision, plan JSON, state (running → finished, or
-  superseded with a reason), created/finished times. At most one plan runs.
+- ``plans``: plan hash, revision, plan JSON, state — ``running`` (tasks may still
+  run; a crash or a stop leaves it so, and it is resumed with its own keys), then
+  ``executed`` (every task ended; results in ``outcomes``), then ``reported`` (a status
+  commit holding its results landed); ``superseded`` only for a permanent reason —
+  with created/finished times and, for a stopped execution, what stopped it. At most
+  one plan runs; plans waiting only to be reported do not stop a new one.
+- ``outcomes``: per plan and resource, how it ended (`ResourceOutcome` as JSON).
 - ``meta``: the controller's own facts, by name (``rules_revision``: the last revision
   whose changes to the approval rules were approved; those rules judge every change).
 - ``applied``: per resource, what reconciler brought about (`reconciler.diff.LastApplied`
@@ -82,10 +87,12 @@ CREATE TABLE IF NOT EXISTS plans (
     plan_hash   TEXT PRIMARY KEY,
     revision    TEXT,
     plan_json   TEXT NOT NULL,
-    state       TEXT NOT NULL CHECK (state IN ('running', 'finished', 'superseded')),
+    state       TEXT NOT NULL
+                CHECK (state IN ('running', 'executed', 'reported', 'superseded')),
     reason      TEXT,
     created_at  TEXT NOT NULL,
-    finished_at TEXT
+    finished_at TEXT,
+    stopped     TEXT
 );
 CREATE INDEX IF NOT EXISTS plans_by_state ON plans (state);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -108,6 +115,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at     TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_plan ON tasks (plan_hash, resource);
+CREATE TABLE IF NOT EXISTS outcomes (
+    plan_hash    TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    outcome_json TEXT NOT NULL,
+    PRIMARY KEY (plan_hash, resource)
+);
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -120,7 +133,31 @@ CREATE TABLE IF NOT EXISTS applied (
 """
 
 TaskState = Literal["started", "acknowledged", "finished"]
-PlanState = Literal["running", "finished", "superseded"]
+PlanState = Literal["running", "executed", "reported", "superseded"]
+
+_PLANS_BEFORE_LIFECYCLE = "'running', 'finished', 'superseded'"
+"""The plans table's states before `executed` and `reported` (journals of 0.1)."""
+_MIGRATE_PLANS = """
+ALTER TABLE plans RENAME TO plans_before_lifecycle;
+CREATE TABLE plans (
+    plan_hash   TEXT PRIMARY KEY,
+    revision    TEXT,
+    plan_json   TEXT NOT NULL,
+    state       TEXT NOT NULL
+                CHECK (state IN ('running', 'executed', 'reported', 'superseded')),
+    reason      TEXT,
+    created_at  TEXT NOT NULL,
+    finished_at TEXT,
+    stopped     TEXT
+);
+INSERT INTO plans (plan_hash, revision, plan_json, state, reason, created_at, finished_at)
+    SELECT plan_hash, revision, plan_json,
+           CASE state WHEN 'finished' THEN 'reported' ELSE state END,
+           reason, created_at, finished_at
+    FROM plans_before_lifecycle;
+DROP TABLE plans_before_lifecycle;
+CREATE INDEX IF NOT EXISTS plans_by_state ON plans (state);
+"""
 
 
 def idempotency_key(
@@ -176,6 +213,7 @@ class PlanRow:
     reason: str | None
     created_at: str
     finished_at: str | None
+    stopped: str | None = None
 
 
 class Journal:
@@ -192,9 +230,19 @@ class Journal:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._migrate()
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise PermanentError(f"journal {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """A journal written before plans were `executed` then `reported` (0.1): its
+        finished plans were reported; everything else is kept as it was."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'plans'"
+        ).fetchone()
+        if row is not None and _PLANS_BEFORE_LIFECYCLE in row[0]:
+            self._db.executescript(f"BEGIN IMMEDIATE;{_MIGRATE_PLANS}COMMIT;")
 
     @classmethod
     def open(cls, state_dir: Path, **kwargs: Any) -> Journal:
@@ -261,45 +309,93 @@ class Journal:
 
     def record_plan(self, plan_hash: str, revision: str | None, plan_json: str) -> None:
         """Record a plan about to run. Recording the running plan again is a no-op
-        (a resume); another plan still running must be finished or superseded first."""
+        (a resume); another plan whose tasks may still run must end first. Plans that
+        only wait to be reported (`executed`) do not stop a new one."""
         running = self.unfinished_plan()
         if running is not None and running.plan_hash != plan_hash:
             raise PermanentError(
-                f"plan {running.plan_hash[:12]} is still running: finish or supersede it first"
+                f"plan {running.plan_hash[:12]} is still running: resume or supersede it first"
             )
         self._write(
             "INSERT INTO plans (plan_hash, revision, plan_json, state, created_at) "
             "VALUES (?, ?, ?, 'running', ?) "
             "ON CONFLICT (plan_hash) DO UPDATE SET state = 'running', finished_at = NULL, "
-            "reason = NULL WHERE state != 'finished'",
+            "reason = NULL WHERE state NOT IN ('reported', 'executed')",
             (plan_hash, revision, REDACTOR.text(plan_json), _now()),
         )
 
     def unfinished_plan(self) -> UnfinishedPlan | None:
-        """The plan a crash interrupted (resume it before computing a new one)."""
+        """The plan whose tasks may still run (a crash or a stop interrupted it): it is
+        resumed, with its own idempotency keys, before anything new is planned."""
         row = self._db.execute(
             "SELECT plan_hash, plan_json FROM plans WHERE state = 'running' "
             "ORDER BY created_at DESC LIMIT 1"
         ).fetchone()
         return UnfinishedPlan(row["plan_hash"], row["plan_json"]) if row else None
 
+    def unreported_plans(self) -> list[PlanRow]:
+        """Plans whose every task ended but whose results no status commit holds yet, in
+        the order they ran: the next commit that lands reports them."""
+        rows = self._db.execute(
+            "SELECT * FROM plans WHERE state = 'executed' ORDER BY created_at, rowid"
+        ).fetchall()
+        return [PlanRow(**dict(r)) for r in rows]
+
     def plan(self, plan_hash: str) -> PlanRow | None:
         row = self._db.execute("SELECT * FROM plans WHERE plan_hash = ?", (plan_hash,)).fetchone()
         return PlanRow(**dict(row)) if row else None
 
-    def finish_plan(self, plan_hash: str) -> None:
+    def mark_executed(self, plan_hash: str) -> None:
+        """Every task of the plan ended; its results are in the journal (`outcomes`)."""
         self._write(
-            "UPDATE plans SET state = 'finished', finished_at = ? WHERE plan_hash = ?",
+            "UPDATE plans SET state = 'executed', stopped = NULL, finished_at = ? "
+            "WHERE plan_hash = ? AND state = 'running'",
             (_now(), plan_hash),
         )
 
+    def mark_stopped(self, plan_hash: str, reason: str) -> None:
+        """A stop (SIGTERM, SIGINT, the API) ended the execution at a task boundary: the plan
+        stays `running`, to be resumed with its own keys; `reason` says what stopped it."""
+        self._write(
+            "UPDATE plans SET stopped = ? WHERE plan_hash = ? AND state = 'running'",
+            (REDACTOR.text(reason), plan_hash),
+        )
+
+    def mark_reported(self, plan_hash: str) -> None:
+        """A status commit holding the plan's results landed."""
+        self._write(
+            "UPDATE plans SET state = 'reported', finished_at = COALESCE(finished_at, ?) "
+            "WHERE plan_hash = ? AND state IN ('executed', 'running')",
+            (_now(), plan_hash),
+        )
+
+    finish_plan = mark_reported
+
     def supersede_plan(self, plan_hash: str, reason: str) -> None:
-        """A newer declared revision replaces a running plan (at a task boundary)."""
+        """Give a plan up for a permanent reason (its revision can no longer be loaded: it
+        was force-pushed away; a person said so). Never for a passing failure."""
         self._write(
             "UPDATE plans SET state = 'superseded', reason = ?, finished_at = ? "
             "WHERE plan_hash = ? AND state = 'running'",
             (REDACTOR.text(reason), _now(), plan_hash),
         )
+
+    # --- outcomes ----------------------------------------------------------------------
+
+    def record_outcome(self, plan_hash: str, resource: str, outcome: dict[str, Any]) -> None:
+        """How one resource of a plan ended (the plan's results, for whoever reports it)."""
+        self._write(
+            "INSERT INTO outcomes (plan_hash, resource, outcome_json) VALUES (?, ?, ?) "
+            "ON CONFLICT (plan_hash, resource) DO UPDATE SET outcome_json = excluded.outcome_json",
+            (plan_hash, resource, REDACTOR.text(json.dumps(outcome, sort_keys=True, default=str))),
+        )
+
+    def outcomes(self, plan_hash: str) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT resource, outcome_json FROM outcomes WHERE plan_hash = ? ORDER BY resource",
+            (plan_hash,),
+        ).fetchall()
+        return {r["resource"]: json.loads(r["outcome_json"]) for r in rows}
 
     # --- tasks -------------------------------------------------------------------------
 

@@ -261,7 +261,7 @@ def test_status_that_cannot_be_pushed_is_said_and_kept_for_the_next_cycle(tmp_pa
         hook.unlink()
         done = apply(server.url)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "resumed an unfinished plan" in done.stdout
+    assert "reported a plan that ended before from the journal" in done.stdout
     assert "status committed" in done.stdout
     log = subprocess.run(
         [sys.executable, "-m", "reconciler.providers.simulator", "log", "--state-dir", str(state)],

@@ -17,8 +17,9 @@ on the way. The rules:
   "refuse" keeps the last good revision (`ForcePushRefused`) until an operator
   switches the policy or resets the state directory.
 - A new head whose declared files (path and blob id) equal those in force, such
-  as the controller's own status commits on the tracked branch, becomes the
-  revision in force without a reload and with `declared_changed` False.
+  as the controller's own status commits on the tracked branch, leaves the revision
+  in force as it is (the last commit that changed declared files): no reload, no
+  new revision, so an idle controller writing status there makes no new commits.
 
 The last good and last reconciled SHAs are kept as refs in the mirror
 (`refs/reconciler/last-good`, `refs/reconciler/last-reconciled`): they survive a
@@ -248,6 +249,11 @@ class DeclaredSource:
 
         files = declared_files(self.lister.files(head.sha), self.repo)
         if good is not None and files == good.files:
+            if not force_pushed:
+                # Nothing declared changed (the controller's own status commits on the
+                # tracked branch, a README edit): the revision in force stays the last
+                # commit that changed declared files, so it never feeds on itself.
+                return self._in_force(head)
             self._accept(LoadedRevision(head.sha, good.files, good.result))
             return replace(self._in_force(head), force_pushed=force_pushed)
 

@@ -190,7 +190,10 @@ def test_own_status_commits_on_the_tracked_branch_are_not_changes(
     parses = source.parse_calls
 
     result = source.poll()
-    assert result.revision is not None and result.revision.sha == written.commit
+    # The head moved (the status commit), the revision in force did not: it is still
+    # the last commit that changed declared files.
+    assert result.head is not None and result.head.sha == written.commit
+    assert result.revision is not None and result.revision.sha == first.revision.sha  # type: ignore[union-attr]
     assert not result.declared_changed and result.stale is None and not result.force_pushed
     assert source.parse_calls == parses
     from reconciler.source import is_own_commit

@@ -81,9 +81,9 @@ def ideal_seconds(n: int) -> float:
 async def _execute(n: int, state: Path, profile: Path | None) -> dict[str, Any]:
     from reconciler.execute.engine import Executor
     from reconciler.execute.journal import Journal
+    from reconciler.gates import plan_values
     from reconciler.load import load_files
     from reconciler.observe import observe
-    from reconciler.plan import compute_plan
     from reconciler.providers import open_providers
 
     files = {k: v.encode() for k, v in documents(n).items()}
@@ -92,7 +92,7 @@ async def _execute(n: int, state: Path, profile: Path | None) -> dict[str, Any]:
     desired = loaded.desired
     providers, failed = open_providers(desired.providers, state_dir=state)
     assert not failed, failed
-    plan = compute_plan(desired, await observe(desired, providers))
+    plan = plan_values(desired, await observe(desired, providers))
     assert plan.summary.create == n, plan.summary
     journal = Journal.open(state)
     executor = Executor(journal=journal, providers=providers, desired=desired, state_dir=state)

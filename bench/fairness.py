@@ -59,9 +59,9 @@ async def fast_finish(slow: int, state: Path) -> float:
     """Seconds from the start of execution until the last fast machine finished."""
     from reconciler.execute.engine import Executor
     from reconciler.execute.journal import Journal
+    from reconciler.gates import plan_values
     from reconciler.load import load_files
     from reconciler.observe import observe
-    from reconciler.plan import compute_plan
     from reconciler.providers import open_providers
 
     files = {k: v.encode() for k, v in documents(slow, FAST).items()}
@@ -70,7 +70,7 @@ async def fast_finish(slow: int, state: Path) -> float:
     desired = loaded.desired
     providers, failed = open_providers(desired.providers, state_dir=state)
     assert not failed, failed
-    plan = compute_plan(desired, await observe(desired, providers))
+    plan = plan_values(desired, await observe(desired, providers))
     finished: dict[str, float] = {}
 
     def on_event(event: dict[str, Any]) -> None:

@@ -27,9 +27,10 @@ from bench.figures import median_seconds, report
 from bench.generate import generate
 from reconciler.desired import Desired
 from reconciler.diff import LastApplied
+from reconciler.gates import plan_values
 from reconciler.load import load_files
 from reconciler.observe import ObservedState, observe, resource_ref
-from reconciler.plan import Plan, compute_plan
+from reconciler.plan import Plan
 from reconciler.providers import open_providers
 from reconciler.providers.simulator import SimulatorProvider, inventory
 from reconciler.render import render_json, render_text
@@ -49,7 +50,7 @@ def plan_once(
     list_owned: Collection[str] | None = None,
 ) -> tuple[Plan, ObservedState]:
     seen = asyncio.run(observe(desired, providers, previous=previous, list_owned=list_owned))
-    return compute_plan(desired, seen, last_applied=last_applied), seen
+    return plan_values(desired, seen, last_applied=last_applied), seen
 
 
 def converge(desired: Desired, providers: dict[str, Any], drift_every: int = 0) -> None:

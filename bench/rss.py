@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bench.figures import report
 from bench.generate import generate
+from reconciler.gates import plan_values
 from reconciler.load import load_files
 from reconciler.observe import observe_desired
-from reconciler.plan import compute_plan
 
 
 def peak_mb() -> float:
@@ -32,7 +32,7 @@ def run(n: int) -> dict[str, dict[str, object]]:
     assert result.ok, result.diagnostics[:3]
     with tempfile.TemporaryDirectory() as state:
         observed = asyncio.run(observe_desired(result.desired, state_dir=Path(state)))
-        plan = compute_plan(result.desired, observed)
+        plan = plan_values(result.desired, observed)
     assert plan.summary.create == n, plan.summary
     label = f"{n // 1000}k" if n % 1000 == 0 else str(n)
     return {

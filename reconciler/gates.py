@@ -77,7 +77,7 @@ def _protected(kind: str, name: str, labels: Mapping[str, str], *desired: Desire
 
 
 def gate(
-    repo: pygit2.Repository,
+    repo: pygit2.Repository | None,
     *,
     desired: Desired,
     found: Diff,
@@ -102,6 +102,14 @@ def gate(
     draft = replan()
     if not (rules.required or rules.pin_plan) or desired.revision is None:
         return Gated(draft)
+    if repo is None:  # no history to read approvals from: everything gated waits
+        pending = {
+            a.key: "needs approval, and there is no Git history to read approvals from"
+            for a in draft.actions
+            if a.operation.executes
+            and (a.destructive or _protected(a.kind, a.name, {}, desired, rules_desired))
+        }
+        return Gated(replan(frozenset(), pending), Decision(pending=pending))
     head = desired.revision
     verifier: SignatureVerifier | None = None
     problems: list[str] = []
@@ -184,8 +192,10 @@ class PlanContext:
     the same for the controller's cycle, the plans of watched branches and
     `reconciler plan`, so a reviewer sees what will be applied."""
 
-    repo: pygit2.Repository
-    records: Mapping[str, LastApplied]
+    repo: pygit2.Repository | None
+    """The mirror, for approval evidence; None: no history to read (nothing gated can be
+    approved; a plan of a checkout, or of literal values)."""
+    records: Mapping[str, LastApplied] = field(default_factory=dict)
     """What was applied per resource (the journal's records, else the status branch's)."""
     failed: Mapping[str, str] = field(default_factory=dict)
     """Resource -> the stage its last apply failed at (it runs again from there)."""
@@ -201,6 +211,19 @@ class PlanContext:
     is not Ready, also when this plan does not look at it (held in backoff, out of scope)."""
     rules_note: str | None = None
     """Why the head's own changes to the approval rules are not in force (`judge_rules`)."""
+
+
+def plan_values(
+    desired: Desired,
+    observed: ObservedState,
+    *,
+    last_applied: Mapping[str, LastApplied] | None = None,
+    failed: Mapping[str, str] | None = None,
+) -> Plan:
+    """`plan_revision` without Git history (a revision's literal values): the planning
+    path the controller takes, for benchmarks and tests of values."""
+    context = PlanContext(repo=None, records=last_applied or {}, failed=failed or {})
+    return plan_revision(context, desired, observed)[1].plan
 
 
 def plan_revision(
@@ -278,7 +301,9 @@ class RulesVerdict:
     """Why the head's changes to the rules wait (a plan note), when they do."""
 
 
-def judge_rules(repo: pygit2.Repository, current: Desired | None, head: Desired) -> RulesVerdict:
+def judge_rules(
+    repo: pygit2.Repository | None, current: Desired | None, head: Desired
+) -> RulesVerdict:
     """The rules in force for `head`: those of the last revision whose changes to the
     approval rules were approved (`current`), or the head's own once its changes to
     them are approved under `current`'s rules — so no commit relaxes the rules that
@@ -291,7 +316,8 @@ def judge_rules(repo: pygit2.Repository, current: Desired | None, head: Desired)
         return RulesVerdict(head, head.revision)
     changed = list(rule_changes(current.policy, head.policy))
     old_signers = new_signers = ""
-    if current.policy.approvals.trusted_signers or head.policy.approvals.trusted_signers:
+    signers = current.policy.approvals.trusted_signers or head.policy.approvals.trusted_signers
+    if signers and repo is not None:
         old_signers = allowed_signers(
             current.policy.approvals.trusted_signers, repo, current.revision
         )[0]
@@ -303,6 +329,8 @@ def judge_rules(repo: pygit2.Repository, current: Desired | None, head: Desired)
     rules = current.policy.approvals
     if not rules.required or head.revision is None:
         return RulesVerdict(head, head.revision)
+    if repo is None:
+        return RulesVerdict(current, current.revision, "the approval rules changed: no history")
     name, path = head.policy_source or current.policy_source or ("policy", None)
     subject = Subject(key=f"Policy/{name}", path=path, protected=True)
     verifier = SignatureVerifier.for_signers(old_signers) if old_signers.strip() else None
@@ -322,7 +350,7 @@ def judge_rules(repo: pygit2.Repository, current: Desired | None, head: Desired)
 
 
 def last_declared(
-    repo: pygit2.Repository,
+    repo: pygit2.Repository | None,
     key: str,
     start: str | None,
     load: Callable[[str], Desired | None],
@@ -330,7 +358,7 @@ def last_declared(
     limit: int = 20,
 ) -> tuple[str, ResolvedResource] | None:
     """The newest revision (first parents from `start`, at most `limit`) still declaring `key`."""
-    if start is None:
+    if start is None or repo is None:
         return None
     try:
         commit: pygit2.Commit | None = repo.get(start).peel(pygit2.Commit)

@@ -47,18 +47,15 @@ from reconciler.diff import (
     Cause,
     Diff,
     FieldDiff,
-    LastApplied,
     ResourceDiff,
     Status,
     covers,
-    diff,
     selector_matches,
 )
 
 if TYPE_CHECKING:
     from reconciler.desired import Desired, ResolvedResource, ResolvedStage
     from reconciler.model.kinds import PolicySpec
-    from reconciler.observe import ObservedState
 
 PLAN_FORMAT = "reconciler.plan/v1"
 
@@ -717,24 +714,6 @@ def summarize(actions: Iterable[PlannedAction], *, in_sync: int = 0) -> Summary:
         counts[names[a.operation]] += 1
         counts["destructive"] += int(a.destructive)
     return Summary(**counts)
-
-
-def compute_plan(
-    desired: Desired,
-    observed: ObservedState,
-    *,
-    last_applied: Mapping[str, LastApplied] | None = None,
-    approved: frozenset[str] = frozenset(),
-    failed: Mapping[str, str] | None = None,
-) -> Plan:
-    """Diff then plan: the one call `reconciler plan` and the controller make."""
-    return plan(
-        desired,
-        diff(desired, observed, last_applied=last_applied),
-        approved=approved,
-        unknown_providers=observed.unknown_providers,
-        failed=failed,
-    )
 
 
 def relative_to(head: Plan, base: Plan) -> Plan:

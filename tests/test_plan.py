@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.diff import LastApplied, diff, selector_matches
+from reconciler.gates import plan_values
 from reconciler.observe import ObservedState
-from reconciler.plan import Operation, Plan, compute_plan, plan, relative_to
+from reconciler.plan import Operation, Plan, plan, relative_to
 from reconciler.providers.base import Observation
 from tests import plan_values as pv
 
@@ -30,7 +31,7 @@ def only(p: Plan):
 def test_new_resource_runs_its_whole_pipeline():
     r = pv.resource("a")
     d = pv.desired([r])
-    action = only(compute_plan(d, pv.observed(d, absent=[r.key])))
+    action = only(plan_values(d, pv.observed(d, absent=[r.key])))
     assert action.operation is Operation.CREATE
     assert action.stages == tuple(s.name for s in r.stages)
     assert not action.destructive
@@ -44,7 +45,7 @@ def test_changed_field_reruns_from_the_first_stage_converging_it():
     r = pv.resource("a", params={"os": "ubuntu-24.04", "application": "ceph-osd"})
     before = pv.resource("a", params={"os": "ubuntu-24.04", "application": "kubernetes-node"})
     d = pv.desired([r])
-    p = compute_plan(
+    p = plan_values(
         d,
         pv.observed(d, fields={r.key: pv.converged(before)}),
         last_applied={r.key: applied(before)},
@@ -62,7 +63,7 @@ def test_changing_the_os_reruns_a_destructive_stage_and_says_so():
     r = pv.resource("a", params={"os": "rhel-9"})
     before = pv.resource("a", params={"os": "ubuntu-24.04"})
     d = pv.desired([r])
-    p = compute_plan(
+    p = plan_values(
         d,
         pv.observed(d, fields={r.key: pv.converged(before)}),
         last_applied={r.key: applied(before)},
@@ -84,9 +85,7 @@ def test_drift_is_reported_without_self_heal_and_corrected_with_it():
     ):
         d = pv.desired([r], policy_spec=pv.policy(self_heal=heal))
         action = only(
-            compute_plan(
-                d, pv.observed(d, fields={r.key: fields}), last_applied={r.key: applied(r)}
-            )
+            plan_values(d, pv.observed(d, fields={r.key: fields}), last_applied={r.key: applied(r)})
         )
         assert (action.operation, action.stages) == (operation, stages)
         assert "params.application drifted outside Git" in action.reasons[0]
@@ -97,7 +96,7 @@ def test_reported_drift_warns_when_correcting_it_would_be_destructive():
     fields = pv.converged(r) | {"params": {"os": "esxi-8"}}
     d = pv.desired([r])
     action = only(
-        compute_plan(d, pv.observed(d, fields={r.key: fields}), last_applied={r.key: applied(r)})
+        plan_values(d, pv.observed(d, fields={r.key: fields}), last_applied={r.key: applied(r)})
     )
     assert action.operation is Operation.REPORT_DRIFT and not action.destructive
     assert action.reasons[-1] == (
@@ -108,36 +107,34 @@ def test_reported_drift_warns_when_correcting_it_would_be_destructive():
 
 def test_in_sync_plan_is_empty_and_exits_zero():
     d = pv.desired([pv.resource("a"), pv.resource("b", kind="Instance", params={})])
-    p = compute_plan(
-        d, pv.observed(d), last_applied={k: applied(r) for k, r in d.resources.items()}
-    )
+    p = plan_values(d, pv.observed(d), last_applied={k: applied(r) for k, r in d.resources.items()})
     assert p.in_sync and p.actions == () and p.exit_code == 0
     assert p.summary.in_sync == 2
 
 
 def test_orphans_are_decommissioned_only_with_prune():
     d = pv.desired([], policy_spec=pv.policy(prune=False))
-    kept = only(compute_plan(d, pv.observed(d, owned=[pv.orphan("old")])))
+    kept = only(plan_values(d, pv.observed(d, owned=[pv.orphan("old")])))
     assert kept.operation is Operation.REPORT_ORPHAN and not kept.destructive
     d = pv.desired([], policy_spec=pv.policy(prune=True))
-    gone = only(compute_plan(d, pv.observed(d, owned=[pv.orphan("old")])))
+    gone = only(plan_values(d, pv.observed(d, owned=[pv.orphan("old")])))
     assert gone.operation is Operation.DECOMMISSION and gone.destructive and gone.runnable
 
 
 def test_protected_resource_is_not_destroyed_unless_approved():
     d = pv.desired([], policy_spec=pv.policy(prune=True, protected=[{"role": "storage"}]))
     seen = pv.observed(d, owned=[pv.orphan("ceph1", role="storage")])
-    action = only(compute_plan(d, seen))
+    action = only(plan_values(d, seen))
     assert action.blocked == "protected by policy; not approved"
     assert not action.runnable
-    approved = only(compute_plan(d, seen, approved=frozenset({"Machine/ceph1"})))
+    approved = only(plan(d, diff(d, seen), approved=frozenset({"Machine/ceph1"})))
     assert approved.runnable
 
 
 def test_unknown_observation_blocks_every_destructive_action():
     a = pv.resource("a")
     d = pv.desired([a], policy_spec=pv.policy(prune=True))
-    p = compute_plan(d, pv.observed(d, unknown=[a.key], owned=[pv.orphan("old")]))
+    p = plan_values(d, pv.observed(d, unknown=[a.key], owned=[pv.orphan("old")]))
     by_key = {x.key: x for x in p.actions}
     assert by_key[a.key].operation is Operation.UNKNOWN
     assert by_key[a.key].blocked == "observation unknown: sim: down"
@@ -147,10 +144,10 @@ def test_unknown_observation_blocks_every_destructive_action():
 
 def test_more_destructive_actions_than_allowed_blocks_them_all():
     d = pv.desired([], policy_spec=pv.policy(prune=True, max_destructive=2))
-    p = compute_plan(d, pv.observed(d, owned=[pv.orphan(f"o{i}") for i in range(3)]))
+    p = plan_values(d, pv.observed(d, owned=[pv.orphan(f"o{i}") for i in range(3)]))
     assert all(a.blocked == "plan has 3 destructive actions, policy allows 2" for a in p.actions)
     d = pv.desired([], policy_spec=pv.policy(prune=True, max_destructive=3))
-    assert all(a.runnable for a in compute_plan(d, pv.observed(d, owned=[])).actions)
+    assert all(a.runnable for a in plan_values(d, pv.observed(d, owned=[])).actions)
 
 
 def test_depends_on_gives_waves_and_decommissions_come_last():
@@ -159,7 +156,7 @@ def test_depends_on_gives_waves_and_decommissions_come_last():
     c = pv.resource("c", kind="Instance", params={}, depends_on=["Machine/b"])
     e = pv.resource("e")
     d = pv.desired([c, b, a, e], policy_spec=pv.policy(prune=True))
-    p = compute_plan(d, pv.observed(d, absent=list(d.resources), owned=[pv.orphan("old")]))
+    p = plan_values(d, pv.observed(d, absent=list(d.resources), owned=[pv.orphan("old")]))
     assert [[x.key for x in w.actions] for w in p.waves] == [
         ["Machine/a", "Machine/e"],
         ["Machine/b"],
@@ -173,7 +170,7 @@ def test_waves_skip_levels_without_actions():
     a = pv.resource("a")
     b = pv.resource("b", depends_on=["Machine/a"])
     d = pv.desired([a, b])
-    p = compute_plan(d, pv.observed(d, absent=[b.key]), last_applied={a.key: applied(a)})
+    p = plan_values(d, pv.observed(d, absent=[b.key]), last_applied={a.key: applied(a)})
     assert [(w.number, [x.key for x in w.actions]) for w in p.waves] == [(1, ["Machine/b"])]
 
 
@@ -182,7 +179,7 @@ def test_dependency_cycle_is_refused():
     b = pv.resource("b", depends_on=["Machine/a"])
     d = pv.desired([a, b])
     with pytest.raises(ValueError, match="cycle"):
-        compute_plan(d, pv.observed(d))
+        plan_values(d, pv.observed(d))
 
 
 def test_secure_values_never_reach_the_plan():
@@ -190,14 +187,14 @@ def test_secure_values_never_reach_the_plan():
     r = pv.resource("a", params={"pw": "env:PW"}, stages=stages, secure=["pw"])
     d = pv.desired([r])
     seen = pv.observed(d, fields={r.key: {"params": {"pw": "s3cret-value"}}})
-    text = compute_plan(d, seen).to_json()
+    text = plan_values(d, seen).to_json()
     assert "s3cret-value" not in text and "env:PW" not in text and '"***"' in text
 
 
 def test_json_round_trip_and_hash():
     a = pv.resource("a")
     d = pv.desired([a, pv.resource("b")], policy_spec=pv.policy(prune=True))
-    p = compute_plan(d, pv.observed(d, absent=[a.key], owned=[pv.orphan("old")]))
+    p = plan_values(d, pv.observed(d, absent=[a.key], owned=[pv.orphan("old")]))
     again = Plan.from_json(p.to_json())
     assert again == p
     assert len(p.content_hash) == 64
@@ -212,8 +209,8 @@ def test_relative_to_base_keeps_only_what_the_branch_adds():
     seen_base = pv.desired([a])
     head = pv.desired([a, b])
     observation = pv.observed(head, absent=[a.key, b.key])
-    base_plan = compute_plan(seen_base, observation)
-    head_plan = compute_plan(head, observation)
+    base_plan = plan_values(seen_base, observation)
+    head_plan = plan_values(head, observation)
     delta = relative_to(head_plan, base_plan)
     assert [x.key for x in delta.actions] == ["Machine/b"]
     assert delta.summary.create == 1
@@ -309,7 +306,7 @@ def labels_of(d, seen, key):
 @given(scenarios())
 def test_never_destroys_a_protected_resource(scenario):
     d, seen, last = scenario
-    for a in compute_plan(d, seen, last_applied=last).actions:
+    for a in plan_values(d, seen, last_applied=last).actions:
         labels = labels_of(d, seen, a.key)
         if any(selector_matches(s, a.kind, a.name, labels) for s in d.policy.protected):
             assert not (a.destructive and a.runnable), a
@@ -319,7 +316,7 @@ def test_never_destroys_a_protected_resource(scenario):
 @given(scenarios())
 def test_never_destroys_when_any_observation_is_unknown(scenario):
     d, seen, last = scenario
-    p = compute_plan(d, seen, last_applied=last)
+    p = plan_values(d, seen, last_applied=last)
     unknown = [k for k, o in seen.observations.items() if not isinstance(o, Observation)]
     for a in p.actions:
         if a.key in unknown:
@@ -332,7 +329,7 @@ def test_never_destroys_when_any_observation_is_unknown(scenario):
 @given(scenarios())
 def test_destructive_budget_and_prune_hold(scenario):
     d, seen, last = scenario
-    p = compute_plan(d, seen, last_applied=last)
+    p = plan_values(d, seen, last_applied=last)
     runnable = [a for a in p.actions if a.destructive and a.runnable]
     assert len(runnable) <= d.policy.max_destructive_actions
     if not d.policy.prune:
@@ -350,7 +347,7 @@ def test_destructive_budget_and_prune_hold(scenario):
 @given(scenarios())
 def test_always_respects_depends_on_order(scenario):
     d, seen, last = scenario
-    p = compute_plan(d, seen, last_applied=last)
+    p = plan_values(d, seen, last_applied=last)
     wave = {a.key: a.wave for a in p.actions}
     for a in p.actions:
         for dep in a.depends_on:
@@ -363,7 +360,7 @@ def test_always_respects_depends_on_order(scenario):
 @given(scenarios(), st.randoms(use_true_random=False))
 def test_deterministic_for_the_same_inputs(scenario, rnd: random.Random):
     d, seen, last = scenario
-    first = compute_plan(d, seen, last_applied=last)
+    first = plan_values(d, seen, last_applied=last)
     items = list(d.resources.items())
     rnd.shuffle(items)
     observations = list(seen.observations.items())
@@ -371,7 +368,7 @@ def test_deterministic_for_the_same_inputs(scenario, rnd: random.Random):
     shuffled = type(d)(
         revision=d.revision, resources=dict(items), providers=d.providers, policy=d.policy
     )
-    again = compute_plan(
+    again = plan_values(
         shuffled,
         ObservedState(
             observations=dict(observations),
@@ -385,18 +382,18 @@ def test_deterministic_for_the_same_inputs(scenario, rnd: random.Random):
     assert Plan.from_json(first.to_json()) == first
 
 
-def test_plan_without_diff_input_is_the_same_as_compute_plan():
+def test_plan_without_diff_input_is_the_same_as_plan_values():
     a = pv.resource("a")
     d = pv.desired([a])
     seen = pv.observed(d, absent=[a.key])
-    assert plan(d, diff(d, seen)) == compute_plan(d, seen)
+    assert plan(d, diff(d, seen)) == plan_values(d, seen)
 
 
 @settings(max_examples=200, deadline=None)
 @given(scenarios())
 def test_stages_are_the_whole_pipeline_or_a_suffix_of_it(scenario):
     d, seen, last = scenario
-    for a in compute_plan(d, seen, last_applied=last).actions:
+    for a in plan_values(d, seen, last_applied=last).actions:
         if a.key not in d.resources:
             assert a.stages == ()
             continue
@@ -429,7 +426,7 @@ def test_secure_values_never_appear_in_plans_or_renderings(declared, observed):
     d = pv.desired([r])
     observed = f"Canary-{observed}"  # distinctive: never part of ordinary plan text
     seen = pv.observed(d, fields={r.key: {"params": {"pw": observed, "application": "y"}}})
-    p = compute_plan(d, seen)
+    p = plan_values(d, seen)
     for text in (p.to_json(), render_text(p), *render_markdown(p)):
         assert observed not in text and f"CANARY_{declared.upper()}" not in text
 
@@ -440,7 +437,7 @@ def test_a_plan_with_an_untrusted_provider_is_never_in_sync():
     d = pv.desired([pv.resource("a")])
     seen = pv.observed(d)
     seen = ObservedState(seen.observations, seen.owned, {"sim": "listing failed"})
-    p = compute_plan(d, seen, last_applied=pv.provisioned(d))
+    p = plan_values(d, seen, last_applied=pv.provisioned(d))
     assert p.actions == () and p.unknown_providers == ("sim",)
     assert not p.in_sync and p.exit_code == 2
     assert summary_line(p) == (

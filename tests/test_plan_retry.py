@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.plan import Operation, compute_plan
+from reconciler.gates import plan_values
+from reconciler.plan import Operation
 from tests import plan_values as pv
 
 
@@ -11,9 +12,9 @@ def test_a_failure_after_the_converging_work_is_retried_though_fields_are_in_syn
     d = pv.desired([r])
     observed = pv.observed(d, fields={r.key: pv.converged(r)})
     done = pv.provisioned(d)
-    assert compute_plan(d, observed, last_applied=done).in_sync  # the diff sees nothing to do
+    assert plan_values(d, observed, last_applied=done).in_sync  # the diff sees nothing to do
 
-    p = compute_plan(d, observed, last_applied=done, failed={r.key: "register"})
+    p = plan_values(d, observed, last_applied=done, failed={r.key: "register"})
     (action,) = p.actions
     assert action.operation is Operation.UPDATE
     assert action.stages == ("register",)
@@ -28,7 +29,7 @@ def test_retrying_a_destructive_stage_says_so_and_meets_the_guardrails() -> None
     d = pv.desired([r], policy_spec=pv.policy(max_destructive=0))
     observed = pv.observed(d, fields={r.key: pv.converged(r)})
     done = pv.provisioned(d)
-    (action,) = compute_plan(d, observed, last_applied=done, failed={r.key: "install-os"}).actions
+    (action,) = plan_values(d, observed, last_applied=done, failed={r.key: "install-os"}).actions
     assert action.stages == ("install-os", "install-app", "register")
     assert action.destructive and action.blocked
 
@@ -39,7 +40,7 @@ def test_a_change_after_the_failed_stage_starts_at_the_failed_stage() -> None:
     d = pv.desired([r])
     observed = pv.observed(d, fields={r.key: pv.converged(before)})
     applied = {r.key: pv.record(before)}
-    (action,) = compute_plan(d, observed, last_applied=applied, failed={r.key: "burn-in"}).actions
+    (action,) = plan_values(d, observed, last_applied=applied, failed={r.key: "burn-in"}).actions
     assert action.stages == ("burn-in", "install-os", "install-app", "register")
     assert action.destructive  # install-os comes again
 
@@ -49,8 +50,8 @@ def test_a_stage_no_longer_in_the_pipeline_or_a_missing_resource_changes_nothing
     d = pv.desired([r])
     observed = pv.observed(d, fields={r.key: pv.converged(r)})
     done = pv.provisioned(d)
-    assert compute_plan(d, observed, last_applied=done, failed={r.key: "gone"}).in_sync
+    assert plan_values(d, observed, last_applied=done, failed={r.key: "gone"}).in_sync
     missing = pv.observed(d, absent=[r.key])
-    (action,) = compute_plan(d, missing, failed={r.key: "register"}).actions
+    (action,) = plan_values(d, missing, failed={r.key: "register"}).actions
     assert action.operation is Operation.CREATE
     assert action.stages == tuple(s.name for s in r.stages)

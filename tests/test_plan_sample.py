@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from reconciler.desired import TASK_POINTS, Desired
+from reconciler.gates import plan_values
 from reconciler.load import load_directory
 from reconciler.observe import observe, resource_ref
-from reconciler.plan import Operation, Plan, compute_plan
+from reconciler.plan import Operation, Plan
 from reconciler.providers.base import ActionRequest, OperationPhase
 from reconciler.providers.simulator import SimulatorProvider
 from reconciler.render import render_text
@@ -87,7 +88,7 @@ def test_sample_repo_plans_create_then_in_sync_then_drift(sample):
     providers = {sim.name: sim}
 
     seen = asyncio.run(observe(desired, providers))
-    first = compute_plan(desired, seen)
+    first = plan_values(desired, seen)
     assert first.summary.create == len(desired.resources) > 0
     assert {a.operation for a in first.actions} == {Operation.CREATE}
     assert first.exit_code == 2
@@ -97,13 +98,13 @@ def test_sample_repo_plans_create_then_in_sync_then_drift(sample):
     apply(first, desired, sim, clock)
     last = {key: pv.record(r, revision=desired.revision) for key, r in desired.resources.items()}
     seen = asyncio.run(observe(desired, providers, previous=seen.existing))
-    settled = compute_plan(desired, seen, last_applied=last)
+    settled = plan_values(desired, seen, last_applied=last)
     assert settled.in_sync, render_text(settled)
     assert settled.exit_code == 0
 
     sim.drift("Machine/r01-node02", "params.os", "esxi-8")
     seen = asyncio.run(observe(desired, providers, previous=seen.existing))
-    drifted = compute_plan(desired, seen, last_applied=last)
+    drifted = plan_values(desired, seen, last_applied=last)
     (action,) = drifted.actions
     assert (action.key, action.operation) == ("Machine/r01-node02", Operation.REPORT_DRIFT)
     assert action.changes[0].path == "params.os" and action.changes[0].observed == "esxi-8"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from reconciler.plan import Plan, compute_plan
+from reconciler.gates import plan_values
+from reconciler.plan import Plan
 from reconciler.render import render_json, render_markdown, render_text, summary_line
 from reconciler.secrets import REDACTOR
 from tests import plan_values as pv
@@ -30,7 +31,7 @@ def mixed_plan() -> Plan:
         changed.key: pv.record(before),
         drifted.key: pv.record(drifted),
     }
-    return compute_plan(d, seen, last_applied=last)
+    return plan_values(d, seen, last_applied=last)
 
 
 def test_text_groups_by_wave_with_symbols_and_a_summary():
@@ -52,7 +53,7 @@ def test_text_groups_by_wave_with_symbols_and_a_summary():
 
 def test_in_sync_summary():
     d = pv.desired([pv.resource("a")])
-    p = compute_plan(d, pv.observed(d), last_applied=pv.provisioned(d))
+    p = plan_values(d, pv.observed(d), last_applied=pv.provisioned(d))
     assert summary_line(p) == "In sync: 1 resources match their declared state, nothing to do."
     assert "Wave" not in render_text(p)
 
@@ -67,7 +68,7 @@ def test_json_is_the_plan_value():
 def test_markdown_fits_and_says_what_was_cut():
     big = [pv.resource(f"node-{i:04d}") for i in range(600)]
     d = pv.desired(big)
-    p = compute_plan(d, pv.observed(d, absent=list(d.resources)))
+    p = plan_values(d, pv.observed(d, absent=list(d.resources)))
     summary, full = render_markdown(p, limit=20_000)
     assert len(summary) <= 20_000
     assert "**Plan: 600 to create" in summary
@@ -81,9 +82,9 @@ def test_markdown_fits_and_says_what_was_cut():
 def test_resolved_secrets_are_scrubbed_from_rendered_text():
     REDACTOR.add("canary-7f3a9")
     d = pv.desired([pv.resource("a", params={"os": "canary-7f3a9"})])
-    p = compute_plan(d, pv.observed(d, absent=["Machine/a"]))
+    p = plan_values(d, pv.observed(d, absent=["Machine/a"]))
     seen = pv.observed(d, fields={"Machine/a": {"params": {"os": "canary-7f3a9x"}}})
-    p = compute_plan(d, seen)
+    p = plan_values(d, seen)
     assert "canary-7f3a9" not in p.to_json()
     for text in (render_text(p), render_json(p), *render_markdown(p)):
         assert "canary-7f3a9" not in text

@@ -10,10 +10,10 @@ from pathlib import Path
 from reconciler.execute.engine import Executor
 from reconciler.execute.journal import Journal
 from reconciler.execute.runners import attempt_of
+from reconciler.gates import plan_values
 from reconciler.load import load_files
 from reconciler.model.tasks import TASK_TYPES
 from reconciler.observe import observe
-from reconciler.plan import compute_plan
 from reconciler.providers import open_providers
 from tests.conftest import ROOT
 
@@ -49,7 +49,7 @@ def executor_and_actions(tmp_path: Path, files: dict[str, str]):  # type: ignore
     assert loaded.ok and loaded.desired is not None, loaded.diagnostics[:3]
     providers, failed = open_providers(loaded.desired.providers, state_dir=tmp_path)
     assert not failed
-    plan = compute_plan(loaded.desired, asyncio.run(observe(loaded.desired, providers)))
+    plan = plan_values(loaded.desired, asyncio.run(observe(loaded.desired, providers)))
     executor = Executor(
         journal=Journal.open(tmp_path),
         providers=providers,

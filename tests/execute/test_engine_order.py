@@ -1,6 +1,6 @@
 """The executor's ordering and isolation: dependencies, limits, fairness, failures, stops.
 
-Each test loads real documents (`load_files`), plans them (`compute_plan`) and runs
+Each test loads real documents (`load_files`), plans them (`plan_values`) and runs
 `Executor.execute` with a real journal and task logs in a temporary state directory.
 Where a test must hold an operation open until it says so, or count what is in
 flight, the provider is `Gated`, a test double written here (the simulator's
@@ -20,10 +20,11 @@ from typing import Any
 from reconciler.desired import Desired
 from reconciler.execute.engine import ExecutionResult, Executor, in_change_window
 from reconciler.execute.journal import Journal
+from reconciler.gates import plan_values
 from reconciler.load import load_files
 from reconciler.model.kinds import ChangeWindow
 from reconciler.observe import observe
-from reconciler.plan import Plan, compute_plan
+from reconciler.plan import Plan
 from reconciler.providers import open_providers
 from reconciler.providers.base import (
     ActionRequest,
@@ -138,7 +139,7 @@ def load(files: dict[str, str]) -> Desired:
 
 
 async def plan_of(desired: Desired, providers: Mapping[str, Provider]) -> Plan:
-    return compute_plan(desired, await observe(desired, providers))
+    return plan_values(desired, await observe(desired, providers))
 
 
 def executor(

@@ -60,6 +60,14 @@ def _flag(setting: str) -> Any:
 # The setting flags, accepted before the command (for every command that reads them)
 # and after it (for the commands that read them).
 Repo = Annotated[str | None, _flag("repo")]
+Target = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        metavar="KIND/NAME",
+        help="Only this resource and what it depends on; repeat for more",
+    ),
+]
 Branch = Annotated[str | None, _flag("branch")]
 StateDir = Annotated[Path | None, _flag("state_dir")]
 StatusBranch = Annotated[str | None, _flag("status_branch")]
@@ -256,6 +264,7 @@ def plan(
         Path | None,
         typer.Option(help="With markdown: write the full plan here when the summary is cut"),
     ] = None,
+    target: Target = None,
     repo: Repo = None,
     branch: Branch = None,
     state_dir: StateDir = None,
@@ -275,7 +284,7 @@ def plan(
         config=config,
     )
     _need_repo(settings)
-    outcome = plan_revisions(settings, head=head, base=base)
+    outcome = plan_revisions(settings, head=head, base=base, targets=target or ())
     if outcome.diagnostics:
         for diagnostic in outcome.diagnostics:
             typer.echo(str(diagnostic))
@@ -317,6 +326,7 @@ def apply(
             "immediate (a second signal stops at once)",
         ),
     ] = "30s",
+    target: Target = None,
     repo: Repo = None,
     branch: Branch = None,
     state_dir: StateDir = None,
@@ -349,7 +359,9 @@ def apply(
     except ValueError as exc:
         typer.echo(f"reconciler: --grace: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    raise typer.Exit(run_apply(settings, yes=yes, ask=True, grace=grace_seconds))
+    raise typer.Exit(
+        run_apply(settings, yes=yes, ask=True, grace=grace_seconds, targets=target or ())
+    )
 
 
 @app.command(epilog=epilog("run"))

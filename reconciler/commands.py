@@ -8,13 +8,14 @@ function returns the command's exit code.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +25,7 @@ from typing import Any
 import pygit2
 
 from reconciler.controller import Controller, CycleResult
-from reconciler.desired import Desired
+from reconciler.desired import Desired, subset, with_dependencies
 from reconciler.diff import LastApplied
 from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import Journal, LeaseHeld
@@ -161,8 +162,15 @@ def fetched_source(settings: Settings, showing: str) -> DeclaredSource:
     return source
 
 
-def plan_revisions(settings: Settings, *, head: str | None, base: str | None) -> PlanOutcome:
-    """The plan of HEAD (the tracked branch by default) against what providers observe."""
+def plan_revisions(
+    settings: Settings,
+    *,
+    head: str | None,
+    base: str | None,
+    targets: Collection[str] = (),
+) -> PlanOutcome:
+    """The plan of HEAD (the tracked branch by default) against what providers observe;
+    with `targets`, of those resources and what they depend on only."""
     try:
         source = fetched_source(settings, "revisions")
     except ReconcilerError as exc:
@@ -170,6 +178,11 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
     head_desired, diagnostics, error = _desired_at(source, head or settings.ref or settings.branch)
     if head_desired is None:
         return PlanOutcome(diagnostics=diagnostics, error=error)
+    if targets:
+        try:
+            head_desired = subset(head_desired, with_dependencies(head_desired, targets))
+        except ValueError as exc:
+            return PlanOutcome(error=f"--target: {exc}")
     for missing in unresolvable(declared_uses(head_desired), secret_environment()):
         print(f"warning: {missing}", file=sys.stderr)  # apply would fail what needs it
     statuses = read_statuses(source.repo, settings.status_branch)
@@ -202,6 +215,8 @@ def plan_revisions(settings: Settings, *, head: str | None, base: str | None) ->
 
     def plan_of(desired: Desired) -> Plan:
         observed = asyncio.run(observe_desired(desired, state_dir=state_dir, repository=repository))
+        if targets:  # only the targets: nothing else is looked at, so nothing is an orphan
+            observed = dataclasses.replace(observed, owned={})
         base = base_desired.revision if base_desired is not None else None
         return plan_revision(context, desired, observed, base=base)[1].plan
 
@@ -310,6 +325,7 @@ def run_apply(
     yes: bool = False,
     ask: bool = False,
     grace: float = 30.0,
+    targets: Collection[str] = (),
 ) -> int:
     """One cycle, shown; its exit code (`apply_exit_code`). `ask`: confirm destructive
     actions first (on a terminal; off one they are refused unless `yes`)."""
@@ -329,9 +345,12 @@ def run_apply(
         with Controller(
             settings, on_event=progress, on_plan=show_plan, confirm=confirm
         ) as controller:
-            result = asyncio.run(stop.run(controller))
+            result = asyncio.run(stop.run(controller, targets))
     except (LeaseHeld, ReconcilerError) as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as exc:  # a --target that is not declared
+        print(f"reconciler: --target: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         progress.interrupted(Path(settings.state_dir))
@@ -367,9 +386,11 @@ class StopRequest:
     def exit_code(self) -> int:
         return EXIT_TERMINATED if self.signal == "SIGTERM" else EXIT_INTERRUPTED
 
-    async def run(self, controller: Controller) -> CycleResult | None:
+    async def run(
+        self, controller: Controller, targets: Collection[str] = ()
+    ) -> CycleResult | None:
         loop = asyncio.get_running_loop()
-        cycle = asyncio.ensure_future(controller.cycle())
+        cycle = asyncio.ensure_future(controller.cycle(targets=targets))
 
         def force() -> None:
             if not cycle.done():

@@ -35,7 +35,7 @@ import pygit2
 
 from reconciler.approvals import Decision, approver_names
 from reconciler.branch_plans import PLANS_DIR, BranchPlans, patterns_of, watched_branches
-from reconciler.desired import Desired, ResolvedResource, subset
+from reconciler.desired import Desired, ResolvedResource, subset, with_dependencies
 from reconciler.diff import Diff, LastApplied
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
@@ -456,9 +456,11 @@ class Controller:
         full: bool = False,
         also: Collection[str] = (),
         hold_failed: bool = False,
+        targets: Collection[str] = (),
     ) -> CycleResult:
         """One cycle at the head: incremental when it can be (`reconciler.scope`), with
-        the resources in `also` planned too, or full (always when `full`).
+        the resources in `also` planned too, or full (always when `full`). With `targets`
+        (`--target`), only those resources and what they depend on are planned.
 
         `hold_failed` (scheduled cycles): resources whose last apply failed are left
         alone until their backoff runs out (`scope.held_failures`), status kept.
@@ -483,6 +485,9 @@ class Controller:
         desired = dataclasses.replace(
             source.load.desired, revision=source.revision.sha if source.revision else None
         )
+        if targets:
+            keys = with_dependencies(desired, targets)  # ValueError: not declared
+            return await self._reconcile_subset(base, desired, keys, previous, now, execute=execute)
         held = held_failures(desired, previous, now) if hold_failed else {}
         # A provider event about a held resource is news (its BMC answers again): tried.
         held = {key: until for key, until in held.items() if key not in also}

@@ -208,6 +208,35 @@ def subset(desired: Desired, keys: Collection[str]) -> Desired:
     )
 
 
+def with_dependencies(desired: Desired, keys: Collection[str]) -> set[str]:
+    """`keys` and everything they depend on, transitively (a `--target` cycle's resources).
+
+    ValueError names each key that is not declared (a bare name matches one kind)."""
+    by_name: dict[str, list[str]] = {}
+    for key in desired.resources:
+        by_name.setdefault(key.split("/", 1)[1], []).append(key)
+    wanted: list[str] = []
+    unknown: list[str] = []
+    for key in keys:
+        if key in desired.resources:
+            wanted.append(key)
+        elif "/" not in key and len(by_name.get(key, [])) == 1:
+            wanted.append(by_name[key][0])
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"not declared: {', '.join(sorted(unknown))} (give Kind/name, e.g. Machine/r01-node01)"
+        )
+    found: set[str] = set()
+    while wanted:
+        key = wanted.pop()
+        if key not in found:
+            found.add(key)
+            wanted.extend(d for d in desired.resources[key].depends_on if d in desired.resources)
+    return found
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 

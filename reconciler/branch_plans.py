@@ -339,15 +339,18 @@ def reviewed_plans(
         if commit is None or len(found) == len(wanted):
             break
         if PLANS_DIR in commit.tree:
-            stack = [repo[commit.tree[PLANS_DIR].id]]
+            stack = [commit.tree[PLANS_DIR]]
             while stack:
                 tree = stack.pop()
+                if not isinstance(tree, pygit2.Tree):
+                    continue
                 for entry in tree:
-                    if entry.type_str == "tree":
-                        stack.append(repo[entry.id])
-                    elif entry.id not in seen_blobs:
+                    obj = repo[entry.id]
+                    if isinstance(obj, pygit2.Tree):
+                        stack.append(obj)
+                    elif isinstance(obj, pygit2.Blob) and entry.id not in seen_blobs:
                         seen_blobs.add(entry.id)
-                        reviewed = read_reviewed(repo[entry.id].data.decode("utf-8", "replace"))
+                        reviewed = read_reviewed(obj.data.decode("utf-8", "replace"))
                         if reviewed and reviewed.head in wanted and reviewed.head not in found:
                             found[reviewed.head] = reviewed
         commit = commit.parents[0] if commit.parents else None

@@ -412,7 +412,7 @@ class Controller:
         if not sha:
             return None, "it names no revision", True
         try:
-            self.source.repo.get(sha).peel(pygit2.Commit)
+            self.source.repo[sha].peel(pygit2.Commit)
         except (KeyError, ValueError, AttributeError, pygit2.GitError):
             return None, f"its revision {sha[:12]} is gone (force-pushed away?)", True
         try:

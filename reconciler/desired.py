@@ -93,7 +93,7 @@ def stage_definition(
     params, what it converges and whether it is destructive.
     """
     dumped = {
-        point: [t.model_dump(mode="json", exclude=_NOT_WHAT) for t in items]
+        point: [t.model_dump(mode="json", exclude=set(_NOT_WHAT)) for t in items]
         for point, items in tasks.items()
         if point not in _NOT_WORK
     }

@@ -401,7 +401,7 @@ def diff_resource(
     paths_cache: dict[tuple[tuple[str, ...], ...], tuple[str, ...]] | None = None,
 ) -> ResourceDiff:
     """One declared resource against its observation and its record (module docstring)."""
-    base = {
+    base: dict[str, Any] = {
         "key": resource.key,
         "kind": resource.kind,
         "name": resource.name,

@@ -361,7 +361,7 @@ def last_declared(
     if start is None or repo is None:
         return None
     try:
-        commit: pygit2.Commit | None = repo.get(start).peel(pygit2.Commit)
+        commit: pygit2.Commit | None = repo[start].peel(pygit2.Commit)
     except (KeyError, ValueError, AttributeError, pygit2.GitError):
         return None
     for _ in range(limit):

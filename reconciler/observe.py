@@ -236,7 +236,8 @@ async def observe(
                 for k, o in seen.items()
             }
         elif problem is None and not answered and seen:
-            problem = next(iter(seen.values())).reason.removeprefix(f"{name}: ")
+            first = next(iter(seen.values()))
+            problem = getattr(first, "reason", "no answer").removeprefix(f"{name}: ")
         if problem is not None:
             unknown[name] = problem
             listed = None  # an untrusted provider's listing finds no orphans

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from reconciler.desired import Desired, ResolvedResource, ResolvedStage
     from reconciler.model.kinds import PolicySpec
 
-PLAN_FORMAT = "reconciler.plan/v1"
+PLAN_FORMAT: Literal["reconciler.plan/v1"] = "reconciler.plan/v1"
 
 
 class Operation(StrEnum):

@@ -43,10 +43,17 @@ _ALIAS = {
 class Document(Protocol):
     """What the loader knows of a document: where it is, and its model."""
 
-    path: str
-    kind: str
-    name: str
-    document: Any
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def document(self) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-import ahocorasick  # type: ignore[import-not-found]  # a C extension, no stubs
+import ahocorasick  # a C extension without stubs (ignore_missing_imports in pyproject)
 
 from reconciler.errors import PermanentError
 from reconciler.model.common import SECRET_LOOKING_KEY, is_secret_ref

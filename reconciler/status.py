@@ -129,7 +129,7 @@ def dump_yaml(data: Any) -> str:
     except _NotJson:
         return yaml.dump(data, Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True)
     events += [DocumentEndEvent(explicit=False), StreamEndEvent()]
-    return yaml.emit(events, Dumper=SAFE_DUMPER, allow_unicode=True)  # type: ignore[no-any-return]
+    return yaml.emit(events, Dumper=SAFE_DUMPER, allow_unicode=True)
 
 
 ConditionType = Literal["Ready", "Reconciling", "Drifted", "Stalled", "Failed"]

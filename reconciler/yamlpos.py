@@ -102,8 +102,9 @@ class YamlDocument:
     whole: bool = False
 
 
-def _mark(node: Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
+def _mark(node: Node | yaml.Event) -> tuple[int, int]:
+    mark = node.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
 def decode(data: bytes, limits: YamlLimits) -> str:
@@ -353,7 +354,8 @@ def _check_flow_depth(text: str, limits: YamlLimits) -> None:
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > limits.max_depth:
-                line, col = event.start_mark.line + 1, event.start_mark.column + 1
+                mark = event.start_mark
+                line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
                 raise YamlFault(line, col, f"nested deeper than {limits.max_depth} levels")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1

@@ -73,6 +73,7 @@ async def with_retries(
     `fn` itself is not interrupted here: bound it with ``asyncio.timeout_at(deadline)``.
     """
     attempts = 1
+    last: ReconcilerError
     while True:
         consumed = False
         try:

@@ -51,7 +51,8 @@ def attempt_of(task_type: str) -> Attempt:
     """The runner's attempt for a task type, its module imported on first use: the HTTP
     runners bring httpx, 50 ms of start-up that a plan of provider tasks never needs."""
     module = importlib.import_module(f"reconciler.execute.tasks.{RUNNER_MODULES[task_type]}")
-    return module.attempt  # type: ignore[no-any-return]
+    attempt: Attempt = module.attempt
+    return attempt
 
 
 class DeadlineExceeded(PermanentError):

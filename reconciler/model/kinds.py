@@ -399,6 +399,12 @@ class ChangeWindow(Strict):
 
 
 NotificationEvent = Literal["Failed", "Ready", "DriftDetected", "DriftCleared"]
+ALL_NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
+    "Failed",
+    "Ready",
+    "DriftDetected",
+    "DriftCleared",
+)
 
 
 class NotificationTarget(Strict):
@@ -413,7 +419,7 @@ class NotificationTarget(Strict):
         default=None, description="HMAC-SHA256 key: X-Reconciler-Signature-256 on each POST"
     )
     events: list[NotificationEvent] = Field(
-        default_factory=lambda: ["Failed", "Ready", "DriftDetected", "DriftCleared"],
+        default_factory=lambda: list(ALL_NOTIFICATION_EVENTS),
         min_length=1,
     )
 

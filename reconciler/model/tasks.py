@@ -45,7 +45,7 @@ class ProviderActionTask(TaskBase):
     @field_validator("args")
     @classmethod
     def _no_inline_secret_args(cls, args: dict[str, Any]) -> dict[str, Any]:
-        return refuse_inline_secrets(args)  # type: ignore[no-any-return]
+        return refuse_inline_secrets(args)
 
 
 class HttpAuth(Strict):

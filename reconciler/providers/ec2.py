@@ -355,7 +355,7 @@ class Ec2Provider:
         except self._exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != NOT_FOUND:
                 raise
-            found = []
+            found: list[dict[str, Any]] = []
             for one in ids:
                 try:
                     reply = client.describe_instances(InstanceIds=[one])
@@ -373,7 +373,7 @@ class Ec2Provider:
         return {
             "state": instance["State"]["Name"],
             "size": instance.get("InstanceType"),
-            "image": self._ami_names.get(image, image),
+            "image": self._ami_names.get(image, image) if image else image,
             "region": region,
             "zone": instance.get("Placement", {}).get("AvailabilityZone"),
             "instanceId": instance["InstanceId"],

@@ -581,8 +581,11 @@ class RedfishProvider:
                 return record.handle(self.name)
             address = self._address(request.resource)
             client = await self._client(address)
-            record = await self._gate.thread(self._guard(self._start), client, address, request)
-            self._store.put(record)
+            started: OperationRecord = await self._gate.thread(
+                self._guard(self._start), client, address, request
+            )
+            self._store.put(started)
+            record = started
             log.info(
                 "redfish action started",
                 provider=self.name,
@@ -635,6 +638,7 @@ class RedfishProvider:
             action = _power_action(args, ref)
         if action == "pxe-boot":
             self._set_boot(system, "pxe", {"once": True})
+            reset: tuple[str, ...]
             target, reset = "on", ("On", "ForceOn") if power == "off" else ("ForceRestart",)
         else:
             target, reset = POWER_ACTIONS[action]

@@ -207,7 +207,8 @@ class _Callbacks(pygit2.RemoteCallbacks):
             public = (
                 access.ssh_public_key.read_text(encoding="utf-8") if access.ssh_public_key else None
             )
-            return pygit2.KeypairFromMemory(user, public, private, "")
+            # libgit2 takes no public key (NULL) and derives it; the stubs say str.
+            return pygit2.KeypairFromMemory(user, public, private, "")  # type: ignore[arg-type]
         assert access.password_ref is not None
         if not user:
             raise PermanentError(
@@ -363,7 +364,7 @@ class Mirror:
         return commit
 
     def revision(self, sha: str) -> Revision:
-        return Revision.of(self.repo.get(sha).peel(pygit2.Commit))
+        return Revision.of(self.repo[sha].peel(pygit2.Commit))
 
     def push(self, local_ref: str, remote_ref: str) -> PushOutcome:
         """Push one reference, never forced; a server-side refusal is returned, not lost."""

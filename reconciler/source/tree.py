@@ -37,7 +37,7 @@ _BLOB_MODES = (FileMode.BLOB, FileMode.BLOB_EXECUTABLE)
 
 
 def commit_of(repo: pygit2.Repository, rev: str | pygit2.Oid) -> pygit2.Commit:
-    return repo.get(rev).peel(pygit2.Commit)
+    return repo[rev].peel(pygit2.Commit)
 
 
 class TreeLister:
@@ -62,10 +62,10 @@ class TreeLister:
             if entry.type == ObjectType.TREE:
                 sub = self.repo[entry.id]
                 assert isinstance(sub, pygit2.Tree)
-                prefix = entry.name + "/"
+                prefix = f"{entry.name}/"
                 out.extend((prefix + path, oid) for path, oid in self._listing(sub))
             elif entry.type == ObjectType.BLOB and entry.filemode in _BLOB_MODES:
-                out.append((entry.name, entry.id))
+                out.append((entry.name or "", entry.id))
         listing = tuple(out)
         self._trees[tree.id] = listing
         return listing
@@ -120,7 +120,7 @@ def changed_paths(
     repo: pygit2.Repository, old: str | pygit2.Oid, new: str | pygit2.Oid
 ) -> frozenset[str]:
     """Paths added, removed or modified between two revisions (a tree diff)."""
-    diff = repo.diff(commit_of(repo, old).tree, commit_of(repo, new).tree)
+    diff = commit_of(repo, old).tree.diff_to_tree(commit_of(repo, new).tree)
     paths: set[str] = set()
     for delta in diff.deltas:
         paths.add(delta.old_file.path)
@@ -177,7 +177,7 @@ def load_revision(
     if files is None:
         files = declared_files(lister.files(sha), repo)
     parsed = [
-        cache.get(path, oid, lambda oid=oid: read_blob(repo, oid))
+        cache.get(path, oid, functools.partial(read_blob, repo, oid))
         for path, oid in sorted(files.items())
     ]
 

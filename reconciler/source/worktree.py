@@ -36,7 +36,7 @@ def materialize(repo: pygit2.Repository, sha: str, state_dir: Path) -> Path:
     target = tree_path(state_dir, sha)
     if target.is_dir():
         return target
-    commit = repo.get(sha).peel(pygit2.Commit)
+    commit = repo[sha].peel(pygit2.Commit)
     staging = target.with_name(f".{sha}.{os.getpid()}")
     if staging.exists():
         _remove(staging)
@@ -52,16 +52,19 @@ def materialize(repo: pygit2.Repository, sha: str, state_dir: Path) -> Path:
 
 def _write_tree(repo: pygit2.Repository, tree: pygit2.Tree, folder: Path, root: Path) -> None:
     for entry in tree:
-        path = folder / entry.name
-        if entry.filemode == FileMode.TREE:
+        path = folder / (entry.name or "")
+        obj = repo[entry.id]
+        if entry.filemode == FileMode.TREE and isinstance(obj, pygit2.Tree):
             path.mkdir()
-            _write_tree(repo, repo[entry.id], path, root)
+            _write_tree(repo, obj, path, root)
+        elif not isinstance(obj, pygit2.Blob):
+            continue  # a submodule: not part of the revision's files
         elif entry.filemode in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
-            path.write_bytes(repo[entry.id].data)
+            path.write_bytes(obj.data)
             if entry.filemode == FileMode.BLOB_EXECUTABLE:
                 path.chmod(0o555)
         elif entry.filemode == FileMode.LINK:
-            link = repo[entry.id].data.decode("utf-8", "replace")
+            link = obj.data.decode("utf-8", "replace")
             resolved = (folder / link).resolve()
             if resolved.is_relative_to(root.resolve()):
                 path.symlink_to(link)

@@ -102,7 +102,7 @@ def is_own_commit(repo: pygit2.Repository, commit: pygit2.Commit, author_email: 
     if commit.author.email != author_email or len(commit.parents) > 1:
         return False
     if not commit.parents:
-        paths = {entry.name + "/" for entry in commit.tree}
+        paths = {f"{entry.name}/" for entry in commit.tree}
     else:
         paths = set(changed_paths(repo, commit.parents[0].id, commit.id))
     return bool(paths) and all(top_dir(p) in MANAGED_DIRS for p in paths)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -55,7 +56,7 @@ def log_headers(log: TaskLog, prefix: str, headers: httpx.Headers) -> None:
 
 
 @asynccontextmanager
-async def client_for(ctx: TaskContext):  # type: ignore[no-untyped-def]
+async def client_for(ctx: TaskContext) -> AsyncIterator[httpx.AsyncClient]:
     """The shared client from the context, or a short-lived one."""
     if ctx.http_client is not None:
         yield ctx.http_client

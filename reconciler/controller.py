@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease, PlanRow
 from reconciler.execute.retention import Retention, apply_retention
+from reconciler.execute.rollout_gate import PAUSE_FACT
 from reconciler.gates import PlanContext, RulesVerdict, judge_rules, plan_revision
 from reconciler.load import LoadResult
 from reconciler.observe import (
@@ -54,7 +56,14 @@ from reconciler.plan import Plan
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
 from reconciler.render import summary_line
-from reconciler.report import ControllerStatus, CycleReport, StatusFiles, build_report
+from reconciler.report import (
+    AuditRecord,
+    ControllerStatus,
+    CycleReport,
+    StatusFiles,
+    build_report,
+)
+from reconciler.rollouts import rollout_spec
 from reconciler.scope import FullCycle, Scope, held_failures, revision_scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
@@ -189,6 +198,8 @@ class Controller:
         """The Desired set of the last cycle whose status commit was written."""
         self._full_at: float | None = None
         """When (monotonic) the last full cycle's status commit was written."""
+        self._resumed: list[tuple[str, str]] = []
+        """Rollouts resumed since the last status commit, and by whom (for the audit)."""
         self._timings: dict[str, float] = {}
         """This cycle's seconds per phase (`CycleResult.timings`)."""
         self.branch_plans = BranchPlans()
@@ -272,7 +283,32 @@ class Controller:
             load=self.desired_at,
             status_branch=self.writer.branch,
             phases={key: status.phase for key, status in previous.items()},
+            paused=self.paused_rollouts(head) if head is not None else {},
         )
+
+    def paused_rollouts(self, head: Desired) -> dict[str, str]:
+        """Rollouts paused by failures and not resumed since; one whose `resume` value
+        changed in Git since it paused is resumed (its pause forgotten)."""
+        paused: dict[str, str] = {}
+        for name, value in self.journal.facts(PAUSE_FACT).items():
+            rollout = name.removeprefix(PAUSE_FACT)
+            record = json.loads(value)
+            spec = rollout_spec(head, rollout)
+            if spec is None or spec.resume != record.get("resume"):
+                self.journal.forget_fact(name)  # resumed by a commit (or gone from Git)
+                self._resumed.append((rollout, "a commit changing rollout.resume"))
+                continue
+            paused[rollout] = str(record.get("reason", "paused"))
+        return paused
+
+    def resume_rollout(self, rollout: str, who: str) -> bool:
+        """`POST /api/v1/rollouts/{id}/resume`: forget the pause; False if not paused."""
+        name = f"{PAUSE_FACT}{rollout}"
+        if name not in self.journal.facts(name):
+            return False
+        self.journal.forget_fact(name)
+        self._resumed.append((rollout, who))
+        return True
 
     def plan(
         self, desired: Desired, observed: ObservedState, previous: Mapping[str, ResourceStatus]
@@ -791,6 +827,7 @@ class Controller:
             )
         for earlier, revision in reversed(result.earlier):
             audit = audit_records(earlier, revision=revision, author=None) + audit
+        audit += self._resume_records(controller.revision, author, now)
         report = build_report(
             controller=controller,
             statuses=statuses,
@@ -834,6 +871,7 @@ class Controller:
             )
             self.last = final
             return final
+        self._resumed = []  # their audit records landed
         if source.revision is not None:
             await asyncio.to_thread(self.source.mark_reconciled, source.revision.sha)
         for done in (*(e for e, _ in result.earlier), result.resumed, result.execution):
@@ -865,6 +903,28 @@ class Controller:
             for row in self.journal.unreported_plans()
             if row.plan_hash not in own
         )  # fmt: skip
+
+    def _resume_records(
+        self, revision: str | None, author: str | None, now: datetime
+    ) -> list[AuditRecord]:
+        """Who resumed which paused rollout: by a commit (its author) or through the API."""
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return [
+            AuditRecord(
+                revision=revision,
+                author=author if who.startswith("a commit") else who,
+                plan_hash="",
+                resource=f"Rollout/{rollout}",
+                operation="resume-rollout",
+                stage=None,
+                task=None,
+                result="succeeded",
+                started=stamp,
+                finished=stamp,
+                message=f"resumed by {who}",
+            )
+            for rollout, who in self._resumed
+        ]
 
     def _needed_trees(self) -> set[str]:
         """The revision an unfinished plan resumes at keeps its materialized tree."""

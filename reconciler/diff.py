@@ -155,6 +155,9 @@ class Diff:
 
 # --- paths ----------------------------------------------------------------------
 
+FAILED_STAGE = "failed"
+"""A stage's digest in a record once it failed there: not done, whatever it did before."""
+
 _MISSING = object()
 MISSING = _MISSING
 """What `get_path` answers for a path with no value."""
@@ -364,7 +367,9 @@ def changed_stages(resource: ResolvedResource, last: LastApplied) -> tuple[str, 
     """Stages of a provisioned resource that are not what last completed on it (a new
     stage, fixed tasks, a new hook, a changed param they use). None when the record holds
     no stage digests (written by an older version): nothing can be said."""
-    if not last.stages or last.resolution == resource.resolution():
+    if not last.stages:
+        return ()
+    if last.resolution == resource.resolution() and FAILED_STAGE not in last.stages.values():
         return ()
     return tuple(
         name for name, digest in resource.stage_digests().items() if last.stages.get(name) != digest

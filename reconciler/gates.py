@@ -43,6 +43,7 @@ def replanner(
     *,
     failed: Mapping[str, str] | None = None,
     phases: Mapping[str, str] | None = None,
+    paused: Mapping[str, str] | None = None,
 ) -> Replan:
     """What the gate re-plans with: the plan of `found` under a given approval verdict."""
 
@@ -57,6 +58,7 @@ def replanner(
             pending_approval=pending,
             failed=failed,
             phases=phases,
+            paused=paused,
         )
 
     return replan
@@ -211,6 +213,8 @@ class PlanContext:
     is not Ready, also when this plan does not look at it (held in backoff, out of scope)."""
     rules_note: str | None = None
     """Why the head's own changes to the approval rules are not in force (`judge_rules`)."""
+    paused: Mapping[str, str] = field(default_factory=dict)
+    """Paused rollouts (id -> why): their actions are held back until resumed."""
 
 
 def plan_values(
@@ -240,7 +244,14 @@ def plan_revision(
     there instead (a branch's plan: only approvals on the branch count).
     """
     found = diff(desired, observed, last_applied=context.records)
-    replan = replanner(desired, found, observed, failed=context.failed, phases=context.phases)
+    replan = replanner(
+        desired,
+        found,
+        observed,
+        failed=context.failed,
+        phases=context.phases,
+        paused=context.paused,
+    )
     declared: dict[str, tuple[str, ResolvedResource] | None] = {}
 
     def before(key: str) -> tuple[str, ResolvedResource] | None:

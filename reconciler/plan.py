@@ -52,6 +52,7 @@ from reconciler.diff import (
     covers,
     selector_matches,
 )
+from reconciler.rollouts import describe, plan_rollouts, rollout_spec
 
 if TYPE_CHECKING:
     from reconciler.desired import Desired, ResolvedResource, ResolvedStage
@@ -118,6 +119,9 @@ class PlannedAction(_Value):
     exists: bool | None = None
     """Whether the provider reported it existing when planned (a create of something that
     exists provisions it: the provider's create is idempotent on what is there)."""
+    rollout: str | None = None
+    """The rollout holding it back (`reconciler.rollouts`), and its batch there."""
+    batch: str | None = None
 
     @property
     def runnable(self) -> bool:
@@ -142,6 +146,16 @@ class Summary(_Value):
     in_sync: int = 0
 
 
+class RolloutPlan(_Value):
+    """A rollout as the executor enforces it (`reconciler.rollouts.RolloutRules`)."""
+
+    id: str
+    canary: tuple[str, ...] = ()
+    domains: dict[str, str] = {}
+    limits: dict[str, int] = {}
+    pause_after: int | None = None
+
+
 class PlanPolicy(_Value):
     prune: bool
     self_heal: bool
@@ -163,6 +177,7 @@ class Plan(_Value):
     notes: tuple[str, ...] = ()
     unknown_providers: tuple[str, ...] = ()
     """Providers whose answer could not be trusted: the plan may be incomplete."""
+    rollouts: tuple[RolloutPlan, ...] = ()
     content_hash: str = ""
 
     @property
@@ -210,6 +225,7 @@ class Plan(_Value):
         summary: Summary,
         notes: Iterable[str] = (),
         unknown_providers: Iterable[str] = (),
+        rollouts: Iterable[RolloutPlan] = (),
     ) -> Plan:
         plan = cls(
             revision=revision,
@@ -218,6 +234,7 @@ class Plan(_Value):
             summary=summary,
             notes=tuple(notes),
             unknown_providers=tuple(sorted(unknown_providers)),
+            rollouts=tuple(rollouts),
         )
         return plan.model_copy(update={"content_hash": _hash_of(plan)})
 
@@ -552,6 +569,7 @@ def plan(
     unknown_providers: Mapping[str, str] | None = None,
     failed: Mapping[str, str] | None = None,
     phases: Mapping[str, str] | None = None,
+    paused: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan closing the gap a `Diff` shows (see the module docstring).
 
@@ -570,6 +588,7 @@ def plan(
     ]
     _guardrails(drafts, policy, labels, pending_approval or {}, approved, unknown_providers)
     _wait_for_dependencies(drafts, changes, phases or {})
+    rollouts = _rollouts(desired, drafts, paused or {}, notes)
     waves = _waves(desired, drafts)
     actions = [a for w in waves for a in w.actions]
     planned = {a.key for a in actions}
@@ -587,7 +606,53 @@ def plan(
         ),
         notes=notes,
         unknown_providers=unknown_providers,
+        rollouts=rollouts,
     )
+
+
+_ROLLOUT_OPERATIONS = {Operation.UPDATE: "update", Operation.CREATE: "create"}
+
+
+def _rollouts(
+    desired: Desired, drafts: list[dict[str, Any]], paused: Mapping[str, str], notes: list[str]
+) -> list[RolloutPlan]:
+    """Rollout batches of the runnable updates (and creates when asked); a paused
+    rollout's actions are held back, saying how to resume it."""
+    covered = [
+        (a["key"], _ROLLOUT_OPERATIONS[a["operation"]])
+        for a in drafts
+        if a["operation"] in _ROLLOUT_OPERATIONS and not a.get("blocked")
+    ]
+    if not covered or (
+        desired.policy.rollout is None
+        and not any(p.spec.rollout for p in desired.pipelines.values())
+    ):
+        return []
+    rules, batches = plan_rollouts(desired, covered)
+    for a in drafts:
+        if a["key"] not in batches:
+            continue
+        a["rollout"], a["batch"] = batches[a["key"]]
+        why = paused.get(a["rollout"])
+        if why is not None:
+            a["blocked"] = (
+                f"rollout {a['rollout']} is paused: {why} (resume: change rollout.resume in "
+                f"Git, or POST /api/v1/rollouts/{a['rollout']}/resume)"
+            )
+    for rollout_id, rule in rules.items():
+        spec = rollout_spec(desired, rollout_id)
+        if spec is not None:
+            notes.append(describe(rule, spec))
+    return [
+        RolloutPlan(
+            id=r.id,
+            canary=tuple(sorted(r.canary)),
+            domains=dict(r.domains),
+            limits=dict(r.limits),
+            pause_after=r.pause_after,
+        )
+        for r in rules.values()
+    ]
 
 
 def _drafts(

@@ -231,6 +231,8 @@ class Scheduler:
         self._clock = clock
         self._lock = threading.RLock()
         self._cycle_wanted: list[str] | None = None
+        self._resumes: list[tuple[str, str]] = []
+        """Rollouts asked to resume (`request_resume`), for the worker's next cycle."""
         self._running: list[str] = []
         self._progress = [0, 0]
         self._pending: dict[str, tuple[float, float]] = {}
@@ -278,6 +280,13 @@ class Scheduler:
         self.metrics.cycle_requests.labels(result=result).inc()
         self._poke()
         return op
+
+    def request_resume(self, rollout: str, who: str) -> Operation | None:
+        """Resume a paused rollout (the worker forgets its pause before the next cycle,
+        which it queues): the audit records `who`."""
+        with self._lock:
+            self._resumes.append((rollout, who))
+        return self.request_cycle(f"resume rollout {rollout}")
 
     def request_resources(self, keys: set[str]) -> EventResult:
         """Queue targeted reconciles of `keys`, debounced and coalesced per key."""
@@ -486,6 +495,10 @@ class Scheduler:
         self.operations.update(running, resources_done=done, resources_total=total)
 
     async def _cycle(self, controller: Controller, job: CycleJob) -> None:
+        with self._lock:
+            resumes, self._resumes = self._resumes, []
+        for rollout, who in resumes:
+            controller.resume_rollout(rollout, who)
         ops = job.operations
         before = dict(self.statuses)
         self._progress = [0, 0]
@@ -513,6 +526,8 @@ class Scheduler:
                 log.error("cycle failed", **fields)
             else:
                 log.info("cycle", **fields)
+        if result is not None:  # part of the operation: done once its alerts went out
+            await self._notify(before, result)
         with self._lock:
             self._running = []
             done, total = self._progress
@@ -526,8 +541,6 @@ class Scheduler:
             resources_total=total,
             errors=tuple(errors),
         )
-        if result is not None:
-            await self._notify(before, result)
 
     def _back_off(self, retry_after: float | None) -> None:
         """A failed fetch says when to try the remote again: scheduled cycles wait for it."""

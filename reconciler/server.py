@@ -223,6 +223,20 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         return Response(data, media_type=content_type)
 
     @app.post(
+        "/api/v1/rollouts/{rollout}/resume",
+        status_code=202,
+        response_model=Accepted,
+        tags=["operations"],
+        responses={401: {}, 503: {}},
+    )
+    def resume_rollout(rollout: str, _: None = mutating) -> JSONResponse:
+        """Resume a paused rollout: 202 with the operation of the cycle that follows."""
+        op = scheduler.request_resume(rollout, "the API (POST /api/v1/rollouts/…/resume)")
+        if op is None:
+            raise HTTPException(503, "the controller is stopping")
+        return accepted(op.id, op.phase)
+
+    @app.post(
         "/api/v1/sync",
         status_code=202,
         response_model=Accepted,

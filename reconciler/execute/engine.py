@@ -46,10 +46,11 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
-from reconciler.diff import MISSING, LastApplied, get_path, still_differing
+from reconciler.diff import FAILED_STAGE, MISSING, LastApplied, get_path, still_differing
 from reconciler.errors import ReconcilerError
 from reconciler.execute.context import TaskContext, TaskResult
 from reconciler.execute.journal import Journal, idempotency_key
+from reconciler.execute.rollout_gate import PAUSE_FACT, RolloutGate, pause_record
 from reconciler.execute.runners import run_journaled
 from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
@@ -57,6 +58,7 @@ from reconciler.observe import resource_ref
 from reconciler.plan import Operation, Plan, PlannedAction
 from reconciler.providers.base import ActionRequest, OperationHandle, Provider, ResourceRef
 from reconciler.providers.operations import cancel_operation, observe_one, run_action
+from reconciler.rollouts import rollout_spec
 from reconciler.secret_check import environment as secret_environment
 from reconciler.secret_check import precheck
 from reconciler.secrets import REDACTOR
@@ -342,6 +344,19 @@ class _Run:
             for a in self.plan.actions
             if a.operation is Operation.CREATE and a.blocked
         }
+        self.rollouts = {r.id: RolloutGate(r, on_pause=self._paused) for r in self.plan.rollouts}
+        self.rollout_keys = {
+            rollout: {a.key for a in self.plan.actions if a.runnable and a.rollout == rollout}
+            for rollout in self.rollouts
+        }
+
+    def _paused(self, rollout: str, why: str) -> None:
+        """Kept in the journal: later plans hold the rollout back until it is resumed."""
+        spec = rollout_spec(self.executor.desired, rollout)
+        self.executor.journal.set_fact(
+            f"{PAUSE_FACT}{rollout}", pause_record(why, spec.resume if spec else None)
+        )
+        self.executor._emit("rollout.paused", rollout=rollout, reason=why)
 
     async def guarded(
         self,
@@ -371,11 +386,27 @@ class _Run:
         outcomes: Mapping[str, ResourceOutcome],
         progress: _Progress | None = None,
     ) -> ResourceOutcome:
-        ex = self.executor
-        progress = progress if progress is not None else _Progress()
+        gate = self.rollouts.get(action.rollout) if action.rollout else None
         not_now = await self._wait_turn(action, done, outcomes)
         if not_now is not None:
+            if gate is not None:
+                gate.skipped(action.key)
             return not_now
+        if gate is None:
+            return await self._started(action, progress)
+        why = await gate.enter(action.key, self.rollout_keys[gate.rules.id])
+        if why is not None:
+            return self._skipped(action, why)
+        outcome: ResourceOutcome | None = None
+        try:
+            outcome = await self._started(action, progress)
+            return outcome
+        finally:
+            await gate.leave(action.key, outcome is not None and outcome.result == "succeeded")
+
+    async def _started(self, action: PlannedAction, progress: _Progress | None) -> ResourceOutcome:
+        ex = self.executor
+        progress = progress if progress is not None else _Progress()
         provider = ex.providers.get(action.provider)
         if provider is None:
             return ResourceOutcome(
@@ -546,6 +577,18 @@ class _Run:
             finished=_now(),
         )
 
+    def _record_failed_stage(self, key: str, stage: str) -> None:
+        """A stage that failed is not done as declared, whatever it did before: the journal
+        forgets its digest, so the next plan runs it again (a status losing the failure —
+        a later blocked cycle — cannot make the resource look done)."""
+        journal = self.executor.journal
+        found = journal.applied().get(key)
+        if found is None or stage not in (found.get("stages") or {}):
+            return
+        record = LastApplied.from_dict(found)
+        digests = {**record.stages, stage: FAILED_STAGE}
+        journal.record_applied(key, replace(record, stages=digests).to_dict())
+
     def _record_stage(self, resolved: ResolvedResource, stage: str) -> None:
         """A stage completed on the resource as declared now: journaled at once, so an
         unfinished first run continues after it, and a changed stage is told apart."""
@@ -589,6 +632,8 @@ class _Run:
     ) -> ResourceOutcome:
         emit = self.executor._emit_safely if safely else self.executor._emit
         emit("resource.finished", resource=action.key, result=result)
+        if failed is not None and action.operation is not Operation.DECOMMISSION:
+            self._record_failed_stage(action.key, failed[0])
         return ResourceOutcome(
             key=action.key,
             operation=action.operation.value,

@@ -263,6 +263,16 @@ class Journal:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    def facts(self, prefix: str) -> dict[str, str]:
+        """Every fact whose name starts with `prefix`, by name."""
+        rows = self._db.execute(
+            "SELECT name, value FROM meta WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def forget_fact(self, name: str) -> None:
+        self._write("DELETE FROM meta WHERE name = ?", (name,))
+
     def set_fact(self, name: str, value: str) -> None:
         self._write(
             "INSERT INTO meta (name, value) VALUES (?, ?) "

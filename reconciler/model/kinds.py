@@ -226,12 +226,54 @@ class PipelineStep(Strict):
         return self
 
 
+class Rollout(Strict):
+    """How a change reaches a fleet: in batches per failure domain, canary first, paused
+    when failures pile up (see `reconciler.rollouts`).
+
+    Applies to updates of already-provisioned resources (destructive re-runs included)
+    by default; creates of new resources are held back only when `appliesTo` says so.
+    """
+
+    max_unavailable: int | Annotated[str, Field(pattern=r"^\d{1,3}%$")] = Field(
+        default=1,
+        description="Resources of one failure domain being changed at once: a count, or a "
+        "percentage of the domain's resources in the rollout (at least one)",
+    )
+    domain: str | None = Field(
+        default=None,
+        description="The failure domain: `rack` (a Machine's spec.rack) or a label key "
+        "(zone, site…); none: the whole rollout is one domain",
+    )
+    canary: int | Selector | None = Field(
+        default=None,
+        description="The first N resources (in key order), or those a selector picks: all "
+        "must become Ready before the rest start",
+    )
+    pause_on_failure: int | Annotated[str, Field(pattern=r"^\d{1,3}%$")] | None = Field(
+        default=None,
+        description="Failed resources (a count, or a percentage of the rollout) that pause "
+        "it: nothing new starts, running ones finish; resumed by changing `resume` or "
+        "POST /api/v1/rollouts/{id}/resume",
+    )
+    applies_to: list[Literal["update", "create"]] = Field(
+        default_factory=lambda: ["update"],
+        description="Which actions the rollout holds back: `update` (of provisioned "
+        "resources), and `create` only when listed",
+    )
+    resume: str | None = Field(
+        default=None, description="Change this value in a commit to resume a paused rollout"
+    )
+
+
 class PipelineSpec(Strict):
     description: str = ""
     inputs: list[Input] = Field(default_factory=list)
     steps: list[PipelineStep] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     hooks: StageHooks = Field(default_factory=dict)
+    rollout: Rollout | None = Field(
+        default=None, description="How changes reach its resources (wins over the Policy's)"
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -448,6 +490,13 @@ class PolicySpec(Strict):
     failure_backoff: FailureBackoff = Field(default_factory=FailureBackoff)
     notifications: list[NotificationTarget] = Field(
         default_factory=list, description="Webhooks told of condition transitions"
+    )
+    rollout: Rollout | None = Field(
+        default=None, description="How changes reach the fleet (a Pipeline's rollout wins)"
+    )
+    observe_only: list[Selector] = Field(
+        default_factory=list,
+        description="Resources only observed and reported, never acted on",
     )
 
 

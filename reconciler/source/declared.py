@@ -56,6 +56,7 @@ from reconciler.source.tree import (
     load_revision,
     read_file,
 )
+from reconciler.source.writeback import is_own_commit
 
 if TYPE_CHECKING:
     from reconciler.settings import Settings
@@ -145,6 +146,8 @@ class DeclaredSource:
         self.fetch_seconds = 0.0
         """How long the last poll's fetch took (the cycle's fetch phase)."""
         self._restored = False
+        self.own_email: str | None = None
+        """The e-mail of the controller's own commits (status on the tracked branch)."""
         self.owner = owner_identity(mirror.access.url, branch)
         """Who this controller is on everything it owns (see `reconciler.source.identity`)."""
 
@@ -172,6 +175,7 @@ class DeclaredSource:
             **kwargs,  # type: ignore[arg-type]
         )
         source.owner = owner
+        source.own_email = settings.git_author_email
         return source
 
     @property
@@ -249,11 +253,12 @@ class DeclaredSource:
 
         files = declared_files(self.lister.files(head.sha), self.repo)
         if good is not None and files == good.files:
-            if not force_pushed:
-                # Nothing declared changed (the controller's own status commits on the
-                # tracked branch, a README edit): the revision in force stays the last
-                # commit that changed declared files, so it never feeds on itself.
+            if not force_pushed and self._only_own_commits(good.sha, head.sha):
+                # The controller's own status commits on the tracked branch are never a
+                # declared revision: the one in force stays, so it never feeds on itself.
                 return self._in_force(head)
+            # A person's commit that changes no declared file (an approval trailer, a
+            # README) is the revision in force: its evidence counts.
             self._accept(LoadedRevision(head.sha, good.files, good.result))
             return replace(self._in_force(head), force_pushed=force_pushed)
 
@@ -297,6 +302,15 @@ class DeclaredSource:
         )
 
     # --- helpers ---------------------------------------------------------------
+
+    def _only_own_commits(self, base: str, head: str) -> bool:
+        """Whether every commit in base..head is the controller's own status commit."""
+        if self.own_email is None:
+            return False
+        walker = self.repo.walk(pygit2.Oid(hex=head))
+        walker.hide(pygit2.Oid(hex=base))
+        commits = list(walker)
+        return bool(commits) and all(is_own_commit(self.repo, c, self.own_email) for c in commits)
 
     def _what(self) -> str:
         return f"ref {self.ref!r}" if self.ref else f"branch {self.branch!r}"

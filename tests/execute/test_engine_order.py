@@ -39,7 +39,7 @@ from reconciler.providers.base import (
 )
 
 HEAD = "apiVersion: reconciler/v1\n"
-WAIT = 10.0
+WAIT = 60.0  # a bound against hanging, not a speed limit (a loaded CI machine)
 """Seconds a test waits for something that must happen; only reached when it never does."""
 
 

@@ -179,6 +179,7 @@ def test_own_status_commits_on_the_tracked_branch_are_not_changes(
     human = human_factory(daemon)
     seeded(human)
     source = source_for(daemon.url, tmp_path / "state")
+    source.own_email = "bot@example.com"
     first = source.poll()
     writer = StatusWriter(source.mirror, branch="main", author_email="bot@example.com")
     written = writer.write(

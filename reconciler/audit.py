@@ -1,15 +1,17 @@
 """Audit: the history of resources, read back from the status branch — for auditors.
 
 Reads only, after the fact (the controller writes these in `report`): the
-append-only `audit/` records (one JSON line per executed task: declared
-revision, author, approvers, plan hash, stage, task, result, times, operation
-id) and the status commits (their trailers, and the status file of a resource
-each one changed). Behind `reconciler audit [KIND/NAME] [--since DATE]
-[--output json]`:
+append-only `audit/` records (one JSON line per task run: declared revision,
+the change that asked for it — its commit, author, who merged it — every
+approval, verified or claimed, plan hash, execution id, stage, task, result,
+the journal's times, operation id) and the status commits (their trailers, and
+the status file of a resource each one changed). Behind `reconciler audit
+[KIND/NAME] [--since DATE] [--output json]`:
 
-- an *action* entry per resource and plan executed: who asked (the declared
-  commit, its subject and author), who approved, what ran (stages, tasks,
-  operation ids) and how it ended;
+- an *action* entry per resource and execution: who asked (the commit that
+  changed it, its subject and author), who merged it, who approved it (and
+  whether that was verified or only claimed), at which declared revision, what
+  ran (stages, tasks, operation ids) and how it ended;
 - a *status* entry per status commit that changed the resource's phase or Ready
   condition (blocked, failed, drifted, reconciled), with the revision it reconciled.
 
@@ -28,7 +30,8 @@ import pygit2
 import yaml
 from pygit2.enums import SortMode
 
-from reconciler.report import AUDIT_DIR, STATUS_DIR, AuditRecord
+from reconciler.provenance import Approval
+from reconciler.report import AUDIT_DIR, EXECUTIONS_TRAILER, STATUS_DIR, AuditRecord
 from reconciler.source.writeback import parse_trailers
 
 
@@ -63,6 +66,8 @@ class Cycle:
     index: int
     time: datetime
     plan_hash: str | None
+    executions: frozenset[str] = frozenset()
+    """The executions whose audit records it added (`Executions` trailer)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,15 @@ class Entry:
     subject: str = ""
     author: str | None = None
     approvers: tuple[str, ...] = ()
+    change: str | None = None
+    """The commit that asked for it (changed a document the resource resolves from)."""
+    change_subject: str = ""
+    committer: str | None = None
+    """Who merged the change, else who committed it."""
+    merge: str | None = None
+    approvals: tuple[Mapping[str, Any], ...] = ()
+    """Every approval: name, commit, `verified` or `claimed`, via trailer or signature."""
+    execution: str | None = None
     plan_hash: str | None = None
     operation: str | None = None
     stages: tuple[str, ...] = ()
@@ -90,6 +104,7 @@ class Entry:
     def to_data(self) -> dict[str, Any]:
         data = asdict(self)
         data["tasks"] = [dict(t) for t in self.tasks]
+        data["approvals"] = [dict(a) for a in self.approvals]
         return {k: v for k, v in data.items() if v not in (None, "", (), [])}
 
 
@@ -128,11 +143,14 @@ def read_records(repo: pygit2.Repository, tip: pygit2.Commit) -> list[AuditRecor
                 raw = json.loads(line)
             except ValueError:
                 continue
+            if not isinstance(raw, dict):
+                continue
             raw = {k: v for k, v in raw.items() if k in fields}
-            raw["approvers"] = tuple(raw.get("approvers") or ())
             try:
+                raw["approvers"] = tuple(str(a) for a in raw.get("approvers") or ())
+                raw["approvals"] = tuple(Approval.from_data(a) for a in raw.get("approvals") or ())
                 records.append(AuditRecord(**raw))
-            except TypeError:
+            except (TypeError, AttributeError):
                 continue
     return records
 
@@ -161,7 +179,9 @@ def status_events(
     for index, commit in enumerate(walker):
         trailers = parse_trailers(commit.message)
         moment = datetime.fromtimestamp(commit.commit_time, UTC)
-        cycles.append(Cycle(index, moment, trailers.get("Plan-Hash")))
+        named = trailers.get(EXECUTIONS_TRAILER, "")
+        executions = frozenset(e.strip() for e in named.split(",") if e.strip())
+        cycles.append(Cycle(index, moment, trailers.get("Plan-Hash"), executions))
         for key, path in paths.items():
             oid = _status_of(repo, commit, path)
             if oid is None:
@@ -233,7 +253,8 @@ def read_history(repo: pygit2.Repository, branch: str, resource: str | None) -> 
     keys = [resource] if resource is not None else sorted({r.resource for r in records})
     events, cycles = status_events(repo, tip, keys)
     declared = declared_revisions(
-        repo, [r.revision for r in records] + [e.revision for e in events]
+        repo,
+        [r.revision for r in records] + [r.change for r in records] + [e.revision for e in events],
     )
     return Gathered(records, events, declared, cycles)
 
@@ -241,9 +262,15 @@ def read_history(repo: pygit2.Repository, branch: str, resource: str | None) -> 
 # --- the story ------------------------------------------------------------------------------
 
 
-def _cycle_of(cycles: list[Cycle], plan_hash: str | None, finished: datetime) -> int:
-    """The status commit that reported an execution: the one naming its plan, else the
-    first committed after it finished (commit times have whole seconds)."""
+def _cycle_of(
+    cycles: list[Cycle], execution: str | None, plan_hash: str | None, finished: datetime
+) -> int:
+    """The status commit that reported an execution: the one naming it, else the one
+    naming its plan, else the first committed after it finished (commit times have
+    whole seconds)."""
+    for cycle in cycles:
+        if execution and execution in cycle.executions:
+            return cycle.index
     for cycle in cycles:
         if plan_hash and cycle.plan_hash == plan_hash:
             return cycle.index
@@ -251,6 +278,12 @@ def _cycle_of(cycles: list[Cycle], plan_hash: str | None, finished: datetime) ->
         if cycle.time >= finished.replace(microsecond=0):
             return cycle.index
     return len(cycles)
+
+
+def _approvals(records: Iterable[AuditRecord]) -> tuple[Mapping[str, Any], ...]:
+    """Every approval on an action's records, each once, as data."""
+    seen = dict.fromkeys(a for r in records for a in r.approvals)
+    return tuple(a.to_data() for a in seen)
 
 
 def history(gathered: Gathered, *, since: datetime | None = None) -> list[Entry]:
@@ -262,18 +295,22 @@ def history(gathered: Gathered, *, since: datetime | None = None) -> list[Entry]
     order: dict[int, tuple[int, int]] = {}
     groups: dict[tuple[str, str], list[AuditRecord]] = {}
     for record in gathered.records:
-        groups.setdefault((record.resource, record.plan_hash), []).append(record)
+        run = record.execution or record.plan_hash
+        groups.setdefault((record.resource, run), []).append(record)
     entries: list[Entry] = []
-    for (resource, plan_hash), records in groups.items():
+    for (resource, _run), records in groups.items():
         records.sort(key=lambda r: r.started)
         first = records[0]
         declared = gathered.declared.get(first.revision or "", Declared(first.revision or ""))
+        change = gathered.declared.get(first.change or "", Declared(first.change or ""))
         failed = [r for r in records if r.result not in ("succeeded", "skipped")]
         finished = max(r.finished for r in records)
         order[len(entries)] = (
-            _cycle_of(gathered.cycles, plan_hash, parse_time(finished)),
+            _cycle_of(gathered.cycles, first.execution, first.plan_hash, parse_time(finished)),
             0,
         )
+        # Records before provenance (no execution id) named the revision's author.
+        author = first.author or (None if first.execution else declared.author or None)
         entries.append(
             Entry(
                 kind="action",
@@ -281,9 +318,15 @@ def history(gathered: Gathered, *, since: datetime | None = None) -> list[Entry]
                 resource=resource,
                 revision=first.revision,
                 subject=declared.subject,
-                author=first.author or declared.author or None,
+                author=author,
                 approvers=tuple(dict.fromkeys(a for r in records for a in r.approvers)),
-                plan_hash=plan_hash,
+                change=first.change,
+                change_subject=change.subject,
+                committer=first.committer,
+                merge=first.merge,
+                approvals=_approvals(records),
+                execution=first.execution,
+                plan_hash=first.plan_hash,
                 operation=first.operation,
                 stages=tuple(dict.fromkeys(r.stage for r in records if r.stage)),
                 result=failed[-1].result if failed else "succeeded",
@@ -335,8 +378,23 @@ def render_text(entries: list[Entry], resource: str | None) -> str:
         subject = f' "{e.subject}"' if e.subject else ""
         if e.kind == "action":
             lines.append(f"{e.time}  {e.resource}  {e.operation}  revision {revision}{subject}")
-            lines.append(f"    asked by:    {e.author or 'unknown'}")
-            if e.approvers:
+            asked = e.author or "unknown"
+            if e.change:
+                said = f' "{e.change_subject}"' if e.change_subject else ""
+                asked += f" (commit {e.change[:12]}{said})"
+            lines.append(f"    asked by:    {asked}")
+            if e.committer:
+                merge = f" (merge {e.merge[:12]})" if e.merge else ""
+                lines.append(f"    merged by:   {e.committer}{merge}")
+            if e.approvals:
+                shown = [
+                    f"{a['name']} ({a['status']}"
+                    + (", signature" if a.get("via") == "signature" else "")
+                    + (f", commit {a['commit'][:12]})" if a.get("commit") else ")")
+                    for a in e.approvals
+                ]
+                lines.append(f"    approved by: {', '.join(shown)}")
+            elif e.approvers:
                 lines.append(f"    approved by: {', '.join(e.approvers)}")
             lines.append(f"    plan:        {(e.plan_hash or '')[:16]}")
             lines.append(f"    ran:         {' → '.join(e.stages) or '-'}")

@@ -18,13 +18,14 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pygit2
 
-from reconciler.controller import Controller, CycleResult
+from reconciler.controller import WRITE_FAILURE, Controller, CycleResult
 from reconciler.desired import Desired, subset, with_dependencies
 from reconciler.diff import LastApplied
 from reconciler.errors import Diagnostic, ReconcilerError
@@ -34,12 +35,19 @@ from reconciler.observe import observe_desired
 from reconciler.plan import Operation, Plan, relative_to
 from reconciler.progress import Progress
 from reconciler.render import render_text, summary_line
+from reconciler.report import WriteFailure
 from reconciler.secret_check import declared_uses, unresolvable
 from reconciler.secret_check import environment as secret_environment
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, StatusWriter
-from reconciler.source.readback import read_statuses
+from reconciler.source.readback import (
+    ControllerShown,
+    read_controller,
+    read_statuses,
+    unreadable_condition,
+)
 from reconciler.source.tree import load_revision
+from reconciler.status import ResourceStatus
 from reconciler.transitions import failed_stages, records_from_statuses
 
 EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2
@@ -451,18 +459,27 @@ def _print_stopped(result: CycleResult, name: str) -> None:
 
 
 def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> int:
+    """`reconciler status`: the controller's own conditions first (the revision in force,
+    whether it is stale and why, a status commit that could not be written, status files
+    that cannot be read), then each resource's; one resource in full."""
     try:
         source = fetched_source(settings, "status")
     except ReconcilerError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    statuses = read_statuses(
-        source.repo, StatusWriter.from_settings(source.mirror, settings).branch
-    )
+    branch = StatusWriter.from_settings(source.mirror, settings).branch
+    unreadable: dict[str, str] = {}
+    statuses = read_statuses(source.repo, branch, unreadable=unreadable)
     if resource is not None:
         found = statuses.get(resource)
         if found is None:
-            print(f"reconciler: no status for {resource}", file=sys.stderr)
+            kind, _, name = resource.partition("/")
+            why = unreadable.get(f"status/{kind}/{name}.yaml")
+            print(
+                f"reconciler: no status for {resource}"
+                + (f": status/{kind}/{name}.yaml cannot be read: {why}" if why else ""),
+                file=sys.stderr,
+            )
             return EXIT_ERROR
         if as_json:
             print(json.dumps(found.model_dump(mode="json", by_alias=True), indent=2))
@@ -474,9 +491,61 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
         print(json.dumps(data, indent=2))
         return EXIT_OK
     from rich.console import Console
+
+    console = Console(width=200)
+    console.print(
+        _controller_table(
+            read_controller(source.repo, branch),
+            unreadable,
+            WriteFailure.from_fact(journal_fact(Path(settings.state_dir), WRITE_FAILURE)),
+        )
+    )
+    console.print()
+    console.print(_resources_table(statuses))
+    return EXIT_OK
+
+
+def _controller_table(
+    shown: ControllerShown | None, unreadable: dict[str, str], failure: WriteFailure | None
+) -> Any:
+    """The controller's rows: its conditions as the status branch holds them, the status
+    files this read could not parse, and the last status commit not written (journal)."""
+    from rich.table import Table
+
+    now = datetime.now(UTC)
+    conditions = unreadable_condition(shown.conditions if shown else (), unreadable, now)
+    revision = (shown.revision if shown else None) or "none"
+    table = Table(
+        "CONTROLLER", "CONDITION", "STATUS", "REASON", "MESSAGE", box=None, title_justify="left"
+    )
+    table.columns[-1].overflow = "fold"
+    label = f"revision {revision[:12]}"
+    if shown is None:
+        table.add_row(label, "Ready", "Unknown", "NoStatus", "no status commit yet")
+    for condition in conditions:
+        table.add_row(label, condition.type, condition.status, condition.reason, condition.message)
+        label = ""
+    if shown is not None and shown.invalid_revision:
+        errors = "; ".join(shown.errors[:5]) + (" …" if len(shown.errors) > 5 else "")
+        table.add_row(
+            "", "Stale", "True", "ValidationFailed",
+            f"head {shown.invalid_revision[:12]} is invalid: {errors}",
+        )  # fmt: skip
+    if failure is not None:
+        table.add_row(
+            "", "Failed", "True", "StatusWriteFailed",
+            f"since {failure.at:%Y-%m-%dT%H:%M:%SZ} the status commit of revision "
+            f"{(failure.revision or 'none')[:12]} could not be written: {failure.error}; "
+            "what follows is the status branch as last written",
+        )  # fmt: skip
+    return table
+
+
+def _resources_table(statuses: dict[str, ResourceStatus]) -> Any:
     from rich.table import Table
 
     table = Table("RESOURCE", "PHASE", "READY", "REASON", "STAGE", "MESSAGE", box=None)
+    table.columns[-1].overflow = "fold"  # wrapped, never cut
     for key, status in sorted(statuses.items()):
         ready = status.condition("Ready")
         table.add_row(
@@ -485,10 +554,9 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
             ready.status if ready else "-",
             ready.reason if ready else "-",
             status.stage_reached or "-",
-            (ready.message if ready else "")[:80],
+            ready.message if ready else "",
         )
-    Console(width=200).print(table)
-    return EXIT_OK
+    return table
 
 
 # --- audit ---------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Any
 
 import pygit2
 
-from reconciler.approvals import Decision, approver_names
+from reconciler.approvals import Decision
 from reconciler.branch_plans import PLANS_DIR, BranchPlans, patterns_of, watched_branches
 from reconciler.desired import Desired, ResolvedResource, subset, with_dependencies
 from reconciler.diff import Diff, LastApplied
@@ -61,6 +61,7 @@ from reconciler.report import (
     ControllerStatus,
     CycleReport,
     StatusFiles,
+    WriteFailure,
     build_report,
 )
 from reconciler.rollouts import rollout_spec
@@ -68,11 +69,14 @@ from reconciler.scope import FullCycle, Scope, held_failures, revision_scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, SourceResult, StatusWriter
+from reconciler.source.history import DocumentChanges, provenance_for
 from reconciler.source.identity import canonical_location
 from reconciler.source.readback import (
     read_controller_conditions,
     read_drift,
     read_statuses,
+    reported_executions,
+    unreadable_condition,
 )
 from reconciler.source.worktree import materialize, prune_trees
 from reconciler.source.writeback import WriteResult
@@ -84,6 +88,7 @@ from reconciler.transitions import (
     next_statuses,
     records_from_statuses,
     refreshed_records,
+    unreported,
 )
 
 
@@ -93,6 +98,9 @@ class ResumeDeferred(ReconcilerError):
 
 RULES_REVISION = "rules_revision"
 """The journal fact naming the revision whose approval rules are in force."""
+WRITE_FAILURE = "status_write_failure"
+"""The journal fact holding why the last status commit could not be written (`WriteFailure`),
+empty once one is written again: the status branch cannot say it."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +212,10 @@ class Controller:
         """This cycle's seconds per phase (`CycleResult.timings`)."""
         self.branch_plans = BranchPlans()
         """The watched branches' plan files, kept between cycles."""
+        self.changes = DocumentChanges()
+        """The documents each commit changed (the audit's "asked by"), kept by commit."""
+        self._unreadable: dict[str, str] = {}
+        """Status files the last read could not parse, and why (a controller condition)."""
 
     def close(self) -> None:
         self.journal.close()
@@ -253,7 +265,10 @@ class Controller:
         return result
 
     def statuses(self) -> dict[str, ResourceStatus]:
-        return read_statuses(self.source.repo, self.writer.branch, self._status_blobs)
+        self._unreadable = {}
+        return read_statuses(
+            self.source.repo, self.writer.branch, self._status_blobs, self._unreadable
+        )
 
     async def observe(
         self, desired: Desired, providers: Mapping[str, Provider], failed: Mapping[str, str]
@@ -791,12 +806,16 @@ class Controller:
             owner=self.repository,
             branch=self.settings.branch,
             revision=source.revision.sha if source.revision else None,
-            conditions=controller_conditions(
-                source,
-                previous_conditions=read_controller_conditions(
-                    self.source.repo, self.writer.branch
+            conditions=unreadable_condition(
+                controller_conditions(
+                    source,
+                    previous_conditions=read_controller_conditions(
+                        self.source.repo, self.writer.branch
+                    ),
+                    now=now,
                 ),
-                now=now,
+                self._unreadable,
+                now,
             ),
             invalid_revision=source.head.sha if source.diagnostics and source.head else None,
             errors=tuple(str(d) for d in source.diagnostics),
@@ -813,20 +832,7 @@ class Controller:
         if source.revision is not None:
             author = f"{source.revision.author_name} <{source.revision.author_email}>"
         decision = result.decision or self.decision or Decision()  # this cycle's plan's
-        approvers = {key: approver_names(decision, key) for key in decision.approvers}
-        # Audit records only for executions that ended: a stopped one is reported whole
-        # once it is resumed to its end (no record twice).
-        audit = audit_records(
-            _ended(result.execution), revision=controller.revision, author=author,
-            approvers=approvers,
-        )  # fmt: skip
-        if result.resumed is not None:
-            audit = (
-                audit_records(_ended(result.resumed), revision=result.resumed_revision, author=None)
-                + audit
-            )
-        for earlier, revision in reversed(result.earlier):
-            audit = audit_records(earlier, revision=revision, author=None) + audit
+        audit = await self._audit(result, desired, decision, revision=controller.revision)
         audit += self._resume_records(controller.revision, author, now)
         report = build_report(
             controller=controller,
@@ -869,9 +875,13 @@ class Controller:
                 write_error=REDACTOR.text(str(exc)),
                 timings=dict(self._timings),
             )
+            failure = WriteFailure(now, final.write_error or "", controller.revision)
+            self.journal.set_fact(WRITE_FAILURE, failure.to_fact())
             self.last = final
             return final
         self._resumed = []  # their audit records landed
+        if self.journal.fact(WRITE_FAILURE):
+            self.journal.set_fact(WRITE_FAILURE, "")  # the status branch is current again
         if source.revision is not None:
             await asyncio.to_thread(self.source.mark_reconciled, source.revision.sha)
         for done in (*(e for e, _ in result.earlier), result.resumed, result.execution):
@@ -925,6 +935,51 @@ class Controller:
             )
             for rollout, who in self._resumed
         ]
+
+    async def _audit(
+        self,
+        result: CycleResult,
+        desired: Desired | None,
+        decision: Decision,
+        *,
+        revision: str | None,
+    ) -> list[AuditRecord]:
+        """The audit records of the executions this cycle reports (a resumed plan's first),
+        each with who asked for its resources' changes (at the plan's own revision), who
+        merged and approved them; none of an execution the status branch already holds."""
+        rules = self.rules_desired()
+        audit: list[AuditRecord] = []
+        reports: list[tuple[ExecutionResult | None, str | None, Desired | None, Any]] = [
+            *((earlier, at, None, {}) for earlier, at in result.earlier),
+            (result.resumed, result.resumed_revision, None, {}),
+            (result.execution, revision, desired, decision.approvers),
+        ]
+        for report, at, declared, counted in reports:
+            # Only executions that ended: a stopped one is reported whole once resumed.
+            done = _ended(report)
+            if done is None:
+                continue
+            if declared is None and at:
+                declared = self.desired_at(at)
+            keys = [key for key, outcome in done.outcomes.items() if outcome.tasks]
+            asked = await asyncio.to_thread(
+                provenance_for,
+                self.source.repo,
+                self.changes,
+                keys,
+                cache=self.source.cache,
+                revision=at,
+                desired=declared,
+                rules=rules,
+                counted=counted,
+            )
+            audit += audit_records(done, revision=at, provenance=asked)
+        if not audit:
+            return audit
+        reported = await asyncio.to_thread(
+            reported_executions, self.source.repo, self.writer.branch
+        )
+        return unreported(audit, reported)
 
     def _needed_trees(self) -> set[str]:
         """The revision an unfinished plan resumes at keeps its materialized tree."""

@@ -19,6 +19,9 @@ Names (counters end in `_total` when rendered):
 - `reconciler_last_reconciled_revision_info{revision}`,
   `reconciler_last_reconciled_timestamp_seconds`
 - `reconciler_source_errors_total{reason}` — fetch or validation problems (last good stays)
+- `reconciler_status_write_failures_total`, `reconciler_status_write_failing` — status
+  commits that could not be written (the results wait in the journal), and whether the
+  last one could not
 - `reconciler_webhooks_total{source,result}` — accepted / refused / ignored
 - `reconciler_notifications_total{event,result}` — sent / failed (sent again after the
   next cycle) / refused (a 4xx) / dropped / repeated
@@ -142,6 +145,17 @@ class Metrics:
             "reconciler_source_errors",
             "Cycles whose source was stale: remote down, refused, invalid revision",
             ["reason"],
+            registry=r,
+        )
+        self.status_write_failures = Counter(
+            "reconciler_status_write_failures",
+            "Status commits that could not be written (refused or unreachable remote); "
+            "their results wait in the journal and the next cycle reports them",
+            registry=r,
+        )
+        self.status_write_failing = Gauge(
+            "reconciler_status_write_failing",
+            "1 while the last status commit could not be written, else 0",
             registry=r,
         )
         self.webhooks = Counter(
@@ -295,6 +309,12 @@ class Metrics:
             self.revision.info({"revision": revision})
             self.last_reconciled.set(time.time())
         self.observe_statuses(statuses)
+
+    def observe_write(self, error: str | None) -> None:
+        """A cycle's status commit: written (or nothing to write), or not (`error`)."""
+        if error is not None:
+            self.status_write_failures.inc()
+        self.status_write_failing.set(1 if error is not None else 0)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

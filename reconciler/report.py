@@ -12,32 +12,40 @@ What is written (see README, "What the controller writes back"):
   `status/controller.yaml` — the source's own conditions (which revision is in
   force, why it may be stale, the last invalid revision's errors);
 - `reports/drift.md` and `reports/drift.json` — what differs and since when;
-- `audit/YYYY/MM/DD/<time>-<plan>.jsonl` — one JSON line per executed action,
-  a new file per cycle, never rewritten.
+- `audit/YYYY/MM/DD/<time>-<execution>-<digest>.jsonl` — one JSON line per task run,
+  a new file per execution reported (named by the execution id and the digest of
+  its content, so two executions within one second never collide), never rewritten;
+  the commit's `Executions` trailer names the executions it reported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from reconciler.provenance import Approval
 from reconciler.secrets import REDACTOR
 from reconciler.status import Condition, ResourceStatus, dump_yaml, worst_phase
 
 STATUS_DIR = "status"
 REPORTS_DIR = "reports"
 AUDIT_DIR = "audit"
+EXECUTIONS_TRAILER = "Executions"
+"""The status commit's trailer naming the executions whose audit records it added."""
 
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One executed action: who asked (revision, author, approvers), what ran, what happened."""
+    """One task run: who asked (the change, its author, who merged and approved it), at
+    which revision, what ran, when (the journal's times), what happened."""
 
     revision: str | None
     author: str | None
+    """Who asked: the author of the commit that introduced the change (`change`)."""
     plan_hash: str
     resource: str
     operation: str
@@ -49,11 +57,22 @@ class AuditRecord:
     message: str = ""
     operation_id: str | None = None
     approvers: tuple[str, ...] = ()
+    """The verified approvers' names (see `approvals` for every one, verified or claimed)."""
+    execution: str | None = None
+    """The execution id (one run of the plan; a resumed one keeps it)."""
+    change: str | None = None
+    """The newest commit that changed a document the resource resolves from."""
+    committer: str | None = None
+    """Who merged the change (the merge commit's author), else who committed it."""
+    merge: str | None = None
+    """The merge commit that brought the change into the tracked branch, if any."""
+    approvals: tuple[Approval, ...] = ()
 
     def to_json(self) -> str:
         # Its fields by name, not `asdict`: that deep-copies every value, and a cycle
         # writes one record per task (3,000 for 1,000 machines of 3 stages).
         data = {name: getattr(self, name) for name in _AUDIT_FIELDS}
+        data["approvals"] = [a.to_data() for a in self.approvals]
         return json.dumps(REDACTOR.data(data), sort_keys=True, separators=(",", ":"))
 
 
@@ -101,6 +120,35 @@ class ControllerStatus:
 
 
 @dataclass(frozen=True)
+class WriteFailure:
+    """Why the last status commit could not be written, and when: kept in the journal
+    (the status branch cannot say it), shown at the top of `reconciler status`."""
+
+    at: datetime
+    error: str
+    revision: str | None = None
+
+    def to_fact(self) -> str:
+        data = {"at": self.at.isoformat(), "error": self.error, "revision": self.revision}
+        return json.dumps(REDACTOR.data(data), sort_keys=True)
+
+    @classmethod
+    def from_fact(cls, text: str | None) -> WriteFailure | None:
+        """The journal fact's value; None when empty (written since) or unreadable."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(
+                at=datetime.fromisoformat(data["at"]),
+                error=str(data.get("error", "")),
+                revision=data.get("revision"),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
 class CycleReport:
     files: Mapping[str, bytes]
     message: str
@@ -114,8 +162,23 @@ def status_path(kind: str, name: str) -> str:
     return f"{STATUS_DIR}/{kind}/{name}.yaml"
 
 
-def audit_path(now: datetime, plan_hash: str) -> str:
-    return f"{AUDIT_DIR}/{now:%Y/%m/%d}/{now:%Y%m%dT%H%M%SZ}-{plan_hash[:12]}.jsonl"
+def audit_path(now: datetime, execution: str, content: bytes) -> str:
+    """Where one execution's records go: its id and the digest of the file's bytes make
+    the name unique (two executions within a second, one reported twice with more)."""
+    digest = hashlib.sha256(content).hexdigest()[:8]
+    return f"{AUDIT_DIR}/{now:%Y/%m/%d}/{now:%Y%m%dT%H%M%SZ}-{execution[:12]}-{digest}.jsonl"
+
+
+def audit_files(records: Sequence[AuditRecord], now: datetime) -> dict[str, bytes]:
+    """One file per execution, records in the order given."""
+    by_execution: dict[str, list[AuditRecord]] = {}
+    for record in records:
+        by_execution.setdefault(record.execution or record.plan_hash, []).append(record)
+    files = {}
+    for execution, group in by_execution.items():
+        content = ("\n".join(record.to_json() for record in group) + "\n").encode()
+        files[audit_path(now, execution, content)] = content
+    return files
 
 
 def _value(value: Any) -> str:
@@ -222,10 +285,7 @@ def build_report(
             files[status_path(status.kind, status.name)] = status_file(status)
     files[f"{REPORTS_DIR}/drift.md"] = drift_markdown(drift, controller.revision).encode()
     files[f"{REPORTS_DIR}/drift.json"] = drift_json(drift, controller.revision).encode()
-    if audit and plan_hash:
-        files[audit_path(now, plan_hash)] = (
-            "\n".join(record.to_json() for record in audit) + "\n"
-        ).encode()
+    files.update(audit_files(audit, now))
 
     counts: dict[str, int] = {}
     for status in statuses.values():
@@ -248,4 +308,7 @@ def build_report(
         trailers["Declared-By"] = author
     if plan_hash:
         trailers["Plan-Hash"] = plan_hash
+    executions = list(dict.fromkeys(r.execution for r in audit if r.execution))
+    if executions:
+        trailers[EXECUTIONS_TRAILER] = ", ".join(executions)
     return CycleReport(files=files, message=REDACTOR.text(message), trailers=trailers)

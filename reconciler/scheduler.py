@@ -561,7 +561,9 @@ class Scheduler:
         self.reconciles.update(keys)
         self.metrics.targeted.inc()
         self.metrics.targeted_resources.inc(len(keys))
-        self._absorb(result, "targeted", time.monotonic() - began)
+        errors = self._absorb(result, "targeted", time.monotonic() - began)
+        if result.write_error is not None:  # what was done is not on the status branch
+            log.error("targeted reconcile failed", resources=sorted(keys), errors=errors[:20])
         await self._notify(before, result)
 
     def _absorb(self, result: CycleResult, kind: str, seconds: float) -> list[str]:
@@ -606,6 +608,7 @@ class Scheduler:
             {k: r.provider for k, r in self.desired.resources.items()} if self.desired else {}
         )
         self.metrics.observe_resources(self.statuses, providers)
+        self.metrics.observe_write(result.write_error)
         if result.write_error is not None:
             errors.append(f"status not written: {result.write_error}")
         return [REDACTOR.text(e) for e in errors]

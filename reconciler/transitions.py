@@ -19,7 +19,7 @@ What happened this cycle -> phase; conditions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ from reconciler.execute.engine import ExecutionResult, ResourceOutcome
 from reconciler.model.kinds import FailureBackoff
 from reconciler.observe import ObservedState
 from reconciler.plan import Operation, Plan, PlannedAction
+from reconciler.provenance import Provenance
 from reconciler.providers.base import Observation
 from reconciler.report import AuditRecord, DriftEntry
 from reconciler.secrets import REDACTOR
@@ -376,22 +377,24 @@ def audit_records(
     execution: ExecutionResult | None,
     *,
     revision: str | None,
-    author: str | None,
-    approvers: Mapping[str, tuple[str, ...]] | None = None,
+    provenance: Mapping[str, Provenance] | None = None,
 ) -> list[AuditRecord]:
     """One record per task the execution ran: the audit trail of this cycle.
 
-    `approvers` by resource key: who approved its gated action (`reconciler.approvals`).
+    `provenance` by resource key: who asked for its change, who merged and who approved
+    it (`reconciler.provenance`, found by `reconciler.source.history`). Times are the
+    task's own (the journal's, also for a result a resumed plan took from it).
     """
     if execution is None:
         return []
     records = []
     for outcome in execution.outcomes.values():
+        asked = (provenance or {}).get(outcome.key) or Provenance()
         for task in outcome.tasks:
             records.append(
                 AuditRecord(
                     revision=revision,
-                    author=author,
+                    author=asked.author,
                     plan_hash=execution.plan_hash,
                     resource=outcome.key,
                     operation=outcome.operation,
@@ -402,10 +405,22 @@ def audit_records(
                     finished=task.finished,
                     message=task.message,
                     operation_id=task.operation_id,
-                    approvers=tuple((approvers or {}).get(outcome.key, ())),
+                    approvers=asked.approvers,
+                    execution=execution.execution_id,
+                    change=asked.commit,
+                    committer=asked.committer,
+                    merge=asked.merge,
+                    approvals=asked.approvals,
                 )
             )
     return records
+
+
+def unreported(records: list[AuditRecord], reported: Collection[str]) -> list[AuditRecord]:
+    """`records` without those of executions the status branch already holds (`reported`:
+    execution ids): a plan resumed after a crash between its status push and the
+    journal's finish is reported once."""
+    return [r for r in records if r.execution is None or r.execution not in reported]
 
 
 def controller_conditions(

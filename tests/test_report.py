@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -52,7 +53,7 @@ def test_same_state_gives_identical_bytes() -> None:
     assert _report().files == _report().files
 
 
-def test_audit_is_a_new_file_per_cycle() -> None:
+def test_audit_is_a_new_file_per_execution() -> None:
     record = AuditRecord(
         revision=SHA,
         author="Ada",
@@ -65,21 +66,22 @@ def test_audit_is_a_new_file_per_cycle() -> None:
         started="2026-11-29T21:00:00Z",
         finished="2026-11-29T21:01:00Z",
         approvers=("bob",),
+        execution="e" * 64,
     )
     report = _report(audit=[record])
-    path = "audit/2026/11/29/20261129T210000Z-ffffffffffff.jsonl"
-    assert json.loads(report.files[path])["task"] == "install"
-    assert path not in report.managed_prefixes
     # One line per record, every field, keys sorted: the format `reconciler audit` reads.
-    assert (
-        report.files[path]
-        == (
-            '{"approvers":["bob"],"author":"Ada","finished":"2026-11-29T21:01:00Z","message":"",'
-            '"operation":"create","operation_id":null,"plan_hash":"' + "f" * 64 + '",'
-            '"resource":"Machine/m1","result":"succeeded","revision":"' + SHA + '",'
-            '"stage":"install-os","started":"2026-11-29T21:00:00Z","task":"install"}\n'
-        ).encode()
-    )
+    content = (
+        '{"approvals":[],"approvers":["bob"],"author":"Ada","change":null,"committer":null,'
+        '"execution":"' + "e" * 64 + '","finished":"2026-11-29T21:01:00Z","merge":null,'
+        '"message":"","operation":"create","operation_id":null,"plan_hash":"' + "f" * 64 + '",'
+        '"resource":"Machine/m1","result":"succeeded","revision":"' + SHA + '",'
+        '"stage":"install-os","started":"2026-11-29T21:00:00Z","task":"install"}\n'
+    ).encode()
+    digest = hashlib.sha256(content).hexdigest()[:8]
+    path = f"audit/2026/11/29/20261129T210000Z-{'e' * 12}-{digest}.jsonl"
+    assert report.files[path] == content
+    assert path not in report.managed_prefixes
+    assert report.trailers["Executions"] == "e" * 64
 
 
 def test_drift_report_names_fields_and_since() -> None:

@@ -48,10 +48,10 @@ import structlog
 from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
 from reconciler.diff import FAILED_STAGE, MISSING, LastApplied, get_path, still_differing
 from reconciler.errors import ReconcilerError
-from reconciler.execute.context import TaskContext, TaskResult
+from reconciler.execute.context import TaskContext
 from reconciler.execute.journal import Journal, idempotency_key
 from reconciler.execute.rollout_gate import PAUSE_FACT, RolloutGate, pause_record
-from reconciler.execute.runners import run_journaled
+from reconciler.execute.runners import Journaled, run_journaled_timed
 from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
 from reconciler.observe import resource_ref
@@ -297,15 +297,16 @@ class _Progress:
     stages_done: list[str] = field(default_factory=list)
 
 
-def _record(stage: str, point: str, task: str, result: TaskResult, began: str) -> TaskRecord:
+def _record(stage: str, point: str, task: str, done: Journaled) -> TaskRecord:
+    result = done.result
     return TaskRecord(
         stage=stage,
         point=point,
         task=task,
         result=result.status,
         message=result.message,
-        started=began,
-        finished=_now(),
+        started=done.started,
+        finished=done.finished,
         operation_id=result.operation_id,
         log=result.log_path,
         attempts=result.attempts,
@@ -489,12 +490,13 @@ class _Run:
             if ex._stop:
                 return self._finish(action, "skipped", progress, reason=f"stopped: {ex._stop}")
             try:
-                result, began = await self._task(
+                done = await self._task(
                     action, resolved, ref, provider, stage, (point, position), task
                 )
             except _Stopped:
                 return self._finish(action, "skipped", progress, reason=f"stopped: {ex._stop}")
-            progress.records.append(_record(stage, point, task.name, result, began))
+            result = done.result
+            progress.records.append(_record(stage, point, task.name, done))
             if not result.ok:
                 ex._emit(
                     "task.failed",
@@ -658,7 +660,7 @@ class _Run:
         stage: str,
         at: tuple[str, int],
         task: Task,
-    ) -> tuple[TaskResult, str]:
+    ) -> Journaled:
         ex = self.executor
         point, position = at
         # The position in the composed list is part of the key: hooks from several levels
@@ -717,5 +719,4 @@ class _Run:
             if ex._stop:  # requested while this task waited for its slot
                 raise _Stopped(ex._stop)
             ex._emit("task.started", resource=action.key, stage=stage, point=point, task=task.name)
-            began = _now()
-            return await run_journaled(ex.journal, task, ctx, state_dir=ex.state_dir), began
+            return await run_journaled_timed(ex.journal, task, ctx, state_dir=ex.state_dir)

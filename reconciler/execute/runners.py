@@ -13,7 +13,9 @@ the per-type runners in `reconciler.execute.tasks`. The flow for one task:
    (``ctx.cancel_operation``: the provider's `cancel`), and its log and message say
    whether it was cancelled, cannot be, or may still complete.
 
-`run_journaled` wraps it with the journal's crash semantics (see `journal.py`).
+`run_journaled_timed` wraps it with the journal's crash semantics (see `journal.py`),
+and gives back the times the journal holds for the task: a result taken from the journal
+on resume carries the times it ran at, not the time it was looked up.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import asyncio
 import importlib
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError, WaitingError
 from reconciler.execute.context import Outcome, RunState, TaskContext, TaskResult
-from reconciler.execute.journal import Journal
+from reconciler.execute.journal import Journal, TaskRow
 from reconciler.execute.retry import GaveUp, with_retries
 from reconciler.execute.tasklog import TaskLog
 from reconciler.model.tasks import Task
@@ -160,6 +163,31 @@ async def _cancel_remote(ctx: TaskContext) -> str:
     return f"; {note}"
 
 
+@dataclass(frozen=True)
+class Journaled:
+    """A task's result and the times its journal row holds (`TaskRecord`'s format:
+    ``%Y-%m-%dT%H:%M:%S.%fZ``, UTC): when it first started, when it finished."""
+
+    result: TaskResult
+    started: str
+    finished: str
+    from_journal: bool = False
+    """It had finished before (a resumed plan): nothing ran now."""
+
+
+def record_time(journaled: str) -> str:
+    """A journal time (ISO, with an offset) in the format of execution records."""
+    moment = datetime.fromisoformat(journaled).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _times(row: TaskRow | None) -> tuple[str, str]:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if row is None:  # not journaled (cannot happen after mark_finished): this moment
+        return now, now
+    return record_time(row.started_at), record_time(row.finished_at or row.updated_at)
+
+
 async def run_journaled(
     journal: Journal,
     task: Task,
@@ -168,17 +196,32 @@ async def run_journaled(
     state_dir: Path | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> TaskResult:
+    """`run_journaled_timed`'s result alone."""
+    done = await run_journaled_timed(journal, task, ctx, state_dir=state_dir, sleep=sleep)
+    return done.result
+
+
+async def run_journaled_timed(
+    journal: Journal,
+    task: Task,
+    ctx: TaskContext,
+    *,
+    state_dir: Path | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> Journaled:
     """`run_task` with the journal's crash semantics, keyed by ``ctx.idempotency_key``.
 
     - finished before: its stored result comes back, nothing runs;
     - acknowledged before: the runner resumes polling that operation id;
     - started but not acknowledged: run again with the same idempotency key.
     With `state_dir` (and no log in the context), the task's log is opened there.
+    The times are the journal's: a task re-entered after a crash started when it
+    first started.
     """
     key = ctx.idempotency_key
     row = journal.task_state(key)
     if row is not None and row.state == "finished" and row.result is not None:
-        return row.result
+        return Journaled(row.result, *_times(row), from_journal=True)
     journal.mark_started(
         key,
         plan_hash=ctx.plan_hash,
@@ -229,4 +272,4 @@ async def run_journaled(
         if opened is not None:
             await opened.aclose()
     journal.mark_finished(key, result)
-    return result
+    return Journaled(result, *_times(journal.task_state(key)))

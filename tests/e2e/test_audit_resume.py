@@ -166,14 +166,15 @@ def test_a_crash_between_the_status_push_and_the_journal_is_reported_once(
         assert not pidfile.exists()  # the hook did it, after the status branch moved
         reported = audit_records(server.bare)
         assert len(reported) == machines * TASKS_PER_MACHINE
-        assert [p["state"] for p in fleet.journal_plans()] == ["running"]
+        # Every task ended; the status commit landed but the journal never heard of it.
+        assert [p["state"] for p in fleet.journal_plans()] == ["executed"]
 
         again = subprocess.run(argv, capture_output=True, text=True, env=fleet.env, timeout=120)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert "resumed an unfinished plan" in again.stdout
+        assert "reported a plan that ended before from the journal" in again.stdout
         records = audit_records(server.bare)
         status_commits = git("--git-dir", str(server.bare), "rev-list", "reconciler/status")
-    assert [p["state"] for p in fleet.journal_plans()] == ["finished"]
+    assert [p["state"] for p in fleet.journal_plans()] == ["reported"]
     keys = Counter((r["execution"], r["resource"], r["stage"], r["task"]) for r in records)
     assert [k for k, n in keys.items() if n > 1] == []
     assert len(records) == machines * TASKS_PER_MACHINE

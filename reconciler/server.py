@@ -14,6 +14,10 @@ resources, plan) need it too unless `api_read_open` is set. Webhooks authenticat
 with their signature instead (`reconciler.webhooks`). Without a configured token,
 token-protected routes answer 401: nothing is open by accident.
 
+The web UI (`reconciler.ui`: pages, sign-in, task logs) is mounted on the same
+app; it shares the token check and the read rule, and `GET /api/v1/resources`
+pages through the same table of rows as its resource list.
+
 Abuse is refused cheaply (`BodyLimit`): a body larger than `max_body_bytes` is 413
 before it is buffered — at once from its Content-Length, or as soon as a chunked
 body streams past the limit — so a 50 MB webhook with a wrong signature is never

@@ -136,15 +136,18 @@ class StatusBranch:
         if tree is None or PLANS_DIR not in tree:
             return []
         found: list[BranchPlan] = []
-        pending: list[tuple[str, pygit2.Tree]] = [(PLANS_DIR, repo[tree[PLANS_DIR].id])]
+        pending: list[tuple[str, pygit2.Object]] = [(PLANS_DIR, repo[tree[PLANS_DIR].id])]
         while pending:
             prefix, folder = pending.pop()
+            if not isinstance(folder, pygit2.Tree):
+                continue
             for entry in folder:
                 path = f"{prefix}/{entry.name}"
-                if entry.type_str == "tree":
-                    pending.append((path, repo[entry.id]))
-                elif entry.name.endswith(".md"):
-                    text = repo[entry.id].data.decode("utf-8", "replace")
+                item = repo[entry.id]
+                if isinstance(item, pygit2.Tree):
+                    pending.append((path, item))
+                elif isinstance(item, pygit2.Blob) and path.endswith(".md"):
+                    text = item.data.decode("utf-8", "replace")
                     found.append(BranchPlan(path, read_plan_header(text), REDACTOR.text(text)))
         return sorted(found, key=lambda p: p.path)
 

@@ -22,6 +22,7 @@ from reconciler.ui.sessions import COOKIE
 from tests.conftest import BASE_FILES
 from tests.e2e.support import Fleet
 from tests.monitoring.test_metrics_and_logs import running
+from tests.servers.git import git
 
 TOKEN = "access-test-token-0123456789"
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
@@ -46,7 +47,8 @@ def _wait_reconciled(url: str, headers: dict[str, str] | None = None) -> None:
 def open_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("open")
     fleet = Fleet.create(tmp, dict(BASE_FILES))
-    env = {"RECONCILER_API_READ_OPEN": "true"}
+    git("--git-dir", str(fleet.bare), "branch", "request/more-disks", "main")
+    env = {"RECONCILER_API_READ_OPEN": "true", "RECONCILER_PLAN_BRANCHES": "request/*"}
     with running(fleet, tmp, env=env) as (url, _log):
         _wait_reconciled(url)
         yield url
@@ -180,3 +182,9 @@ def test_api_resources_pages_and_filters(open_controller: str) -> None:
     assert (none["total"], none["resources"]) == (0, [])
     bad = httpx.get(f"{open_controller}/api/v1/resources?limit=many", timeout=10)
     assert bad.status_code == 422
+
+
+def test_plan_page_shows_the_watched_branches_plans(open_controller: str) -> None:
+    page = httpx.get(f"{open_controller}/plan", timeout=10).text
+    assert "plans/request/more-disks.md" in page
+    assert "Plan: 2 to create" in page  # the current plan's summary line, as the CLI says it

@@ -37,8 +37,11 @@ from tests.ui.conftest import (
 pytestmark = pytest.mark.slow
 
 
-def shot(page: Page, controller: Controller, name: str) -> None:
+def shot(page: Page, controller: Controller, name: str, *, top: bool = False) -> None:
+    """The whole page; with `top`, its first screen too (`NAME-top.png`, as in docs/)."""
     page.screenshot(path=controller.shots / f"{name}.png", full_page=True)
+    if top:
+        page.screenshot(path=controller.shots / f"{name}-top.png")
 
 
 def test_sign_in_and_every_page(
@@ -66,7 +69,7 @@ def test_sign_in_and_every_page(
     expect(page.locator("#providers")).to_contain_text("lab-sim")
     expect(page.locator("#cycles tbody tr").first).to_contain_text("full")
     expect(page.locator("#idle")).to_be_visible()
-    shot(page, controller, "overview")
+    shot(page, controller, "overview", top=True)
 
     page.goto(controller.url + "/resources")
     rows = page.locator("#resources tbody tr")
@@ -82,9 +85,10 @@ def test_sign_in_and_every_page(
     assert stages.count() >= 4
     expect(page.locator("#pipeline .stage.state-pending")).to_have_count(0)
     expect(page.locator("#fields")).to_contain_text("params.os")
-    expect(page.locator("#logs tbody tr").first).to_be_visible()
+    expect(page.locator("#logs summary")).to_contain_text("task logs, the newest written")
+    expect(page.locator("#logs tbody tr")).not_to_have_count(0)
     expect(page.locator("#timeline .asked-by").first).to_have_text(LINUS)  # loaded after
-    shot(page, controller, "resource")
+    shot(page, controller, "resource", top=True)
 
     for path, text in (
         ("/plan", "Plan"),
@@ -214,6 +218,9 @@ def test_sync_needs_the_session_and_updates_live(
     expect(page).to_have_url(re.compile(r"/operations/[0-9a-f]{32}$"))
     page.evaluate("window.__same_page = true")
     expect(page.locator("#op-phase")).to_have_text("running", timeout=20_000)
+    running = page.locator("#op-running tbody tr", has_text="Machine/hostile-01")
+    expect(running).to_contain_text("hostile-check", timeout=20_000)  # its 2 s task
+    expect(page.locator("#op-counts")).to_contain_text("1 running")
     shot(page, controller, "operation-running")
     expect(page.locator("#op-phase")).to_have_text("failed", timeout=60_000)
     expect(page.locator("#op-errors")).to_contain_text("Machine/hostile-01")

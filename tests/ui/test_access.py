@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from reconciler.ui.sessions import COOKIE
 from tests.conftest import BASE_FILES
 from tests.e2e.support import Fleet
 from tests.monitoring.test_metrics_and_logs import running
+from tests.server.conftest import push
 from tests.servers.git import git
 
 TOKEN = "access-test-token-0123456789"
@@ -55,13 +57,18 @@ def open_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def closed_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Fleet]]:
     tmp: Path = tmp_path_factory.mktemp("closed")
     fleet = Fleet.create(tmp, dict(BASE_FILES))
     env = {"ACCESS_TOKEN": TOKEN, "RECONCILER_API_TOKEN": "env:ACCESS_TOKEN"}
     with running(fleet, tmp, env=env) as (url, _log):
         _wait_reconciled(url, {"Authorization": f"Bearer {TOKEN}"})
-        yield url
+        yield url, fleet
+
+
+@pytest.fixture
+def closed_controller(closed: tuple[str, Fleet]) -> str:
+    return closed[0]
 
 
 def sign_in(url: str) -> httpx.Client:
@@ -69,6 +76,17 @@ def sign_in(url: str) -> httpx.Client:
     answer = client.post("/signin", data={"token": TOKEN, "next": "/resources"})
     assert answer.status_code == 303 and answer.headers["location"] == "/resources"
     return client
+
+
+def finished(url: str, op_id: str) -> dict[str, Any]:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        op: dict[str, Any] = httpx.get(f"{url}/api/v1/operations/{op_id}", headers=bearer).json()
+        if op["phase"] in ("succeeded", "failed"):
+            return op
+        time.sleep(0.2)
+    raise AssertionError(f"operation {op_id} did not finish")
 
 
 def csrf_of(page: str) -> str:
@@ -144,13 +162,7 @@ def test_sync_with_the_session_and_its_csrf_token(closed_controller: str) -> Non
     answer = client.post("/operations/sync", data={"csrf": csrf})
     assert answer.status_code == 303
     op_id = answer.headers["location"].rsplit("/", 1)[1]
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        op = httpx.get(f"{closed_controller}/api/v1/operations/{op_id}", headers=bearer).json()
-        if op["phase"] in ("succeeded", "failed"):
-            break
-        time.sleep(0.2)
+    op = finished(closed_controller, op_id)
     assert (op["trigger"], op["phase"]) == ("sync:ui", "succeeded")
     assert f"/operations/{op_id}" in client.get("/operations").text
 
@@ -188,3 +200,21 @@ def test_plan_page_shows_the_watched_branches_plans(open_controller: str) -> Non
     page = httpx.get(f"{open_controller}/plan", timeout=10).text
     assert "plans/request/more-disks.md" in page
     assert "Plan: 2 to create" in page  # the current plan's summary line, as the CLI says it
+
+
+def test_overview_says_why_the_revision_in_force_is_stale(closed: tuple[str, Fleet]) -> None:
+    """Last in this module: the closed controller keeps an invalid head from here on."""
+    url, fleet = closed
+    before = httpx.get(f"{url}/readyz").json()["revision"]
+    broken = "apiVersion: reconciler/v1\nkind: Machine\nmetadata: {name: m3}\n"
+    broken += "spec: {provider: sim, pipeline: bm, '<script>x</script>': 1}\n"
+    push(fleet.bare, {**BASE_FILES, "broken.yaml": broken}, "Break it")
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    op = httpx.post(f"{url}/api/v1/sync", headers=bearer).json()
+    assert finished(url, op["id"])["phase"] == "failed"
+
+    page = sign_in(url).get("/").text
+    assert f'id="revision-in-force">{before}<' in page
+    assert "Stale: ValidationFailed" in page
+    assert "broken.yaml:4:" in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page

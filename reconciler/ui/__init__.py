@@ -148,21 +148,26 @@ def _int(value: str | None, default: int) -> int:
 
 
 class _Throttle:
-    """At most `limit` failed sign-ins per minute, so a short token cannot be guessed fast."""
+    """At most `limit` failed sign-ins per minute from one client address, so a short token
+    cannot be guessed fast (and one client cannot lock the others out)."""
+
+    KEPT = 10_000
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.clock = clock
-        self._window = (0.0, 0)
+        self._windows: dict[str, tuple[float, int]] = {}
 
-    def blocked(self) -> bool:
-        start, count = self._window
+    def blocked(self, client: str) -> bool:
+        start, count = self._windows.get(client, (0.0, 0))
         return self.clock() - start < 60 and count >= self.limit
 
-    def failed(self) -> None:
-        start, count = self._window
+    def failed(self, client: str) -> None:
         now = self.clock()
-        self._window = (start, count + 1) if now - start < 60 else (now, 1)
+        start, count = self._windows.get(client, (now, 0))
+        self._windows[client] = (start, count + 1) if now - start < 60 else (now, 1)
+        if len(self._windows) > self.KEPT:  # forget windows that have ended
+            self._windows = {k: w for k, w in self._windows.items() if now - w[0] < 60}
 
 
 def ui_router(
@@ -265,11 +270,12 @@ def ui_router(
         viewer = Viewer(None)
         if not _same_origin(request):
             raise HTTPException(403, "cross-origin form")
-        if throttle.blocked():
+        client = request.client.host if request.client is not None else ""
+        if throttle.blocked(client):
             return render("signin.html", viewer, status=429, next=target, configured=True,
                           error="Too many wrong tokens: try again in a minute.")  # fmt: skip
         if not token_matches(form.get("token", "")):
-            throttle.failed()
+            throttle.failed(client)
             error = (
                 "That is not the API token."
                 if settings.api_token

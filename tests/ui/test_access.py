@@ -218,3 +218,14 @@ def test_overview_says_why_the_revision_in_force_is_stale(closed: tuple[str, Fle
     assert "Stale: ValidationFailed" in page
     assert "broken.yaml:4:" in page
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
+
+
+def test_wrong_tokens_close_sign_in_for_a_minute(closed_controller: str) -> None:
+    """Last: 127.0.0.1 cannot sign in to the closed controller for a minute after this."""
+    with httpx.Client(base_url=closed_controller, follow_redirects=False, timeout=10) as client:
+        for _ in range(10):
+            answer = client.post("/signin", data={"token": "guess"})
+            assert answer.status_code == 200 and "That is not the API token." in answer.text
+        refused = client.post("/signin", data={"token": TOKEN})
+        assert refused.status_code == 429 and "Too many wrong tokens" in refused.text
+        assert COOKIE not in refused.headers.get("set-cookie", "")

@@ -53,7 +53,7 @@ from reconciler.execute.journal import LeaseHeld
 from reconciler.scheduler import Scheduler, UnknownProvider, event_resources
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
 from reconciler.settings import Settings
-from reconciler.ui import api_resources, ui_router
+from reconciler.ui import api_resources, install_ui
 from reconciler.ui.query import IndexCache, Query
 from reconciler.webhooks import JsonTooDeep, load_json, receive
 
@@ -364,8 +364,8 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         )
         return JSONResponse(body.model_dump(), status_code=202)
 
-    app.include_router(
-        ui_router(scheduler, token_matches=token_matches, reading=reading, index_cache=index_cache)
+    install_ui(
+        app, scheduler, token_matches=token_matches, reading=reading, index_cache=index_cache
     )
     return app
 

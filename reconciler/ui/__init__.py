@@ -1,6 +1,6 @@
 """The web UI of `reconciler run`: server-rendered pages on the API's listener.
 
-An edge beside `reconciler.server`, which mounts `ui_router` on its app. Pages
+An edge beside `reconciler.server`, which calls `install_ui` on its app. Pages
 are Jinja2 templates (autoescaping on, and every value printed goes through the
 secret redactor before it is escaped) over what the scheduler holds; htmx,
 shipped in `static/` (no CDN, no build step), polls the live parts (the running
@@ -26,6 +26,7 @@ Content-Security-Policy allowing only this origin's scripts and styles.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from markupsafe import Markup
 
@@ -170,18 +171,22 @@ class _Throttle:
             self._windows = {k: w for k, w in self._windows.items() if now - w[0] < 60}
 
 
-def ui_router(
+def install_ui(
+    app: FastAPI,
     scheduler: Scheduler,
     *,
     token_matches: Callable[[str], bool],
     reading: Any,
     index_cache: IndexCache | None = None,
-) -> APIRouter:
-    """The UI's routes over one scheduler. `token_matches` checks a posted API token;
+) -> None:
+    """The UI's routes on `app`, over one scheduler. `token_matches` checks a posted API token;
     `reading` is the API's read dependency (bearer token unless read access is open);
     `index_cache` is shared with the API's resource list."""
     settings = scheduler.settings
-    router = APIRouter(include_in_schema=False)
+    # Routes go on the app itself (not an included router): `app.routes` stays one flat
+    # list, and the pages stay out of the OpenAPI document.
+    page = functools.partial(app.get, include_in_schema=False)
+    form = functools.partial(app.post, include_in_schema=False)
     env = _environment()
     static = _static_files()
     sessions = Sessions()
@@ -237,7 +242,7 @@ def ui_router(
 
     # --- static files ------------------------------------------------------------------
 
-    @router.get("/ui/static/{name}")
+    @page("/ui/static/{name}")
     def static_file(name: str, request: Request) -> Response:
         found = static.get(name)
         if found is None:
@@ -248,14 +253,14 @@ def ui_router(
             return Response(status_code=304, headers=headers)
         return Response(data, media_type=media, headers=headers)
 
-    @router.get("/favicon.ico")
+    @page("/favicon.ico")
     def favicon(request: Request) -> Response:
         """Browsers ask for it on every page without a <link rel=icon> (a task log)."""
         return static_file("icon.svg", request)
 
     # --- sign-in -----------------------------------------------------------------------
 
-    @router.get("/signin", response_class=HTMLResponse)
+    @page("/signin", response_class=HTMLResponse)
     def signin_form(request: Request) -> Response:
         viewer = Viewer(sessions.find(request.cookies.get(COOKIE)))
         target = _local(request.query_params.get("next"))
@@ -263,7 +268,7 @@ def ui_router(
             "signin.html", viewer, next=target, error="", configured=bool(settings.api_token)
         )
 
-    @router.post("/signin", response_class=HTMLResponse)
+    @form("/signin", response_class=HTMLResponse)
     async def signin(request: Request) -> Response:
         form = await _form(request)
         target = _local(form.get("next"))
@@ -297,7 +302,7 @@ def ui_router(
         )
         return response
 
-    @router.post("/signout")
+    @form("/signout")
     async def signout(request: Request) -> Response:
         form = await _form(request)
         session = sessions.find(request.cookies.get(COOKIE))
@@ -311,7 +316,7 @@ def ui_router(
 
     # --- overview ----------------------------------------------------------------------
 
-    @router.get("/", response_class=HTMLResponse)
+    @page("/", response_class=HTMLResponse)
     def overview(request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -337,7 +342,7 @@ def ui_router(
         _, ids = scheduler.execution()
         return {"running": running, "operation": views.current_operation(ops, ids)}
 
-    @router.get("/ui/live", response_class=HTMLResponse)
+    @page("/ui/live", response_class=HTMLResponse)
     def live(request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -346,7 +351,7 @@ def ui_router(
 
     # --- resources ---------------------------------------------------------------------
 
-    @router.get("/resources", response_class=HTMLResponse)
+    @page("/resources", response_class=HTMLResponse)
     def resources_page(request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -373,7 +378,7 @@ def ui_router(
         }
         return render("resources.html", viewer, page=page, index=index, filters=filters)
 
-    @router.get("/resources/{kind}/{name}", response_class=HTMLResponse)
+    @page("/resources/{kind}/{name}", response_class=HTMLResponse)
     def resource_page(kind: str, name: str, request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -410,7 +415,7 @@ def ui_router(
             running=(row.stage, row.task) if row is not None else None,
         )
 
-    @router.get("/resources/{kind}/{name}/pipeline", response_class=HTMLResponse)
+    @page("/resources/{kind}/{name}/pipeline", response_class=HTMLResponse)
     def pipeline_fragment(kind: str, name: str, request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -420,7 +425,7 @@ def ui_router(
             raise HTTPException(404, f"no resource {kind}/{name}")
         return render("_pipeline.html", viewer, view=view)
 
-    @router.get("/resources/{kind}/{name}/timeline", response_class=HTMLResponse)
+    @page("/resources/{kind}/{name}/timeline", response_class=HTMLResponse)
     def timeline(kind: str, name: str, request: Request) -> Response:
         """The audit of one resource; a fragment for the resource page, else a page of
         its own (the link an auditor keeps)."""
@@ -442,7 +447,7 @@ def ui_router(
             runs=runs,
         )
 
-    @router.get("/resources/{kind}/{name}/logs/{rel:path}")
+    @page("/resources/{kind}/{name}/logs/{rel:path}")
     def log_page(kind: str, name: str, rel: str, request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -456,7 +461,7 @@ def ui_router(
         headers = {**SECURITY_HEADERS, "Content-Disposition": "inline"}
         return PlainTextResponse(text, headers=headers)
 
-    @router.get("/api/v1/resources/{kind}/{name}/logs", tags=["resources"])
+    @app.get("/api/v1/resources/{kind}/{name}/logs", tags=["resources"])
     def api_logs(kind: str, name: str, _: None = reading) -> dict[str, Any]:
         """The resource's task logs, the newest first (paths under `<state-dir>/logs/`)."""
         key = f"{kind}/{name}"
@@ -477,14 +482,14 @@ def ui_router(
             ],
         }
 
-    @router.get("/api/v1/resources/{kind}/{name}/logs/{rel:path}", tags=["resources"])
+    @app.get("/api/v1/resources/{kind}/{name}/logs/{rel:path}", tags=["resources"])
     def api_log(kind: str, name: str, rel: str, _: None = reading) -> Response:
         """One task log of the resource, redacted, as text."""
         return log_text(f"{kind}/{name}", rel)
 
     # --- plan and drift ------------------------------------------------------------------
 
-    @router.get("/plan", response_class=HTMLResponse)
+    @page("/plan", response_class=HTMLResponse)
     def plan_page(request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -514,7 +519,7 @@ def ui_router(
             branch_plans=branch.branch_plans(),
         )
 
-    @router.get("/plan/text")
+    @page("/plan/text")
     def plan_text(request: Request) -> Response:
         if viewer_of(request) is None:
             return to_signin(request)
@@ -522,7 +527,7 @@ def ui_router(
             raise HTTPException(404, "no plan yet: the first cycle has not planned")
         return PlainTextResponse(render_text(scheduler.plan), headers=SECURITY_HEADERS)
 
-    @router.get("/plan/markdown")
+    @page("/plan/markdown")
     def plan_markdown(request: Request) -> Response:
         if viewer_of(request) is None:
             return to_signin(request)
@@ -531,7 +536,7 @@ def ui_router(
         _, full = render_markdown(scheduler.plan)
         return PlainTextResponse(full, headers=SECURITY_HEADERS)
 
-    @router.get("/drift", response_class=HTMLResponse)
+    @page("/drift", response_class=HTMLResponse)
     def drift_page(request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -552,7 +557,7 @@ def ui_router(
 
     # --- operations ----------------------------------------------------------------------
 
-    @router.get("/operations", response_class=HTMLResponse)
+    @page("/operations", response_class=HTMLResponse)
     def operations_page(request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -566,7 +571,7 @@ def ui_router(
             **live_context(),
         )
 
-    @router.get("/operations/{op_id}", response_class=HTMLResponse)
+    @page("/operations/{op_id}", response_class=HTMLResponse)
     def operation_page(op_id: str, request: Request) -> Response:
         viewer = viewer_of(request)
         if viewer is None:
@@ -586,7 +591,7 @@ def ui_router(
             cycle=cycle,
         )
 
-    @router.post("/operations/sync")
+    @form("/operations/sync")
     async def sync_now(request: Request) -> Response:
         form = await _form(request)
         session = sessions.find(request.cookies.get(COOKIE))
@@ -598,8 +603,6 @@ def ui_router(
         if op is None:
             raise HTTPException(503, "the controller is stopping")
         return RedirectResponse(f"/operations/{op.id}", status_code=303)
-
-    return router
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -644,4 +647,4 @@ def api_resources(
     return answer
 
 
-__all__ = ["api_resources", "ui_router"]
+__all__ = ["api_resources", "install_ui"]

@@ -20,7 +20,7 @@ from reconciler.audit import Entry, parse_time
 from reconciler.diff import _MISSING, _redact, converged_paths, get_path
 from reconciler.plan import Plan, PlannedAction
 from reconciler.progress import ProgressState
-from reconciler.render import _action_lines
+from reconciler.render import SYMBOLS, VERBS, _action_lines
 from reconciler.report import DriftEntry
 from reconciler.status import Condition, ResourceStatus
 from reconciler.ui.query import PHASE_ORDER, FleetIndex
@@ -354,8 +354,6 @@ class ActionView:
 
 
 def action_view(action: PlannedAction) -> ActionView:
-    from reconciler.render import SYMBOLS, VERBS
-
     return ActionView(
         action,
         SYMBOLS[action.operation],

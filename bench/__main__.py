@@ -44,6 +44,7 @@ STEPS = {
     "redact": Step("bench.redact", (), ("--repeat", "3")),
     "notify": Step("bench.notify", ("-n", "4000"), ("-n", "4000", "--repeat", "1")),
     "fairness": Step("bench.fairness", (), ("--repeat", "1")),
+    "ui": Step("bench.ui", ("-n", "10000"), ("-n", "2000", "--repeat", "10")),
 }
 
 
@@ -177,6 +178,16 @@ def headline(results: dict[str, tuple[Any, float | None, str]], quick: bool) -> 
         "target <= 2 (25 when tasks took the global slot first)",
         fairness,
     )
+    api_page = get("ui", f"api_resources_page_{size}_ms")
+    for name, what in (("resources", "the list's page 2"), ("resource", "a drifted machine")):
+        value = get("ui", f"ui_{name}_page_{size}_ms")
+        figures[f"ui_{name}_page_{size}_ms"] = _figure(
+            value,
+            "ms",
+            f"{what} as HTML / GET /api/v1/resources?offset=50&limit=50 ({api_page or 0:.1f} ms), "
+            "over 127.0.0.1; target <= 1.5",
+            value / api_page if value and api_page else None,
+        )
     for step, (_data, _rss, error) in results.items():
         if error:
             figures[f"error_{step}"] = _figure(None, "-", error)

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -50,10 +51,12 @@ from reconciler.desired import Desired
 from reconciler.metrics import Metrics
 from reconciler.notify import Notifier
 from reconciler.plan import Plan
+from reconciler.progress import ProgressState
 from reconciler.providers.instrument import provider_calls
 from reconciler.scope import FullCycle, Scope
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
+from reconciler.source import SourceResult
 from reconciler.status import ResourceStatus
 
 OperationPhase = Literal["pending", "running", "succeeded", "failed"]
@@ -124,6 +127,32 @@ class Operations:
     def __len__(self) -> int:
         with self._lock:
             return len(self._ops)
+
+    def recent(self, limit: int | None = None) -> list[Operation]:
+        """The newest operations first (the web UI's list)."""
+        with self._lock:
+            newest = list(reversed(self._ops.values()))
+        return newest if limit is None else newest[:limit]
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """One finished cycle or targeted reconcile, as the web UI's overview lists it."""
+
+    started: datetime
+    kind: str
+    """full, incremental or targeted."""
+    triggers: tuple[str, ...]
+    operations: tuple[str, ...]
+    seconds: float
+    failed: bool
+    fields: Mapping[str, Any]
+    """The cycle's log line (`cycle_log`): revision, planned, succeeded, failed, blocked…."""
+    resources: tuple[str, ...] = ()
+    """The resources a targeted reconcile looked at."""
+
+
+CYCLES_KEPT = 50
 
 
 @dataclass(frozen=True)
@@ -254,6 +283,11 @@ class Scheduler:
         self.desired: Desired | None = None
         self.plan: Plan | None = None
         self.revision: str | None = None
+        self.source: SourceResult | None = None
+        """The last poll of the declared repository (the UI shows why it may be stale)."""
+        self.cycles: deque[CycleRecord] = deque(maxlen=CYCLES_KEPT)
+        """The last cycles and targeted reconciles, newest first (the UI's overview)."""
+        self._execution = ProgressState()
         self.reconciles: Counter[str] = Counter()
         """Targeted reconciles per resource key (tests and the benchmark read it)."""
         self.cycles_run = 0
@@ -321,6 +355,18 @@ class Scheduler:
             if not self._pending:
                 return 0.0
             return self._clock() - min(first for first, _ in self._pending.values())
+
+    def execution(self) -> tuple[ProgressState, tuple[str, ...]]:
+        """A copy of the running (or last) execution's progress, and the operations the
+        running cycle answers (none between cycles and during a targeted reconcile)."""
+        with self._lock:
+            state = self._execution
+            copy = dataclasses.replace(
+                state,
+                running={k: dataclasses.replace(v) for k, v in state.running.items()},
+                failures=list(state.failures),
+            )
+            return copy, tuple(self._running)
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
@@ -482,6 +528,7 @@ class Scheduler:
     def _on_event(self, event: dict[str, Any]) -> None:
         name = event.get("event")
         with self._lock:
+            self._execution.apply(event)
             if name == "plan.started":
                 self._progress[1] += int(event.get("actions", 0))
             elif name in ("resource.finished", "resource.skipped"):
@@ -502,7 +549,10 @@ class Scheduler:
         ops = job.operations
         before = dict(self.statuses)
         self._progress = [0, 0]
-        self.operations.update(ops, phase="running", started=datetime.now(UTC))
+        started = datetime.now(UTC)
+        with self._lock:
+            self._execution = ProgressState()
+        self.operations.update(ops, phase="running", started=started)
         began = time.monotonic()
         result: CycleResult | None = None
         errors: list[str] = []
@@ -526,6 +576,10 @@ class Scheduler:
                 log.error("cycle failed", **fields)
             else:
                 log.info("cycle", **fields)
+            triggers = tuple(op.trigger for op in map(self.operations.get, ops) if op)
+            self.cycles.appendleft(
+                CycleRecord(started, kind, triggers, tuple(ops), seconds, failed, fields)
+            )
         if result is not None:  # part of the operation: done once its alerts went out
             await self._notify(before, result)
         with self._lock:
@@ -551,6 +605,9 @@ class Scheduler:
 
     async def _targeted(self, controller: Controller, keys: set[str]) -> None:
         before = dict(self.statuses)
+        started = datetime.now(UTC)
+        with self._lock:
+            self._execution = ProgressState()
         began = time.monotonic()
         try:
             result = await controller.reconcile_resources(keys)
@@ -561,14 +618,22 @@ class Scheduler:
         self.reconciles.update(keys)
         self.metrics.targeted.inc()
         self.metrics.targeted_resources.inc(len(keys))
-        errors = self._absorb(result, "targeted", time.monotonic() - began)
+        seconds = time.monotonic() - began
+        errors = self._absorb(result, "targeted", seconds)
         if result.write_error is not None:  # what was done is not on the status branch
             log.error("targeted reconcile failed", resources=sorted(keys), errors=errors[:20])
+        failed, fields = cycle_log(result, seconds, errors)
+        self.cycles.appendleft(
+            CycleRecord(
+                started, "targeted", ("event",), (), seconds, failed, fields, tuple(sorted(keys))
+            )
+        )
         await self._notify(before, result)
 
     def _absorb(self, result: CycleResult, kind: str, seconds: float) -> list[str]:
         """Keep what the API serves from a cycle's result; record metrics; the errors."""
         source = result.source
+        self.source = source
         if source.revision is not None:
             self.ready = True
             self.revision = source.revision.sha
@@ -667,6 +732,7 @@ def cycle_log(
 
 
 __all__ = [
+    "CycleRecord",
     "EventResult",
     "Operation",
     "Operations",

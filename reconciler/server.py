@@ -14,6 +14,10 @@ resources, plan) need it too unless `api_read_open` is set. Webhooks authenticat
 with their signature instead (`reconciler.webhooks`). Without a configured token,
 token-protected routes answer 401: nothing is open by accident.
 
+The web UI (`reconciler.ui`: pages, sign-in, task logs) is mounted on the same
+app; it shares the token check and the read rule, and `GET /api/v1/resources`
+pages through the same table of rows as its resource list.
+
 Abuse is refused cheaply (`BodyLimit`): a body larger than `max_body_bytes` is 413
 before it is buffered — at once from its Content-Length, or as soon as a chunked
 body streams past the limit — so a 50 MB webhook with a wrong signature is never
@@ -49,6 +53,8 @@ from reconciler.execute.journal import LeaseHeld
 from reconciler.scheduler import Scheduler, UnknownProvider, event_resources
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
 from reconciler.settings import Settings
+from reconciler.ui import api_resources, install_ui
+from reconciler.ui.query import IndexCache, Query
 from reconciler.webhooks import JsonTooDeep, load_json, receive
 
 log = structlog.get_logger("reconciler.server")
@@ -162,15 +168,15 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
+    def token_matches(given: str) -> bool:
+        token = _secret(settings.api_token)
+        return token is not None and hmac.compare_digest(given.strip().encode(), token.encode())
+
     def require_token(request: Request) -> None:
         token = _secret(settings.api_token)
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if (
-            token is None
-            or scheme.lower() != "bearer"
-            or not hmac.compare_digest(value.strip().encode(), token.encode())
-        ):
+        if token is None or scheme.lower() != "bearer" or not token_matches(value):
             detail = (
                 "bearer token required"
                 if token is not None
@@ -264,16 +270,24 @@ def create_app(scheduler: Scheduler) -> FastAPI:
             raise HTTPException(404, f"no operation {op_id} (the last {kept} are kept)")
         return op.to_json()
 
+    index_cache = IndexCache()
+
     @app.get("/api/v1/resources", tags=["resources"], responses={401: {}})
-    def resources(_: None = reading) -> dict[str, Any]:
-        """Every resource's status and conditions, as last reconciled."""
-        return {
-            "revision": scheduler.revision,
-            "resources": [
-                REDACTOR.data(s.model_dump(mode="json", by_alias=True, exclude_none=True))
-                for _key, s in sorted(scheduler.statuses.items())
-            ],
-        }
+    def resources(
+        offset: int | None = None,
+        limit: int | None = None,
+        q: str = "",
+        phase: str = "",
+        kind: str = "",
+        provider: str = "",
+        label: str = "",
+        _: None = reading,
+    ) -> dict[str, Any]:
+        """Every resource's status and conditions, as last reconciled; with `offset` or
+        `limit` (at most 500) or a filter (`q` in the key, `phase`, `kind`, `provider`,
+        `label` as `key=value` or `key`), one page of them and the `total` matching."""
+        query = Query(q=q.strip(), phase=phase, kind=kind, provider=provider, label=label.strip())
+        return api_resources(index_cache, scheduler, query, offset=offset, limit=limit)
 
     @app.get("/api/v1/resources/{kind}/{name}", tags=["resources"], responses={401: {}, 404: {}})
     def resource(kind: str, name: str, _: None = reading) -> dict[str, Any]:
@@ -364,6 +378,9 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         )
         return JSONResponse(body.model_dump(), status_code=202)
 
+    install_ui(
+        app, scheduler, token_matches=token_matches, reading=reading, index_cache=index_cache
+    )
     return app
 
 

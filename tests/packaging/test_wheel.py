@@ -8,9 +8,11 @@ the machine's pip is configured with, as a user's would.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 from reconciler.commands import DEMO_SINK_PORT
 from tests.conftest import ROOT
 from tests.e2e.test_demo import demo_port, port_free
+from tests.servers.git import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +48,8 @@ def test_the_installed_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) 
     names = zipfile.ZipFile(wheel).namelist()
     assert "reconciler/_sample_repo/machines/rack-r01.yaml" in names
     assert "reconciler/_sample_repo/.reconcilerignore" in names
+    for part in ("templates/base.html", "templates/resource.html", "static/htmx.min.js"):
+        assert f"reconciler/ui/{part}" in names, part
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -86,3 +91,31 @@ def test_the_installed_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) 
     assert "made .reconciler/demo/infra.git from sample-repo/" in demo.stdout
     assert "resources: 10 Ready" in demo.stdout
     assert (empty / ".reconciler" / "demo" / "infra.git" / "HEAD").exists()
+
+    # The web UI from the installed package: its templates and htmx are package data.
+    port = free_port()
+    env = {**clean_env(), "RECONCILER_API_READ_OPEN": "true"}
+    argv = [str(venv / "bin" / "reconciler"), "--repo", ".reconciler/demo/infra.git", "run"]
+    argv += ["--listen", f"127.0.0.1:{port}", "--interval", "1h"]
+    with (tmp_path / "run.log").open("wb") as out:
+        process = subprocess.Popen(argv, cwd=empty, env=env, stdout=out, stderr=out)
+    try:
+        overview = _get_when_up(f"http://127.0.0.1:{port}/")
+        htmx = _get_when_up(f"http://127.0.0.1:{port}/ui/static/htmx.min.js")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert "<h1>Overview</h1>" in overview.decode()
+    assert htmx.startswith(b"var htmx=function()")
+
+
+def _get_when_up(url: str, timeout: float = 60.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return bytes(answer.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -34,7 +34,14 @@ from typing import Any
 
 import pytest
 import yaml
-from playwright.sync_api import ConsoleMessage, Page
+from playwright.sync_api import (
+    Browser,
+    BrowserType,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    sync_playwright,
+)
 
 from reconciler.commands import DEMO_SECRETS, demo_sink
 from tests.conftest import ROOT
@@ -210,6 +217,35 @@ def _answers(controller: Controller) -> bool:
     except OSError:
         return False
     return True
+
+
+# pytest-playwright keeps one sync Playwright for the whole session; its event loop
+# would then be running for every later test, and `asyncio.run` there fails. These
+# module-scoped versions start it for the browser tests and stop it after them.
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser_context_args(base_url: str | None) -> dict[str, Any]:
+    return {"base_url": base_url} if base_url else {}
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    found: BrowserType = getattr(playwright, browser_name)
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser(
+    browser_type: BrowserType, browser_type_launch_args: dict[str, Any]
+) -> Iterator[Browser]:
+    launched = browser_type.launch(**browser_type_launch_args)
+    yield launched
+    launched.close()
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,7 @@ StatusBranch = Annotated[str | None, _flag("status_branch")]
 Interval = Annotated[str | None, _flag("interval")]
 Listen = Annotated[str | None, _flag("listen")]
 Config = Annotated[Path | None, _flag("config")]
+DatabaseUrl = Annotated[str | None, _flag("database_url")]
 
 
 def _version(value: bool) -> None:
@@ -91,6 +92,7 @@ def common(
     status_branch: StatusBranch = None,
     interval: Interval = None,
     listen: Listen = None,
+    database_url: DatabaseUrl = None,
     config: Config = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version")
@@ -109,6 +111,7 @@ def common(
         "status_branch": status_branch,
         "interval": interval,
         "listen": listen,
+        "database_url": database_url,
         "config": config,
     }
     ctx.obj = {k: v for k, v in given.items() if v is not None}
@@ -269,6 +272,7 @@ def plan(
     branch: Branch = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
+    database_url: DatabaseUrl = None,
     config: Config = None,
 ) -> None:
     """Show what would change. Exit 0 in sync, 2 changes pending, 1 error."""
@@ -281,6 +285,7 @@ def plan(
         branch=branch,
         state_dir=state_dir,
         status_branch=status_branch,
+        database_url=database_url,
         config=config,
     )
     _need_repo(settings)
@@ -331,6 +336,7 @@ def apply(
     branch: Branch = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
+    database_url: DatabaseUrl = None,
     config: Config = None,
 ) -> None:
     """One full cycle: pull, plan, execute, write status back.
@@ -349,6 +355,7 @@ def apply(
         branch=branch,
         state_dir=state_dir,
         status_branch=status_branch,
+        database_url=database_url,
         config=config,
     )
     _need_repo(settings)
@@ -373,6 +380,7 @@ def run(
     status_branch: StatusBranch = None,
     interval: Interval = None,
     listen: Listen = None,
+    database_url: DatabaseUrl = None,
     config: Config = None,
 ) -> None:
     """The controller: scheduled cycles and the HTTP API until SIGTERM (then exit 0)."""
@@ -387,6 +395,7 @@ def run(
         status_branch=status_branch,
         interval=interval,
         listen=listen,
+        database_url=database_url,
         config=config,
     )
     _need_repo(settings)

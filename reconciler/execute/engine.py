@@ -49,8 +49,9 @@ from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
 from reconciler.diff import MISSING, LastApplied, get_path, still_differing
 from reconciler.errors import ReconcilerError
 from reconciler.execute.context import TaskContext, TaskResult
-from reconciler.execute.journal import Journal, idempotency_key
+from reconciler.execute.journal import idempotency_key
 from reconciler.execute.runners import run_journaled
+from reconciler.execute.store import JournalStore
 from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
 from reconciler.observe import resource_ref
@@ -147,7 +148,7 @@ class ExecutionResult:
         return [o for o in self.outcomes.values() if o.result == "failed"]
 
     @classmethod
-    def from_journal(cls, journal: Journal, execution: str, plan_hash: str) -> ExecutionResult:
+    def from_journal(cls, journal: JournalStore, execution: str, plan_hash: str) -> ExecutionResult:
         """An execution's results as the journal holds them (`Journal.outcomes`): how a
         plan that ended before a crash or a failed status push is reported later."""
         outcomes = {
@@ -186,7 +187,7 @@ def in_change_window(windows: tuple[ChangeWindow, ...] | list[ChangeWindow], now
 class Executor:
     """Runs plans against open providers, journaling every task in `journal`."""
 
-    journal: Journal
+    journal: JournalStore
     providers: Mapping[str, Provider]
     desired: Desired
     state_dir: Path

@@ -24,15 +24,17 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError, WaitingError
 from reconciler.execute.context import Outcome, RunState, TaskContext, TaskResult
-from reconciler.execute.journal import Journal
 from reconciler.execute.retry import GaveUp, with_retries
 from reconciler.execute.tasklog import TaskLog
 from reconciler.model.tasks import Task
 from reconciler.secrets import REDACTOR
+
+if TYPE_CHECKING:
+    from reconciler.execute.store import TaskJournal
 
 Attempt = Callable[[Any, TaskContext, RunState], Awaitable[Outcome]]
 
@@ -161,7 +163,7 @@ async def _cancel_remote(ctx: TaskContext) -> str:
 
 
 async def run_journaled(
-    journal: Journal,
+    journal: TaskJournal,
     task: Task,
     ctx: TaskContext,
     *,

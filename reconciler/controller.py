@@ -163,8 +163,9 @@ class Controller:
         # The state directory's flock, or the leader lease of the shared database (given
         # by `reconciler run`'s election, else taken now): one writer at a time.
         self.lease = lease or acquire_lease(settings, holder="reconciler")
-        if hasattr(self.lease, "on_lost"):
-            self.lease.on_lost = self.request_stop  # a lost lease starts no new task
+        when_lost = getattr(self.lease, "when_lost", None)
+        if when_lost is not None:
+            when_lost(self.request_stop)  # a lost leader lease starts no new task
         try:
             self.source = DeclaredSource.from_settings(settings, writing=True)
             self.journal = open_journal(settings, lease=self.lease, owner=self.source.owner)

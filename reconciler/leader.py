@@ -138,8 +138,9 @@ class LeaderLease:
         self.holder = info
         self.name = str(info["holder"])
         self.epoch: int | None = None
-        self.on_lost: Callable[[str], object] | None = None
+        self._listeners: list[Callable[[str], object]] = []
         self.lost: str | None = None
+        self._released = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._valid_until = 0.0  # monotonic: the end of the last renewal's lease
@@ -224,14 +225,21 @@ class LeaderLease:
         self.lost = why
         log.error("leadership lost: no new work starts", holder=self.name, epoch=self.epoch,
                   reason=why)  # fmt: skip
-        if self.on_lost is not None:
+        for listener in list(self._listeners):
             try:
-                self.on_lost(f"leadership lost: {why}")
-            except Exception:  # the stop must not die with a callback
-                log.exception("on_lost failed")
+                listener(f"leadership lost: {why}")
+            except Exception:  # the others must still hear of it
+                log.exception("a leadership-lost listener failed")
+
+    def when_lost(self, listener: Callable[[str], object]) -> None:
+        """Call `listener(reason)` (from the heartbeat's thread) once the lease is lost."""
+        self._listeners.append(listener)
 
     def release(self) -> None:
         """Stop renewing and give the lease up, so a standby takes over at once."""
+        if self._released:
+            return
+        self._released = True
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
@@ -298,6 +306,12 @@ class Election:
                     break
                 await asyncio.sleep(0.1)
         return False
+
+    def abandon(self, why: str) -> None:
+        """Elected, but the controller could not start: give the lease to another."""
+        log.error("elected but cannot lead: the lease is given up", error=REDACTOR.text(why))
+        self.lease._lose(why)
+        self.lease.release()
 
     def describe(self) -> dict[str, Any]:
         view = self.leader()

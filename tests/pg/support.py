@@ -1,12 +1,24 @@
-"""A `Fleet` whose controller keeps its journal in PostgreSQL: the records read from there."""
+"""A `Fleet` whose controller keeps its journal in PostgreSQL, and replicas of `run` over it.
+
+The records are read from the other side: the database's rows, the simulator's action
+log, the status branch, each replica's HTTP API and log.
+"""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.e2e.support import Fleet
+from tests.servers.git import free_port
 from tests.servers.postgres import Cluster
 
 
@@ -42,3 +54,89 @@ class PgFleet(Fleet):
 
     def journal_tasks(self) -> list[dict[str, Any]]:
         return self.sql("SELECT * FROM tasks ORDER BY seq")
+
+
+TOKEN = "pg-test-api-token-0123456789"
+
+
+@dataclass
+class Replica:
+    """One `reconciler run` process of a fleet: its own state directory and port."""
+
+    name: str
+    url: str
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, headers=AUTH, timeout=10.0)
+
+    def post(self, path: str) -> httpx.Response:
+        return httpx.post(self.url + path, headers=AUTH, timeout=20.0)
+
+    def controller(self) -> dict[str, Any] | None:
+        try:
+            answer = self.get("/api/v1/controller")
+        except httpx.HTTPError:
+            return None
+        return answer.json() if answer.status_code == 200 else None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def shared_fleet(fleet: Fleet) -> Path:
+    """The simulator's fleet, outside every replica (as real infrastructure is): made in
+    `fleet.state`; each replica's state directory links its `simulator.db` to it."""
+    done = fleet.run_module(
+        "reconciler.providers.simulator", "log", "--state-dir", str(fleet.state)
+    )
+    assert done.returncode == 0, done.stderr
+    return fleet.state / "simulator.db"
+
+
+def start_replica(fleet: Fleet, tmp: Path, name: str, env: dict[str, str] | None = None) -> Replica:
+    state = tmp / name
+    state.mkdir(parents=True, exist_ok=True)
+    link = state / "simulator.db"
+    if not link.exists():
+        link.symlink_to(shared_fleet(fleet))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "reconciler", "--repo", str(fleet.bare)]
+    argv += ["--state-dir", str(state), "run", "--listen", f"127.0.0.1:{port}"]
+    full_env = {
+        **fleet.env,
+        "RECONCILER_API_TOKEN": "env:RECONCILER_TEST_TOKEN",
+        "RECONCILER_TEST_TOKEN": TOKEN,
+        "RECONCILER_INTERVAL": "1h",
+        "RECONCILER_INTERVAL_JITTER": "0s",
+        "RECONCILER_LEADER_LEASE": "2s",
+        **(env or {}),
+    }
+    log = tmp / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, env=full_env)
+    return Replica(name, url, log, proc)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what or check}")

@@ -402,6 +402,43 @@ def run(
     raise typer.Exit(run_server(settings))
 
 
+@app.command(epilog=epilog("worker"))
+def worker(
+    ctx: typer.Context,
+    site: Annotated[
+        str | None,
+        typer.Option(help="Run the tasks of providers of this site (Provider spec.site) only"),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Tasks this worker runs at once")
+    ] = 10,
+    name: Annotated[
+        str | None, typer.Option(help="This worker's name in claims and logs (default HOST:PID)")
+    ] = None,
+    state_dir: StateDir = None,
+    database_url: DatabaseUrl = None,
+    config: Config = None,
+) -> None:
+    """Claim tasks from the shared database and run them, until SIGTERM (then exit 0).
+
+    Needs RECONCILER_DATABASE_URL and a leader with RECONCILER_EXECUTE=workers. Tasks of
+    providers with spec.site run only on workers of that --site; the others on any.
+    --state-dir holds this worker's task logs and provider records.
+    """
+    from reconciler.worker import run_worker
+
+    settings = _settings(
+        ctx, "worker", state_dir=state_dir, database_url=database_url, config=config
+    )
+    if not settings.database_url:
+        typer.echo(
+            "reconciler worker: no database: give --database-url or RECONCILER_DATABASE_URL",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(run_worker(settings, site=site, concurrency=concurrency, name=name))
+
+
 @app.command(epilog=epilog("status"))
 def status(
     ctx: typer.Context,

@@ -77,6 +77,7 @@ from reconciler.transitions import (
     records_from_statuses,
     refreshed_records,
 )
+from reconciler.worker import dispatcher_for
 
 
 class ResumeDeferred(ReconcilerError):
@@ -375,6 +376,8 @@ class Controller:
             on_event=self.on_event,
             clock=self.clock,
             finish=False,  # finished in the journal once its results are committed
+            dispatch=dispatcher_for(self.settings, self.journal),  # None: tasks run here
+            repository=self.repository,
         )
         if self._stop is not None:
             self._executor.request_stop(self._stop)

@@ -29,6 +29,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from reconciler.errors import PermanentError
 from reconciler.execute.context import TaskResult
 from reconciler.execute.journal import Journal, Lease, PlanRow, TaskRow, UnfinishedPlan
 
@@ -134,6 +135,11 @@ def open_journal(
     """The journal the settings choose. With the database, writes carry the epoch of
     `lease` (when it is the leader lease) and the database is bound to `owner`."""
     if not uses_database(settings):
+        if settings.execute == "workers":
+            raise PermanentError(
+                "RECONCILER_EXECUTE=workers needs RECONCILER_DATABASE_URL: workers claim "
+                "tasks from the shared database"
+            )
         return Journal.open(Path(settings.state_dir))
     from reconciler.execute.store_pg import PgJournal
 

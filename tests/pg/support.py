@@ -140,3 +140,50 @@ def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "") ->
             return value
         time.sleep(0.05)
     raise AssertionError(f"not within {timeout}s: {what or check}")
+
+
+@dataclass
+class WorkerProc:
+    """One `reconciler worker` process."""
+
+    name: str
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def start_worker(
+    fleet: Fleet,
+    tmp: Path,
+    name: str,
+    *,
+    site: str | None = None,
+    concurrency: int = 10,
+    env: dict[str, str] | None = None,
+) -> WorkerProc:
+    """A worker with its own state directory; the simulated fleet is the shared one."""
+    state = tmp / f"worker-{name}"
+    state.mkdir(parents=True, exist_ok=True)
+    link = state / "simulator.db"
+    if not link.exists():
+        link.symlink_to(shared_fleet(fleet))
+    argv = [sys.executable, "-m", "reconciler", "--state-dir", str(state), "worker"]
+    argv += ["--name", name, "--concurrency", str(concurrency)]
+    if site:
+        argv += ["--site", site]
+    log = tmp / f"worker-{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, env={**fleet.env, **(env or {})})
+    return WorkerProc(name, log, proc)

@@ -439,6 +439,42 @@ def worker(
     raise typer.Exit(run_worker(settings, site=site, concurrency=concurrency, name=name))
 
 
+@app.command("migrate-state", epilog=epilog("migrate-state"))
+def migrate_state(
+    ctx: typer.Context,
+    state_dir: StateDir = None,
+    database_url: DatabaseUrl = None,
+    config: Config = None,
+) -> None:
+    """Move a SQLite state directory's journal and memory into an empty PostgreSQL database.
+
+    Stop the controller first (its lease is checked). Copies plans, tasks, outcomes,
+    applied records and facts, the existing-resources guard, the notification ledger and
+    the owner; then renames journal.sqlite to journal.sqlite.migrated. Exit 0 done, 1
+    refused (nothing changed).
+    """
+    from reconciler.errors import ReconcilerError
+    from reconciler.execute.migrate_state import migrate_state as migrate
+
+    settings = _settings(
+        ctx, "migrate-state", state_dir=state_dir, database_url=database_url, config=config
+    )
+    if not settings.database_url:
+        typer.echo(
+            "reconciler migrate-state: no database: give --database-url or RECONCILER_DATABASE_URL",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        done = migrate(settings)
+    except (ReconcilerError, OSError, ValueError) as exc:
+        typer.echo(f"reconciler migrate-state: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    counts = ", ".join(f"{n} {table}" for table, n in done.rows.items())
+    typer.echo(f"migrated: {counts}; facts: {', '.join(done.facts) or 'none'}")
+    typer.echo(f"the SQLite journal is now {done.renamed}")
+
+
 @app.command(epilog=epilog("status"))
 def status(
     ctx: typer.Context,

@@ -559,7 +559,8 @@ class FactLedger(Ledger):
 
         try:
             data = json.loads(text)
-            self.entries = dict(data.get("alerts", {}))
+            entries = data.get("alerts", data)  # before pending alerts: the entries alone
+            self.entries = {k: v for k, v in entries.items() if "|" in k}
             self.pending = [Post.from_json(p) for p in data.get("pending", [])]
         except (ValueError, KeyError, TypeError, AttributeError):
             self.entries, self.pending = {}, []

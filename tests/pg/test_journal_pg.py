@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from reconciler.commands import DEMO_SECRETS, demo_sink
+from reconciler.execute.journal import Lease
 from tests.conftest import BASE_FILES, ROOT
+from tests.e2e.support import rows
 from tests.e2e.test_crash_resume import (
     ACTIONS,
     crash_repo,
@@ -183,3 +186,41 @@ def test_migrations_are_versioned_and_a_newer_database_is_refused(
     newer = fleet.run("apply")
     assert newer.returncode == 1
     assert "schema version 99, newer than this reconciler knows (3)" in newer.stderr
+
+
+def test_migrate_state_moves_a_sqlite_state_directory_into_postgres(
+    tmp_path: Path, pg: Cluster
+) -> None:
+    fleet = PgFleet.create_pg(tmp_path, crash_repo(3), pg)
+    sqlite_env = {k: v for k, v in fleet.env.items() if not k.startswith("RECONCILER_DATABASE")}
+    on_sqlite = PgFleet(fleet.bare, fleet.state, sqlite_env, pg, fleet.database)
+    assert on_sqlite.run("apply").returncode == 0
+    journal = fleet.state / "journal.sqlite"
+    before = rows(journal, "SELECT * FROM tasks ORDER BY rowid")
+    started = fleet.started_actions()
+
+    def migrate() -> subprocess.CompletedProcess[str]:
+        return fleet.run_module("reconciler", "--state-dir", str(fleet.state), "migrate-state")
+
+    with Lease.acquire(fleet.state, holder="a running controller"):  # the real flock
+        held = migrate()
+    assert held.returncode == 1, held.stderr
+    assert "is in use by a running controller" in held.stderr
+    assert journal.exists() and not fleet.journal_tasks()
+
+    done = migrate()
+    assert done.returncode == 0, done.stderr
+    assert f"{len(before)} tasks" in done.stdout
+    assert not journal.exists() and (fleet.state / "journal.sqlite.migrated").exists()
+    moved = fleet.journal_tasks()
+    assert [t["idempotency_key"] for t in moved] == [t["idempotency_key"] for t in before]
+    assert [dict(t, seq=None) for t in moved] == [dict(t, seq=None) for t in before]
+    facts = {r["name"] for r in fleet.sql("SELECT name FROM meta")}
+    assert {"observed_existing", "owner"} <= facts
+
+    # The controller on the database carries on where SQLite left off: nothing to do.
+    again = fleet.run("apply")
+    assert again.returncode == 0 and "In sync: 3 resources" in again.stdout, again.stdout
+    assert fleet.started_actions() == started
+    refused = migrate()  # nothing left to migrate, and the journal is there
+    assert refused.returncode == 1 and "no SQLite journal" in refused.stderr

@@ -856,7 +856,7 @@ class Controller:
         )
         await asyncio.to_thread(  # journal plans, task logs, providers' operation records
             apply_retention, self.state_dir, Retention.from_settings(self.settings),
-            now=now, statuses=statuses,
+            now=now, statuses=statuses, store=self.journal,
         )  # fmt: skip
         final = dataclasses.replace(
             result,

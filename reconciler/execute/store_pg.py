@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -47,6 +48,7 @@ from reconciler.secrets import REDACTOR, SecretUnavailable, resolve
 if TYPE_CHECKING:
     import psycopg
 
+    from reconciler.execute.retention import PlanAge
     from reconciler.settings import Settings
 
 log = structlog.get_logger("reconciler.store")
@@ -424,6 +426,59 @@ class PgJournal:
             (plan_hash,),
         )
         return {r["resource"]: json.loads(r["outcome_json"]) for r in rows}
+
+    def prune(
+        self, forget: Callable[[list[PlanAge]], set[str]], *, cutoff: datetime
+    ) -> tuple[int, int, set[str], set[str]] | None:
+        """Retention on the database (see `reconciler.execute.retention`): the plans
+        `forget` chooses go, with their tasks, outcomes and queue rows, and tasks of no
+        plan older than `cutoff`; (plans, tasks removed, plan hashes kept, task keys
+        kept). Its own connection: it runs in a worker thread."""
+        from reconciler.execute.retention import PlanAge, _stamp
+
+        db = Database(self.db._dsn, name=self.db.name, retry_for=5.0)
+        now = datetime.now(UTC)
+        try:
+            rows = db.query("SELECT plan_hash, state, created_at, finished_at, seq FROM plans")
+            ages = [
+                PlanAge(r["plan_hash"], r["state"],
+                        _stamp(r["finished_at"]) or _stamp(r["created_at"]) or now, r["seq"])
+                for r in rows
+            ]  # fmt: skip
+            gone = sorted(forget(ages))
+            stamp = cutoff.isoformat(timespec="milliseconds")
+
+            def work(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+                with conn.transaction():
+                    if self.epoch is not None:
+                        self._check_fence(conn)
+                    conn.execute("DELETE FROM task_queue WHERE plan_hash = ANY(%s)", (gone,))
+                    conn.execute("DELETE FROM outcomes WHERE plan_hash = ANY(%s)", (gone,))
+                    tasks = conn.execute(
+                        "DELETE FROM tasks WHERE plan_hash = ANY(%s)", (gone,)
+                    ).rowcount
+                    plans = conn.execute(
+                        "DELETE FROM plans WHERE plan_hash = ANY(%s)", (gone,)
+                    ).rowcount
+                    tasks += conn.execute(
+                        "DELETE FROM tasks WHERE updated_at < %s AND plan_hash NOT IN "
+                        "(SELECT plan_hash FROM plans)",
+                        (stamp,),
+                    ).rowcount
+                return plans, tasks
+
+            plans, tasks = db.run(work)
+            keys = {r["idempotency_key"] for r in db.query("SELECT idempotency_key FROM tasks")}
+        except PermanentError as exc:
+            log.warning("retention: journal not pruned", database=self.db.name, error=str(exc))
+            return None
+        except TemporaryError as exc:
+            log.warning("retention: journal not pruned", database=self.db.name, error=str(exc))
+            return None
+        finally:
+            db.close()
+        kept = {r["plan_hash"] for r in rows if r["plan_hash"] not in set(gone)}
+        return plans, tasks, kept, keys
 
     # --- tasks -------------------------------------------------------------------------
 

@@ -224,3 +224,20 @@ def test_migrate_state_moves_a_sqlite_state_directory_into_postgres(
     assert fleet.started_actions() == started
     refused = migrate()  # nothing left to migrate, and the journal is there
     assert refused.returncode == 1 and "no SQLite journal" in refused.stderr
+
+
+def test_retention_lets_go_of_finished_plans_in_the_database(tmp_path: Path, pg: Cluster) -> None:
+    keep_none = {"RECONCILER_PLANS_KEPT": "0", "RECONCILER_RETENTION": "0s"}
+    fleet = PgFleet.create_pg(tmp_path, dict(BASE_FILES), pg, env=keep_none)
+    assert fleet.run("apply").returncode == 0
+    assert len(fleet.journal_plans()) == 1  # finished after this cycle's "now": kept
+    assert (fleet.state / "logs").exists()
+    again = fleet.run("apply")  # the next cycle lets it go
+    assert again.returncode == 0 and "In sync: 2 resources" in again.stdout
+    assert '"event": "retention"' in again.stderr
+    assert fleet.journal_plans() == [] and fleet.journal_tasks() == []
+    assert fleet.sql("SELECT * FROM outcomes") == []
+    assert list((fleet.state / "logs").iterdir()) == []
+    # What was applied is not the past: it stays, and nothing runs again.
+    assert len(fleet.sql("SELECT * FROM applied")) == 2
+    assert fleet.run("apply").stdout.count("In sync: 2 resources") == 1

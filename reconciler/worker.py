@@ -19,8 +19,8 @@ the journal to hold its result. `reconciler worker [--site NAME] [--concurrency 
 - **Sites**: a Provider with `spec.site` has its tasks run only on workers started with
   that `--site`; tasks of providers without a site run on any worker.
 - **Limits across workers**: a provider's `limits.concurrency` counts the claims in
-  force of all workers together; the claim query takes a per-provider advisory lock,
-  counts them, and claims no more than the rest.
+  force of all workers together; the claim takes a per-provider advisory lock (held for
+  the milliseconds of its transaction), counts them, and claims no more than the rest.
 
 `WorkQueue` is the worker's whole view of the queue (claim, renew, a fenced journal per
 claim), so another transport (HTTPS to the controller, for sites that cannot reach the
@@ -230,12 +230,11 @@ class PgWorkQueue:
         self, conn: psycopg.Connection[Any], claimable: str, args: Mapping[str, Any]
     ) -> list[Claim]:
         with conn.transaction():
-            locked = conn.execute(
-                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)) AS ok",
+            # One claimer of a provider at a time (milliseconds): its count is then exact.
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                 (PROVIDER_LOCK, args["provider"]),
-            ).fetchone()
-            if not locked or not locked["ok"]:
-                return []  # another worker is claiming this provider's tasks right now
+            )
             held = conn.execute(
                 "SELECT count(*) AS n FROM task_queue WHERE provider = %(provider)s "
                 "AND state = 'claimed' AND claimed_until >= now()",
@@ -355,10 +354,13 @@ class Worker:
         self._running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
         self._providers: dict[str, Provider] = {}
         self._stop = asyncio.Event()
+        self._room = asyncio.Event()
+        """Set when a task ends: there is room to claim another at once."""
         self.ran = 0
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._room.set()
 
     async def run(self) -> None:
         heartbeat = asyncio.ensure_future(self._heartbeat())
@@ -369,9 +371,10 @@ class Worker:
                 for claim in claims:
                     task = asyncio.ensure_future(self._execute(claim))
                     self._running[claim.key] = (claim, task)
-                if not claims:
+                if not claims or len(self._running) >= self.concurrency:
+                    self._room.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), self.poll)
+                        await asyncio.wait_for(self._room.wait(), self.poll)
             if self._running:  # a stop: nothing new is claimed; what runs finishes
                 log.info("stopping: tasks in flight finish", tasks=len(self._running))
                 await asyncio.gather(*(t for _, t in self._running.values()))
@@ -444,6 +447,7 @@ class Worker:
                           error=REDACTOR.text(str(exc)))  # fmt: skip
         finally:
             self._running.pop(claim.key, None)
+            self._room.set()
 
 
 def run_worker(settings: Settings, *, site: str | None, concurrency: int, name: str | None) -> int:

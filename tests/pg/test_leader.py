@@ -43,7 +43,7 @@ def role(replica: Replica) -> str | None:
 def test_one_leads_a_standby_forwards_and_takes_over_after_kill_9(
     tmp_path: Path, pg: Cluster
 ) -> None:
-    fleet = slow_fleet(tmp_path, pg)
+    fleet = slow_fleet(tmp_path, pg, latency="2s")  # ~12 s of plan: the kill lands in it
     first = start_replica(fleet, tmp_path, "a")
     wait_for(lambda: role(first) == "leader", what="the first replica leads")
     second = start_replica(fleet, tmp_path, "b")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.commands import demo_sink
 from reconciler.execute.journal import LeaseHeld
 from reconciler.execute.store_pg import Fenced, PgJournal
 from reconciler.leader import LeaderLease
@@ -187,3 +188,26 @@ def test_a_write_of_a_superseded_leader_is_refused(
         closing.close()
     new.release()
     old.db.close()
+
+
+def test_the_notification_ledger_is_kept_in_the_database(tmp_path: Path, pg: Cluster) -> None:
+    port = free_port()
+    files = crash_repo(2)
+    files["policy.yaml"] = (
+        "apiVersion: reconciler/v1\nkind: Policy\nmetadata: {name: default}\nspec:\n"
+        f'  notifications:\n    - {{url: "http://127.0.0.1:{port}/hooks/infra", '
+        "secret: env:RECONCILER_TEST_NOTIFY}\n"
+    )
+    fleet = PgFleet.create_pg(tmp_path, files, pg, env={"RECONCILER_TEST_NOTIFY": "n0tify"})
+    with demo_sink(port):
+        replica = start_replica(fleet, tmp_path, "a")
+        try:
+            ledger = wait_for(
+                lambda: fleet.sql("SELECT value FROM meta WHERE name = 'notification_ledger'"),
+                what="the ledger in the database",
+            )
+        finally:
+            assert replica.stop() == 0
+    alerts = json.loads(ledger[0]["value"])["alerts"]
+    assert sorted(alerts) == ["Machine/node00|Ready", "Machine/node01|Ready"]
+    assert not (tmp_path / "a" / "notifications.json").exists()

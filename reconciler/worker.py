@@ -39,6 +39,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -221,9 +222,9 @@ class PgWorkQueue:
         for candidate in candidates:
             if len(claims) >= limit:
                 break
-            args = {**args, "provider": candidate["provider"], "n": limit - len(claims)}
-            args["limit"] = candidate["lim"]
-            claims += self.db.run(lambda conn, a=args: self._claim_of(conn, claimable, a))
+            wanted = {**args, "provider": candidate["provider"], "limit": candidate["lim"]}
+            wanted["n"] = limit - len(claims)
+            claims += self.db.run(partial(self._claim_of, claimable=claimable, args=wanted))
         return claims
 
     def _claim_of(

@@ -167,7 +167,7 @@ def provider_callbacks(
     async def observe() -> Mapping[str, Any]:
         return await observe_one(provider, ref)
 
-    return ProviderCallbacks(action, cancel, observe)  # type: ignore[arg-type]
+    return ProviderCallbacks(action, cancel, observe)
 
 
 __all__ = ["ProviderCallbacks", "TaskManifest", "provider_callbacks"]

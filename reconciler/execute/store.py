@@ -199,7 +199,7 @@ def ledger_for(settings: Settings) -> Ledger | None:
     """The notification ledger kept in the database (None: the state directory's file)."""
     if not uses_database(settings):
         return None
-    from reconciler.execute.store_pg import FactLedger
+    from reconciler.execute.ledger_pg import FactLedger
 
     return FactLedger(settings, LEDGER_FACT)
 

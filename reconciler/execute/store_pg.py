@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,7 +41,6 @@ from reconciler.execute.journal import (
     _now,
     _redacted_json,
 )
-from reconciler.notify import Ledger
 from reconciler.secrets import REDACTOR, SecretUnavailable, resolve
 
 if TYPE_CHECKING:
@@ -584,61 +582,8 @@ def _task_row(row: dict[str, Any]) -> TaskRow:
     )
 
 
-# --- the notification ledger ------------------------------------------------------------
-
-
-class FactLedger(Ledger):
-    """The notification ledger as a journal fact: a standby that takes over knows which
-    alerts were sent and which still wait. Its own connection (the scheduler's thread)."""
-
-    def __init__(self, settings: Settings, name: str) -> None:
-        super().__init__(None)
-        self._settings = settings
-        self._name = name
-        self._journal: PgJournal | None = None
-        self._loaded = False
-
-    @contextmanager
-    def _store(self) -> Iterator[PgJournal]:
-        if self._journal is None:
-            self._journal = PgJournal.connect(self._settings)
-        yield self._journal
-
-    def load(self) -> None:
-        with self._store() as journal:
-            text = journal.fact(self._name)
-        self._loaded = True
-        if not text:
-            return
-        from reconciler.notify import Post
-
-        try:
-            data = json.loads(text)
-            entries = data.get("alerts", data)  # before pending alerts: the entries alone
-            self.entries = {k: v for k, v in entries.items() if "|" in k}
-            self.pending = [Post.from_json(p) for p in data.get("pending", [])]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            self.entries, self.pending = {}, []
-
-    def decide(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._loaded:
-            self.load()
-        return super().decide(*args, **kwargs)
-
-    def take_pending(self) -> list[Any]:
-        if not self._loaded:
-            self.load()
-        return super().take_pending()
-
-    def save(self) -> None:
-        data = {"alerts": self.entries, "pending": [p.to_json() for p in self.pending]}
-        with self._store() as journal:
-            journal.set_fact(self._name, json.dumps(data, sort_keys=True))
-
-
 __all__ = [
     "Database",
-    "FactLedger",
     "Fenced",
     "PgJournal",
     "conninfo",

@@ -45,6 +45,7 @@ STEPS = {
     "notify": Step("bench.notify", ("-n", "4000"), ("-n", "4000", "--repeat", "1")),
     "fairness": Step("bench.fairness", (), ("--repeat", "1")),
     "ui": Step("bench.ui", ("-n", "10000"), ("-n", "2000", "--repeat", "10")),
+    "scale": Step("bench.scale_out", (), ("--quick",)),
 }
 
 
@@ -188,6 +189,24 @@ def headline(results: dict[str, tuple[Any, float | None, str]], quick: bool) -> 
             "over 127.0.0.1; target <= 1.5",
             value / api_page if value and api_page else None,
         )
+    speedup = get("scale", "workers_speedup_4")
+    figures["workers_speedup_4"] = _figure(
+        speedup,
+        "x",
+        "the same plan of slow tasks with 4 `reconciler worker` processes (concurrency 1) / "
+        "with 1; ideal 4",
+        speedup,
+    )
+    figures["leader_takeover_s"] = _figure(
+        get("scale", "leader_takeover_s"),
+        "s",
+        "SIGKILL of the leader to the standby's first action (lease 3 s)",
+    )
+    figures["queue_claims_per_s"] = _figure(
+        get("scale", "queue_claims_per_s"),
+        "/s",
+        "trivial tasks claimed and completed by 4 workers on this machine's PostgreSQL",
+    )
     for step, (_data, _rss, error) in results.items():
         if error:
             figures[f"error_{step}"] = _figure(None, "-", error)

@@ -74,6 +74,7 @@ StatusBranch = Annotated[str | None, _flag("status_branch")]
 Interval = Annotated[str | None, _flag("interval")]
 Listen = Annotated[str | None, _flag("listen")]
 Config = Annotated[Path | None, _flag("config")]
+DatabaseUrl = Annotated[str | None, _flag("database_url")]
 
 
 def _version(value: bool) -> None:
@@ -91,6 +92,7 @@ def common(
     status_branch: StatusBranch = None,
     interval: Interval = None,
     listen: Listen = None,
+    database_url: DatabaseUrl = None,
     config: Config = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version")
@@ -109,6 +111,7 @@ def common(
         "status_branch": status_branch,
         "interval": interval,
         "listen": listen,
+        "database_url": database_url,
         "config": config,
     }
     ctx.obj = {k: v for k, v in given.items() if v is not None}
@@ -269,6 +272,7 @@ def plan(
     branch: Branch = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
+    database_url: DatabaseUrl = None,
     config: Config = None,
 ) -> None:
     """Show what would change. Exit 0 in sync, 2 changes pending, 1 error."""
@@ -281,6 +285,7 @@ def plan(
         branch=branch,
         state_dir=state_dir,
         status_branch=status_branch,
+        database_url=database_url,
         config=config,
     )
     _need_repo(settings)
@@ -331,6 +336,7 @@ def apply(
     branch: Branch = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
+    database_url: DatabaseUrl = None,
     config: Config = None,
 ) -> None:
     """One full cycle: pull, plan, execute, write status back.
@@ -349,6 +355,7 @@ def apply(
         branch=branch,
         state_dir=state_dir,
         status_branch=status_branch,
+        database_url=database_url,
         config=config,
     )
     _need_repo(settings)
@@ -373,6 +380,7 @@ def run(
     status_branch: StatusBranch = None,
     interval: Interval = None,
     listen: Listen = None,
+    database_url: DatabaseUrl = None,
     config: Config = None,
 ) -> None:
     """The controller: scheduled cycles and the HTTP API until SIGTERM (then exit 0)."""
@@ -387,10 +395,84 @@ def run(
         status_branch=status_branch,
         interval=interval,
         listen=listen,
+        database_url=database_url,
         config=config,
     )
     _need_repo(settings)
     raise typer.Exit(run_server(settings))
+
+
+@app.command(epilog=epilog("worker"))
+def worker(
+    ctx: typer.Context,
+    site: Annotated[
+        str | None,
+        typer.Option(help="Run the tasks of providers of this site (Provider spec.site) only"),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Tasks this worker runs at once")
+    ] = 10,
+    name: Annotated[
+        str | None, typer.Option(help="This worker's name in claims and logs (default HOST:PID)")
+    ] = None,
+    state_dir: StateDir = None,
+    database_url: DatabaseUrl = None,
+    config: Config = None,
+) -> None:
+    """Claim tasks from the shared database and run them, until SIGTERM (then exit 0).
+
+    Needs RECONCILER_DATABASE_URL and a leader with RECONCILER_EXECUTE=workers. Tasks of
+    providers with spec.site run only on workers of that --site; the others on any.
+    --state-dir holds this worker's task logs and provider records.
+    """
+    from reconciler.worker import run_worker
+
+    settings = _settings(
+        ctx, "worker", state_dir=state_dir, database_url=database_url, config=config
+    )
+    if not settings.database_url:
+        typer.echo(
+            "reconciler worker: no database: give --database-url or RECONCILER_DATABASE_URL",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(run_worker(settings, site=site, concurrency=concurrency, name=name))
+
+
+@app.command("migrate-state", epilog=epilog("migrate-state"))
+def migrate_state(
+    ctx: typer.Context,
+    state_dir: StateDir = None,
+    database_url: DatabaseUrl = None,
+    config: Config = None,
+) -> None:
+    """Move a SQLite state directory's journal and memory into an empty PostgreSQL database.
+
+    Stop the controller first (its lease is checked). Copies plans, tasks, outcomes,
+    applied records and facts, the existing-resources guard, the notification ledger and
+    the owner; then renames journal.sqlite to journal.sqlite.migrated. Exit 0 done, 1
+    refused (nothing changed).
+    """
+    from reconciler.errors import ReconcilerError
+    from reconciler.execute.migrate_state import migrate_state as migrate
+
+    settings = _settings(
+        ctx, "migrate-state", state_dir=state_dir, database_url=database_url, config=config
+    )
+    if not settings.database_url:
+        typer.echo(
+            "reconciler migrate-state: no database: give --database-url or RECONCILER_DATABASE_URL",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        done = migrate(settings)
+    except (ReconcilerError, OSError, ValueError) as exc:
+        typer.echo(f"reconciler migrate-state: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    counts = ", ".join(f"{n} {table}" for table, n in done.rows.items())
+    typer.echo(f"migrated: {counts}; facts: {', '.join(done.facts) or 'none'}")
+    typer.echo(f"the SQLite journal is now {done.renamed}")
 
 
 @app.command(epilog=epilog("status"))

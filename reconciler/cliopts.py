@@ -21,6 +21,7 @@ FLAGS: tuple[str, ...] = (
     "status_branch",
     "interval",
     "listen",
+    "database_url",
     "config",
 )
 """Settings that have a command-line flag (`--state-dir` for `state_dir`); every other
@@ -59,6 +60,13 @@ MEANING: Mapping[str, str] = {
     "max_body_bytes": "largest HTTP request body the API reads (413 above)",
     "plans_kept": "finished plans kept in the journal (with their tasks and task logs)",
     "retention": "finished plans, task logs and operation records younger than this are kept",
+    "database_url": "PostgreSQL for the journal, leader lease, task queue and controller memory "
+    "(postgresql://USER@HOST/DB; unset: SQLite in the state directory)",
+    "database_password": "the database password (a reference: env:NAME or file:PATH)",
+    "leader_lease": "the leader's lease in the database, renewed every third of it",
+    "advertise_url": "the URL of this replica's API that standbys forward POSTs to",
+    "execute": "inline (the leader runs tasks) or workers (reconciler worker claims them)",
+    "claim_lease": "a worker's claim on a task, renewed by heartbeat; then it may be re-claimed",
     "config": "a YAML file holding any setting",
 }
 
@@ -78,6 +86,7 @@ _SOURCE = (
     "git_insecure_skip_host_key_check",
     "config",
 )
+_DATABASE = ("database_url", "database_password", "leader_lease")
 _WRITE = (
     "git_author_name",
     "git_author_email",
@@ -91,12 +100,14 @@ READS: Mapping[str, tuple[str, ...]] = {
     "validate": (),
     "schema": (),
     "init": (),
-    "plan": _SOURCE,
+    "plan": (*_SOURCE, "database_url", "database_password"),
     "status": _SOURCE,
     "audit": _SOURCE,
-    "apply": (*_SOURCE, *_WRITE),
+    "apply": (*_SOURCE, *_WRITE, *_DATABASE, "execute", "claim_lease"),
     "demo": ("branch", "state_dir", "status_branch", *_WRITE, "config"),
     "run": tuple(name for name in Settings.model_fields if name in MEANING),
+    "worker": ("state_dir", "database_url", "database_password", "claim_lease", "config"),
+    "migrate-state": ("state_dir", "database_url", "database_password", "config"),
 }
 """The settings each command reads (and so the flags it accepts)."""
 

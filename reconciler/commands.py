@@ -29,7 +29,8 @@ from reconciler.controller import WRITE_FAILURE, Controller, CycleResult
 from reconciler.desired import Desired, subset, with_dependencies
 from reconciler.diff import LastApplied
 from reconciler.errors import Diagnostic, ReconcilerError
-from reconciler.execute.journal import Journal, LeaseHeld
+from reconciler.execute.journal import LeaseHeld
+from reconciler.execute.store import open_reader
 from reconciler.gates import PlanContext, judge_rules, plan_revision
 from reconciler.observe import observe_desired
 from reconciler.plan import Operation, Plan, relative_to
@@ -131,13 +132,13 @@ def _desired_at(
     return replace(result.desired, revision=sha), (), ""
 
 
-def journal_records(state_dir: Path, fallback: dict[str, LastApplied]) -> dict[str, LastApplied]:
-    """What was applied per resource: the journal's records where this state directory
-    has a journal (read-only), the status branch's projection for the others."""
-    path = state_dir / Journal.FILENAME
-    if not path.exists():
+def journal_records(settings: Settings, fallback: dict[str, LastApplied]) -> dict[str, LastApplied]:
+    """What was applied per resource: the journal's records where there is a journal
+    (read-only: the state directory's, or the database's), the status branch's projection
+    for the others."""
+    journal = open_reader(settings)
+    if journal is None:
         return fallback
-    journal = Journal(path)
     try:
         found = {k: LastApplied.from_dict(v) for k, v in journal.applied().items()}
     finally:
@@ -145,12 +146,11 @@ def journal_records(state_dir: Path, fallback: dict[str, LastApplied]) -> dict[s
     return {**fallback, **found}
 
 
-def journal_fact(state_dir: Path, name: str) -> str | None:
+def journal_fact(settings: Settings, name: str) -> str | None:
     """A fact the controller keeps in its journal (read-only), if there is a journal."""
-    path = state_dir / Journal.FILENAME
-    if not path.exists():
+    journal = open_reader(settings)
+    if journal is None:
         return None
-    journal = Journal(path)
     try:
         return journal.fact(name)
     finally:
@@ -194,7 +194,7 @@ def plan_revisions(
     for missing in unresolvable(declared_uses(head_desired), secret_environment()):
         print(f"warning: {missing}", file=sys.stderr)  # apply would fail what needs it
     statuses = read_statuses(source.repo, settings.status_branch)
-    applied = journal_records(Path(settings.state_dir), records_from_statuses(statuses))
+    applied = journal_records(settings, records_from_statuses(statuses))
     failed = failed_stages(statuses)
     state_dir = Path(settings.state_dir)
     repository = source.owner
@@ -206,7 +206,7 @@ def plan_revisions(
     reconciled = source.last_reconciled
     # The rules that will judge the change: those in force (the controller's rules
     # revision, else the last reconciled one), the head's own only once approved.
-    rules_revision = journal_fact(Path(settings.state_dir), "rules_revision") or reconciled
+    rules_revision = journal_fact(settings, "rules_revision") or reconciled
     rules_from = _desired_at(source, rules_revision)[0] if rules_revision else None
     verdict = judge_rules(source.repo, rules_from, head_desired)
     context = PlanContext(

@@ -40,18 +40,19 @@ from reconciler.desired import Desired, ResolvedResource, subset, with_dependenc
 from reconciler.diff import Diff, LastApplied
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
-from reconciler.execute.journal import Journal, Lease, PlanRow
+from reconciler.execute.journal import PlanRow
 from reconciler.execute.retention import Retention, apply_retention
 from reconciler.execute.rollout_gate import PAUSE_FACT
+from reconciler.execute.store import (
+    HeldLease,
+    acquire_lease,
+    keep_existing,
+    open_journal,
+    recall_existing,
+)
 from reconciler.gates import PlanContext, RulesVerdict, judge_rules, plan_revision
 from reconciler.load import LoadResult
-from reconciler.observe import (
-    ObservedState,
-    observe,
-    observe_desired,
-    read_existing,
-    write_existing,
-)
+from reconciler.observe import ObservedState, observe, observe_desired
 from reconciler.plan import Plan
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
@@ -90,6 +91,7 @@ from reconciler.transitions import (
     refreshed_records,
     unreported,
 )
+from reconciler.worker import dispatcher_for
 
 
 class ResumeDeferred(ReconcilerError):
@@ -171,25 +173,33 @@ class Controller:
         on_plan: Callable[[Plan], None] | None = None,
         confirm: Callable[[Plan], bool] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lease: HeldLease | None = None,
     ) -> None:
         self.settings = settings
         self.state_dir = Path(settings.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.lease = Lease.acquire(self.state_dir, holder="reconciler")
+        # The state directory's flock, or the leader lease of the shared database (given
+        # by `reconciler run`'s election, else taken now): one writer at a time.
+        self.lease = lease or acquire_lease(settings, holder="reconciler")
+        when_lost = getattr(self.lease, "when_lost", None)
+        if when_lost is not None:
+            when_lost(self.request_stop)  # a lost leader lease starts no new task
         try:
             self.source = DeclaredSource.from_settings(settings, writing=True)
+            self.journal = open_journal(settings, lease=self.lease, owner=self.source.owner)
         except BaseException:
             self.lease.release()
             raise
         self.writer = StatusWriter.from_settings(self.source.mirror, settings)
-        self.journal = Journal.open(self.state_dir)
         self.on_event = on_event
         self.on_plan = on_plan
         self.confirm = confirm
         """Asked after planning, before executing (`apply` on a terminal): False, nothing
         runs and the planned resources stay Pending. None: no one is asked."""
         self.clock = clock
-        self.existing: dict[str, frozenset[str]] = dict(read_existing(self.state_dir))
+        self.existing: dict[str, frozenset[str]] = dict(
+            recall_existing(self.journal, self.state_dir)
+        )
         """Per provider, the declared keys it last reported existing: kept in the state
         directory, so a provider that suddenly reports nothing is unknown in the next
         process too, never "everything is gone"."""
@@ -280,7 +290,7 @@ class Controller:
 
     def remember_existing(self, existing: Mapping[str, frozenset[str]]) -> None:
         self.existing.update(existing)
-        write_existing(self.state_dir, self.existing)
+        keep_existing(self.journal, self.state_dir, self.existing)
 
     def plan_context(
         self, previous: Mapping[str, ResourceStatus], head: Desired | None = None
@@ -417,6 +427,8 @@ class Controller:
             on_event=self.on_event,
             clock=self.clock,
             finish=False,  # finished in the journal once its results are committed
+            dispatch=dispatcher_for(self.settings, self.journal),  # None: tasks run here
+            repository=self.repository,
         )
         if self._stop is not None:
             self._executor.request_stop(self._stop)
@@ -892,7 +904,7 @@ class Controller:
         )
         await asyncio.to_thread(  # journal plans, task logs, providers' operation records
             apply_retention, self.state_dir, Retention.from_settings(self.settings),
-            now=now, statuses=statuses,
+            now=now, statuses=statuses, store=self.journal,
         )  # fmt: skip
         final = dataclasses.replace(
             result,

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -48,6 +48,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from reconciler.controller import Controller, CycleResult
 from reconciler.desired import Desired
+from reconciler.execute.store import ledger_for
 from reconciler.metrics import Metrics
 from reconciler.notify import Notifier
 from reconciler.plan import Plan
@@ -58,6 +59,9 @@ from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import SourceResult
 from reconciler.status import ResourceStatus
+
+if TYPE_CHECKING:
+    from reconciler.leader import Election
 
 OperationPhase = Literal["pending", "running", "succeeded", "failed"]
 
@@ -251,10 +255,15 @@ class Scheduler:
         notifier: Notifier | None = None,
         controller_factory: Callable[..., Controller] = Controller,
         clock: Callable[[], float] = time.monotonic,
+        election: Election | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(resource_series=settings.metrics_resource_series)
         self.notifier = notifier or Notifier(Path(settings.state_dir), metrics=self.metrics)
+        if notifier is None and (ledger := ledger_for(settings)) is not None:
+            self.notifier.ledger = ledger  # shared: a standby that takes over knows it
+        self.election = election
+        """With a shared database: this replica works only once elected (`reconciler.leader`)."""
         self.operations = Operations(settings.operations_kept)
         self._factory = controller_factory
         self._clock = clock
@@ -438,13 +447,21 @@ class Scheduler:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        lease: dict[str, Any] = {}
+        if self.election is not None:
+            self._started.set()  # a standby serves the API while it waits
+            if not await self.election.lead(self):
+                return
+            lease = {"lease": self.election.lease}
         try:
             controller = self._factory(
-                self.settings, on_event=self._on_event, on_plan=self._on_plan
+                self.settings, on_event=self._on_event, on_plan=self._on_plan, **lease
             )
         except BaseException as exc:
             self._start_error = exc
             self._started.set()
+            if self.election is not None:  # start() has returned: nobody else hears of it
+                self.election.abandon(f"the controller could not start: {exc}")
             return
         self._controller = controller
         try:

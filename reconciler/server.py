@@ -49,7 +49,10 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler import __version__
+from reconciler.errors import ReconcilerError
 from reconciler.execute.journal import LeaseHeld
+from reconciler.execute.store import uses_database
+from reconciler.leader import Election, StandbyForward, install_routes
 from reconciler.scheduler import Scheduler, UnknownProvider, event_resources
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
 from reconciler.settings import Settings
@@ -166,6 +169,10 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         description="A GitOps controller for infrastructure: the HTTP API of `reconciler run`.",
         redoc_url=None,
     )
+    # A standby's POSTs go to the leader (inside BodyLimit: the limit holds for them too).
+    app.add_middleware(
+        StandbyForward, election=scheduler.election, max_bytes=settings.max_body_bytes
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     def token_matches(given: str) -> bool:
@@ -194,6 +201,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     # FastAPI resolves in module scope, where names local to create_app do not exist.
     mutating = Depends(require_token)
     reading = Depends(require_read)
+    install_routes(app, scheduler, reading)  # GET /api/v1/controller: role, leader, epoch
 
     def accepted(op_id: str, phase: str) -> JSONResponse:
         location = f"/api/v1/operations/{op_id}"
@@ -447,7 +455,12 @@ def run_server(settings: Settings) -> int:
             except SecretUnavailable as exc:
                 print(f"reconciler: {name}: {exc}", file=sys.stderr)
                 return 1
-    scheduler = Scheduler(settings)
+    try:  # with a shared database: stand by until elected (reconciler.leader)
+        election = Election(settings) if uses_database(settings) else None
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 1
+    scheduler = Scheduler(settings, election=election)
     host, port = host_port(settings.listen)
     config = uvicorn.Config(
         create_app(scheduler),
@@ -459,6 +472,13 @@ def run_server(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
+    if election is not None:
+
+        def lost(why: str) -> None:  # stop at once; a supervisor starts it again as a standby
+            scheduler.begin_stop(why)
+            server.should_exit = True
+
+        election.lease.when_lost(lost)
     print(f"reconciler: starting the API on http://{settings.listen}", file=sys.stderr, flush=True)
     try:
         asyncio.run(serve(scheduler, server))
@@ -467,6 +487,12 @@ def run_server(settings: Settings) -> int:
         return 1
     except SystemExit:  # uvicorn exits when it cannot bind the address
         scheduler.stop("server failed")
+        return 1
+    finally:
+        if election is not None:
+            election.lease.release()
+    if election is not None and election.lease.lost:
+        log.error("stopped: leadership lost", reason=election.lease.lost)
         return 1
     log.info("stopped")
     return 0

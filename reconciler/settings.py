@@ -98,6 +98,36 @@ class Settings(BaseSettings):
         description="Most resources given series of their own (reconciler_resource_ready); "
         "with more declared, only the aggregate counts are exported",
     )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL holding the journal, leader lease, task queue and controller "
+        "memory (postgresql://USER@HOST/DB, no password in it); unset: SQLite in the state "
+        "directory",
+    )
+    database_password: SecretRef | None = None
+    leader_lease: Duration = Field(
+        default=15.0,
+        gt=0,
+        description="How long the leader's lease in the database lasts without a heartbeat "
+        "(renewed every third of it)",
+    )
+    advertise_url: str | None = Field(
+        default=None,
+        description="The URL of this replica's API that standbys forward POSTs to "
+        "(default: http://LISTEN)",
+    )
+    execute: str = Field(
+        default="inline",
+        pattern="^(inline|workers)$",
+        description="inline: the leader runs tasks itself; workers: `reconciler worker` "
+        "processes claim them from the database",
+    )
+    claim_lease: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="How long a worker's claim on a task lasts without a heartbeat; then "
+        "another worker may claim it again",
+    )
     config: Path | None = None
 
     @field_validator("listen")

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,16 +48,18 @@ import structlog
 from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
 from reconciler.diff import FAILED_STAGE, MISSING, LastApplied, get_path, still_differing
 from reconciler.errors import ReconcilerError
-from reconciler.execute.context import TaskContext
-from reconciler.execute.journal import Journal, idempotency_key
+from reconciler.execute.context import TaskContext, TaskResult
+from reconciler.execute.journal import idempotency_key
+from reconciler.execute.manifest import TaskManifest, provider_callbacks
 from reconciler.execute.rollout_gate import PAUSE_FACT, RolloutGate, pause_record
-from reconciler.execute.runners import Journaled, run_journaled_timed
+from reconciler.execute.runners import Journaled, dispatched, run_journaled_timed
+from reconciler.execute.store import JournalStore
 from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
 from reconciler.observe import resource_ref
 from reconciler.plan import Operation, Plan, PlannedAction
-from reconciler.providers.base import ActionRequest, OperationHandle, Provider, ResourceRef
-from reconciler.providers.operations import cancel_operation, observe_one, run_action
+from reconciler.providers.base import Provider, ResourceRef
+from reconciler.providers.operations import observe_one
 from reconciler.rollouts import rollout_spec
 from reconciler.secret_check import environment as secret_environment
 from reconciler.secret_check import precheck
@@ -70,6 +72,7 @@ log = structlog.get_logger("reconciler.execute")
 
 ResultKind = Literal["succeeded", "failed", "skipped"]
 EventSink = Callable[[dict[str, Any]], None]
+Dispatch = Callable[[TaskManifest], Awaitable[TaskResult]]
 
 DECOMMISSION_TASK = ProviderActionTask(
     name="decommission", type="provider", action="decommission", timeout=3600.0
@@ -149,7 +152,7 @@ class ExecutionResult:
         return [o for o in self.outcomes.values() if o.result == "failed"]
 
     @classmethod
-    def from_journal(cls, journal: Journal, execution: str, plan_hash: str) -> ExecutionResult:
+    def from_journal(cls, journal: JournalStore, execution: str, plan_hash: str) -> ExecutionResult:
         """An execution's results as the journal holds them (`Journal.outcomes`): how a
         plan that ended before a crash or a failed status push is reported later."""
         outcomes = {
@@ -188,7 +191,7 @@ def in_change_window(windows: tuple[ChangeWindow, ...] | list[ChangeWindow], now
 class Executor:
     """Runs plans against open providers, journaling every task in `journal`."""
 
-    journal: Journal
+    journal: JournalStore
     providers: Mapping[str, Provider]
     desired: Desired
     state_dir: Path
@@ -200,6 +203,11 @@ class Executor:
     resumes the plan (every task's result comes from the journal) and reports it."""
     on_event: EventSink | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    dispatch: Dispatch | None = None
+    """Hands a task to workers and waits for its result (`RECONCILER_EXECUTE=workers`,
+    `reconciler.worker.QueueDispatch`); None: tasks run here, in this process."""
+    repository: str = "default"
+    """The owner identity, for the providers workers open (`TaskManifest.repository`)."""
     _stop: str | None = None
 
     def request_stop(self, reason: str) -> None:
@@ -669,33 +677,7 @@ class _Run:
             self.execution, action.key, stage, task.name, point=f"{point}#{position}"
         )
 
-        started: list[OperationHandle] = []  # the operation this task's action started
-
-        async def provider_action(
-            name: str, args: Mapping[str, Any], idem: str
-        ) -> Mapping[str, Any]:
-            # An operation the provider acknowledged before a crash (or a temporary
-            # error) is polled, never issued again; one not yet acknowledged is
-            # issued again under the same key.
-            request = ActionRequest(action=name, resource=ref, idempotency_key=idem, args=args)
-
-            def acknowledged(op: str) -> None:
-                started[:] = [OperationHandle(provider.name, op, idem, ref.key, name)]
-                ex.journal.mark_acknowledged(idem, op)
-
-            return await run_action(
-                provider,
-                request,
-                operation_id=ex.journal.acknowledged_operation(idem),
-                on_acknowledged=acknowledged,
-            )
-
-        async def cancel() -> str | None:
-            return await cancel_operation(provider, started[-1]) if started else None
-
-        async def observe() -> Mapping[str, Any]:
-            return await observe_one(provider, ref)
-
+        calls = provider_callbacks(provider, ref, ex.journal)
         ctx = TaskContext(
             resource_key=action.key,
             resource_kind=action.kind,
@@ -707,9 +689,9 @@ class _Run:
             stage=stage,
             point=point,
             repo_dir=ex.repo_dir,
-            provider_action=provider_action,
-            observe=observe,
-            cancel_operation=cancel,
+            provider_action=calls.action,
+            observe=calls.observe,
+            cancel_operation=calls.cancel,
             http_client=self.client,
         )
         limit = self.provider_limits.get(action.provider)
@@ -719,4 +701,31 @@ class _Run:
             if ex._stop:  # requested while this task waited for its slot
                 raise _Stopped(ex._stop)
             ex._emit("task.started", resource=action.key, stage=stage, point=point, task=task.name)
+            if ex.dispatch is not None:  # RECONCILER_EXECUTE=workers: a worker runs it
+                manifest = self._manifest(action, ref, stage, point, task, ctx)
+                return dispatched(ex.journal, key, await ex.dispatch(manifest))
             return await run_journaled_timed(ex.journal, task, ctx, state_dir=ex.state_dir)
+
+    def _manifest(
+        self,
+        action: PlannedAction,
+        ref: ResourceRef,
+        stage: str,
+        point: str,
+        task: Task,
+        ctx: TaskContext,
+    ) -> TaskManifest:
+        spec = self.executor.desired.providers[action.provider].spec
+        return TaskManifest(
+            idempotency_key=ctx.idempotency_key,
+            execution=self.execution,
+            resource=ref,
+            stage=stage,
+            point=point,
+            task=task,
+            provider=action.provider,
+            provider_spec=spec.model_dump(mode="json", by_alias=True),
+            params=ctx.params,
+            secure_params=ctx.secure_params,
+            repository=self.executor.repository,
+        )

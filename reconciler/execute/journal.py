@@ -1,5 +1,9 @@
 """The durable journal (SQLite) and the lease: the truth about what ran.
 
+The embedded default of the `JournalStore` protocol (`reconciler.execute.store`); the
+PostgreSQL store (`store_pg.py`) keeps the same tables, states and semantics for
+replicas and workers sharing one database.
+
 Part of execute, beside the runners: the orchestrator records each plan before
 running it and each task as it goes, so a crash (``kill -9``, power loss) resumes
 instead of repeating work. Process memory is never the truth; this file is.
@@ -220,6 +224,9 @@ class Journal:
     """The SQLite journal of one state directory. Use from one thread (the event loop)."""
 
     FILENAME = "journal.sqlite"
+    shared = False
+    """Only this process uses it (`JournalStore.shared`): the controller's memory stays in
+    files of the state directory."""
 
     def __init__(self, path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
         self.path = path

@@ -43,6 +43,7 @@ from reconciler.execute.tasklog import task_log_path
 from reconciler.providers.support import OperationStore
 
 if TYPE_CHECKING:
+    from reconciler.execute.store import JournalStore
     from reconciler.settings import Settings
     from reconciler.status import ResourceStatus
 
@@ -119,13 +120,21 @@ def apply_retention(
     *,
     now: datetime,
     statuses: Mapping[str, ResourceStatus] | None = None,
+    store: JournalStore | None = None,
 ) -> Pruned:
     """Apply `retention` to the state directory; what was removed (logged when anything).
 
-    Without a readable journal nothing else is pruned either: what the plans need
-    cannot be told, so nothing is let go."""
+    `store`: a shared database's journal (`PgJournal.prune`) instead of the state
+    directory's SQLite file. Without a readable journal nothing else is pruned either:
+    what the plans need cannot be told, so nothing is let go."""
     state_dir = Path(state_dir)
-    journal = _prune_journal(state_dir / Journal.FILENAME, retention, now)
+    from reconciler.execute.store_pg import PgJournal
+
+    if isinstance(store, PgJournal):
+        journal = store.prune(lambda ages: forgotten_plans(ages, retention, now),
+                              cutoff=(now - timedelta(seconds=retention.max_age)))  # fmt: skip
+    else:
+        journal = _prune_journal(state_dir / Journal.FILENAME, retention, now)
     if journal is None:
         return Pruned()
     plans, tasks, kept, keys = journal

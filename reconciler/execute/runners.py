@@ -27,15 +27,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError, WaitingError
 from reconciler.execute.context import Outcome, RunState, TaskContext, TaskResult
-from reconciler.execute.journal import Journal, TaskRow
+from reconciler.execute.journal import TaskRow
 from reconciler.execute.retry import GaveUp, with_retries
 from reconciler.execute.tasklog import TaskLog
 from reconciler.model.tasks import Task
 from reconciler.secrets import REDACTOR
+
+if TYPE_CHECKING:
+    from reconciler.execute.store import TaskJournal
 
 Attempt = Callable[[Any, TaskContext, RunState], Awaitable[Outcome]]
 
@@ -188,8 +191,14 @@ def _times(row: TaskRow | None) -> tuple[str, str]:
     return record_time(row.started_at), record_time(row.finished_at or row.updated_at)
 
 
+def dispatched(journal: TaskJournal, key: str, result: TaskResult) -> Journaled:
+    """A result a worker reported (`RECONCILER_EXECUTE=workers`), with the times the
+    shared journal holds for its task."""
+    return Journaled(result, *_times(journal.task_state(key)))
+
+
 async def run_journaled(
-    journal: Journal,
+    journal: TaskJournal,
     task: Task,
     ctx: TaskContext,
     *,
@@ -202,7 +211,7 @@ async def run_journaled(
 
 
 async def run_journaled_timed(
-    journal: Journal,
+    journal: TaskJournal,
     task: Task,
     ctx: TaskContext,
     *,

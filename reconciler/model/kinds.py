@@ -86,6 +86,11 @@ class ProviderSpec(Strict):
     settings: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options")
     limits: Limits = Field(default_factory=Limits)
     tls: Tls = Field(default_factory=Tls)
+    site: Name | None = Field(
+        default=None,
+        description="Where this provider's tasks run when RECONCILER_EXECUTE=workers: only on "
+        "workers started with --site of this name (none: any worker)",
+    )
 
 
 class Provider(Strict):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import signal
 import sys
@@ -38,7 +37,7 @@ from typing import Any
 
 import structlog
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
@@ -46,6 +45,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler import __version__
 from reconciler.execute.journal import LeaseHeld
+from reconciler.portal.api import portal_router, portal_service
+from reconciler.portal.auth import requirement, startup_problems
+from reconciler.portal.forge import forge_problems
 from reconciler.scheduler import Scheduler, UnknownProvider, event_resources
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
 from reconciler.settings import Settings
@@ -162,27 +164,9 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
-    def require_token(request: Request) -> None:
-        token = _secret(settings.api_token)
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if (
-            token is None
-            or scheme.lower() != "bearer"
-            or not hmac.compare_digest(value.strip().encode(), token.encode())
-        ):
-            detail = (
-                "bearer token required"
-                if token is not None
-                else "no API token is configured (api_token)"
-            )
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    def require_read(request: Request) -> None:
-        if not settings.api_read_open:
-            require_token(request)
+    # Named tokens and their scopes: reconciler.portal.auth.
+    require_token = requirement(settings, "sync")
+    require_read = requirement(settings, "read", open_read=True)
 
     # Dependencies as defaults: this module's annotations are strings (PEP 563) that
     # FastAPI resolves in module scope, where names local to create_app do not exist.
@@ -350,6 +334,9 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         )
         return JSONResponse(body.model_dump(), status_code=202)
 
+    requests = portal_service(scheduler)
+    app.state.requests = requests
+    app.include_router(portal_router(requests))
     return app
 
 
@@ -416,6 +403,9 @@ def run_server(settings: Settings) -> int:
             except SecretUnavailable as exc:
                 print(f"reconciler: {name}: {exc}", file=sys.stderr)
                 return 1
+    for problem in startup_problems(settings) + forge_problems(settings):
+        print(f"reconciler: {problem}", file=sys.stderr)
+        return 1
     scheduler = Scheduler(settings)
     host, port = host_port(settings.listen)
     config = uvicorn.Config(

@@ -51,6 +51,7 @@ from reconciler.portal.forge import forge_problems
 from reconciler.scheduler import Scheduler, UnknownProvider, event_resources
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
 from reconciler.settings import Settings
+from reconciler.terraform_backend import terraform_backend_router
 from reconciler.webhooks import JsonTooDeep, load_json, receive
 
 log = structlog.get_logger("reconciler.server")
@@ -337,6 +338,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     requests = portal_service(scheduler)
     app.state.requests = requests
     app.include_router(portal_router(requests))
+    app.include_router(terraform_backend_router(settings))
     return app
 
 

@@ -54,9 +54,10 @@ def input_schema(item: Input) -> dict[str, Any]:
             writeOnly=True,
             **{"x-reconciler-secure": True},
         )
-        schema["description"] = (
-            item.description + " " if item.description else ""
-        ) + "A secret: give a reference (env:NAME or file:PATH), never the value."
+        said = item.description.strip().rstrip(".")
+        schema["description"] = (f"{said}. " if said else "") + (
+            "A secret: give a reference (env:NAME or file:PATH), never the value."
+        )
         return schema
     schema["type"] = _JSON_TYPES[item.type]
     if item.allowed is not None:

@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reconciler import __version__
 from reconciler.execute.journal import LeaseHeld
 from reconciler.portal.api import portal_router, portal_service
-from reconciler.portal.auth import requirement, startup_problems
+from reconciler.portal.auth import Principal, requirement, startup_problems
 from reconciler.portal.forge import forge_problems
 from reconciler.scheduler import Scheduler, UnknownProvider, event_resources
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
@@ -214,9 +214,9 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         tags=["operations"],
         responses={401: {}, 503: {}},
     )
-    def sync(_: None = mutating) -> JSONResponse:
+    def sync(who: Principal = mutating) -> JSONResponse:
         """Start a cycle (pull, plan, execute, report): 202 with an operation id, at once."""
-        op = scheduler.request_cycle("sync")
+        op = scheduler.request_cycle(f"sync:{who.name}")  # the token's name: who asked
         if op is None:
             raise HTTPException(503, "the controller is stopping")
         return accepted(op.id, op.phase)

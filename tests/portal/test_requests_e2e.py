@@ -200,7 +200,10 @@ def test_scopes_and_the_token_named_in_the_audit(fleet: Fleet) -> None:
     assert intake.get("/api/v1/requests").status_code == 200
     assert intake.get("/api/v1/resources").status_code == 403
     assert intake.get("/api/v1/operations/x").status_code == 403
-    assert ops.post("/api/v1/sync").status_code == 202
+    synced = ops.post("/api/v1/sync")
+    assert synced.status_code == 202
+    operation = fleet.api.operation(synced.json()["id"])
+    assert operation["trigger"] == "sync:ops"  # the token's name: who asked
     assert fleet.branches() == []
 
     answer = admin.post("/api/v1/requests", json={**REQUEST, "name": "web-09"})

@@ -141,3 +141,21 @@ def test_required_inputs_another_layer_sets_are_not_required_in_the_form() -> No
     catalog = build_catalog(desired)
     assert catalog["pipelines"][0]["inputs"]["required"] == []
     assert [p["name"] for p in catalog["profiles"]] == ["web"]  # global applies anyway
+
+
+def test_an_instance_request_sets_its_spec_fields_from_inputs() -> None:
+    from reconciler.portal.requests import document
+
+    request = parse_request(
+        {**REQUEST, "kind": "Instance", "profiles": [],
+         "inputs": {"size": "m5.large", "image": "ami-1", "os": "rhel-9"}}
+    )  # fmt: skip
+    assert isinstance(request, RequestIn)
+    spec = document(request, "abc")["spec"]
+    assert spec == {
+        "provider": "lab",
+        "pipeline": "server",
+        "size": "m5.large",
+        "image": "ami-1",
+        "params": {"size": "m5.large", "image": "ami-1", "os": "rhel-9"},
+    }

@@ -18,7 +18,8 @@ stage that needs it after the work before it was done.
 Which task fields resolve secrets mirrors the runners (`reconciler.execute.tasks`):
 provider `args`; http `url`, `body`, headers (a secret header's reference, other
 headers' templates) and `auth`; command `env` and `secretEnv`; ansible every
-secure param plus `extraVars`; notify `secret`. Templates reach a secure param's
+secure param plus `extraVars`; notify `secret`; terraform `variables` (a reference,
+or a secure param's) and `secretEnv`. Templates reach a secure param's
 reference through ``${params.NAME}``; fields rendered with secrets refused (argv, a
 notify message) cannot use one at all, so they need nothing.
 """
@@ -131,6 +132,14 @@ def task_refs(
         yield from through_params(task.extra_vars, "extraVars")
     elif task.type == "notify" and task.secret:
         yield task.secret, "secret"
+    elif task.type == "terraform":
+        for name, value in task.variables.items():
+            if is_secret_ref(value):
+                yield value, f"variables.{name}"
+            else:
+                yield from through_params(value, f"variables.{name}")
+        for name, ref in task.secret_env.items():
+            yield ref, f"secretEnv.{name}"
 
 
 def resource_uses(

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import signal
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 
 import structlog
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
@@ -53,9 +52,13 @@ from reconciler.errors import ReconcilerError
 from reconciler.execute.journal import LeaseHeld
 from reconciler.execute.store import uses_database
 from reconciler.leader import Election, StandbyForward, install_routes
+from reconciler.portal.api import portal_router, portal_service
+from reconciler.portal.auth import Principal, identify, requirement, startup_problems
+from reconciler.portal.forge import forge_problems
 from reconciler.scheduler import Scheduler, UnknownProvider, event_resources
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
 from reconciler.settings import Settings
+from reconciler.terraform_backend import terraform_backend_router
 from reconciler.ui import api_resources, install_ui
 from reconciler.ui.query import IndexCache, Query
 from reconciler.webhooks import JsonTooDeep, load_json, receive
@@ -175,27 +178,14 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
+    # Named tokens and their scopes: reconciler.portal.auth.
+    require_token = requirement(settings, "sync")
+    require_read = requirement(settings, "read", open_read=True)
+
     def token_matches(given: str) -> bool:
-        token = _secret(settings.api_token)
-        return token is not None and hmac.compare_digest(given.strip().encode(), token.encode())
-
-    def require_token(request: Request) -> None:
-        token = _secret(settings.api_token)
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if token is None or scheme.lower() != "bearer" or not token_matches(value):
-            detail = (
-                "bearer token required"
-                if token is not None
-                else "no API token is configured (api_token)"
-            )
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    def require_read(request: Request) -> None:
-        if not settings.api_read_open:
-            require_token(request)
+        # A UI session may queue a sync: only a token with that scope (or admin) signs in.
+        principal = identify(settings, f"Bearer {given.strip()}")
+        return principal is not None and principal.may(("sync",))
 
     # Dependencies as defaults: this module's annotations are strings (PEP 563) that
     # FastAPI resolves in module scope, where names local to create_app do not exist.
@@ -257,9 +247,9 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         tags=["operations"],
         responses={401: {}, 503: {}},
     )
-    def sync(_: None = mutating) -> JSONResponse:
+    def sync(who: Principal = mutating) -> JSONResponse:
         """Start a cycle (pull, plan, execute, report): 202 with an operation id, at once."""
-        op = scheduler.request_cycle("sync")
+        op = scheduler.request_cycle(f"sync:{who.name}")  # the token's name: who asked
         if op is None:
             raise HTTPException(503, "the controller is stopping")
         return accepted(op.id, op.phase)
@@ -389,6 +379,10 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     install_ui(
         app, scheduler, token_matches=token_matches, reading=reading, index_cache=index_cache
     )
+    requests = portal_service(scheduler)
+    app.state.requests = requests
+    app.include_router(portal_router(requests))
+    app.include_router(terraform_backend_router(settings))
     return app
 
 
@@ -455,6 +449,9 @@ def run_server(settings: Settings) -> int:
             except SecretUnavailable as exc:
                 print(f"reconciler: {name}: {exc}", file=sys.stderr)
                 return 1
+    for problem in startup_problems(settings) + forge_problems(settings):
+        print(f"reconciler: {problem}", file=sys.stderr)
+        return 1
     try:  # with a shared database: stand by until elected (reconciler.leader)
         election = Election(settings) if uses_database(settings) else None
     except ReconcilerError as exc:

@@ -8,13 +8,27 @@ Precedence: command-line flag, then environment, then the `--config` file
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reconciler.model.common import Duration, SecretRef
+
+Scope = Literal["read", "request", "sync", "admin"]
+"""What an API token may do: `read` the read-only routes, `request` portal requests
+(the catalog, POST and GET /api/v1/requests), `sync` cycles and provider events, `admin`
+everything."""
+
+
+class ApiToken(BaseModel):
+    """One named API token of `api_tokens`: the token by reference and its scopes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: SecretRef
+    scopes: list[Scope] = Field(min_length=1)
 
 
 class Settings(BaseSettings):
@@ -55,6 +69,22 @@ class Settings(BaseSettings):
         "each plan goes to plans/<branch>.md on the status branch",
     )
     api_token: SecretRef | None = None
+    api_tokens: dict[str, ApiToken] | None = Field(
+        default=None,
+        description="Named API tokens: name -> {token: a reference, scopes: [read, request, "
+        "sync, admin]}; the name is recorded in the audit of what the token asked for",
+    )
+    forge: Literal["github", "gitlab"] | None = Field(
+        default=None, description="Open a pull (merge) request for each portal request"
+    )
+    forge_url: str | None = Field(
+        default=None,
+        description="The forge's API: https://api.github.com, https://gitlab.example.com/api/v4",
+    )
+    forge_project: str | None = Field(
+        default=None, description="owner/name on GitHub; the project's id or path on GitLab"
+    )
+    forge_token: SecretRef | None = None
     webhook_secret: SecretRef | None = None
     api_read_open: bool = Field(
         default=False, description="Serve read-only API routes without the bearer token"

@@ -124,7 +124,7 @@ CORPUS: dict[str, tuple[str, str]] = {
     "bad-task-type": (
         MACHINE + "  hooks:\n    '*':\n      pre-process:\n        - {name: x, type: shell}\n",
         "m3.yaml:11:27: spec.hooks.*.pre-process[0]: unknown task type 'shell'; "
-        "known: provider, http, command, ansible, wait-for, notify",
+        "known: provider, http, command, ansible, wait-for, notify, terraform",
     ),
     "not-a-mapping": (
         "- just\n- a list\n",

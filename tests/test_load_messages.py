@@ -84,7 +84,7 @@ EVERY_ERROR = [
     "profiles.yaml:5:12: spec.params.apiToken: inline secret not allowed; "
     "give a reference, env:NAME or file:PATH",
     "stages.yaml:7:29: spec.work[0]: unknown task type 'https' (did you mean 'http'?); "
-    "known: provider, http, command, ansible, wait-for, notify",
+    "known: provider, http, command, ansible, wait-for, notify, terraform",
     "stages.yaml:13:3: unknown field 'conveges' in spec (did you mean 'converges'?)",
 ]
 
@@ -166,12 +166,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "task-type": (
         task("type: https, url: 'http://x/'"),
         "6:23: spec.work[0]: unknown task type 'https' (did you mean 'http'?); "
-        "known: provider, http, command, ansible, wait-for, notify",
+        "known: provider, http, command, ansible, wait-for, notify, terraform",
     ),
     "task-type-missing": (
         task("url: 'http://x/'"),
         "6:7: missing required field 'type' in spec.work[0]; "
-        "one of: provider, http, command, ansible, wait-for, notify",
+        "one of: provider, http, command, ansible, wait-for, notify, terraform",
     ),
     "task-name-pattern": (
         STAGE.replace("TASK", "{name: 'bad name', type: http, url: 'http://x/'}"),

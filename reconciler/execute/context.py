@@ -65,6 +65,8 @@ class TaskContext:
     point: str = ""
     deadline: float | None = None
     repo_dir: Path | None = None
+    state_dir: Path | None = None
+    """The controller's state directory (runners keeping state of their own: terraform)."""
     log: TaskLog = NULL_LOG
     operation_id: str | None = None
     on_acknowledged: Acknowledge | None = None

@@ -54,6 +54,7 @@ from reconciler.execute.manifest import TaskManifest, provider_callbacks
 from reconciler.execute.rollout_gate import PAUSE_FACT, RolloutGate, pause_record
 from reconciler.execute.runners import Journaled, dispatched, run_journaled_timed
 from reconciler.execute.store import JournalStore
+from reconciler.execute.tasks.terraform import decommission_tasks
 from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
 from reconciler.observe import resource_ref
@@ -473,7 +474,10 @@ class _Run:
         """The resource's tasks in run order as (stage, point, position, task), and its ref."""
         if action.operation is Operation.DECOMMISSION or resolved is None:
             ref = ResourceRef(kind=action.kind, name=action.name, key=action.key)
-            return [("decommission", "work", 0, DECOMMISSION_TASK)], ref
+            # Terraform states kept for it are destroyed first, then the provider's part;
+            # each keyed by its own name (position 0), whatever was destroyed before a crash.
+            tasks = [*decommission_tasks(self.executor.state_dir, action.key), DECOMMISSION_TASK]
+            return [("decommission", "work", 0, task) for task in tasks], ref
         by_name = {s.name: s for s in resolved.stages}
         steps = [
             (stage, point, position, task)
@@ -689,6 +693,7 @@ class _Run:
             stage=stage,
             point=point,
             repo_dir=ex.repo_dir,
+            state_dir=ex.state_dir,
             provider_action=calls.action,
             observe=calls.observe,
             cancel_operation=calls.cancel,

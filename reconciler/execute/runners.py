@@ -49,6 +49,7 @@ RUNNER_MODULES = {
     "ansible": "ansible",
     "wait-for": "wait_for",
     "notify": "notify",
+    "terraform": "terraform",
 }
 """Each task type's module in `reconciler.execute.tasks`."""
 

@@ -270,8 +270,23 @@ class Rollout(Strict):
     )
 
 
+class Catalog(Strict):
+    """Offers a pipeline to requesters: `GET /api/v1/catalog` lists it, its inputs as a
+    JSON Schema, and `POST /api/v1/requests` accepts requests for it."""
+
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    kinds: list[Literal["Machine", "Instance", "Resource"]] = Field(
+        min_length=1, description="The kinds of resource a request for this pipeline may declare"
+    )
+    tags: list[str] = Field(default_factory=list, description="For portals to group offerings")
+
+
 class PipelineSpec(Strict):
     description: str = ""
+    catalog: Catalog | None = Field(
+        default=None, description="Offer this pipeline in the service catalog of the HTTP API"
+    )
     inputs: list[Input] = Field(default_factory=list)
     steps: list[PipelineStep] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)

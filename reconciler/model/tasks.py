@@ -165,9 +165,52 @@ class NotifyTask(TaskBase):
     timeout: Duration = 30.0
 
 
+class TerraformTask(TaskBase):
+    """Runs a Terraform module of the repository: init, plan, apply (or destroy).
+
+    One state per resource and `state` (default: the stage's name), kept by the
+    controller; `destroy` runs on decommission by itself. Variables come from
+    `variables` (``${params.NAME}`` templates); one whose value uses a secure param,
+    or is a reference, goes through the environment (``TF_VAR_name``), never a file.
+    """
+
+    type: Literal["terraform"]
+    module: str | None = Field(
+        default=None, description="Folder of the root module in the repository (for apply)"
+    )
+    variables: dict[str, Any] = Field(default_factory=dict)
+    secret_env: dict[str, SecretRef] = Field(
+        default_factory=dict, description="Environment for providers' credentials, by reference"
+    )
+    action: Literal["apply", "destroy"] = "apply"
+    state: str | None = Field(
+        default=None,
+        pattern=TASK_NAME_PATTERN,
+        description="The state's name within the resource; default: the stage's name",
+    )
+    timeout: Duration = 3600.0
+
+    @field_validator("variables")
+    @classmethod
+    def _no_inline_secret_variables(cls, variables: dict[str, Any]) -> dict[str, Any]:
+        return refuse_inline_secrets(variables)
+
+    @model_validator(mode="after")
+    def _module_to_apply(self) -> TerraformTask:
+        if self.action == "apply" and not self.module:
+            raise ValueError("a terraform task that applies names its module")
+        return self
+
+
 Task = Annotated[
-    ProviderActionTask | HttpTask | CommandTask | AnsibleTask | WaitForTask | NotifyTask,
+    ProviderActionTask
+    | HttpTask
+    | CommandTask
+    | AnsibleTask
+    | WaitForTask
+    | NotifyTask
+    | TerraformTask,
     Field(discriminator="type"),
 ]
 
-TASK_TYPES = ("provider", "http", "command", "ansible", "wait-for", "notify")
+TASK_TYPES = ("provider", "http", "command", "ansible", "wait-for", "notify", "terraform")

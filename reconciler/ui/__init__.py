@@ -265,7 +265,11 @@ def install_ui(
         viewer = Viewer(sessions.find(request.cookies.get(COOKIE)))
         target = _local(request.query_params.get("next"))
         return render(
-            "signin.html", viewer, next=target, error="", configured=bool(settings.api_token)
+            "signin.html",
+            viewer,
+            next=target,
+            error="",
+            configured=bool(settings.api_token or settings.api_tokens),
         )
 
     @form("/signin", response_class=HTMLResponse)
@@ -283,12 +287,12 @@ def install_ui(
             throttle.failed(client)
             error = (
                 "That is not the API token."
-                if settings.api_token
-                else "No API token is configured (api_token): no one can sign in."
+                if settings.api_token or settings.api_tokens
+                else "No API token is configured (api_token, api_tokens): no one can sign in."
             )
             # 200, the form again: a browser shows a 4xx page as a failed load.
             return render("signin.html", viewer, next=target, error=error,
-                          configured=bool(settings.api_token))  # fmt: skip
+                          configured=bool(settings.api_token or settings.api_tokens))  # fmt: skip
         _, cookie = sessions.open()
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(

@@ -27,6 +27,12 @@ from tests.server.conftest import push
 from tests.servers.git import git
 
 TOKEN = "access-test-token-0123456789"
+READER_TOKEN = "access-reader-token-0123456789"
+OPS_TOKEN = "access-ops-token-0123456789"
+NAMED_TOKENS = (
+    '{"dashboard": {"token": "env:READER_TOKEN", "scopes": ["read"]},'
+    ' "ops": {"token": "env:OPS_TOKEN", "scopes": ["sync"]}}'
+)
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
 """htmx 2.0.11's dist/htmx.min.js (see reconciler/ui/static/README.md)."""
 
@@ -60,7 +66,13 @@ def open_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Fleet]]:
     tmp: Path = tmp_path_factory.mktemp("closed")
     fleet = Fleet.create(tmp, dict(BASE_FILES))
-    env = {"ACCESS_TOKEN": TOKEN, "RECONCILER_API_TOKEN": "env:ACCESS_TOKEN"}
+    env = {
+        "ACCESS_TOKEN": TOKEN,
+        "RECONCILER_API_TOKEN": "env:ACCESS_TOKEN",
+        "READER_TOKEN": READER_TOKEN,
+        "OPS_TOKEN": OPS_TOKEN,
+        "RECONCILER_API_TOKENS": NAMED_TOKENS,
+    }
     with running(fleet, tmp, env=env) as (url, _log):
         _wait_reconciled(url, {"Authorization": f"Bearer {TOKEN}"})
         yield url, fleet
@@ -115,6 +127,14 @@ def test_read_open_pages_need_no_session_but_sync_does(open_controller: str) -> 
         answer = client.post("/signin", data={"token": "", "next": "/"})
         assert "no one can sign in" in answer.text
         assert COOKIE not in answer.headers.get("set-cookie", "")
+
+
+def test_a_named_token_that_may_sync_signs_in(closed_controller: str) -> None:
+    # (A read-only one is refused: see the throttle's test, where it counts as a wrong one.)
+    with httpx.Client(base_url=closed_controller, follow_redirects=False, timeout=10) as client:
+        accepted = client.post("/signin", data={"token": OPS_TOKEN, "next": "/plan"})
+        assert accepted.status_code == 303 and accepted.headers["location"] == "/plan"
+        assert COOKIE in accepted.headers["set-cookie"]
 
 
 def test_closed_pages_need_a_session_held_by_the_server(closed_controller: str) -> None:
@@ -223,9 +243,11 @@ def test_overview_says_why_the_revision_in_force_is_stale(closed: tuple[str, Fle
 def test_wrong_tokens_close_sign_in_for_a_minute(closed_controller: str) -> None:
     """Last: 127.0.0.1 cannot sign in to the closed controller for a minute after this."""
     with httpx.Client(base_url=closed_controller, follow_redirects=False, timeout=10) as client:
-        for _ in range(10):
-            answer = client.post("/signin", data={"token": "guess"})
+        # A UI session can queue a sync, so a read-only named token is refused at sign-in.
+        for guess in [READER_TOKEN] + ["guess"] * 9:
+            answer = client.post("/signin", data={"token": guess})
             assert answer.status_code == 200 and "That is not the API token." in answer.text
+            assert COOKIE not in answer.headers.get("set-cookie", "")
         refused = client.post("/signin", data={"token": TOKEN})
         assert refused.status_code == 429 and "Too many wrong tokens" in refused.text
         assert COOKIE not in refused.headers.get("set-cookie", "")

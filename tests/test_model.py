@@ -139,13 +139,21 @@ def test_fingerprint_changes_with_declared_state_only() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(30, 30.0), ("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25)],
+    [
+        (30, 30.0),
+        ("90s", 90.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("3600", 3600.0),
+        ("2.5", 2.5),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["soon", "-5s", -1, True, "5 minutes"])
+@pytest.mark.parametrize("bad", ["soon", "-5s", -1, True, "5 minutes", "-3600", "1e3", ""])
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)

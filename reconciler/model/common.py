@@ -149,7 +149,8 @@ def is_secret_ref(value: object) -> bool:
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"
+DURATION_PATTERN = r"^(\d+(\.\d+)?|(\d+(\.\d+)?(ms|s|m|h|d))+)$"
+"""Seconds alone ("3600", as an environment variable gives it) or a Go-style string."""
 
 
 def parse_duration(value: Any) -> float:
@@ -160,6 +161,8 @@ def parse_duration(value: Any) -> float:
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+        return float(value.strip())
     if isinstance(value, str) and re.match(DURATION_PATTERN, value.strip()):
         return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value.strip()))
     raise ValueError(f"not a duration: {value!r} (use seconds or a string like 30s, 5m, 1h)")

@@ -46,6 +46,17 @@ def test_setting_flags_go_before_or_after_the_command(tmp_path: Path) -> None:
     assert after.stdout == before.stdout == mixed.stdout
 
 
+def test_a_duration_setting_in_seconds_from_the_environment(tmp_path: Path) -> None:
+    # An environment variable is always a string: "3600" means seconds, as the message says.
+    fleet = Fleet.create(tmp_path, dict(BASE_FILES))
+    env = {"RECONCILER_INTERVAL": "3600", "RECONCILER_EVENT_DEBOUNCE": "0.5"}
+    planned = cli("plan", "--repo", str(fleet.bare), "--state-dir", str(fleet.state), env=env)
+    assert planned.returncode == 2, planned.stdout + planned.stderr  # changes pending
+    assert "invalid settings" not in planned.stderr
+    refused = cli("plan", "--repo", str(fleet.bare), env={"RECONCILER_INTERVAL": "soon"})
+    assert refused.returncode == 1 and "not a duration: 'soon'" in refused.stderr
+
+
 def test_a_flag_after_the_command_wins(tmp_path: Path) -> None:
     fleet = Fleet.create(tmp_path, dict(BASE_FILES))
     done = cli("--state-dir", str(tmp_path / "first"), "apply", "--repo", str(fleet.bare),

@@ -518,3 +518,56 @@ def _no_demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RECONCILER_REPO", raising=False)
     monkeypatch.delenv("RECONCILER_OWNER", raising=False)
     monkeypatch.delenv("RECONCILER_TREES_KEPT", raising=False)
+
+
+def slow_repo(seen: Path, version: int) -> dict[str, str]:
+    stage = (
+        "apiVersion: reconciler/v1\nkind: Stage\nmetadata: {name: configure}\n"
+        "spec:\n  converges: [params.version]\n  work:\n"
+        "    - {name: enrol, type: provider, action: configure,\n"
+        "       args: {version: '${params.version}'}}\n"
+        "    - name: where\n      type: command\n"
+        f"      argv: [sh, -c, 'pwd >> {seen}; sleep 2']\n"
+        "    - {name: after, type: command, argv: ['true']}\n"
+        "---\napiVersion: reconciler/v1\nkind: Pipeline\nmetadata: {name: bm}\n"
+        "spec:\n  steps: [{stage: configure}]\n"
+    )
+    return {"providers.yaml": PROVIDER, "stages.yaml": stage, "machines.yaml": version_doc(version)}
+
+
+def test_the_tree_of_an_unfinished_plan_stays_and_the_tree_used_last_is_kept(
+    tmp_path: Path,
+) -> None:
+    """One tree kept. A plan stopped mid-stage (SIGTERM) at revision B keeps B's tree
+    although another tree (A's) was used more recently; once B's plan has resumed and
+    finished, B's tree is the one used last and the one kept."""
+    import signal
+    import time
+
+    seen = tmp_path / "seen.txt"
+    fleet = Fleet.create(tmp_path, slow_repo(seen, 0), env={"RECONCILER_TREES_KEPT": "1"})
+    trees = fleet.state / "trees"
+    first = fleet.run("apply")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (tree_a,) = trees.iterdir()
+    commit_change(fleet, "machines.yaml", version_doc(1), "Version 1")
+    head_b = str(pygit2.Repository(str(fleet.bare)).revparse_single("refs/heads/main").id)
+    lines = len(seen.read_text().splitlines())
+
+    stopped = fleet.start("apply", "--yes", log=tmp_path / "stopped.log")
+    deadline = time.monotonic() + 60
+    while len(seen.read_text().splitlines()) == lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Path(seen.read_text().splitlines()[-1]) == trees / head_b
+    # B's tree as if made long ago: A's is the one used last (as after a revert to A).
+    past = time.time() - 3600
+    os.utime(trees / head_b, (past, past))
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=60) == 143, (tmp_path / "stopped.log").read_text()
+    plans = [p for p in fleet.journal_plans() if p["revision"] == head_b]
+    assert [p["state"] for p in plans] == ["running"], plans  # B's plan is unfinished
+    assert sorted(p.name for p in trees.iterdir()) == sorted([tree_a.name, head_b])
+
+    resumed = fleet.run("apply")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [p.name for p in trees.iterdir()] == [head_b]

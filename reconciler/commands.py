@@ -78,8 +78,9 @@ def apply_exit_code(result: CycleResult) -> int:
     phases = {status.phase for status in result.statuses.values()}
     if phases & FAILED_PHASES:
         return EXIT_ERROR
-    # An observation that failed: its resource's action is `unknown` (its status may say
-    # Stalled, blocked: nothing may run on what could not be seen), or a provider failed.
+    # An observation that failed: its resource's action is `unknown` (its status is
+    # Unknown, ObservationFailed: nothing may run on what could not be seen), or a
+    # provider failed as a whole.
     plan = result.plan
     if plan is not None and (
         plan.unknown_providers or any(a.operation is Operation.UNKNOWN for a in plan.actions)

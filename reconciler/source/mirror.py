@@ -12,7 +12,8 @@ scp-like `user@host:path`). Credentials are references (`reconciler.secrets`):
 - HTTP(S): user name and password/token. The credentials callback answers once;
   a second request means the server refused the first answer, and the callback
   raises "authentication refused by <url>" (libgit2 would otherwise retry about
-  15 times).
+  15 times). A password written into the URL is answered the same way and never
+  stored: the mirror's remote URL (its config, a file at rest) is kept without it.
 - SSH: a private key (`KeypairFromMemory`). libgit2 checks the server's host key
   only against `<its home dir>/.ssh/known_hosts` and hands the callback a bare
   `valid` verdict (pygit2 passes no key), so each SSH operation runs with
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pygit2
 from pygit2.enums import CredentialType, FetchPrune
@@ -112,8 +113,8 @@ def is_ssh_url(url: str) -> bool:
     return bool(_SCP_LIKE.match(url)) and not Path(url).exists()
 
 
-def display_url(url: str) -> str:
-    """The URL without any password in it, safe for messages and logs."""
+def without_password(url: str) -> str:
+    """The URL with any password removed (the user name kept)."""
     if _URL_SCHEME.match(url):
         parts = urlsplit(url)
         if parts.password is not None:
@@ -121,7 +122,20 @@ def display_url(url: str) -> str:
             host = parts.hostname or ""
             netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
             url = urlunsplit(parts._replace(netloc=netloc))
-    return REDACTOR.text(url)
+    return url
+
+
+def url_password(url: str) -> str | None:
+    """The password written into a URL (`https://user:pass@host/…`), decoded, if any."""
+    if not _URL_SCHEME.match(url):
+        return None
+    password = urlsplit(url).password
+    return unquote(password) if password is not None else None
+
+
+def display_url(url: str) -> str:
+    """The URL without any password in it, safe for messages and logs."""
+    return REDACTOR.text(without_password(url))
 
 
 @dataclass(frozen=True)
@@ -184,12 +198,12 @@ class _Callbacks(pygit2.RemoteCallbacks):
         user = access.username or username_from_url or ("git" if access.is_ssh else None)
         if allowed_types & CredentialType.SSH_KEY and access.ssh_key_ref:
             kind = CredentialType.SSH_KEY
-        elif allowed_types & CredentialType.USERPASS_PLAINTEXT and access.password_ref:
+        elif allowed_types & CredentialType.USERPASS_PLAINTEXT and (
+            access.password_ref or url_password(access.url) is not None
+        ):
             kind = CredentialType.USERPASS_PLAINTEXT
         elif allowed_types & CredentialType.USERNAME and user:
             return pygit2.Username(user)
-        elif _URL_SCHEME.match(access.url) and urlsplit(access.url).password is not None:
-            raise PermanentError(f"authentication refused by {access.display_url}")
         else:
             needed = "an SSH key" if access.is_ssh else "a user name and password"
             raise PermanentError(
@@ -209,13 +223,14 @@ class _Callbacks(pygit2.RemoteCallbacks):
             )
             # libgit2 takes no public key (NULL) and derives it; the stubs say str.
             return pygit2.KeypairFromMemory(user, public, private, "")  # type: ignore[arg-type]
-        assert access.password_ref is not None
         if not user:
             raise PermanentError(
                 f"{access.display_url}: a password is configured but no user name "
                 "(RECONCILER_GIT_USERNAME or user@ in the URL)"
             )
-        return pygit2.UserPass(user, resolve(access.password_ref))
+        if access.password_ref:
+            return pygit2.UserPass(user, resolve(access.password_ref))
+        return pygit2.UserPass(user, url_password(access.url) or "")
 
     def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
         if valid:
@@ -298,11 +313,14 @@ class Mirror:
         return (self.path / "HEAD").exists()
 
     def _configure_remote(self, repo: pygit2.Repository) -> None:
+        # The mirror's config is a file at rest: a password written into the URL stays
+        # out of it and is given by the credentials callback instead.
+        url = without_password(self.access.url)
         if REMOTE not in repo.remotes.names():
-            repo.remotes.create(REMOTE, self.access.url, MIRROR_REFSPECS[0])
+            repo.remotes.create(REMOTE, url, MIRROR_REFSPECS[0])
             repo.remotes.add_fetch(REMOTE, MIRROR_REFSPECS[1])
-        elif repo.remotes[REMOTE].url != self.access.url:
-            repo.remotes.set_url(REMOTE, self.access.url)
+        elif repo.remotes[REMOTE].url != url:
+            repo.remotes.set_url(REMOTE, url)
 
     @contextlib.contextmanager
     def _network(self, doing: str) -> Iterator[_Callbacks]:

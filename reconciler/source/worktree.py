@@ -8,8 +8,8 @@ files 0444 and folders 0555, written once (to a temporary folder, then renamed)
 and shared by every execution of that revision. Symlinks are written as links
 only when they stay inside the tree; submodules are left out.
 
-`prune_trees` keeps the newest few and every revision an unfinished plan still
-needs (see README, Settings: `RECONCILER_TREES_KEPT`).
+`prune_trees` keeps the few used last (each use touches the tree's folder) and every
+revision an unfinished plan still needs (see README, Settings: `RECONCILER_TREES_KEPT`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ def materialize(repo: pygit2.Repository, sha: str, state_dir: Path) -> Path:
     """The revision's files under `<state>/trees/<sha>` (made once), read-only."""
     target = tree_path(state_dir, sha)
     if target.is_dir():
+        # Its modification time says when it was used last: retention keeps those.
+        with contextlib.suppress(OSError):
+            os.utime(target)
         return target
     commit = repo[sha].peel(pygit2.Commit)
     staging = target.with_name(f".{sha}.{os.getpid()}")
@@ -96,7 +99,7 @@ def _remove(root: Path) -> None:
 
 
 def prune_trees(state_dir: Path, *, keep: int, needed: Collection[str] = ()) -> list[str]:
-    """Remove materialized trees but the `keep` newest and the `needed` revisions;
+    """Remove materialized trees but the `keep` used last and the `needed` revisions;
     the revisions removed."""
     root = Path(state_dir) / TREES_DIR
     if not root.is_dir():

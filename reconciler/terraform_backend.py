@@ -16,14 +16,15 @@ Terraform's `local` backend (`reconciler apply`). Routes, under
 
 The state is the file `<state-dir>/terraform/<Kind>/<name>/<state>/terraform.tfstate`,
 written atomically (a temporary file renamed); locks live in memory, held by the
-Terraform runs of this process (a restart ends them all).
+Terraform runs of this process (a restart ends them all). A body nested deeper than
+`webhooks.MAX_JSON_DEPTH` (a lock info, a state) is 400 before anything parses or
+stores it, as on every route of the API.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from reconciler.errors import PermanentError
 from reconciler.execute.tasks.terraform import STATE_FILE, HttpBackend, serve_backend, state_home
 from reconciler.portal.auth import Principal, requirement
 from reconciler.settings import Settings
+from reconciler.webhooks import MAX_JSON_DEPTH, JsonTooDeep, json_depth, load_json
 
 PREFIX = "/api/v1/terraform/state"
 
@@ -95,6 +97,8 @@ def terraform_backend_router(settings: Settings) -> APIRouter:
             target.unlink(missing_ok=True)
             return Response(status_code=200)
         body = await request.body()
+        if json_depth(body) > MAX_JSON_DEPTH:  # kept as bytes, but served back as JSON
+            raise HTTPException(400, f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
         home.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{STATE_FILE}.{os.getpid()}")
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -108,7 +112,9 @@ def terraform_backend_router(settings: Settings) -> APIRouter:
         _authorized(backend, request)
         home = home_of(kind, name, state)
         try:
-            info = json.loads(await request.body() or b"{}")
+            info = load_json(await request.body() or b"{}")
+        except JsonTooDeep as error:
+            raise HTTPException(400, str(error)) from None
         except ValueError:
             raise HTTPException(400, "the lock info is not JSON") from None
         if not isinstance(info, dict):

@@ -28,7 +28,7 @@ import pygit2
 from reconciler.controller import WRITE_FAILURE, Controller, CycleResult
 from reconciler.desired import Desired, subset, with_dependencies
 from reconciler.diff import LastApplied
-from reconciler.errors import Diagnostic, ReconcilerError
+from reconciler.errors import Diagnostic, ReconcilerError, TemporaryError
 from reconciler.execute.journal import LeaseHeld
 from reconciler.execute.store import open_reader
 from reconciler.gates import PlanContext, judge_rules, plan_revision
@@ -40,7 +40,8 @@ from reconciler.report import WriteFailure
 from reconciler.secret_check import declared_uses, unresolvable
 from reconciler.secret_check import environment as secret_environment
 from reconciler.settings import Settings
-from reconciler.source import DeclaredSource, StatusWriter
+from reconciler.source import DeclaredSource, Stale, StatusWriter
+from reconciler.source.declared import REMOTE_REFUSED, REMOTE_UNAVAILABLE
 from reconciler.source.readback import (
     ControllerShown,
     read_controller,
@@ -161,6 +162,12 @@ def journal_fact(settings: Settings, name: str) -> str | None:
 def fetched_source(settings: Settings, showing: str) -> DeclaredSource:
     """The declared repository's mirror, fetched; a fetch that fails over an existing
     mirror is a warning (what it last fetched is shown), with no mirror it is an error."""
+    return fetched_or_last(settings, showing)[0]
+
+
+def fetched_or_last(settings: Settings, showing: str) -> tuple[DeclaredSource, Stale | None]:
+    """`fetched_source`, and why what is shown is stale when the fetch failed (the
+    same reasons a cycle gives: the remote unavailable, or refusing us)."""
     source = DeclaredSource.from_settings(settings)
     try:
         source.mirror.fetch()
@@ -168,7 +175,9 @@ def fetched_source(settings: Settings, showing: str) -> DeclaredSource:
         if not source.mirror.exists:
             raise
         print(f"warning: showing the last fetched {showing}: {exc}", file=sys.stderr)
-    return source
+        reason = REMOTE_UNAVAILABLE if isinstance(exc, TemporaryError) else REMOTE_REFUSED
+        return source, Stale(reason, str(exc))
+    return source, None
 
 
 def plan_revisions(
@@ -464,7 +473,7 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
     whether it is stale and why, a status commit that could not be written, status files
     that cannot be read), then each resource's; one resource in full."""
     try:
-        source = fetched_source(settings, "status")
+        source, unfetched = fetched_or_last(settings, "status")
     except ReconcilerError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -499,6 +508,7 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
             read_controller(source.repo, branch),
             unreadable,
             WriteFailure.from_fact(journal_fact(settings, WRITE_FAILURE)),
+            unfetched,
         )
     )
     console.print()
@@ -507,10 +517,14 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
 
 
 def _controller_table(
-    shown: ControllerShown | None, unreadable: dict[str, str], failure: WriteFailure | None
+    shown: ControllerShown | None,
+    unreadable: dict[str, str],
+    failure: WriteFailure | None,
+    unfetched: Stale | None = None,
 ) -> Any:
     """The controller's rows: its conditions as the status branch holds them, the status
-    files this read could not parse, and the last status commit not written (journal)."""
+    files this read could not parse, the last status commit not written (journal), and
+    why this read could not fetch the remote (what follows is then as last fetched)."""
     from rich.table import Table
 
     now = datetime.now(UTC)
@@ -531,6 +545,12 @@ def _controller_table(
         table.add_row(
             "", "Stale", "True", "ValidationFailed",
             f"head {shown.invalid_revision[:12]} is invalid: {errors}",
+        )  # fmt: skip
+    if unfetched is not None:
+        table.add_row(
+            "", "Stale", "True", unfetched.reason,
+            f"the remote could not be fetched: {unfetched.message}; what follows is the "
+            "status branch as last fetched",
         )  # fmt: skip
     if failure is not None:
         table.add_row(

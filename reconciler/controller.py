@@ -478,6 +478,9 @@ class Controller:
             self.source.repo[sha].peel(pygit2.Commit)
         except (KeyError, ValueError, AttributeError, pygit2.GitError):
             return None, f"its revision {sha[:12]} is gone (force-pushed away?)", True
+        away = self._force_pushed_away(sha)
+        if away is not None:
+            return None, away, True
         try:
             loaded = self._load_strict(sha)
         except Exception as exc:  # I/O, a lock: it may load next time
@@ -486,6 +489,32 @@ class Controller:
             first = str(loaded.diagnostics[0]) if loaded.diagnostics else "invalid"
             return None, f"its revision {sha[:12]} no longer validates: {first}", True
         return dataclasses.replace(loaded.desired, revision=sha), "", False
+
+    def _force_pushed_away(self, sha: str) -> str | None:
+        """Why `sha` is no longer on the tracked branch, when a force-push took it away.
+
+        The mirror keeps the commit's objects (its last-good ref), so "gone" alone would
+        never say so. Under `forcePushPolicy: refuse` the old history stays in force, and
+        a branch that cannot be read (a transient fetch failure) is no reason either.
+        """
+        if self.settings.force_push_policy == "refuse":
+            return None
+        try:
+            head = self.source.mirror.commit_for(self.settings.branch, self.settings.ref)
+        except ReconcilerError:
+            return None
+        if str(head.id) == sha:
+            return None
+        try:
+            if self.source.repo.descendant_of(head.id, sha):
+                return None
+        except (KeyError, ValueError, pygit2.GitError):
+            pass
+        where = self.settings.ref or self.settings.branch
+        return (
+            f"its revision {sha[:12]} is no longer on {where} (force-pushed away; "
+            f"the head is {str(head.id)[:12]})"
+        )
 
     def desired_at(self, sha: str) -> Desired | None:
         loaded = self._load(sha)

@@ -15,6 +15,7 @@ revisions' `protected` selectors.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -78,6 +79,15 @@ def _protected(kind: str, name: str, labels: Mapping[str, str], *desired: Desire
     return any(selector_matches(s, kind, name, labels) for d in desired for s in d.policy.protected)
 
 
+def _labels(key: str, desired: Desired, found: Diff) -> Mapping[str, str]:
+    """A resource's labels as declared, else as observed (one no longer declared)."""
+    resource = desired.resources.get(key)
+    if resource is not None:
+        return resource.labels
+    resource_diff = found.resources.get(key)
+    return dict(resource_diff.labels) if resource_diff is not None and resource_diff.labels else {}
+
+
 def gate(
     repo: pygit2.Repository | None,
     *,
@@ -105,11 +115,17 @@ def gate(
     if not (rules.required or rules.pin_plan) or desired.revision is None:
         return Gated(draft)
     if repo is None:  # no history to read approvals from: everything gated waits
+        labels = functools.partial(_labels, desired=desired, found=found)
         pending = {
             a.key: "needs approval, and there is no Git history to read approvals from"
             for a in draft.actions
             if a.operation.executes
-            and (a.destructive or _protected(a.kind, a.name, {}, desired, rules_desired))
+            and (
+                a.destructive
+                or _protected(
+                    a.kind, a.name, _labels(a.key, desired, found), desired, rules_desired
+                )
+            )
         }
         return Gated(replan(frozenset(), pending), Decision(pending=pending))
     head = desired.revision

@@ -339,7 +339,7 @@ def install_ui(
             ready=scheduler.ready,
             phases=index.phases,
             total=len(index.rows),
-            providers=views.provider_views(index, scheduler.desired, plan),
+            providers=views.provider_views(index, scheduler.desired, plan, scheduler.observed_at),
             cycles=list(scheduler.cycles)[:10],
             plan_summary=summary_line(plan) if plan is not None else None,
             **live_context(),

@@ -291,6 +291,9 @@ class Scheduler:
         self.statuses: dict[str, ResourceStatus] = {}
         self.desired: Desired | None = None
         self.plan: Plan | None = None
+        self.observed_at: dict[str, datetime] = {}
+        """Each provider's last successful observation: the end of the full cycle whose
+        plan could trust its answer (the UI's "last observation")."""
         self.revision: str | None = None
         self.source: SourceResult | None = None
         """The last poll of the declared repository (the UI shows why it may be stale)."""
@@ -660,6 +663,12 @@ class Scheduler:
             self.statuses = dict(result.statuses)
         if result.plan is not None and kind == "full":
             self.plan = result.plan
+            if self.desired is not None:
+                now = datetime.now(UTC)
+                failed = set(result.plan.unknown_providers)
+                self.observed_at.update(
+                    (name, now) for name in self.desired.providers if name not in failed
+                )
         errors: list[str] = []
         if source.stale is not None:
             errors.append(f"source: {source.stale.reason}: {source.stale.message}")

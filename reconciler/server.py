@@ -376,10 +376,15 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         )
         return JSONResponse(body.model_dump(), status_code=202)
 
-    install_ui(
-        app, scheduler, token_matches=token_matches, reading=reading, index_cache=index_cache
-    )
     requests = portal_service(scheduler)
+    install_ui(
+        app,
+        scheduler,
+        token_matches=token_matches,
+        reading=reading,
+        index_cache=index_cache,
+        requests=requests,
+    )
     app.state.requests = requests
     app.include_router(portal_router(requests))
     app.include_router(terraform_backend_router(settings))

@@ -15,6 +15,8 @@ the server (`reconciler.ui.query`), so a page stays small at 10,000 resources.
     /plan  /plan/text  /plan/markdown the current plan; watched branches' plans
     /drift                            what differs, since when, whether self-heal acts
     /operations  /operations/{id}     recent cycles, live; POST /operations/sync
+    /requests  /requests/{id}         portal requests: phase, history, plan, pull request,
+                                      progress, failure (live until ready or closed)
     /signin  /signout                 the session (see `reconciler.ui.sessions`)
     /api/v1/resources/{kind}/{name}/logs[/{path}]   task logs for API clients
 
@@ -43,6 +45,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from markupsafe import Markup
 
 from reconciler.plan import Plan
+from reconciler.portal.service import RequestService
 from reconciler.render import render_markdown, render_text, summary_line
 from reconciler.scheduler import Scheduler
 from reconciler.secrets import REDACTOR
@@ -66,6 +69,7 @@ FORM_LIMIT = 16 * 1024
 PLAN_PAGE = 100
 DRIFT_PAGE = 100
 OPERATIONS_SHOWN = 100
+REQUESTS_SHOWN = 100
 SIGNIN_FAILURES = 10
 """Wrong tokens per minute before sign-in is refused for the rest of that minute."""
 
@@ -178,10 +182,11 @@ def install_ui(
     token_matches: Callable[[str], bool],
     reading: Any,
     index_cache: IndexCache | None = None,
+    requests: RequestService | None = None,
 ) -> None:
     """The UI's routes on `app`, over one scheduler. `token_matches` checks a posted API token;
     `reading` is the API's read dependency (bearer token unless read access is open);
-    `index_cache` is shared with the API's resource list."""
+    `index_cache` is shared with the API's resource list; `requests` are the portal's."""
     settings = scheduler.settings
     # Routes go on the app itself (not an included router): `app.routes` stays one flat
     # list, and the pages stay out of the OpenAPI document.
@@ -334,7 +339,7 @@ def install_ui(
             ready=scheduler.ready,
             phases=index.phases,
             total=len(index.rows),
-            providers=views.provider_views(index, scheduler.desired, plan),
+            providers=views.provider_views(index, scheduler.desired, plan, scheduler.observed_at),
             cycles=list(scheduler.cycles)[:10],
             plan_summary=summary_line(plan) if plan is not None else None,
             **live_context(),
@@ -594,6 +599,27 @@ def install_ui(
             running=running,
             cycle=cycle,
         )
+
+    # --- portal requests -------------------------------------------------------------------
+
+    @page("/requests", response_class=HTMLResponse)
+    def requests_page(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        shown = requests.recent(REQUESTS_SHOWN) if requests is not None else None
+        return render("requests.html", viewer, requests=shown)
+
+    @page("/requests/{request_id}", response_class=HTMLResponse)
+    def request_page(request_id: str, request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        record = requests.get(request_id) if requests is not None else None
+        if record is None:
+            return render("missing.html", viewer, status=404, what=f"request {request_id}")
+        fragment = bool(request.headers.get("hx-request"))
+        return render("_request.html" if fragment else "request.html", viewer, r=record)
 
     @form("/operations/sync")
     async def sync_now(request: Request) -> Response:

@@ -60,6 +60,8 @@ class ProviderView:
     """The last plan could not trust its answer (an observation failed, or it saw nothing)."""
     problem: str = ""
     """The message of one of its resources whose observation is unknown."""
+    observed: datetime | None = None
+    """Its last successful observation (None: not since the controller started)."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,13 @@ def source_view(revision: str | None, source: SourceResult | None) -> SourceView
 
 
 def provider_views(
-    index: FleetIndex, desired: Desired | None, plan: Plan | None
+    index: FleetIndex,
+    desired: Desired | None,
+    plan: Plan | None,
+    observed: Mapping[str, datetime] | None = None,
 ) -> list[ProviderView]:
-    """Each declared provider with its resources by phase, worst first."""
+    """Each declared provider with its resources by phase, worst first, and when it was
+    last observed (`Scheduler.observed_at`)."""
     if desired is None:
         return []
     phases: dict[str, Counter[str]] = {name: Counter() for name in desired.providers}
@@ -122,6 +128,7 @@ def provider_views(
                 phases=tuple((p, counts[p]) for p in PHASE_ORDER if counts[p]),
                 untrusted=name in untrusted,
                 problem=problems.get(name, ""),
+                observed=(observed or {}).get(name),
             )
         )
     return views

@@ -21,6 +21,8 @@ the journal to hold its result. `reconciler worker [--site NAME] [--concurrency 
 - **Limits across workers**: a provider's `limits.concurrency` counts the claims in
   force of all workers together; the claim takes a per-provider advisory lock (held for
   the milliseconds of its transaction), counts them, and claims no more than the rest.
+  Its `limits.ratePerSecond` paces the calls of all workers together: the providers a
+  worker opens reserve each call's start in one row per provider (`PgWorkQueue.pace`).
 
 `WorkQueue` is the worker's whole view of the queue (claim, renew, a fenced journal per
 claim), so another transport (HTTPS to the controller, for sites that cannot reach the
@@ -60,6 +62,7 @@ from reconciler.execute.store_pg import (
     mark_started_sql,
     open_database,
 )
+from reconciler.providers.support import SHARED_PACE
 from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
@@ -183,6 +186,10 @@ class WorkQueue(Protocol):
 
     def journal_for(self, claim: Claim) -> TaskJournal: ...
 
+    def pace(self, provider: str, interval: float) -> float:
+        """Reserve the provider's next call slot (shared by every worker); seconds to wait."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -274,6 +281,21 @@ class PgWorkQueue:
 
     def journal_for(self, claim: Claim) -> ClaimJournal:
         return ClaimJournal(self.db, claim)
+
+    def pace(self, provider: str, interval: float) -> float:
+        """The provider's `ratePerSecond` across workers: one row per provider holds the
+        next free start time on the database's clock; each call takes the slot at or
+        after now and moves it one interval on (the row lock orders concurrent callers)."""
+        row = self.db.one(
+            "INSERT INTO provider_rate AS p (provider, next_at, calls) "
+            "VALUES (%(p)s, clock_timestamp() + %(i)s * interval '1 second', 1) "
+            "ON CONFLICT (provider) DO UPDATE SET calls = p.calls + 1, next_at = "
+            "GREATEST(p.next_at, clock_timestamp()) + %(i)s * interval '1 second' "
+            "RETURNING extract(epoch FROM p.next_at - clock_timestamp())::float8 - %(i)s "
+            "AS wait",
+            {"p": provider, "i": interval},
+        )
+        return max(0.0, float(row["wait"])) if row else 0.0
 
 
 class ClaimJournal:
@@ -406,12 +428,19 @@ class Worker:
         from reconciler.providers import open_provider
 
         if manifest.provider not in self._providers:
-            self._providers[manifest.provider] = open_provider(
-                manifest.provider_document(),
-                state_dir=self.state_dir,
-                repository=manifest.repository,
-            )
+            token = SHARED_PACE.set(self._pace)  # its ratePerSecond held across workers
+            try:
+                self._providers[manifest.provider] = open_provider(
+                    manifest.provider_document(),
+                    state_dir=self.state_dir,
+                    repository=manifest.repository,
+                )
+            finally:
+                SHARED_PACE.reset(token)
         return self._providers[manifest.provider]
+
+    async def _pace(self, provider: str, interval: float) -> float:
+        return self.queue.pace(provider, interval)
 
     async def _execute(self, claim: Claim) -> None:
         m = claim.manifest

@@ -66,7 +66,7 @@ def test_apply_of_the_sample_fleet_keeps_its_journal_and_memory_in_postgres(
     assert not local & {"journal.sqlite", "observed-existing.json", "lease"}, local
     # ...all of it in the database, at this version's schema.
     versions = [r["version"] for r in fleet.sql("SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
     plans = fleet.journal_plans()
     assert [p["state"] for p in plans] == ["reported"]
     tasks = fleet.journal_tasks()
@@ -178,6 +178,7 @@ def test_migrations_are_versioned_and_a_newer_database_is_refused(
         {"version": 1, "name": "journal"},
         {"version": 2, "name": "leader"},
         {"version": 3, "name": "queue"},
+        {"version": 4, "name": "provider_rate"},
     ]
     again = fleet.run("apply")
     assert again.returncode == 0

@@ -1,0 +1,155 @@
+"""Workers sharing what one process used to hold alone: the provider's rate, the task's
+deadline, the revision's tree.
+
+Real processes (the leader's `apply`, `reconciler worker`s), a real PostgreSQL cluster.
+Assertions are made on the other side: the requests an HTTP API received (its own log
+of arrivals), the database's rows, files a task wrote, each worker's log.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.pg.support import PgFleet, WorkerProc, start_worker
+from tests.servers.postgres import Cluster
+
+pytestmark = pytest.mark.slow
+
+WORKERS = {"RECONCILER_EXECUTE": "workers", "RECONCILER_CLAIM_LEASE": "2s"}
+
+
+@dataclass
+class CountingApi:
+    """A JSON API that answers every call and logs when each request arrived (its clock)."""
+
+    url: str = ""
+    arrivals: list[tuple[str, str, float]] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def posts(self) -> list[float]:
+        return sorted(t for method, _, t in self.arrivals if method == "POST")
+
+
+@contextmanager
+def counting_api() -> Iterator[CountingApi]:
+    api = CountingApi()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, status: int, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            with api.lock:
+                api.arrivals.append(("GET", self.path, time.monotonic()))
+                name = self.path.rsplit("/", 1)[-1]
+                found = name in api.created
+            self._answer(200 if found else 404, {"name": name} if found else {})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            with api.lock:
+                api.arrivals.append(("POST", self.path, time.monotonic()))
+                if self.path == "/api/w":
+                    api.created.add(str(body.get("name")))
+            self._answer(200, {"ok": True})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    api.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def rated_repo(api: CountingApi, resources: int, rate: float) -> dict[str, str]:
+    provider = f"""\
+apiVersion: reconciler/v1
+kind: Provider
+metadata: {{name: ipam}}
+spec:
+  type: http
+  endpoint: {api.url}
+  limits: {{concurrency: 20, ratePerSecond: {rate}}}
+  settings:
+    observe: {{url: "/api/w/{{name}}"}}
+    create: {{url: /api/w, body: {{name: "{{name}}"}}}}
+    actions:
+      ping: {{url: "/api/w/{{name}}/ping"}}
+"""
+    stages = """\
+apiVersion: reconciler/v1
+kind: Stage
+metadata: {name: allocate}
+spec:
+  work:
+    - {name: create, type: provider, action: create}
+    - {name: ping, type: provider, action: ping}
+---
+apiVersion: reconciler/v1
+kind: Pipeline
+metadata: {name: network}
+spec:
+  steps: [{stage: allocate}]
+"""
+    docs = [
+        f"apiVersion: reconciler/v1\nkind: Resource\nmetadata: {{name: vlan{i:02d}}}\n"
+        "spec:\n  provider: ipam\n  pipeline: network\n  type: vlan\n"
+        for i in range(resources)
+    ]
+    return {"providers.yaml": provider, "stages.yaml": stages, "resources.yaml": "---\n".join(docs)}
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """The most requests any one-second window of the server's clock saw."""
+    return max(
+        (sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times)), default=0
+    )
+
+
+def stop_all(*workers: WorkerProc) -> None:
+    for worker in workers:
+        assert worker.stop() == 0, worker.output()[-2000:]
+
+
+def test_rate_per_second_holds_across_all_workers_together(tmp_path: Path, pg: Cluster) -> None:
+    rate, resources = 3, 6
+    with counting_api() as api:
+        fleet = PgFleet.create_pg(tmp_path, rated_repo(api, resources, rate), pg, env=WORKERS)
+        workers = [start_worker(fleet, tmp_path, f"w{i}", concurrency=10) for i in range(3)]
+        try:
+            done = fleet.run("apply")
+        finally:
+            stop_all(*workers)
+        assert done.returncode == 0, done.stdout + done.stderr
+        posts = api.posts()
+    assert len(posts) == 2 * resources  # create and ping of each, nothing twice
+    ran_on = {r["claimed_by"] for r in fleet.sql("SELECT claimed_by FROM task_queue")}
+    assert len(ran_on) > 1, ran_on  # the calls did come from several workers
+    # Per worker, three workers would reach three times the rate; together they hold it
+    # (one more than the rate in a window: a request that left on time arrived a little late).
+    assert most_in_one_second(posts) <= rate + 1, posts
+    # Every call a worker made went through the provider's shared bucket.
+    bucket = fleet.sql("SELECT provider, calls FROM provider_rate")
+    assert bucket == [{"provider": "ipam", "calls": 2 * resources}]

@@ -186,7 +186,7 @@ def test_migrations_are_versioned_and_a_newer_database_is_refused(
     fleet.sql("INSERT INTO schema_migrations (version, name) VALUES (99, 'from the future')")
     newer = fleet.run("apply")
     assert newer.returncode == 1
-    assert "schema version 99, newer than this reconciler knows (3)" in newer.stderr
+    assert "schema version 99, newer than this reconciler knows (4)" in newer.stderr
 
 
 def test_migrate_state_moves_a_sqlite_state_directory_into_postgres(

@@ -39,6 +39,7 @@ import random
 import signal
 import socket
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -460,6 +461,7 @@ class Worker:
                 plan_hash=m.execution,
                 stage=m.stage,
                 point=m.point,
+                deadline=loop_deadline(m.deadline),
                 provider_action=calls.action,
                 observe=calls.observe,
                 cancel_operation=calls.cancel,
@@ -478,6 +480,13 @@ class Worker:
         finally:
             self._running.pop(claim.key, None)
             self._room.set()
+
+
+def loop_deadline(wall: float | None) -> float | None:
+    """A manifest's deadline (epoch seconds) on this event loop's clock (`TaskContext`)."""
+    if wall is None:
+        return None
+    return asyncio.get_running_loop().time() + (wall - time.time())
 
 
 def run_worker(settings: Settings, *, site: str | None, concurrency: int, name: str | None) -> int:

@@ -732,5 +732,9 @@ class _Run:
             provider_spec=spec.model_dump(mode="json", by_alias=True),
             params=ctx.params,
             secure_params=ctx.secure_params,
+            # Counted from its dispatch, on the wall clock every process shares: a task
+            # that waits in the queue, or is claimed again after a worker died, does not
+            # start its timeout over (a resumed plan keeps the queued manifest's).
+            deadline=self.executor.clock().timestamp() + task.timeout,
             repository=self.executor.repository,
         )

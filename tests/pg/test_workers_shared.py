@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg.support import PgFleet, WorkerProc, start_worker
+from tests.pg.support import PgFleet, WorkerProc, start_worker, wait_for
 from tests.servers.postgres import Cluster
 
 pytestmark = pytest.mark.slow
@@ -153,3 +153,52 @@ def test_rate_per_second_holds_across_all_workers_together(tmp_path: Path, pg: C
     # Every call a worker made went through the provider's shared bucket.
     bucket = fleet.sql("SELECT provider, calls FROM provider_rate")
     assert bucket == [{"provider": "ipam", "calls": 2 * resources}]
+
+
+# --- the task's deadline reaches the worker ---------------------------------------------
+
+
+def command_repo(work: str, files: dict[str, str] | None = None) -> dict[str, str]:
+    """One simulated machine whose one stage runs the given `work` task list (YAML)."""
+    return {
+        "providers.yaml": "apiVersion: reconciler/v1\nkind: Provider\nmetadata: {name: sim}\n"
+        "spec:\n  type: simulator\n",
+        "stages.yaml": "apiVersion: reconciler/v1\nkind: Stage\nmetadata: {name: prepare}\n"
+        f"spec:\n  work:\n{work}---\napiVersion: reconciler/v1\nkind: Pipeline\n"
+        "metadata: {name: node}\nspec:\n  steps: [{stage: prepare}]\n",
+        "machines.yaml": "apiVersion: reconciler/v1\nkind: Machine\nmetadata: {name: node00}\n"
+        "spec:\n  provider: sim\n  pipeline: node\n",
+        **(files or {}),
+    }
+
+
+def queued(fleet: PgFleet) -> list[dict[str, object]]:
+    return fleet.sql("SELECT manifest_json FROM task_queue WHERE state = 'queued'")
+
+
+def test_a_task_queued_past_its_deadline_fails_on_the_worker_without_running(
+    tmp_path: Path, pg: Cluster
+) -> None:
+    marker = tmp_path / "ran"
+    work = f"    - {{name: touch, type: command, argv: [touch, {marker}], timeout: 2s}}\n"
+    fleet = PgFleet.create_pg(tmp_path, command_repo(work), pg, env=WORKERS)
+    apply = fleet.start("apply", log=tmp_path / "apply.log")
+    try:
+        rows = wait_for(lambda: queued(fleet), what="the task queued")
+        deadline = json.loads(str(rows[0]["manifest_json"]))["deadline"]
+        assert deadline is not None  # the manifest carries it
+        while time.time() < deadline + 0.5:  # no worker runs yet: it waits past it
+            time.sleep(0.1)
+        worker = start_worker(fleet, tmp_path, "late")
+        try:
+            assert apply.wait(timeout=120) != 0  # the task failed
+        finally:
+            stop_all(worker)
+    finally:
+        if apply.poll() is None:
+            apply.kill()
+    assert not marker.exists()  # not run: its time was up before any worker took it
+    (task,) = fleet.journal_tasks()
+    assert task["state"] == "finished"
+    assert "deadline exceeded" in task["error"] and "not run" in task["error"], task["error"]
+    assert "task claimed" in worker.output()

@@ -209,6 +209,8 @@ class Executor:
     `reconciler.worker.QueueDispatch`); None: tasks run here, in this process."""
     repository: str = "default"
     """The owner identity, for the providers workers open (`TaskManifest.repository`)."""
+    repository_url: str | None = None
+    """Where the plan's revision is, for workers materializing its tree (no password)."""
     _stop: str | None = None
 
     def request_stop(self, reason: str) -> None:
@@ -737,4 +739,6 @@ class _Run:
             # start its timeout over (a resumed plan keeps the queued manifest's).
             deadline=self.executor.clock().timestamp() + task.timeout,
             repository=self.executor.repository,
+            revision=self.plan.revision,
+            repository_url=self.executor.repository_url,
         )

@@ -9,6 +9,8 @@ of arrivals), the database's rows, files a task wrote, each worker's log.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,10 @@ from tests.pg.support import PgFleet, WorkerProc, start_worker, wait_for
 from tests.servers.postgres import Cluster
 
 pytestmark = pytest.mark.slow
+
+HAVE_ANSIBLE = (Path(sys.executable).parent / "ansible-playbook").exists() or bool(
+    shutil.which("ansible-playbook")
+)
 
 WORKERS = {"RECONCILER_EXECUTE": "workers", "RECONCILER_CLAIM_LEASE": "2s"}
 
@@ -202,3 +208,49 @@ def test_a_task_queued_past_its_deadline_fails_on_the_worker_without_running(
     assert task["state"] == "finished"
     assert "deadline exceeded" in task["error"] and "not run" in task["error"], task["error"]
     assert "task claimed" in worker.output()
+
+
+# --- the revision's tree on the worker --------------------------------------------------
+
+PLAYBOOK = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: write the marker
+      ansible.builtin.copy:
+        dest: "{{ target }}"
+        content: "configured {{ reconciler_resource }}\\n"
+"""
+
+
+@pytest.mark.skipif(not HAVE_ANSIBLE, reason="ansible-core is not installed")
+def test_a_worker_runs_playbooks_and_commands_from_the_revisions_tree(
+    tmp_path: Path, pg: Cluster
+) -> None:
+    played, copied = tmp_path / "played.txt", tmp_path / "copied.txt"
+    work = (
+        "    - name: configure\n      type: ansible\n      playbook: playbooks/site.yaml\n"
+        f"      extraVars: {{target: {played}}}\n"
+        f"    - {{name: copy, type: command, argv: [cp, data/hello.txt, {copied}]}}\n"
+    )
+    files = {
+        "playbooks/site.yaml": PLAYBOOK,
+        ".reconcilerignore": "playbooks/**\n",
+        "data/hello.txt": "hello from the revision\n",
+    }
+    fleet = PgFleet.create_pg(tmp_path, command_repo(work, files), pg, env=WORKERS)
+    worker = start_worker(fleet, tmp_path, "w-tree")  # no --repo: the manifest says where
+    wait_for(lambda: "worker started" in worker.output(), what="the worker started")
+    try:
+        done = fleet.run("apply")
+    finally:
+        stop_all(worker)
+    assert done.returncode == 0, done.stdout + done.stderr + worker.output()[-3000:]
+    assert played.read_text() == "configured Machine/node00\n"
+    assert copied.read_text() == "hello from the revision\n"  # a command's cwd: the tree
+    rows = fleet.sql("SELECT claimed_by, manifest_json FROM task_queue")
+    assert {r["claimed_by"] for r in rows} == {"w-tree"}
+    revision = json.loads(str(rows[0]["manifest_json"]))["revision"]
+    # The worker's own mirror and tree, in its own state directory.
+    assert (tmp_path / "worker-w-tree" / "mirror.git" / "HEAD").is_file()
+    assert (tmp_path / "worker-w-tree" / "trees" / revision / "playbooks" / "site.yaml").is_file()

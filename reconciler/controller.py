@@ -72,6 +72,7 @@ from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, SourceResult, StatusWriter
 from reconciler.source.history import DocumentChanges, provenance_for
 from reconciler.source.identity import canonical_location
+from reconciler.source.mirror import display_url, normalize_url
 from reconciler.source.readback import (
     read_controller_conditions,
     read_drift,
@@ -413,6 +414,7 @@ class Controller:
         execution: str | None = None,
     ) -> ExecutionResult:
         repo_dir = None
+        url = display_url(normalize_url(self.settings.repo)) if self.settings.repo else None
         if plan_value.revision:
             # Playbooks, relative file: secrets and a command's cwd read the revision's files.
             repo_dir = await asyncio.to_thread(
@@ -429,6 +431,7 @@ class Controller:
             finish=False,  # finished in the journal once its results are committed
             dispatch=dispatcher_for(self.settings, self.journal),  # None: tasks run here
             repository=self.repository,
+            repository_url=url,  # workers materialize the revision's tree from it
         )
         if self._stop is not None:
             self._executor.request_stop(self._stop)

@@ -359,6 +359,10 @@ class _StandbyReader:
 # --- the HTTP side ------------------------------------------------------------------------
 
 
+LOCAL_POSTS = frozenset({"/signin", "/signout"})
+"""POSTs a standby answers itself: UI sessions live in the database every replica shares."""
+
+
 class StandbyForward:
     """ASGI middleware: on a standby, a POST goes to the leader; 503 with the leader's
     address when there is none or it cannot be reached."""
@@ -375,6 +379,7 @@ class StandbyForward:
             or scope["type"] != "http"
             or scope["method"] != "POST"
             or election.role == "leader"
+            or scope["path"] in LOCAL_POSTS
         ):
             await self.app(scope, receive, send)
             return
@@ -400,8 +405,8 @@ async def _forward(address: str, scope: Scope, body: bytes, send: Send) -> bool:
     headers = [
         (k.decode("latin-1"), v.decode("latin-1"))
         for k, v in scope["headers"]
-        if k.lower() not in (b"host", b"content-length", b"connection")
-    ]
+        if k.lower() not in (b"content-length", b"connection")
+    ]  # the Host stays the browser's: the leader's same-origin check compares it to Origin
     headers.append(("X-Reconciler-Forwarded-By", socket.gethostname()))
     try:
         async with httpx.AsyncClient(timeout=10.0) as client:

@@ -21,6 +21,8 @@ the journal to hold its result. `reconciler worker [--site NAME] [--concurrency 
 - **Limits across workers**: a provider's `limits.concurrency` counts the claims in
   force of all workers together; the claim takes a per-provider advisory lock (held for
   the milliseconds of its transaction), counts them, and claims no more than the rest.
+  Its `limits.ratePerSecond` paces the calls of all workers together: the providers a
+  worker opens reserve each call's start in one row per provider (`PgWorkQueue.pace`).
 
 `WorkQueue` is the worker's whole view of the queue (claim, renew, a fenced journal per
 claim), so another transport (HTTPS to the controller, for sites that cannot reach the
@@ -37,7 +39,8 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -60,6 +63,7 @@ from reconciler.execute.store_pg import (
     mark_started_sql,
     open_database,
 )
+from reconciler.providers.support import SHARED_PACE
 from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
     from reconciler.execute.store import JournalStore, TaskJournal
     from reconciler.providers.base import Provider
     from reconciler.settings import Settings
+    from reconciler.source.mirror import GitAccess
 
 log = structlog.get_logger("reconciler.worker")
 
@@ -183,6 +188,10 @@ class WorkQueue(Protocol):
 
     def journal_for(self, claim: Claim) -> TaskJournal: ...
 
+    def pace(self, provider: str, interval: float) -> float:
+        """Reserve the provider's next call slot (shared by every worker); seconds to wait."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -275,6 +284,21 @@ class PgWorkQueue:
     def journal_for(self, claim: Claim) -> ClaimJournal:
         return ClaimJournal(self.db, claim)
 
+    def pace(self, provider: str, interval: float) -> float:
+        """The provider's `ratePerSecond` across workers: one row per provider holds the
+        next free start time on the database's clock; each call takes the slot at or
+        after now and moves it one interval on (the row lock orders concurrent callers)."""
+        row = self.db.one(
+            "INSERT INTO provider_rate AS p (provider, next_at, calls) "
+            "VALUES (%(p)s, clock_timestamp() + %(i)s * interval '1 second', 1) "
+            "ON CONFLICT (provider) DO UPDATE SET calls = p.calls + 1, next_at = "
+            "GREATEST(p.next_at, clock_timestamp()) + %(i)s * interval '1 second' "
+            "RETURNING extract(epoch FROM p.next_at - clock_timestamp())::float8 - %(i)s "
+            "AS wait",
+            {"p": provider, "i": interval},
+        )
+        return max(0.0, float(row["wait"])) if row else 0.0
+
 
 class ClaimJournal:
     """The journal of one claimed task: reads as any, writes only while the claim is the
@@ -346,8 +370,15 @@ class Worker:
         concurrency: int,
         lease: float,
         poll: float = 0.2,
+        git: Callable[[str | None], GitAccess] | None = None,
+        trees_kept: int = 5,
     ) -> None:
         self.queue = queue
+        self.git = git
+        """The worker's way to the repository, given the manifest's URL (its own --repo
+        and Git credentials win); None: tasks needing the revision's tree fail."""
+        self.trees_kept = trees_kept
+        self._tree_lock = asyncio.Lock()
         self.state_dir = state_dir
         self.concurrency = concurrency
         self.lease = lease
@@ -406,12 +437,43 @@ class Worker:
         from reconciler.providers import open_provider
 
         if manifest.provider not in self._providers:
-            self._providers[manifest.provider] = open_provider(
-                manifest.provider_document(),
-                state_dir=self.state_dir,
-                repository=manifest.repository,
-            )
+            token = SHARED_PACE.set(self._pace)  # its ratePerSecond held across workers
+            try:
+                self._providers[manifest.provider] = open_provider(
+                    manifest.provider_document(),
+                    state_dir=self.state_dir,
+                    repository=manifest.repository,
+                )
+            finally:
+                SHARED_PACE.reset(token)
         return self._providers[manifest.provider]
+
+    async def _pace(self, provider: str, interval: float) -> float:
+        return self.queue.pace(provider, interval)
+
+    async def _tree(self, m: TaskManifest) -> Path | None:
+        """The revision's read-only tree, for a task that reads repository files."""
+        if m.revision is None or not m.needs_tree():
+            return None
+        if self.git is None:
+            raise PermanentError("this worker has no way to the repository (--repo)")
+        access = self.git(m.repository_url)
+        async with self._tree_lock:  # one fetch at a time; the others then find the tree
+            return await asyncio.to_thread(
+                revision_tree, self.state_dir, access, m.revision, self.trees_kept
+            )
+
+    async def _tree_failed(self, journal: TaskJournal, m: TaskManifest, exc: Exception) -> None:
+        """A task whose tree could not be had fails (the next plan tries again), reported
+        like any failure rather than left to be claimed again and again."""
+        message = REDACTOR.text(f"the revision's tree ({(m.revision or '')[:12]}): {exc}")
+        journal.mark_started(
+            m.idempotency_key, plan_hash=m.execution, resource=m.resource.key, stage=m.stage,
+            point=m.point, task=m.task.name,
+        )  # fmt: skip
+        journal.mark_finished(m.idempotency_key, TaskResult("failed", message))
+        log.warning("task failed: no tree", task=m.task.name, resource=m.resource.key,
+                    error=message)  # fmt: skip
 
     async def _execute(self, claim: Claim) -> None:
         m = claim.manifest
@@ -419,6 +481,11 @@ class Worker:
         log.info("task claimed", task=m.task.name, resource=m.resource.key, stage=m.stage,
                  claim=claim.number)  # fmt: skip
         try:
+            try:
+                repo_dir = await self._tree(m)
+            except ReconcilerError as exc:
+                await self._tree_failed(journal, m, exc)
+                return
             provider = self._provider(m)
             calls = provider_callbacks(provider, m.resource, journal)
             ctx = TaskContext(
@@ -431,6 +498,9 @@ class Worker:
                 plan_hash=m.execution,
                 stage=m.stage,
                 point=m.point,
+                deadline=loop_deadline(m.deadline),
+                repo_dir=repo_dir,
+                state_dir=self.state_dir,
                 provider_action=calls.action,
                 observe=calls.observe,
                 cancel_operation=calls.cancel,
@@ -451,6 +521,46 @@ class Worker:
             self._room.set()
 
 
+def revision_tree(state_dir: Path, access: GitAccess, sha: str, keep: int) -> Path:
+    """`<state>/trees/<sha>` from the worker's own mirror (`<state>/mirror.git`), fetched
+    when it lacks the revision; older trees beyond `keep` go."""
+    from reconciler.source.mirror import Mirror
+    from reconciler.source.worktree import materialize, prune_trees, tree_path
+
+    if tree_path(state_dir, sha).is_dir():
+        return tree_path(state_dir, sha)
+    mirror = Mirror.in_state_dir(state_dir, access)
+    if sha not in mirror.repo:
+        mirror.fetch()
+    if sha not in mirror.repo:
+        raise PermanentError(f"revision {sha[:12]} is not in {access.display_url}")
+    tree = materialize(mirror.repo, sha, state_dir)
+    prune_trees(state_dir, keep=keep, needed={sha})
+    return tree
+
+
+def git_access_for(settings: Settings) -> Callable[[str | None], GitAccess]:
+    """The worker's repository access: its own `--repo` when given (a site's nearer
+    mirror), else the manifest's URL; its own Git credentials either way."""
+
+    def access(url: str | None) -> GitAccess:
+        from reconciler.source.mirror import GitAccess
+
+        repo = settings.repo or url
+        if not repo:
+            raise PermanentError("no repository: start the worker with --repo")
+        return GitAccess.from_settings(settings.model_copy(update={"repo": repo}))
+
+    return access
+
+
+def loop_deadline(wall: float | None) -> float | None:
+    """A manifest's deadline (epoch seconds) on this event loop's clock (`TaskContext`)."""
+    if wall is None:
+        return None
+    return asyncio.get_running_loop().time() + (wall - time.time())
+
+
 def run_worker(settings: Settings, *, site: str | None, concurrency: int, name: str | None) -> int:
     """`reconciler worker`: claim and run tasks until SIGTERM/SIGINT (then exit 0)."""
     from reconciler.server import _configure_logging
@@ -467,6 +577,8 @@ def run_worker(settings: Settings, *, site: str | None, concurrency: int, name: 
         state_dir=Path(settings.state_dir),
         concurrency=concurrency,
         lease=settings.claim_lease,
+        git=git_access_for(settings),
+        trees_kept=settings.trees_kept,
     )
 
     async def main() -> None:

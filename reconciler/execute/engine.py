@@ -209,6 +209,8 @@ class Executor:
     `reconciler.worker.QueueDispatch`); None: tasks run here, in this process."""
     repository: str = "default"
     """The owner identity, for the providers workers open (`TaskManifest.repository`)."""
+    repository_url: str | None = None
+    """Where the plan's revision is, for workers materializing its tree (no password)."""
     _stop: str | None = None
 
     def request_stop(self, reason: str) -> None:
@@ -732,5 +734,11 @@ class _Run:
             provider_spec=spec.model_dump(mode="json", by_alias=True),
             params=ctx.params,
             secure_params=ctx.secure_params,
+            # Counted from its dispatch, on the wall clock every process shares: a task
+            # that waits in the queue, or is claimed again after a worker died, does not
+            # start its timeout over (a resumed plan keeps the queued manifest's).
+            deadline=self.executor.clock().timestamp() + task.timeout,
             repository=self.executor.repository,
+            revision=self.plan.revision,
+            repository_url=self.executor.repository_url,
         )

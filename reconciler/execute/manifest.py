@@ -4,8 +4,10 @@ Part of execute, between the engine (which builds a manifest per task when
 `RECONCILER_EXECUTE=workers`) and `reconciler.worker` (which runs it). A manifest holds
 the task (its model value), the resource as the provider sees it (`ResourceRef`: params
 with secure ones still as references), the stage's params and which are secure, the
-provider's name and spec, the deadline, the execution and the idempotency key. A
-worker needs neither Git nor the loader; secrets are resolved on the worker that runs
+provider's name and spec, the deadline, the execution and the idempotency key, and
+the plan's revision with where it is. A worker needs neither the controller's Git
+nor the loader (a task reading repository files gets the revision's tree from the
+worker's own mirror); secrets are resolved on the worker that runs
 the task (its own environment or files), never stored in the database.
 
 `provider_callbacks` is the one place a task's provider calls are made from a
@@ -52,6 +54,18 @@ class TaskManifest:
     """Wall-clock seconds (epoch) past which the task must not run; None: its timeout only."""
     repository: str = "default"
     """The owner identity providers record on what they create."""
+    revision: str | None = None
+    """The plan's revision: a task reading repository files runs in its tree."""
+    repository_url: str | None = None
+    """Where that revision is (no password in it); a worker's own `--repo` wins."""
+
+    def needs_tree(self) -> bool:
+        """Whether the task reads the revision's files: a playbook, a Terraform module, a
+        command (its `cwd`, relative paths), or a relative `file:` secret reference."""
+        if self.task.type in ("ansible", "terraform", "command"):
+            return True
+        values = [_TASK.dump_python(self.task, mode="json"), dict(self.params)]
+        return any(_relative_file_ref(v) for v in values)
 
     @property
     def site(self) -> str | None:
@@ -95,6 +109,8 @@ class TaskManifest:
             "secureParams": sorted(self.secure_params),
             "deadline": self.deadline,
             "repository": self.repository,
+            "revision": self.revision,
+            "repositoryUrl": self.repository_url,
         }
         return json.dumps(data, sort_keys=True, default=str)
 
@@ -124,7 +140,20 @@ class TaskManifest:
             secure_params=frozenset(data.get("secureParams") or ()),
             deadline=data.get("deadline"),
             repository=data.get("repository") or "default",
+            revision=data.get("revision"),
+            repository_url=data.get("repositoryUrl"),
         )
+
+
+def _relative_file_ref(value: Any) -> bool:
+    """A `file:` reference relative to the repository anywhere inside `value`."""
+    if isinstance(value, str):
+        return value.startswith("file:") and not value[5:].startswith(("/", "~"))
+    if isinstance(value, Mapping):
+        return any(_relative_file_ref(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_relative_file_ref(v) for v in value)
+    return False
 
 
 ProviderCall = Callable[[str, dict[str, Any], str], Awaitable[Mapping[str, Any]]]

@@ -132,6 +132,13 @@ async def run_task(
             log_path=log_path,
         )
 
+    if deadline <= started:  # queued, or claimed again, past it: nothing is started now
+        late = started - deadline
+        message = (
+            f"deadline exceeded {late:.1f}s before {run.activity} could start "
+            "(it waited in the queue, or was claimed again, past its deadline): not run"
+        )
+        return result("failed", message + await _cancel_remote(ctx), {}, 0)
     try:
         outcome, attempts = await with_retries(
             once, task.retry, deadline=deadline, sleep=sleep, rng=rng, clock=loop.time

@@ -30,7 +30,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -229,6 +229,17 @@ class KeyedLocks:
         return len(self._locks)
 
 
+SharedPace = Callable[[str, float], Awaitable[float]]
+"""``(provider, interval) -> seconds to wait``: reserves the provider's next call slot in
+a store every process shares (`reconciler.worker`: a row of the database), so that
+`ratePerSecond` holds across processes, not per process."""
+
+SHARED_PACE: contextvars.ContextVar[SharedPace | None] = contextvars.ContextVar(
+    "reconciler_shared_pace", default=None
+)
+"""Gates made while it is set pace through it (a worker sets it around opening providers)."""
+
+
 class Gate:
     """Bounds concurrent and per-second calls to one API; runs blocking calls in threads.
 
@@ -239,11 +250,19 @@ class Gate:
     when first needed; `close` lets them go.
     """
 
-    def __init__(self, concurrency: int, rate_per_second: float | None, name: str = "") -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        rate_per_second: float | None,
+        name: str = "",
+        shared: SharedPace | None = None,
+    ) -> None:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._interval = 1.0 / rate_per_second if rate_per_second else 0.0
         self._next = 0.0
         self._rate_lock = asyncio.Lock()
+        self._shared = shared
+        self._name = name
         self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix=f"provider-{name or 'gate'}"
@@ -252,10 +271,16 @@ class Gate:
     @classmethod
     def from_context(cls, context: ProviderContext) -> Gate:
         limits = context.spec.limits
-        return cls(limits.concurrency, limits.rate_per_second, name=context.name)
+        shared = SHARED_PACE.get()
+        return cls(limits.concurrency, limits.rate_per_second, name=context.name, shared=shared)
 
     async def _pace(self) -> None:
         if not self._interval:
+            return
+        if self._shared is not None:  # one pace for every process calling this API
+            wait = await self._shared(self._name, self._interval)
+            if wait > 0:
+                await asyncio.sleep(wait)
             return
         async with self._rate_lock:
             now = time.monotonic()

@@ -49,9 +49,10 @@ from reconciler.portal.service import RequestService
 from reconciler.render import render_markdown, render_text, summary_line
 from reconciler.scheduler import Scheduler
 from reconciler.secrets import REDACTOR
+from reconciler.settings import Settings
 from reconciler.ui import views
 from reconciler.ui.query import PER_PAGE, IndexCache, Query
-from reconciler.ui.sessions import COOKIE, Session, Sessions
+from reconciler.ui.sessions import COOKIE, Session, Sessions, SessionStore
 from reconciler.ui.store import StatusBranch, TaskLogs
 
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
@@ -136,6 +137,17 @@ def _local(target: str | None) -> str:
     return target
 
 
+def _session_store(settings: Settings) -> SessionStore | None:
+    """The database's sessions when there is one (every replica knows them), else None:
+    this process's own."""
+    if not settings.database_url:
+        return None
+    from reconciler.execute.store_pg import open_database
+    from reconciler.ui.sessions_pg import PgSessions
+
+    return PgSessions(open_database(settings, role="ui-sessions"))
+
+
 def _same_origin(request: Request) -> bool:
     """A browser's POST names its page's origin: it must be this one."""
     origin = request.headers.get("origin")
@@ -194,7 +206,7 @@ def install_ui(
     form = functools.partial(app.post, include_in_schema=False)
     env = _environment()
     static = _static_files()
-    sessions = Sessions()
+    sessions = Sessions(store=_session_store(settings))
     throttle = _Throttle(SIGNIN_FAILURES)
     index_cache = index_cache or IndexCache()
     branch = StatusBranch(Path(settings.state_dir) / "mirror.git", settings.status_branch)

@@ -8,7 +8,8 @@ the controller is. Everything else only asks:
 - `request_cycle(trigger)` — the interval (apscheduler, with jitter), `POST /sync`,
   a push webhook. A request while a cycle runs queues ONE follow-up; more requests
   join it (coalesced). Each request is an `Operation` the API can poll.
-- `request_resources(keys)` — provider events. A resource waits in a bounded
+- `request_resources(keys, trigger)` — provider events (`event:<provider>`, which the
+  targeted reconcile's record names). A resource waits in a bounded
   queue until its events go quiet for `event_debounce` (at most `event_max_delay`);
   events for a resource already waiting are coalesced, events for a new resource
   when `event_queue_size` resources wait are shed (counted in metrics). Due
@@ -173,6 +174,14 @@ class CycleJob:
 
 
 @dataclass(frozen=True)
+class TargetedJob:
+    """Resources whose events are due, reconciled together, and who asked for them."""
+
+    keys: set[str]
+    triggers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EventResult:
     """What became of one provider event's resources."""
 
@@ -274,6 +283,8 @@ class Scheduler:
         self._running: list[str] = []
         self._progress = [0, 0]
         self._pending: dict[str, tuple[float, float]] = {}
+        self._pending_triggers: dict[str, set[str]] = {}
+        """Who asked for each waiting resource (`event:<provider>`)."""
         self._shed_since_full = False
         """Events were shed: the next cycle is full, whatever changed, to recover them."""
         self._stopping: str | None = None
@@ -334,8 +345,9 @@ class Scheduler:
             self._resumes.append((rollout, who))
         return self.request_cycle(f"resume rollout {rollout}")
 
-    def request_resources(self, keys: set[str]) -> EventResult:
-        """Queue targeted reconciles of `keys`, debounced and coalesced per key."""
+    def request_resources(self, keys: set[str], trigger: str = "event") -> EventResult:
+        """Queue targeted reconciles of `keys`, debounced and coalesced per key; `trigger`
+        (`event:<provider>`) is recorded with the reconcile that takes them."""
         now = self._clock()
         queued, coalesced, shed = [], [], []
         with self._lock:
@@ -344,12 +356,14 @@ class Scheduler:
                     shed.append(key)
                 elif key in self._pending:
                     self._pending[key] = (self._pending[key][0], now)
+                    self._pending_triggers.setdefault(key, set()).add(trigger)
                     coalesced.append(key)
                 elif len(self._pending) >= self.settings.event_queue_size:
                     shed.append(key)
                     self._shed_since_full = True
                 else:
                     self._pending[key] = (now, now)
+                    self._pending_triggers[key] = {trigger}
                     queued.append(key)
         for outcome, found in (("queued", queued), ("coalesced", coalesced), ("shed", shed)):
             if found:
@@ -482,7 +496,7 @@ class Scheduler:
                     if isinstance(job, CycleJob):
                         await self._cycle(controller, job)
                     else:
-                        await self._targeted(controller, job)
+                        await self._targeted(controller, job.keys, job.triggers)
                 finally:
                     self.busy = False
         finally:
@@ -510,13 +524,14 @@ class Scheduler:
         triggers = {op.trigger for op in map(self.operations.get, self._cycle_wanted) if op}
         return triggers <= {"schedule"}
 
-    def _next_job(self) -> CycleJob | set[str] | None:
+    def _next_job(self) -> CycleJob | TargetedJob | None:
         with self._lock:
             if self._cycle_wanted is not None and not self._backing_off():
                 ops, self._cycle_wanted = self._cycle_wanted, None
                 self._running = ops
                 covered = frozenset(self._pending)
                 self._pending.clear()
+                self._pending_triggers.clear()
                 if covered:
                     self.metrics.events.labels(outcome="covered").inc(len(covered))
                 full, self._shed_since_full = self._shed_since_full, False
@@ -524,9 +539,11 @@ class Scheduler:
                 return CycleJob(ops, covered, full, scheduled=triggers == {"schedule"})
             now = self._clock()
             due = {k for k, (first, last) in self._pending.items() if now >= self._due(first, last)}
+            asked: set[str] = set()
             for key in due:
                 del self._pending[key]
-            return due or None
+                asked |= self._pending_triggers.pop(key, set())
+            return TargetedJob(due, tuple(sorted(asked))) if due else None
 
     def _due(self, first: float, last: float) -> float:
         return min(last + self.settings.event_debounce, first + self.settings.event_max_delay)
@@ -623,7 +640,9 @@ class Scheduler:
         if retry_after is not None:
             log.info("fetch failed: scheduled cycles wait", seconds=round(retry_after, 1))
 
-    async def _targeted(self, controller: Controller, keys: set[str]) -> None:
+    async def _targeted(
+        self, controller: Controller, keys: set[str], triggers: tuple[str, ...] = ("event",)
+    ) -> None:
         before = dict(self.statuses)
         started = datetime.now(UTC)
         with self._lock:
@@ -645,7 +664,7 @@ class Scheduler:
         failed, fields = cycle_log(result, seconds, errors)
         self.cycles.appendleft(
             CycleRecord(
-                started, "targeted", ("event",), (), seconds, failed, fields, tuple(sorted(keys))
+                started, "targeted", triggers, (), seconds, failed, fields, tuple(sorted(keys))
             )
         )
         await self._notify(before, result)
@@ -763,6 +782,7 @@ __all__ = [
     "Operation",
     "Operations",
     "Scheduler",
+    "TargetedJob",
     "UnknownProvider",
     "event_resources",
 ]

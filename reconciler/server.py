@@ -367,7 +367,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
                 {"resources": [], "ignored": "no declared resource of this provider matches"},
                 status_code=200,
             )
-        result = scheduler.request_resources(keys)
+        result = scheduler.request_resources(keys, f"event:{provider}")
         body = EventAccepted(
             resources=sorted(keys),
             queued=list(result.queued),

@@ -65,6 +65,7 @@ class ApiState:
     op_by_key: dict[str, str] = field(default_factory=dict)
     ops: dict[str, Operation] = field(default_factory=dict)
     hooks: list[dict[str, Any]] = field(default_factory=list)
+    status_calls: int = 0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -102,9 +103,21 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/echo":
             self._echo(body, query)
         elif route == "GET /status":
-            self._reply(int(query.get("code", "200")), {"status": query.get("status", "ok")})
+            self._status(query)
         else:
             self._reply(int(query.get("code", "404")), {"error": f"no route {route}"})
+
+    def _status(self, query: dict[str, str]) -> None:
+        """`status` for the first `until` calls (all of them without it), then `then`."""
+        state = self.server.state
+        with state.lock:
+            state.status_calls += 1
+            calls = state.status_calls
+        until = int(query.get("until", "0")) or None
+        status = query.get("status", "ok")
+        if until is not None and calls > until:
+            status = query.get("then", "succeeded")
+        self._reply(int(query.get("code", "200")), {"status": status})
 
     def _post_job(self, query: dict[str, str]) -> None:
         state = self.server.state

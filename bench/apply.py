@@ -81,9 +81,9 @@ def ideal_seconds(n: int) -> float:
 async def _execute(n: int, state: Path, profile: Path | None) -> dict[str, Any]:
     from reconciler.execute.engine import Executor
     from reconciler.execute.journal import Journal
-    from reconciler.gates import plan_values
-    from reconciler.load import load_files
-    from reconciler.observe import observe
+    from reconciler.load.load import load_files
+    from reconciler.observe.observe import observe
+    from reconciler.plan.gates import plan_values
     from reconciler.providers import open_providers
 
     files = {k: v.encode() for k, v in documents(n).items()}
@@ -131,7 +131,7 @@ def executor_child(n: int, profile: Path | None, state: Path) -> dict[str, Any]:
 
 
 def apply_child(n: int) -> dict[str, Any]:
-    from reconciler.commands import commit_directory
+    from reconciler.cli.commands import commit_directory
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "declared"

@@ -59,9 +59,9 @@ async def fast_finish(slow: int, state: Path) -> float:
     """Seconds from the start of execution until the last fast machine finished."""
     from reconciler.execute.engine import Executor
     from reconciler.execute.journal import Journal
-    from reconciler.gates import plan_values
-    from reconciler.load import load_files
-    from reconciler.observe import observe
+    from reconciler.load.load import load_files
+    from reconciler.observe.observe import observe
+    from reconciler.plan.gates import plan_values
     from reconciler.providers import open_providers
 
     files = {k: v.encode() for k, v in documents(slow, FAST).items()}

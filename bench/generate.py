@@ -1,6 +1,6 @@
 """Synthetic declared repositories for benchmarks: N resources across racks, providers, profiles.
 
-`generate(n)` returns {path: bytes} (what `reconciler.load.load_files` takes);
+`generate(n)` returns {path: bytes} (what `reconciler.load.load.load_files` takes);
 `write(root, files)` puts it on disk; `commit(root)` makes it a real Git repository.
 Shapes follow the sample repository: bare-metal and cloud pipelines sharing an
 application pipeline, extension points, profiles, dependsOn within each rack.

@@ -56,7 +56,7 @@ def sink() -> Iterator[str]:
 
 
 def statuses(n: int) -> dict[str, Any]:
-    from reconciler.status import ResourceStatus, set_condition
+    from reconciler.report.status import ResourceStatus, set_condition
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
     ready = set_condition(
@@ -69,8 +69,8 @@ def statuses(n: int) -> dict[str, Any]:
 
 
 async def notify_once(n: int, url: str, state: Path) -> float:
+    from reconciler.controller.notify import Notifier
     from reconciler.model.kinds import NotificationTarget
-    from reconciler.notify import Notifier
 
     after = statuses(n)
     target = NotificationTarget.model_validate({"url": url})
@@ -85,7 +85,7 @@ async def notify_once(n: int, url: str, state: Path) -> float:
 async def sends_alone(n: int, url: str) -> float:
     import httpx
 
-    from reconciler.notify import SEND_CONCURRENCY
+    from reconciler.controller.notify import SEND_CONCURRENCY
 
     bodies = [json.dumps({"event": "Ready", "resource": f"Machine/m{i:05d}"}) for i in range(n)]
     limit = asyncio.Semaphore(SEND_CONCURRENCY)

@@ -25,15 +25,15 @@ from typing import Any
 
 from bench.figures import median_seconds, report
 from bench.generate import generate
-from reconciler.desired import Desired
-from reconciler.diff import LastApplied
-from reconciler.gates import plan_values
-from reconciler.load import load_files
-from reconciler.observe import ObservedState, observe, resource_ref
-from reconciler.plan import Plan
+from reconciler.load.desired import Desired
+from reconciler.load.load import load_files
+from reconciler.observe.observe import ObservedState, observe, resource_ref
+from reconciler.plan.diff import LastApplied
+from reconciler.plan.gates import plan_values
+from reconciler.plan.plan import Plan
+from reconciler.plan.render import render_json, render_text
 from reconciler.providers import open_providers
 from reconciler.providers.simulator import SimulatorProvider, inventory
-from reconciler.render import render_json, render_text
 
 
 def load(files: dict[str, bytes]) -> Desired:

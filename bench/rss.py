@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bench.figures import report
 from bench.generate import generate
-from reconciler.gates import plan_values
-from reconciler.load import load_files
-from reconciler.observe import observe_desired
+from reconciler.load.load import load_files
+from reconciler.observe.observe import observe_desired
+from reconciler.plan.gates import plan_values
 
 
 def peak_mb() -> float:

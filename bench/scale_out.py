@@ -60,7 +60,7 @@ class Setup:
     """A declared repository, a database, and how to start reconciler's processes."""
 
     def __init__(self, tmp: Path, cluster: Any, files: dict[str, str]) -> None:
-        from reconciler.commands import commit_directory
+        from reconciler.cli.commands import commit_directory
 
         self.tmp = tmp
         source = tmp / "declared"
@@ -218,8 +218,8 @@ def _trivial(i: int) -> Any:
 
 def claims_rate(cluster: Any, tasks: int, workers: int) -> float:
     from reconciler.execute.store_pg import PgJournal
+    from reconciler.execute.worker import QueueDispatch
     from reconciler.settings import Settings
-    from reconciler.worker import QueueDispatch
 
     with tempfile.TemporaryDirectory() as folder:
         setup = Setup(Path(folder), cluster, fleet_files(1, "0s"))

@@ -39,11 +39,11 @@ import httpx
 import uvicorn
 
 from bench.generate import commit, generate, write
+from reconciler.controller.scheduler import Scheduler
+from reconciler.controller.server import create_app
+from reconciler.controller.webhooks import hmac_signature
 from reconciler.providers.simulator import SimulatorProvider
-from reconciler.scheduler import Scheduler
-from reconciler.server import create_app
 from reconciler.settings import Settings
-from reconciler.webhooks import hmac_signature
 
 TOKEN = "bench-api-token-0123456789"
 SECRET = "bench-webhook-secret-0123456789"

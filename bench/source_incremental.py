@@ -16,10 +16,10 @@ then measures through `reconciler.source.DeclaredSource` with a local-path remot
   and the loader's per-revision `assemble` (cross-document checks over all
   documents, which no per-file cache can skip);
 - `fetch_one_commit`: fetching that commit into the mirror;
-- `load_files`: `reconciler.load.load_files` on the same files (no Git), the
+- `load_files`: `reconciler.load.load.load_files` on the same files (no Git), the
   in-run reference.
 - `incremental_plan`: what a long-running controller does after that commit
-  (`Controller.cycle` at a new head): the incremental load, `reconciler.scope`,
+  (`Controller.cycle` at a new head): the incremental load, `reconciler.plan.scope`,
   then observe and plan only the resources the commit changed, against a
   simulator where every resource is in place (medians of K commits);
 - `full_plan`: the reference a plan without scope costs at the same head — a
@@ -50,15 +50,15 @@ import pygit2
 import yaml
 
 from bench.plan_10k import converge, plan_once
-from reconciler import load
-from reconciler.desired import Desired, subset
-from reconciler.diff import LastApplied
-from reconciler.observe import observe
-from reconciler.plan import Plan
+from reconciler.load import load
+from reconciler.load.desired import Desired, subset
+from reconciler.observe.observe import observe
+from reconciler.plan.diff import LastApplied
+from reconciler.plan.plan import Plan
+from reconciler.plan.scope import Scope, revision_scope
 from reconciler.providers import open_providers
-from reconciler.scope import Scope, revision_scope
+from reconciler.report.status import ResourceStatus
 from reconciler.source import DeclaredSource, GitAccess, Mirror, SourceResult
-from reconciler.status import ResourceStatus
 
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
 SIGNATURE = pygit2.Signature("bench", "bench@example.com", 1_700_000_000, 0)

@@ -41,15 +41,15 @@ import uvicorn
 from bench.figures import Figures, report
 from bench.generate import generate
 from bench.plan_10k import converge, load
-from reconciler.diff import LastApplied, diff
-from reconciler.observe import observe
-from reconciler.plan import plan as compute_plan
+from reconciler.controller.scheduler import Scheduler
+from reconciler.controller.server import create_app
+from reconciler.controller.ui.query import FleetIndex
+from reconciler.observe.observe import observe
+from reconciler.plan.diff import LastApplied, diff
+from reconciler.plan.plan import plan as compute_plan
 from reconciler.providers import open_providers
-from reconciler.scheduler import Scheduler
-from reconciler.server import create_app
+from reconciler.report.transitions import next_statuses
 from reconciler.settings import Settings
-from reconciler.transitions import next_statuses
-from reconciler.ui.query import FleetIndex
 
 
 def fleet_state(n: int, state_dir: Path) -> dict[str, Any]:

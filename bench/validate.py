@@ -14,7 +14,7 @@ import yaml
 
 from bench.figures import median_seconds, report
 from bench.generate import generate
-from reconciler.load import load_files
+from reconciler.load.load import load_files
 
 
 def parse_floor(files: dict[str, bytes]) -> None:

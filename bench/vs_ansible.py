@@ -25,8 +25,8 @@ from typing import Any
 from bench.figures import report
 from reconciler.execute.engine import Executor
 from reconciler.execute.journal import Journal
-from reconciler.load import load_files
-from reconciler.plan import Operation, Plan, PlannedAction, PlanPolicy, Summary, Wave
+from reconciler.load.load import load_files
+from reconciler.plan.plan import Operation, Plan, PlannedAction, PlanPolicy, Summary, Wave
 
 
 class _Server(ThreadingHTTPServer):

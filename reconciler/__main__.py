@@ -1,6 +1,6 @@
 """Entry point for ``python -m reconciler``."""
 
-from reconciler.cli import main
+from reconciler.cli.cli import main
 
 if __name__ == "__main__":
     main()

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reconciler.desired import Desired, ResolvedResource, ResolvedStage
-from reconciler.diff import LastApplied
+from reconciler.load.desired import Desired, ResolvedResource, ResolvedStage
 from reconciler.model.common import Metadata, Selector
 from reconciler.model.kinds import (
     IgnoreRule,
@@ -19,7 +18,8 @@ from reconciler.model.kinds import (
     ProviderSpec,
     StageSpec,
 )
-from reconciler.observe import ObservedState
+from reconciler.observe.observe import ObservedState
+from reconciler.plan.diff import LastApplied
 from reconciler.providers.base import Observation, ObservationUnknown, OwnedResource
 
 HARDWARE = (

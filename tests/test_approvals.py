@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from reconciler.approvals import (
+from reconciler.controller.branch_plans import patterns_of, read_plan_header, read_reviewed
+from reconciler.model.kinds import Approvals, PolicySpec
+from reconciler.plan.approvals import (
     CommitEvidence,
     Reviewed,
     Subject,
@@ -16,8 +18,6 @@ from reconciler.approvals import (
     pin,
     reviewers_for,
 )
-from reconciler.branch_plans import patterns_of, read_plan_header, read_reviewed
-from reconciler.model.kinds import Approvals, PolicySpec
 from reconciler.source.commits import trailer_values
 
 ADA = "Ada Lovelace <ada@example.com>"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.branch_plans import delta, merged
-from reconciler.controller import Controller
-from reconciler.load import load_files
-from reconciler.observe import ObservedState
+from reconciler.controller.branch_plans import delta, merged
+from reconciler.controller.controller import Controller
+from reconciler.load.load import load_files
+from reconciler.observe.observe import ObservedState
 from reconciler.providers.base import Observation
 from reconciler.providers.simulator import SimulatorProvider
 from tests.server.conftest import declare, repo_files, settings_for, write_files

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-from reconciler.desired import ResolvedResource
-from reconciler.diff import Cause, LastApplied, Status, diff
+from reconciler.load.desired import ResolvedResource
 from reconciler.model.common import Selector
+from reconciler.plan.diff import Cause, LastApplied, Status, diff
 from tests import plan_values as pv
 
 

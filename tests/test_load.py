@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.load import is_declared_path, load_files, read_ignore_patterns
+from reconciler.load.load import is_declared_path, load_files, read_ignore_patterns
 from tests.conftest import BASE_FILES, as_bytes
 
 
@@ -268,7 +268,7 @@ def test_ambiguous_bare_depends_on() -> None:
 
 
 def test_assemble_cache_reuses_unchanged_resources_and_rechecks_changed() -> None:
-    from reconciler.load import AssembleCache, assemble, parse_file
+    from reconciler.load.load import AssembleCache, assemble, parse_file
 
     files = as_bytes(BASE_FILES)
     parsed = {p: parse_file(p, d) for p, d in files.items()}

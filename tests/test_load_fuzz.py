@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import Diagnostic
-from reconciler.load import LoadResult, ParsedFile, load_files, parse_file
+from reconciler.load.load import LoadResult, ParsedFile, load_files, parse_file
 from reconciler.model import KINDS
 from tests.conftest import BASE_FILES, as_bytes
 

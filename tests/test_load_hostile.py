@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.load import load_files
+from reconciler.load.load import load_files
 from tests.conftest import BASE_FILES, ROOT, as_bytes
 from tests.e2e.support import Fleet
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.load import load_files
+from reconciler.load.load import load_files
 from tests.conftest import BASE_FILES, ROOT, as_bytes
 
 CANARY = "CANARY-9d2e-never-shown"

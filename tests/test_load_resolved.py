@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.cli.cli import app
 from tests.conftest import BASE_FILES
 
 

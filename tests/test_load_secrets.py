@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.load import load_files, parse_file
+from reconciler.load.load import load_files, parse_file
 from tests.conftest import BASE_FILES, ROOT, as_bytes
 
 CANARY = "CANARY-51f0-do-not-show"

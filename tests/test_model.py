@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from reconciler.load import load_files
+from reconciler.load.load import load_files
 from reconciler.model import Machine, parse_duration
 from tests.conftest import BASE_FILES, as_bytes
 

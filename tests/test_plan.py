@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.diff import LastApplied, diff, selector_matches
-from reconciler.gates import plan_values
-from reconciler.observe import ObservedState
-from reconciler.plan import Operation, Plan, plan, relative_to
+from reconciler.observe.observe import ObservedState
+from reconciler.plan.diff import LastApplied, diff, selector_matches
+from reconciler.plan.gates import plan_values
+from reconciler.plan.plan import Operation, Plan, plan, relative_to
 from reconciler.providers.base import Observation
 from tests import plan_values as pv
 
@@ -414,7 +414,7 @@ SECRET = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, ma
 @settings(max_examples=100, deadline=None)
 @given(SECRET, SECRET)
 def test_secure_values_never_appear_in_plans_or_renderings(declared, observed):
-    from reconciler.render import render_markdown, render_text
+    from reconciler.plan.render import render_markdown, render_text
 
     stages = [("configure", ("params",), False), ("app", ("params.application",), False)]
     r = pv.resource(
@@ -432,7 +432,7 @@ def test_secure_values_never_appear_in_plans_or_renderings(declared, observed):
 
 
 def test_a_plan_with_an_untrusted_provider_is_never_in_sync():
-    from reconciler.render import summary_line
+    from reconciler.plan.render import summary_line
 
     d = pv.desired([pv.resource("a")])
     seen = pv.observed(d)

@@ -10,8 +10,8 @@ import dataclasses
 
 from hypothesis import given, settings
 
-from reconciler.diff import selector_matches
-from reconciler.gates import plan_values
+from reconciler.plan.diff import selector_matches
+from reconciler.plan.gates import plan_values
 from tests.test_plan import labels_of, scenarios
 
 

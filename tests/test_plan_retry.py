@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.gates import plan_values
-from reconciler.plan import Operation
+from reconciler.plan.gates import plan_values
+from reconciler.plan.plan import Operation
 from tests import plan_values as pv
 
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from reconciler.desired import TASK_POINTS, Desired
-from reconciler.gates import plan_values
-from reconciler.load import load_directory
-from reconciler.observe import observe, resource_ref
-from reconciler.plan import Operation, Plan
+from reconciler.load.desired import TASK_POINTS, Desired
+from reconciler.load.load import load_directory
+from reconciler.observe.observe import observe, resource_ref
+from reconciler.plan.gates import plan_values
+from reconciler.plan.plan import Operation, Plan
+from reconciler.plan.render import render_text
 from reconciler.providers.base import ActionRequest, OperationPhase
 from reconciler.providers.simulator import SimulatorProvider
-from reconciler.render import render_text
 from tests import plan_values as pv
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample-repo"

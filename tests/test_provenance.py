@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from reconciler.approvals import CommitEvidence, Subject
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome, TaskRecord
-from reconciler.load import load_files
+from reconciler.load.load import load_files
 from reconciler.model.kinds import Approvals
-from reconciler.provenance import Approval, Origin, Provenance, documents_of, weigh
-from reconciler.report import ControllerStatus, build_report
-from reconciler.transitions import audit_records, unreported
+from reconciler.plan.approvals import CommitEvidence, Subject
+from reconciler.report.provenance import Approval, Origin, Provenance, documents_of, weigh
+from reconciler.report.report import ControllerStatus, build_report
+from reconciler.report.transitions import audit_records, unreported
 from tests.conftest import BASE_FILES, as_bytes
 
 ADA = "Ada Lovelace <ada@example.com>"

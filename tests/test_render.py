@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from reconciler.gates import plan_values
-from reconciler.plan import Plan
-from reconciler.render import render_json, render_markdown, render_text, summary_line
+from reconciler.plan.gates import plan_values
+from reconciler.plan.plan import Plan
+from reconciler.plan.render import render_json, render_markdown, render_text, summary_line
 from reconciler.secrets import REDACTOR
 from tests import plan_values as pv
 

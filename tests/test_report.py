@@ -6,9 +6,9 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-from reconciler.report import AuditRecord, ControllerStatus, DriftEntry, build_report
+from reconciler.report.report import AuditRecord, ControllerStatus, DriftEntry, build_report
+from reconciler.report.status import ResourceStatus, set_condition
 from reconciler.secrets import REDACTOR
-from reconciler.status import ResourceStatus, set_condition
 
 NOW = datetime(2026, 11, 29, 21, 0, tzinfo=UTC)
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -110,7 +110,7 @@ def test_canary_secret_never_written() -> None:
 
 
 def test_status_files_are_dumped_again_only_when_a_status_changed() -> None:
-    from reconciler.report import StatusFiles, status_file
+    from reconciler.report.report import StatusFiles, status_file
 
     def status(phase: str, note: str = "") -> ResourceStatus:
         return ResourceStatus(kind="Machine", name="m7", phase=phase, observed={"note": note})

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.load import load_files
-from reconciler.secret_check import (
+from reconciler.load.load import load_files
+from reconciler.load.secret_check import (
     declared_uses,
     environment,
     precheck,

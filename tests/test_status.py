@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.status import (
+from reconciler.report.status import (
     SAFE_DUMPER,
     LastAppliedStatus,
     ResourceStatus,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.desired import Desired
-from reconciler.diff import diff
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
-from reconciler.plan import plan
-from reconciler.status import ResourceStatus
-from reconciler.transitions import next_statuses
+from reconciler.load.desired import Desired
+from reconciler.plan.diff import diff
+from reconciler.plan.plan import plan
+from reconciler.report.status import ResourceStatus
+from reconciler.report.transitions import next_statuses
 from tests import plan_values as pv
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -104,7 +104,7 @@ def test_this_cycles_plan_wins_over_a_resumed_outcome() -> None:
 
 def test_a_cycle_result_repr_is_short_whatever_the_fleet() -> None:
     """asyncio formats the main task's result when `asyncio.run` ends: it must be cheap."""
-    from reconciler.controller import CycleResult
+    from reconciler.controller.controller import CycleResult
     from reconciler.source.declared import SourceResult
 
     d = pv.desired([pv.resource(f"m{i}") for i in range(200)])

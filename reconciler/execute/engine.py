@@ -45,8 +45,6 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from reconciler.desired import TASK_POINTS, Desired, ResolvedResource
-from reconciler.diff import FAILED_STAGE, MISSING, LastApplied, get_path, still_differing
 from reconciler.errors import ReconcilerError
 from reconciler.execute.context import TaskContext, TaskResult
 from reconciler.execute.journal import idempotency_key
@@ -55,15 +53,17 @@ from reconciler.execute.rollout_gate import PAUSE_FACT, RolloutGate, pause_recor
 from reconciler.execute.runners import Journaled, dispatched, run_journaled_timed
 from reconciler.execute.store import JournalStore
 from reconciler.execute.tasks.terraform import decommission_tasks
+from reconciler.load.desired import TASK_POINTS, Desired, ResolvedResource
+from reconciler.load.secret_check import environment as secret_environment
+from reconciler.load.secret_check import precheck
 from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
-from reconciler.observe import resource_ref
-from reconciler.plan import Operation, Plan, PlannedAction
+from reconciler.observe.observe import resource_ref
+from reconciler.plan.diff import FAILED_STAGE, MISSING, LastApplied, get_path, still_differing
+from reconciler.plan.plan import Operation, Plan, PlannedAction
+from reconciler.plan.rollouts import rollout_spec
 from reconciler.providers.base import Provider, ResourceRef
 from reconciler.providers.operations import observe_one
-from reconciler.rollouts import rollout_spec
-from reconciler.secret_check import environment as secret_environment
-from reconciler.secret_check import precheck
 from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ class Executor:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     dispatch: Dispatch | None = None
     """Hands a task to workers and waits for its result (`RECONCILER_EXECUTE=workers`,
-    `reconciler.worker.QueueDispatch`); None: tasks run here, in this process."""
+    `reconciler.execute.worker.QueueDispatch`); None: tasks run here, in this process."""
     repository: str = "default"
     """The owner identity, for the providers workers open (`TaskManifest.repository`)."""
     repository_url: str | None = None

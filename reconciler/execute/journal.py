@@ -19,7 +19,7 @@ Tables:
 - ``outcomes``: per plan and resource, how it ended (`ResourceOutcome` as JSON).
 - ``meta``: the controller's own facts, by name (``rules_revision``: the last revision
   whose changes to the approval rules were approved; those rules judge every change).
-- ``applied``: per resource, what reconciler brought about (`reconciler.diff.LastApplied`
+- ``applied``: per resource, what reconciler brought about (`reconciler.plan.diff.LastApplied`
   as JSON): the stages completed and the digest each had, and once the whole pipeline
   completed the revision, resolution and declared state. The status branch shows a
   projection of it (`lastApplied`); this table is the truth the next plan reads.
@@ -290,7 +290,7 @@ class Journal:
     # --- what was applied per resource ---------------------------------------------------
 
     def applied(self) -> dict[str, dict[str, Any]]:
-        """Every resource's record (see `reconciler.diff.LastApplied`), by key.
+        """Every resource's record (see `reconciler.plan.diff.LastApplied`), by key.
 
         Read once, then kept: this process is the only writer (the lease)."""
         if self._applied is None:

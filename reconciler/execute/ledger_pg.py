@@ -1,6 +1,6 @@
 """The notification ledger as a journal fact, for controllers sharing one database.
 
-Beside `reconciler.notify.Ledger` (a file in the state directory), chosen by
+Beside `reconciler.controller.notify.Ledger` (a file in the state directory), chosen by
 `reconciler.execute.store.ledger_for`: a standby that takes over knows which alerts
 were sent, how often they came back, and which still wait to be delivered.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from reconciler.controller.notify import Ledger, Post
 from reconciler.execute.store_pg import PgJournal
-from reconciler.notify import Ledger, Post
 
 if TYPE_CHECKING:
     from reconciler.settings import Settings

@@ -1,7 +1,7 @@
 """A task as a serializable value: what a worker needs to run it, and nothing else.
 
 Part of execute, between the engine (which builds a manifest per task when
-`RECONCILER_EXECUTE=workers`) and `reconciler.worker` (which runs it). A manifest holds
+`RECONCILER_EXECUTE=workers`) and `reconciler.execute.worker` (which runs it). A manifest holds
 the task (its model value), the resource as the provider sees it (`ResourceRef`: params
 with secure ones still as references), the stage's params and which are secure, the
 provider's name and spec, the deadline, the execution and the idempotency key, and

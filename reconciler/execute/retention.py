@@ -44,8 +44,8 @@ from reconciler.providers.support import OperationStore
 
 if TYPE_CHECKING:
     from reconciler.execute.store import JournalStore
+    from reconciler.report.status import ResourceStatus
     from reconciler.settings import Settings
-    from reconciler.status import ResourceStatus
 
 log = structlog.get_logger("reconciler.retention")
 

@@ -1,7 +1,7 @@
 """The executor's side of rollouts: canary first, a domain's slots, a pause on failures.
 
 Part of execute, beside the engine. A plan carries its rollouts' rules
-(`reconciler.plan.RolloutPlan`, decided by `reconciler.rollouts`); during an
+(`reconciler.plan.plan.RolloutPlan`, decided by `reconciler.plan.rollouts`); during an
 execution one `RolloutGate` per rollout is shared by its resources' coroutines:
 
 - a resource not in the canary waits until every canary resource has ended; if one
@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from reconciler.plan import RolloutPlan
+from reconciler.plan.plan import RolloutPlan
 
 PAUSE_FACT = "rollout:"
 """Journal fact prefix of a paused rollout: `rollout:<id>` -> {"reason", "resume"}."""

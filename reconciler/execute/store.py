@@ -8,7 +8,8 @@ journal; two stores implement it:
   default, one controller per state directory: `Lease`, an flock);
 - `reconciler.execute.store_pg.PgJournal`: PostgreSQL (`RECONCILER_DATABASE_URL`),
   shared by every replica and worker: leader lease with a fencing epoch
-  (`reconciler.leader`), task queue (`reconciler.worker`), the controller's memory.
+  (`reconciler.controller.leader`), task queue (`reconciler.execute.worker`), the
+  controller's memory.
 
 `open_journal` and `acquire_lease` pick the store from the settings: with no
 database URL everything is exactly as before (SQLite, flock, files in the state
@@ -34,7 +35,7 @@ from reconciler.execute.context import TaskResult
 from reconciler.execute.journal import Journal, Lease, PlanRow, TaskRow, UnfinishedPlan
 
 if TYPE_CHECKING:
-    from reconciler.notify import Ledger
+    from reconciler.controller.notify import Ledger
     from reconciler.settings import Settings
 
 EXISTING_FACT = "observed_existing"
@@ -112,7 +113,7 @@ class JournalStore(TaskJournal, Protocol):
 
 class HeldLease(Protocol):
     """What holds the controller's exclusive right to write: an flock on the state
-    directory, or the leader lease in the database (`reconciler.leader.LeaderLease`)."""
+    directory, or the leader lease in the database (`reconciler.controller.leader.LeaderLease`)."""
 
     holder: dict[str, Any]
 
@@ -128,7 +129,7 @@ def acquire_lease(settings: Settings, *, holder: str = "reconciler") -> HeldLeas
     leader lease, taken at once or `LeaseHeld` naming who holds it."""
     if not uses_database(settings):
         return Lease.acquire(Path(settings.state_dir), holder=holder)
-    from reconciler.leader import LeaderLease
+    from reconciler.controller.leader import LeaderLease
 
     return LeaderLease.take(settings, holder=holder)
 
@@ -173,7 +174,7 @@ def open_reader(settings: Settings) -> JournalStore | None:
 
 def recall_existing(journal: JournalStore, state_dir: Path) -> dict[str, frozenset[str]]:
     """The existing-resources guard: the state directory's file, or the database's fact."""
-    from reconciler.observe import read_existing
+    from reconciler.observe.observe import read_existing
 
     if not journal.shared:
         return read_existing(state_dir)
@@ -190,7 +191,7 @@ def recall_existing(journal: JournalStore, state_dir: Path) -> dict[str, frozens
 def keep_existing(
     journal: JournalStore, state_dir: Path, existing: Mapping[str, Collection[str]]
 ) -> None:
-    from reconciler.observe import write_existing
+    from reconciler.observe.observe import write_existing
 
     if not journal.shared:
         write_existing(state_dir, existing)

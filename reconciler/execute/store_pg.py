@@ -9,7 +9,7 @@ redaction before anything is written — and three things SQLite has no need for
   `reconciler/execute/migrations/`, applied in order at start, each recorded in
   `schema_migrations`, under an advisory lock (replicas starting together apply each
   once). A database migrated by a newer reconciler is refused, not guessed at.
-- **Fencing.** A leader's journal carries its epoch (`reconciler.leader`): each write
+- **Fencing.** A leader's journal carries its epoch (`reconciler.controller.leader`): each write
   first reads the lease row `FOR SHARE` in the same transaction and is refused
   (`Fenced`) once another leader took over — a takeover waits for writes in flight.
 - **Reconnection.** A lost connection (the database restarted, failed over) is opened
@@ -526,7 +526,7 @@ class PgJournal:
 
 
 # The task writes as (sql, args): the leader's journal runs them behind its epoch, a
-# worker's behind its claim (`reconciler.worker`).
+# worker's behind its claim (`reconciler.execute.worker`).
 
 
 def mark_started_sql(

@@ -2,7 +2,7 @@
 
 Part of the model. Each kind is `apiVersion`, `kind`, `metadata`, `spec`. These
 classes check one document at a time; checks that need several documents
-(references, cycles, params against pipeline inputs) live in `reconciler.load`.
+(references, cycles, params against pipeline inputs) live in `reconciler.load.load`.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ class PipelineStep(Strict):
 
 class Rollout(Strict):
     """How a change reaches a fleet: in batches per failure domain, canary first, paused
-    when failures pile up (see `reconciler.rollouts`).
+    when failures pile up (see `reconciler.plan.rollouts`).
 
     Applies to updates of already-provisioned resources (destructive re-runs included)
     by default; creates of new resources are held back only when `appliesTo` says so.
@@ -470,7 +470,7 @@ ALL_NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
 
 
 class NotificationTarget(Strict):
-    """A webhook told when a resource's conditions change (see `reconciler.notify`).
+    """A webhook told when a resource's conditions change (see `reconciler.controller.notify`).
 
     Sent on transitions only: became Failed, became Ready, drift detected, drift
     cleared; the same alert again before it was resolved only increments a count.

@@ -231,7 +231,7 @@ class KeyedLocks:
 
 SharedPace = Callable[[str, float], Awaitable[float]]
 """``(provider, interval) -> seconds to wait``: reserves the provider's next call slot in
-a store every process shares (`reconciler.worker`: a row of the database), so that
+a store every process shares (`reconciler.execute.worker`: a row of the database), so that
 `ratePerSecond` holds across processes, not per process."""
 
 SHARED_PACE: contextvars.ContextVar[SharedPace | None] = contextvars.ContextVar(

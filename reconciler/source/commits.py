@@ -1,6 +1,6 @@
 """Approval evidence from Git: the commits of a range, their trailers and signatures.
 
-The Git edge of the approval gate (`reconciler.approvals` weighs what this
+The Git edge of the approval gate (`reconciler.plan.approvals` weighs what this
 module reads). Reads the mirror only; verifying a signature runs `ssh-keygen`.
 
 - `commits_between(repo, base, head)`: the commits reachable from `head` and not
@@ -27,7 +27,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import SortMode
 
-from reconciler.approvals import APPROVED_BY, CommitEvidence, SignatureStatus
+from reconciler.plan.approvals import APPROVED_BY, CommitEvidence, SignatureStatus
 from reconciler.source.tree import read_file
 
 SSH_SIGNATURE = b"-----BEGIN SSH SIGNATURE-----"

@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING
 
 import pygit2
 
-from reconciler import load
 from reconciler.errors import Diagnostic, PermanentError, ReconcilerError, TemporaryError
-from reconciler.load import LoadResult
+from reconciler.load import load
+from reconciler.load.load import LoadResult
+from reconciler.load.resolved_checks import ObservedFields
 from reconciler.providers import observed_fields as provider_observed_fields
-from reconciler.resolved_checks import ObservedFields
 from reconciler.source.backoff import Backoff
 from reconciler.source.identity import bind_state_dir, check_local_repository, owner_identity
 from reconciler.source.mirror import GitAccess, Mirror, Revision

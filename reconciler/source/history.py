@@ -1,6 +1,6 @@
 """Who changed what: the declared documents each commit changed, walked for the audit.
 
-The Git edge of `reconciler.provenance` (which weighs what this module finds).
+The Git edge of `reconciler.report.provenance` (which weighs what this module finds).
 Reads the mirror only; signatures are checked by `reconciler.source.commits`.
 
 - `DocumentChanges.changed(commit)`: the (kind, name) of every declared document
@@ -30,13 +30,19 @@ import pygit2
 import structlog
 from pygit2.enums import SortMode
 
-from reconciler.desired import Desired
-from reconciler.load import IGNORE_FILE, is_declared_path, read_ignore_patterns
+from reconciler.load.desired import Desired
+from reconciler.load.load import IGNORE_FILE, is_declared_path, read_ignore_patterns
+from reconciler.load.yamlpos import parse_documents
 from reconciler.model.kinds import Approvals
-from reconciler.provenance import DocumentKey, Origin, Provenance, documents_of, provenance_by_key
+from reconciler.report.provenance import (
+    DocumentKey,
+    Origin,
+    Provenance,
+    documents_of,
+    provenance_by_key,
+)
 from reconciler.source.commits import SignatureVerifier, allowed_signers, evidence
 from reconciler.source.tree import ParseCache, commit_of, read_blob
-from reconciler.yamlpos import parse_documents
 
 log = structlog.get_logger("reconciler.source.history")
 

@@ -23,9 +23,9 @@ import pygit2
 import yaml
 from pygit2.enums import SortMode
 
-from reconciler.report import EXECUTIONS_TRAILER, REPORTS_DIR, STATUS_DIR, DriftEntry
+from reconciler.report.report import EXECUTIONS_TRAILER, REPORTS_DIR, STATUS_DIR, DriftEntry
+from reconciler.report.status import Condition, ResourceStatus, remove_condition, set_condition
 from reconciler.source.writeback import parse_trailers
-from reconciler.status import Condition, ResourceStatus, remove_condition, set_condition
 
 UNREADABLE_REASON = "StatusUnreadable"
 

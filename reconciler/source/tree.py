@@ -1,6 +1,6 @@
 """Reading a revision without a checkout: file listings, blobs, changed paths, parse cache.
 
-Between fetch (`mirror`) and load (`reconciler.load`). A revision's files come
+Between fetch (`mirror`) and load (`reconciler.load.load`). A revision's files come
 straight from Git tree objects in the mirror; their repository paths travel with
 them, so the loader's diagnostics still read `path:line:col`.
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import pygit2
 from pygit2.enums import FileMode, ObjectType
 
-from reconciler import load
-from reconciler.load import LoadResult, ParsedFile
+from reconciler.load import load
+from reconciler.load.load import LoadResult, ParsedFile
 
 ParseFn = Callable[[str, bytes], ParsedFile]
 AssembleFn = Callable[[Iterable[ParsedFile], Callable[[str], bytes]], LoadResult]

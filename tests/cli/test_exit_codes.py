@@ -17,13 +17,13 @@ import pygit2
 import pytest
 import yaml
 
-from reconciler.commands import apply_exit_code
-from reconciler.controller import CycleResult
+from reconciler.cli.commands import apply_exit_code
+from reconciler.controller.controller import CycleResult
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
+from reconciler.report.status import ResourceStatus
 from reconciler.source import SourceResult
 from reconciler.source.declared import Stale
 from reconciler.source.mirror import Revision
-from reconciler.status import ResourceStatus
 from tests.conftest import BASE_FILES
 from tests.e2e.support import Fleet
 
@@ -174,7 +174,7 @@ spec:
 
 
 def test_exit_code_of_an_unknown_observation_in_the_plan() -> None:
-    from reconciler.plan import Operation, Plan, PlannedAction, PlanPolicy, Summary, Wave
+    from reconciler.plan.plan import Operation, Plan, PlannedAction, PlanPolicy, Summary, Wave
 
     unknown = PlannedAction(
         key="Machine/m0",

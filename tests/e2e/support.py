@@ -19,7 +19,7 @@ from typing import Any
 
 import pygit2
 
-from reconciler.commands import commit_directory
+from reconciler.cli.commands import commit_directory
 from tests.conftest import ROOT
 
 CLI_TIMEOUT = 120.0

@@ -20,8 +20,8 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from reconciler.cli import app
-from reconciler.commands import run_apply
+from reconciler.cli.cli import app
+from reconciler.cli.commands import run_apply
 from reconciler.settings import Settings
 from tests.servers.git import git, git_daemon
 

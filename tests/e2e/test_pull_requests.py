@@ -20,8 +20,8 @@ import structlog
 import yaml
 from typer.testing import CliRunner
 
-from reconciler.cli import app
-from reconciler.commands import DEMO_SECRETS, demo_sink, run_apply
+from reconciler.cli.cli import app
+from reconciler.cli.commands import DEMO_SECRETS, demo_sink, run_apply
 from reconciler.settings import Settings
 from tests.conftest import ROOT
 from tests.servers.git import free_port, git, git_daemon

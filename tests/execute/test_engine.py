@@ -10,10 +10,10 @@ from pathlib import Path
 from reconciler.execute.engine import Executor
 from reconciler.execute.journal import Journal
 from reconciler.execute.runners import attempt_of
-from reconciler.gates import plan_values
-from reconciler.load import load_files
+from reconciler.load.load import load_files
 from reconciler.model.tasks import TASK_TYPES
-from reconciler.observe import observe
+from reconciler.observe.observe import observe
+from reconciler.plan.gates import plan_values
 from reconciler.providers import open_providers
 from tests.conftest import ROOT
 
@@ -79,7 +79,7 @@ def test_every_task_type_has_a_runner() -> None:
 def test_start_up_leaves_the_libraries_of_unused_paths_unimported() -> None:
     # httpx comes with the first HTTP task, deepdiff with the first value that differs.
     code = (
-        "import sys, reconciler.cli, reconciler.commands, reconciler.providers.simulator\n"
+        "import sys, reconciler.cli.cli, reconciler.cli.commands, reconciler.providers.simulator\n"
         "print(sorted({'httpx', 'deepdiff'} & set(sys.modules)))"
     )
     done = subprocess.run(

@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.desired import Desired
 from reconciler.execute.engine import ExecutionResult, Executor, in_change_window
 from reconciler.execute.journal import Journal
-from reconciler.gates import plan_values
-from reconciler.load import load_files
+from reconciler.load.desired import Desired
+from reconciler.load.load import load_files
 from reconciler.model.kinds import ChangeWindow
-from reconciler.observe import observe
-from reconciler.plan import Plan
+from reconciler.observe.observe import observe
+from reconciler.plan.gates import plan_values
+from reconciler.plan.plan import Plan
 from reconciler.providers import open_providers
 from reconciler.providers.base import (
     ActionRequest,

@@ -29,7 +29,7 @@ from reconciler.execute.retention import (
 from reconciler.execute.tasklog import TaskLog
 from reconciler.providers.base import OperationPhase
 from reconciler.providers.support import OperationRecord, OperationStore
-from reconciler.status import Failure, ResourceStatus
+from reconciler.report.status import Failure, ResourceStatus
 from tests.conftest import ROOT
 from tests.server.conftest import declare, push, repo_files
 

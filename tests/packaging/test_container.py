@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.commands import commit_directory
+from reconciler.cli.commands import commit_directory
 from tests.conftest import BASE_FILES, ROOT
 
 pytestmark = pytest.mark.slow

@@ -115,8 +115,8 @@ def test_kubernetes_manifest() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert ports["http"] == port
-    from reconciler.scheduler import Scheduler
-    from reconciler.server import create_app
+    from reconciler.controller.scheduler import Scheduler
+    from reconciler.controller.server import create_app
 
     routes = {r.path for r in create_app(Scheduler(Settings())).routes}  # type: ignore[attr-defined]
     assert {"/healthz", "/readyz", "/metrics"} <= routes

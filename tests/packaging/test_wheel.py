@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.commands import DEMO_SINK_PORT
+from reconciler.cli.commands import DEMO_SINK_PORT
 from tests.conftest import ROOT
 from tests.e2e.test_demo import demo_port, port_free
 from tests.servers.git import free_port
@@ -49,7 +49,7 @@ def test_the_installed_wheel_runs_the_demo_from_an_empty_folder(tmp_path: Path) 
     assert "reconciler/_sample_repo/machines/rack-r01.yaml" in names
     assert "reconciler/_sample_repo/.reconcilerignore" in names
     for part in ("templates/base.html", "templates/resource.html", "static/htmx.min.js"):
-        assert f"reconciler/ui/{part}" in names, part
+        assert f"reconciler/controller/ui/{part}" in names, part
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

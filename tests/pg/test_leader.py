@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.commands import demo_sink
+from reconciler.cli.commands import demo_sink
+from reconciler.controller.leader import LeaderLease
 from reconciler.execute.journal import LeaseHeld
 from reconciler.execute.store_pg import Fenced, PgJournal
-from reconciler.leader import LeaderLease
 from reconciler.settings import Settings
 from tests.e2e.test_crash_resume import crash_repo, exactly_once_problems
 from tests.pg.support import PgFleet, Replica, start_replica, wait_for

@@ -17,10 +17,10 @@ import pytest
 from reconciler.execute.context import TaskResult
 from reconciler.execute.manifest import TaskManifest
 from reconciler.execute.store_pg import PgJournal
+from reconciler.execute.worker import PgWorkQueue, QueueDispatch
 from reconciler.model.tasks import ProviderActionTask
 from reconciler.providers.base import ResourceRef
 from reconciler.settings import load_settings
-from reconciler.worker import PgWorkQueue, QueueDispatch
 from tests.e2e.test_crash_resume import crash_repo, exactly_once_problems
 from tests.pg.support import PgFleet, WorkerProc, start_worker, wait_for
 from tests.servers.postgres import Cluster

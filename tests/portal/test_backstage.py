@@ -3,7 +3,7 @@
 `examples/backstage/test/fixtures/catalog.json` was recorded from `GET /api/v1/catalog`
 of a running controller over the portal tests' repository; the example's Jest tests
 (run by `.ci/run` with npm) build their template and fake API from it. This keeps the
-recording in step with `reconciler.portal.catalog`: a change to the catalog's shape
+recording in step with `reconciler.controller.portal.catalog`: a change to the catalog's shape
 fails here until the fixture is recorded again.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 
-from reconciler.load import load_files
-from reconciler.portal.catalog import build_catalog
+from reconciler.controller.portal.catalog import build_catalog
+from reconciler.load.load import load_files
 from tests.conftest import ROOT
 from tests.portal.conftest import FILES
 

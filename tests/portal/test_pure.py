@@ -5,19 +5,19 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from reconciler.errors import Diagnostic
-from reconciler.load import load_files
-from reconciler.portal.catalog import build_catalog
-from reconciler.portal.phases import GitFacts, PlanSeen, RequestRecord, advance
-from reconciler.portal.requests import (
+from reconciler.controller.portal.catalog import build_catalog
+from reconciler.controller.portal.phases import GitFacts, PlanSeen, RequestRecord, advance
+from reconciler.controller.portal.requests import (
     RequestIn,
     commit_message,
     field_errors,
     parse_request,
     render_document,
 )
+from reconciler.errors import Diagnostic
+from reconciler.load.load import load_files
+from reconciler.report.status import ResourceStatus
 from reconciler.source.writeback import parse_trailers
-from reconciler.status import ResourceStatus
 from tests.portal.conftest import FILES, REQUEST
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -144,7 +144,7 @@ def test_required_inputs_another_layer_sets_are_not_required_in_the_form() -> No
 
 
 def test_an_instance_request_sets_its_spec_fields_from_inputs() -> None:
-    from reconciler.portal.requests import document
+    from reconciler.controller.portal.requests import document
 
     request = parse_request(
         {**REQUEST, "kind": "Instance", "profiles": [],

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from reconciler.errors import TemporaryError
-from reconciler.observe import RateLimiter, observe, resource_ref
+from reconciler.observe.observe import RateLimiter, observe, resource_ref
 from reconciler.providers.base import Observation, ObservationUnknown, OwnedResource, ResourceRef
 from tests import plan_values as pv
 
@@ -172,7 +172,7 @@ def test_observes_the_simulator(tmp_path):
 
 def test_observe_desired_opens_and_closes_providers_through_the_registry(tmp_path):
     from reconciler.model.kinds import Provider, ProviderSpec
-    from reconciler.observe import observe_desired
+    from reconciler.observe.observe import observe_desired
 
     d = pv.desired([pv.resource("a"), pv.resource("b", provider="x")], providers=("sim",))
     broken = Provider(
@@ -189,7 +189,7 @@ def test_observe_desired_opens_and_closes_providers_through_the_registry(tmp_pat
 
 
 def test_observe_desired_remembers_counts_between_runs(tmp_path):
-    from reconciler.observe import observe_desired, read_existing
+    from reconciler.observe.observe import observe_desired, read_existing
     from reconciler.providers.base import ActionRequest
     from reconciler.providers.simulator import SimulatorProvider
 

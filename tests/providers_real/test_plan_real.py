@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from reconciler import providers as registry
-from reconciler.diff import LastApplied, Status, diff
-from reconciler.load import load_directory
-from reconciler.observe import observe_desired, resource_ref
-from reconciler.plan import Operation, plan
+from reconciler.load.load import load_directory
+from reconciler.observe.observe import observe_desired, resource_ref
+from reconciler.plan.diff import LastApplied, Status, diff
+from reconciler.plan.plan import Operation, plan
 from reconciler.providers.base import ActionRequest, OperationPhase, ProviderContext, ResourceRef
 
 from .servers import BMC_PASSWORD, BMC_USER

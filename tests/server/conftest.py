@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from reconciler.commands import commit_directory
-from reconciler.scheduler import Scheduler
-from reconciler.server import create_app
+from reconciler.cli.commands import commit_directory
+from reconciler.controller.scheduler import Scheduler
+from reconciler.controller.server import create_app
 from reconciler.settings import Settings
 
 TOKEN = "test-api-token-0123456789"

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.webhooks import MAX_JSON_DEPTH, json_depth
+from reconciler.controller.webhooks import MAX_JSON_DEPTH, json_depth
 from tests.server.conftest import (
     TOKEN,
     WEBHOOK_SECRET,

@@ -28,10 +28,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.scheduler import Scheduler
-from reconciler.server import create_app
+from reconciler.controller.scheduler import Scheduler
+from reconciler.controller.server import create_app
+from reconciler.controller.webhooks import MAX_JSON_DEPTH
 from reconciler.settings import Settings
-from reconciler.webhooks import MAX_JSON_DEPTH
 from tests.e2e.controller import TOKEN, WEBHOOK_SECRET, Controller, controller
 from tests.e2e.support import Fleet
 from tests.server.conftest import repo_files

@@ -15,7 +15,7 @@ from pathlib import Path
 import pygit2
 import yaml
 
-from reconciler.controller import Controller
+from reconciler.controller.controller import Controller
 from reconciler.providers.simulator import SimulatorProvider
 
 from .conftest import declare, repo_files, settings_for

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.commands import commit_directory
+from reconciler.cli.commands import commit_directory
 from tests.server.conftest import repo_files, running, settings_for, write_files
 from tests.servers.git import Server, ServerUnavailable, git_http
 

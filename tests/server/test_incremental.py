@@ -15,11 +15,11 @@ from pathlib import Path
 import pygit2
 import yaml
 
-from reconciler.controller import Controller
+from reconciler.controller.controller import Controller
+from reconciler.plan.scope import FullCycle, Scope
 from reconciler.providers.simulator import SimulatorProvider
-from reconciler.scope import FullCycle, Scope
+from reconciler.report.status import ResourceStatus
 from reconciler.source.readback import read_statuses
-from reconciler.status import ResourceStatus
 from tests.server.conftest import declare, push, repo_files, settings_for
 
 PRUNE = """\

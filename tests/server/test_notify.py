@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.notify import Ledger, Transition, transitions
+from reconciler.controller.notify import Ledger, Transition, transitions
+from reconciler.controller.webhooks import hmac_signature
 from reconciler.providers.simulator import SimulatorProvider
-from reconciler.status import ResourceStatus, set_condition
-from reconciler.webhooks import hmac_signature
+from reconciler.report.status import ResourceStatus, set_condition
 from tests.server.conftest import (
     ENV,
     TOKEN,
@@ -244,7 +244,7 @@ def target(url: str) -> Any:
 def test_an_alert_that_could_not_be_sent_is_sent_after_the_next_cycle(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    from reconciler.notify import Notifier
+    from reconciler.controller.notify import Notifier
 
     targets = [target(receiver.url)]
     receiver.fail_with = 503
@@ -270,7 +270,7 @@ def test_an_alert_that_could_not_be_sent_is_sent_after_the_next_cycle(
 
 
 def test_a_resource_deleted_is_forgotten_by_the_ledger(tmp_path: Path, receiver: Receiver) -> None:
-    from reconciler.notify import Notifier
+    from reconciler.controller.notify import Notifier
 
     targets = [target(receiver.url)]
     notifier = Notifier(tmp_path)
@@ -285,7 +285,7 @@ def test_a_resource_deleted_is_forgotten_by_the_ledger(tmp_path: Path, receiver:
 def test_sends_are_bounded_in_concurrency_and_each_resource_in_order(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    from reconciler.notify import SEND_CONCURRENCY, Notifier
+    from reconciler.controller.notify import SEND_CONCURRENCY, Notifier
 
     names = [f"m{i:02d}" for i in range(3 * SEND_CONCURRENCY)]
     receiver.release.clear()

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from reconciler.controller import CycleResult
-from reconciler.load import load_files
-from reconciler.scheduler import Operations, Scheduler, UnknownProvider, event_resources
+from reconciler.controller.controller import CycleResult
+from reconciler.controller.scheduler import Operations, Scheduler, UnknownProvider, event_resources
+from reconciler.controller.webhooks import hmac_signature, receive, verify
+from reconciler.load.load import load_files
 from reconciler.settings import Settings
 from reconciler.source import SourceResult
-from reconciler.webhooks import hmac_signature, receive, verify
 from tests.server.conftest import repo_files
 
 SECRET = "s3cret-value"

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.metrics import sample
+from reconciler.controller.metrics import sample
+from reconciler.controller.webhooks import hmac_signature
 from reconciler.providers.simulator import SimulatorProvider
-from reconciler.webhooks import hmac_signature
 from tests.server.conftest import (
     WEBHOOK_SECRET,
     declare,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.provenance import Origin
+from reconciler.report.provenance import Origin
 from reconciler.source.history import DocumentChanges
 
 ADA = ("Ada Lovelace", "ada@example.com")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.webhooks import MAX_JSON_DEPTH
+from reconciler.controller.webhooks import MAX_JSON_DEPTH
 from tests.e2e.controller import controller
 from tests.e2e.support import Fleet
 

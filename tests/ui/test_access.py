@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.ui.sessions import COOKIE
+from reconciler.controller.ui.sessions import COOKIE
 from tests.conftest import BASE_FILES
 from tests.e2e.support import Fleet
 from tests.monitoring.test_metrics_and_logs import running
@@ -34,7 +34,7 @@ NAMED_TOKENS = (
     ' "ops": {"token": "env:OPS_TOKEN", "scopes": ["sync"]}}'
 )
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
-"""htmx 2.0.11's dist/htmx.min.js (see reconciler/ui/static/README.md)."""
+"""htmx 2.0.11's dist/htmx.min.js (see reconciler/controller/ui/static/README.md)."""
 
 
 def _wait_reconciled(url: str, headers: dict[str, str] | None = None) -> None:

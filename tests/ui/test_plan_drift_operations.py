@@ -37,7 +37,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from reconciler.audit import parse_time
+from reconciler.report.audit import parse_time
 from tests.e2e.support import Fleet
 from tests.monitoring.test_metrics_and_logs import running
 from tests.server.conftest import push

@@ -1,4 +1,4 @@
--- The leader lease (reconciler/leader.py): one row per elected role. `epoch` grows by
+-- The leader lease (reconciler/controller/leader.py): one row per elected role. `epoch` grows by
 -- one on every takeover; a leader's writes are refused once it is not the row's epoch.
 -- Times are the database's clock (now()), so replicas' clocks never have to agree.
 CREATE TABLE leader_lease (

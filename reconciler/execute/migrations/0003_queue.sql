@@ -1,4 +1,4 @@
--- The task queue (reconciler/worker.py): one row per task the leader hands to workers,
+-- The task queue (reconciler/execute/worker.py): one row per task the leader hands to workers,
 -- keyed by the task's idempotency key. A claim is leased (`claimed_until`, renewed by
 -- the worker's heartbeat) and numbered (`claim`): a result is taken only from the
 -- claim in force, so a worker paused past its lease is fenced.

@@ -15,7 +15,7 @@ State: one per resource and `state` name (default: the stage's), in
   a destroy on decommission runs the configuration the state was made with;
 - `terraform.tfstate` — the state. `reconciler apply` uses it directly (Terraform's
   `local` backend, which locks it); `reconciler run` serves it over Terraform's
-  `http` backend (`reconciler.terraform_backend`: GET/POST/DELETE, LOCK/UNLOCK,
+  `http` backend (`reconciler.controller.terraform_backend`: GET/POST/DELETE, LOCK/UNLOCK,
   credentials made per process and passed through the environment), so the state
   is locked during a run and released after, in both modes the same file;
 - `reconciler.json` — what a later destroy needs besides: the secure variables'

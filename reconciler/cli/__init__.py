@@ -1,0 +1,1 @@
+"""The cli step of the flow (see ARCHITECTURE.md, "Data flow and layout")."""

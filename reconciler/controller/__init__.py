@@ -1,0 +1,1 @@
+"""The controller step of the flow (see ARCHITECTURE.md, "Data flow and layout")."""

@@ -1,0 +1,692 @@
+"""The web UI of `reconciler run`: server-rendered pages on the API's listener.
+
+An edge beside `reconciler.controller.server`, which calls `install_ui` on its app. Pages
+are Jinja2 templates (autoescaping on, and every value printed goes through the
+secret redactor before it is escaped) over what the scheduler holds; htmx,
+shipped in `static/` (no CDN, no build step), polls the live parts (the running
+operation, an operation's progress, a running resource's pipeline) and loads a
+resource's audit timeline after the page. Lists are filtered and paginated on
+the server (`reconciler.controller.ui.query`), so a page stays small at 10,000 resources.
+
+    /                                 overview: revision in force, phases, providers,
+                                      the last cycles, the running operation
+    /resources                        the table: search, filters, pages
+    /resources/{kind}/{name}          conditions, pipeline, fields, drift, logs, timeline
+    /plan  /plan/text  /plan/markdown the current plan; watched branches' plans
+    /drift                            what differs, since when, whether self-heal acts
+    /operations  /operations/{id}     recent cycles, live; POST /operations/sync
+    /requests  /requests/{id}         portal requests: phase, history, plan, pull request,
+                                      progress, failure (live until ready or closed)
+    /signin  /signout                 the session (see `reconciler.controller.ui.sessions`)
+    /api/v1/resources/{kind}/{name}/logs[/{path}]   task logs for API clients
+
+Access follows the API's rule: read pages are open with `api_read_open`, else
+they need a session, made by posting the API token to `/signin`. Sync needs a
+session and its CSRF token whatever `api_read_open` says. Responses carry a
+Content-Security-Policy allowing only this origin's scripts and styles.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import jinja2
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from markupsafe import Markup
+
+from reconciler.controller.portal.service import RequestService
+from reconciler.controller.scheduler import Scheduler
+from reconciler.controller.ui import views
+from reconciler.controller.ui.query import PER_PAGE, IndexCache, Query
+from reconciler.controller.ui.sessions import COOKIE, Session, Sessions, SessionStore
+from reconciler.controller.ui.store import StatusBranch, TaskLogs
+from reconciler.plan.plan import Plan
+from reconciler.plan.render import render_markdown, render_text, summary_line
+from reconciler.secrets import REDACTOR
+from reconciler.settings import Settings
+
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+FORM_LIMIT = 16 * 1024
+"""Bytes of a sign-in or sync form read at most."""
+PLAN_PAGE = 100
+DRIFT_PAGE = 100
+OPERATIONS_SHOWN = 100
+REQUESTS_SHOWN = 100
+SIGNIN_FAILURES = 10
+"""Wrong tokens per minute before sign-in is refused for the rest of that minute."""
+
+
+def _redacted(value: Any) -> Any:
+    """Jinja2's `finalize`: every printed value is redacted before it is escaped."""
+    if isinstance(value, Markup):
+        return Markup(REDACTOR.text(str(value)))
+    if isinstance(value, str):
+        return REDACTOR.text(value)
+    return value
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reconciler.controller.ui", "templates"),
+        autoescape=True,
+        finalize=_redacted,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        duration=views.duration,
+        stamp=views.stamp,
+        short=lambda sha, n=12: (sha or "-")[:n],
+        show=views.show,
+        urlencode_query=lambda params: urlencode({k: v for k, v in params.items() if v}),
+    )
+    return env
+
+
+def _static_files() -> dict[str, tuple[bytes, str, str]]:
+    """name -> (content, media type, ETag) of the files in `static/`."""
+    folder = resources.files("reconciler.controller.ui").joinpath("static")
+    found = {}
+    for entry in folder.iterdir():
+        media = STATIC_TYPES.get(Path(entry.name).suffix)
+        if media is not None and entry.is_file():
+            data = entry.read_bytes()
+            found[entry.name] = (data, media, '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
+    return found
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking: a signed-in session, or no one on an open controller."""
+
+    session: Session | None
+
+    @property
+    def signed_in(self) -> bool:
+        return self.session is not None
+
+    @property
+    def csrf(self) -> str:
+        return self.session.csrf if self.session is not None else ""
+
+
+def _local(target: str | None) -> str:
+    """A redirect target on this site only (no `//host`, no scheme): else `/`."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _session_store(settings: Settings) -> SessionStore | None:
+    """The database's sessions when there is one (every replica knows them), else None:
+    this process's own."""
+    if not settings.database_url:
+        return None
+    from reconciler.controller.ui.sessions_pg import PgSessions
+    from reconciler.execute.store_pg import open_database
+
+    return PgSessions(open_database(settings, role="ui-sessions"))
+
+
+def _same_origin(request: Request) -> bool:
+    """A browser's POST names its page's origin: it must be this one."""
+    origin = request.headers.get("origin")
+    if origin is None:  # not sent by every client; the SameSite=Strict cookie still holds
+        return True
+    host = request.headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
+class _Throttle:
+    """At most `limit` failed sign-ins per minute from one client address, so a short token
+    cannot be guessed fast (and one client cannot lock the others out)."""
+
+    KEPT = 10_000
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def blocked(self, client: str) -> bool:
+        start, count = self._windows.get(client, (0.0, 0))
+        return self.clock() - start < 60 and count >= self.limit
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        start, count = self._windows.get(client, (now, 0))
+        self._windows[client] = (start, count + 1) if now - start < 60 else (now, 1)
+        if len(self._windows) > self.KEPT:  # forget windows that have ended
+            self._windows = {k: w for k, w in self._windows.items() if now - w[0] < 60}
+
+
+def install_ui(
+    app: FastAPI,
+    scheduler: Scheduler,
+    *,
+    token_matches: Callable[[str], bool],
+    reading: Any,
+    index_cache: IndexCache | None = None,
+    requests: RequestService | None = None,
+) -> None:
+    """The UI's routes on `app`, over one scheduler. `token_matches` checks a posted API token;
+    `reading` is the API's read dependency (bearer token unless read access is open);
+    `index_cache` is shared with the API's resource list; `requests` are the portal's."""
+    settings = scheduler.settings
+    # Routes go on the app itself (not an included router): `app.routes` stays one flat
+    # list, and the pages stay out of the OpenAPI document.
+    page = functools.partial(app.get, include_in_schema=False)
+    form = functools.partial(app.post, include_in_schema=False)
+    env = _environment()
+    static = _static_files()
+    sessions = Sessions(store=_session_store(settings))
+    throttle = _Throttle(SIGNIN_FAILURES)
+    index_cache = index_cache or IndexCache()
+    branch = StatusBranch(Path(settings.state_dir) / "mirror.git", settings.status_branch)
+    logs = TaskLogs(Path(settings.state_dir))
+    plan_actions: dict[int, tuple[Plan, dict[str, Any]]] = {}
+
+    def viewer_of(request: Request) -> Viewer | None:
+        """The viewer, or None when the page needs a session the request lacks."""
+        session = sessions.find(request.cookies.get(COOKIE))
+        if session is None and not settings.api_read_open:
+            return None
+        return Viewer(session)
+
+    def to_signin(request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        location = "/signin?" + urlencode({"next": target})
+        if request.headers.get("hx-request"):  # a poll after the session ended
+            return Response(status_code=204, headers={"HX-Redirect": location})
+        return RedirectResponse(location, status_code=303)
+
+    def render(template: str, viewer: Viewer, *, status: int = 200, **context: Any) -> HTMLResponse:
+        html = env.get_template(template).render(
+            viewer=viewer,
+            now=datetime.now(UTC),
+            ago=views.ago,
+            revision=scheduler.revision,
+            read_open=settings.api_read_open,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+    def fleet() -> Any:
+        return index_cache.get(scheduler.statuses, scheduler.desired)
+
+    def actions_of(plan: Plan | None) -> dict[str, Any]:
+        if plan is None:
+            return {}
+        known = plan_actions.get(id(plan))
+        if known is None or known[0] is not plan:
+            plan_actions.clear()
+            known = (plan, views.plan_index(plan))
+            plan_actions[id(plan)] = known
+        return known[1]
+
+    def running_now() -> views.RunningView | None:
+        state, ops = scheduler.execution()
+        if not scheduler.busy:
+            return None
+        return views.running_view(state, ops, time.monotonic())
+
+    # --- static files ------------------------------------------------------------------
+
+    @page("/ui/static/{name}")
+    def static_file(name: str, request: Request) -> Response:
+        found = static.get(name)
+        if found is None:
+            raise HTTPException(404, "no such file")
+        data, media, etag = found
+        headers = {"ETag": etag, "Cache-Control": "public, max-age=3600"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type=media, headers=headers)
+
+    @page("/favicon.ico")
+    def favicon(request: Request) -> Response:
+        """Browsers ask for it on every page without a <link rel=icon> (a task log)."""
+        return static_file("icon.svg", request)
+
+    # --- sign-in -----------------------------------------------------------------------
+
+    @page("/signin", response_class=HTMLResponse)
+    def signin_form(request: Request) -> Response:
+        viewer = Viewer(sessions.find(request.cookies.get(COOKIE)))
+        target = _local(request.query_params.get("next"))
+        return render(
+            "signin.html",
+            viewer,
+            next=target,
+            error="",
+            configured=bool(settings.api_token or settings.api_tokens),
+        )
+
+    @form("/signin", response_class=HTMLResponse)
+    async def signin(request: Request) -> Response:
+        form = await _form(request)
+        target = _local(form.get("next"))
+        viewer = Viewer(None)
+        if not _same_origin(request):
+            raise HTTPException(403, "cross-origin form")
+        client = request.client.host if request.client is not None else ""
+        if throttle.blocked(client):
+            return render("signin.html", viewer, status=429, next=target, configured=True,
+                          error="Too many wrong tokens: try again in a minute.")  # fmt: skip
+        if not token_matches(form.get("token", "")):
+            throttle.failed(client)
+            error = (
+                "That is not the API token."
+                if settings.api_token or settings.api_tokens
+                else "No API token is configured (api_token, api_tokens): no one can sign in."
+            )
+            # 200, the form again: a browser shows a 4xx page as a failed load.
+            return render("signin.html", viewer, next=target, error=error,
+                          configured=bool(settings.api_token or settings.api_tokens))  # fmt: skip
+        _, cookie = sessions.open()
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=sessions.lifetime,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @form("/signout")
+    async def signout(request: Request) -> Response:
+        form = await _form(request)
+        session = sessions.find(request.cookies.get(COOKIE))
+        if session is not None:
+            if not session.csrf_ok(form.get("csrf")) or not _same_origin(request):
+                raise HTTPException(403, "the form's CSRF token does not match the session")
+            sessions.close(session)
+        response = RedirectResponse("/signin", status_code=303)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    # --- overview ----------------------------------------------------------------------
+
+    @page("/", response_class=HTMLResponse)
+    def overview(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        index = fleet()
+        plan = scheduler.plan
+        return render(
+            "overview.html",
+            viewer,
+            source=views.source_view(scheduler.revision, scheduler.source),
+            ready=scheduler.ready,
+            phases=index.phases,
+            total=len(index.rows),
+            providers=views.provider_views(index, scheduler.desired, plan, scheduler.observed_at),
+            cycles=list(scheduler.cycles)[:10],
+            plan_summary=summary_line(plan) if plan is not None else None,
+            **live_context(),
+        )
+
+    def live_context() -> dict[str, Any]:
+        running = running_now()
+        ops = scheduler.operations.recent(20)
+        _, ids = scheduler.execution()
+        return {"running": running, "operation": views.current_operation(ops, ids)}
+
+    @page("/ui/live", response_class=HTMLResponse)
+    def live(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        return render("_live.html", viewer, **live_context())
+
+    # --- resources ---------------------------------------------------------------------
+
+    @page("/resources", response_class=HTMLResponse)
+    def resources_page(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        params = request.query_params
+        query = Query(
+            q=params.get("q", "").strip(),
+            phase=params.get("phase", ""),
+            kind=params.get("kind", ""),
+            provider=params.get("provider", ""),
+            label=params.get("label", "").strip(),
+        )
+        per = _int(params.get("per"), PER_PAGE)
+        number = max(1, _int(params.get("page"), 1))
+        index = fleet()
+        page = index.select(query, offset=(number - 1) * max(1, per), limit=per)
+        filters = {
+            "q": query.q,
+            "phase": query.phase,
+            "kind": query.kind,
+            "provider": query.provider,
+            "label": query.label,
+            "per": str(per) if per != PER_PAGE else "",
+        }
+        return render("resources.html", viewer, page=page, index=index, filters=filters)
+
+    @page("/resources/{kind}/{name}", response_class=HTMLResponse)
+    def resource_page(kind: str, name: str, request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        key = f"{kind}/{name}"
+        view = resource_of(key)
+        if view is None:
+            return render("missing.html", viewer, status=404, what=key)
+        status = view.status
+        failure_log = logs.rel_of(status.failure.log) if status and status.failure else None
+        return render(
+            "resource.html",
+            viewer,
+            view=view,
+            logs=logs.of(key),
+            failure_log=failure_log,
+            self_heal=scheduler.desired.policy.self_heal if scheduler.desired else False,
+            plan_hash=scheduler.plan.content_hash if scheduler.plan is not None else "",
+        )
+
+    def resource_of(key: str) -> views.ResourceView | None:
+        status = scheduler.statuses.get(key)
+        desired = scheduler.desired
+        if status is None and (desired is None or key not in desired.resources):
+            return None
+        state, _ = scheduler.execution()
+        row = state.running.get(key) if scheduler.busy else None
+        return views.resource_view(
+            key,
+            status=status,
+            desired=desired,
+            action=actions_of(scheduler.plan).get(key),
+            drift=branch.drift().get(key),
+            running=(row.stage, row.task) if row is not None else None,
+        )
+
+    @page("/resources/{kind}/{name}/pipeline", response_class=HTMLResponse)
+    def pipeline_fragment(kind: str, name: str, request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        view = resource_of(f"{kind}/{name}")
+        if view is None:
+            raise HTTPException(404, f"no resource {kind}/{name}")
+        return render("_pipeline.html", viewer, view=view)
+
+    @page("/resources/{kind}/{name}/timeline", response_class=HTMLResponse)
+    def timeline(kind: str, name: str, request: Request) -> Response:
+        """The audit of one resource; a fragment for the resource page, else a page of
+        its own (the link an auditor keeps)."""
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        key = f"{kind}/{name}"
+        entries = branch.timeline(key)
+        action, runs = views.last_run(entries)
+        fragment = bool(request.headers.get("hx-request"))
+        return render(
+            "_timeline.html" if fragment else "timeline.html",
+            viewer,
+            key=key,
+            kind=kind,
+            name=name,
+            entries=list(reversed(entries)),
+            last_action=action,
+            runs=runs,
+        )
+
+    @page("/resources/{kind}/{name}/logs/{rel:path}")
+    def log_page(kind: str, name: str, rel: str, request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        return log_text(f"{kind}/{name}", rel)
+
+    def log_text(key: str, rel: str) -> Response:
+        text = logs.read(key, rel)
+        if text is None:
+            raise HTTPException(404, f"no task log {rel!r} of {key}")
+        headers = {**SECURITY_HEADERS, "Content-Disposition": "inline"}
+        return PlainTextResponse(text, headers=headers)
+
+    @app.get("/api/v1/resources/{kind}/{name}/logs", tags=["resources"])
+    def api_logs(kind: str, name: str, _: None = reading) -> dict[str, Any]:
+        """The resource's task logs, the newest first (paths under `<state-dir>/logs/`)."""
+        key = f"{kind}/{name}"
+        base = f"/api/v1/resources/{kind}/{name}/logs/"
+        return {
+            "resource": key,
+            "logs": [
+                {
+                    "path": f.rel,
+                    "plan": f.plan,
+                    "stage": f.stage,
+                    "file": f.name,
+                    "bytes": f.size,
+                    "modified": f.modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "url": base + f.rel,
+                }
+                for f in logs.of(key)
+            ],
+        }
+
+    @app.get("/api/v1/resources/{kind}/{name}/logs/{rel:path}", tags=["resources"])
+    def api_log(kind: str, name: str, rel: str, _: None = reading) -> Response:
+        """One task log of the resource, redacted, as text."""
+        return log_text(f"{kind}/{name}", rel)
+
+    # --- plan and drift ------------------------------------------------------------------
+
+    @page("/plan", response_class=HTMLResponse)
+    def plan_page(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        plan = scheduler.plan
+        number = max(1, _int(request.query_params.get("page"), 1))
+        shown: list[views.ActionView] = []
+        total = 0
+        first: list[views.ActionView] = []
+        if plan is not None:
+            actions = plan.actions
+            total = len(actions)
+            start = (number - 1) * PLAN_PAGE
+            shown = [views.action_view(a) for a in actions[start : start + PLAN_PAGE]]
+            first = [views.action_view(a) for a in views.attention(plan)[:PLAN_PAGE]]
+        return render(
+            "plan.html",
+            viewer,
+            plan=plan,
+            summary=summary_line(plan) if plan is not None else None,
+            first=first,
+            attention_total=len(views.attention(plan)) if plan is not None else 0,
+            shown=shown,
+            total=total,
+            number=number,
+            pages=max(1, -(-total // PLAN_PAGE)),
+            branch_plans=branch.branch_plans(),
+        )
+
+    @page("/plan/text")
+    def plan_text(request: Request) -> Response:
+        if viewer_of(request) is None:
+            return to_signin(request)
+        if scheduler.plan is None:
+            raise HTTPException(404, "no plan yet: the first cycle has not planned")
+        return PlainTextResponse(render_text(scheduler.plan), headers=SECURITY_HEADERS)
+
+    @page("/plan/markdown")
+    def plan_markdown(request: Request) -> Response:
+        if viewer_of(request) is None:
+            return to_signin(request)
+        if scheduler.plan is None:
+            raise HTTPException(404, "no plan yet: the first cycle has not planned")
+        _, full = render_markdown(scheduler.plan)
+        return PlainTextResponse(full, headers=SECURITY_HEADERS)
+
+    @page("/drift", response_class=HTMLResponse)
+    def drift_page(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        entries = sorted(branch.drift().values(), key=lambda e: e.key)
+        number = max(1, _int(request.query_params.get("page"), 1))
+        start = (number - 1) * DRIFT_PAGE
+        desired = scheduler.desired
+        return render(
+            "drift.html",
+            viewer,
+            entries=entries[start : start + DRIFT_PAGE],
+            total=len(entries),
+            number=number,
+            pages=max(1, -(-len(entries) // DRIFT_PAGE)),
+            self_heal=desired.policy.self_heal if desired is not None else None,
+        )
+
+    # --- operations ----------------------------------------------------------------------
+
+    @page("/operations", response_class=HTMLResponse)
+    def operations_page(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        fragment = bool(request.headers.get("hx-request"))
+        return render(
+            "_operations.html" if fragment else "operations.html",
+            viewer,
+            operations=scheduler.operations.recent(OPERATIONS_SHOWN),
+            targeted=[c for c in scheduler.cycles if c.kind == "targeted"][:20],
+            **live_context(),
+        )
+
+    @page("/operations/{op_id}", response_class=HTMLResponse)
+    def operation_page(op_id: str, request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        op = scheduler.operations.get(op_id)
+        if op is None:
+            return render("missing.html", viewer, status=404, what=f"operation {op_id}")
+        fragment = bool(request.headers.get("hx-request"))
+        _, ids = scheduler.execution()
+        running = running_now() if op.id in ids else None
+        cycle = next((c for c in scheduler.cycles if op.id in c.operations), None)
+        return render(
+            "_operation.html" if fragment else "operation.html",
+            viewer,
+            op=op,
+            running=running,
+            cycle=cycle,
+        )
+
+    # --- portal requests -------------------------------------------------------------------
+
+    @page("/requests", response_class=HTMLResponse)
+    def requests_page(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        shown = requests.recent(REQUESTS_SHOWN) if requests is not None else None
+        return render("requests.html", viewer, requests=shown)
+
+    @page("/requests/{request_id}", response_class=HTMLResponse)
+    def request_page(request_id: str, request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        record = requests.get(request_id) if requests is not None else None
+        if record is None:
+            return render("missing.html", viewer, status=404, what=f"request {request_id}")
+        fragment = bool(request.headers.get("hx-request"))
+        return render("_request.html" if fragment else "request.html", viewer, r=record)
+
+    @form("/operations/sync")
+    async def sync_now(request: Request) -> Response:
+        form = await _form(request)
+        session = sessions.find(request.cookies.get(COOKIE))
+        if session is None:
+            return RedirectResponse("/signin?next=/operations", status_code=303)
+        if not session.csrf_ok(form.get("csrf")) or not _same_origin(request):
+            raise HTTPException(403, "the form's CSRF token does not match the session")
+        op = scheduler.request_cycle("sync:ui")
+        if op is None:
+            raise HTTPException(503, "the controller is stopping")
+        return RedirectResponse(f"/operations/{op.id}", status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small url-encoded form (the last value of each field); anything else is empty."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return {}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            raise HTTPException(413, f"the form is larger than {FORM_LIMIT} bytes")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[-1] for k, v in fields.items()}
+
+
+def api_resources(
+    cache: IndexCache,
+    scheduler: Scheduler,
+    query: Query,
+    *,
+    offset: int | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """`GET /api/v1/resources`: every status, or a filtered page of them, the same rows
+    as `/resources` shows (without the declared resources that have no status yet)."""
+    index = cache.get(scheduler.statuses, scheduler.desired)
+    answer: dict[str, Any] = {"revision": scheduler.revision}
+    if offset is None and limit is None and query.empty:
+        rows = index.reported
+    else:
+        page = index.select(
+            query, offset=offset or 0, limit=limit if limit is not None else PER_PAGE,
+            reported=True,
+        )  # fmt: skip
+        rows = tuple(page.rows)
+        answer.update(total=page.total, offset=page.offset, limit=page.limit)
+    answer["resources"] = [
+        REDACTOR.data(r.status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        for r in rows
+        if r.status is not None
+    ]
+    return answer
+
+
+__all__ = ["api_resources", "install_ui"]

@@ -1,0 +1,1 @@
+"""The load step of the flow (see ARCHITECTURE.md, "Data flow and layout")."""

@@ -1,0 +1,1 @@
+"""The report step of the flow (see ARCHITECTURE.md, "Data flow and layout")."""

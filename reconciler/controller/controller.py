@@ -583,6 +583,7 @@ class Controller:
         )
         if targets:
             keys = with_dependencies(desired, targets)  # ValueError: not declared
+            keys |= self._awaiting_report()
             return await self._reconcile_subset(base, desired, keys, previous, now, execute=execute)
         held = held_failures(desired, previous, now) if hold_failed else {}
         # A provider event about a held resource is news (its BMC answers again): tried.
@@ -702,6 +703,7 @@ class Controller:
         full = dataclasses.replace(
             source.load.desired, revision=source.revision.sha if source.revision else None
         )
+        keys = set(keys) | self._awaiting_report()
         return await self._reconcile_subset(
             CycleResult(source=source), full, keys, previous, now, execute=execute
         )
@@ -948,6 +950,17 @@ class Controller:
         )
         self.last = final
         return final
+
+    def _awaiting_report(self) -> set[str]:
+        """The resources of executed plans no status commit reported yet (a push failed).
+
+        A targeted reconcile looks at them too: the commit that reports such a plan's
+        audit also holds its resources' statuses, observed afresh."""
+        return {
+            key
+            for row in self.journal.unreported_plans()
+            for key in self.journal.outcomes(row.plan_hash)
+        }
 
     def _earlier(self, result: CycleResult) -> tuple[tuple[ExecutionResult, str | None], ...]:
         """The executed plans no commit reported yet, but this cycle's own, in order."""

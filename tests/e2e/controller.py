@@ -75,12 +75,19 @@ class Controller:
 
 @contextmanager
 def controller(
-    fleet: Fleet, tmp: Path, *args: str, env: dict[str, str] | None = None
+    fleet: Fleet,
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    repo: str | None = None,
 ) -> Iterator[Controller]:
-    """`reconciler run` on a free port; yields once `/healthz` answers."""
+    """`reconciler run` on a free port; yields once `/healthz` answers. `repo`: the
+    repository as given on the command line (a served URL), else the fleet's bare one."""
     port = free_port()
     log = tmp / f"run-{port}.log"
     argv = fleet.argv("run", "--listen", f"127.0.0.1:{port}", "--interval", "1h", *args)
+    if repo is not None:
+        argv[argv.index("--repo") + 1] = repo
     with log.open("ab") as out:
         process = subprocess.Popen(
             argv, stdout=out, stderr=out, env={**fleet.env, **ENV, **(env or {})}

@@ -17,9 +17,10 @@ COPY constraints.txt pyproject.toml README.md ./
 COPY reconciler ./reconciler
 COPY sample-repo ./sample-repo
 # Every dependency at the version constraints.txt pins; the Redfish, EC2 and Ansible
-# providers and task types included.
+# providers and task types included, and psycopg for RECONCILER_DATABASE_URL (replicas,
+# workers: README, "Beyond one machine").
 RUN python3 -m venv /opt/reconciler \
- && /opt/reconciler/bin/pip install --constraint constraints.txt ".[redfish,aws,ansible]"
+ && /opt/reconciler/bin/pip install --constraint constraints.txt ".[redfish,aws,ansible,postgres]"
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0

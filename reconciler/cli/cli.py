@@ -449,9 +449,9 @@ def migrate_state(
     """Move a SQLite state directory's journal and memory into an empty PostgreSQL database.
 
     Stop the controller first (its lease is checked). Copies plans, tasks, outcomes,
-    applied records and facts, the existing-resources guard, the notification ledger and
-    the owner; then renames journal.sqlite to journal.sqlite.migrated. Exit 0 done, 1
-    refused (nothing changed).
+    applied records and facts, the existing-resources guard, the notification ledger,
+    the owner and the portal's requests; then renames journal.sqlite (and
+    requests.sqlite) with the suffix .migrated. Exit 0 done, 1 refused (nothing changed).
     """
     from reconciler.errors import ReconcilerError
     from reconciler.execute.migrate_state import migrate_state as migrate

@@ -4,8 +4,9 @@ Part of execute's edge, run once by a person when a controller moves from the em
 default to the shared database. It copies, in one transaction, every row of the SQLite
 journal (plans in their order, tasks, outcomes, applied records, facts) and the
 controller's memory kept in files (`observed-existing.json`, `notifications.json`,
-`owner.json`) into an empty database at this version's schema, then renames
-`journal.sqlite` to `journal.sqlite.migrated`, so nothing reads it by mistake.
+`owner.json`) and the portal's request records (`requests.sqlite`) into an empty
+database at this version's schema, then renames `journal.sqlite` (and
+`requests.sqlite`) with the suffix `.migrated`, so nothing reads them by mistake.
 
 Refused, with nothing changed: a state directory a controller holds (its lease), one
 with no journal, a database that already holds a journal.
@@ -45,6 +46,10 @@ MEMORY = {
     "notifications.json": LEDGER_FACT,
 }
 """Files of the state directory that become journal facts in the database."""
+REQUESTS_FILE = "requests.sqlite"
+REQUEST_COLUMNS = ("id", "created_at", "phase", "record_json")
+"""The portal's records (`reconciler.controller.portal.store`), the table `requests` on
+both sides."""
 MIGRATED_SUFFIX = ".migrated"
 
 
@@ -73,6 +78,9 @@ def migrate_state(settings: Settings) -> Migrated:
             }
         finally:
             db.close()
+        requests = state_dir / REQUESTS_FILE
+        if requests.exists():
+            rows["requests"] = _request_rows(requests)
         facts = _memory_facts(state_dir)
         target = open_database(settings, role="migrate-state")
         try:
@@ -81,7 +89,22 @@ def migrate_state(settings: Settings) -> Migrated:
             target.close()
         renamed = source.with_name(source.name + MIGRATED_SUFFIX)
         source.replace(renamed)
+        if requests.exists():
+            requests.replace(requests.with_name(requests.name + MIGRATED_SUFFIX))
     return Migrated({t: len(r) for t, r in rows.items()}, tuple(sorted(facts)), renamed)
+
+
+def _request_rows(path: Path) -> list[tuple[Any, ...]]:
+    from reconciler.controller.portal.store import SqliteRequestStore
+
+    SqliteRequestStore(path).close()  # its schema, should the file predate a column
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(
+            f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests ORDER BY rowid"
+        ).fetchall()
+    finally:
+        db.close()
 
 
 def _memory_facts(state_dir: Path) -> dict[str, str]:
@@ -103,15 +126,17 @@ def _copy(
     with conn.transaction():
         held = conn.execute(
             "SELECT (SELECT count(*) FROM plans) + (SELECT count(*) FROM tasks) "
-            "+ (SELECT count(*) FROM applied) AS n"
+            "+ (SELECT count(*) FROM applied) + (SELECT count(*) FROM requests) AS n"
         ).fetchone()
         if held and held["n"]:
             raise PermanentError("the database already holds a journal: migrate into an empty one")
-        for table, columns in TABLES.items():
+        tables = {**TABLES, "requests": REQUEST_COLUMNS}
+        for table, columns in tables.items():
             marks = ", ".join(["%s"] * len(columns))
             with conn.cursor() as cursor:
                 cursor.executemany(
-                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows[table]
+                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                    rows.get(table, []),
                 )
         for name, value in facts.items():
             conn.execute(

@@ -75,7 +75,7 @@ def manifest() -> dict[str, dict[str, Any]]:
     return {d["kind"]: d for d in docs}
 
 
-def test_kubernetes_manifest() -> None:
+def test_kubernetes_manifest(tmp_path: Path) -> None:
     docs = manifest()
     deployment = docs["Deployment"]["spec"]
     assert deployment["replicas"] == 1
@@ -118,7 +118,9 @@ def test_kubernetes_manifest() -> None:
     from reconciler.controller.scheduler import Scheduler
     from reconciler.controller.server import create_app
 
-    routes = {r.path for r in create_app(Scheduler(Settings())).routes}  # type: ignore[attr-defined]
+    # A repository and a state directory: the portal's Git and request store need them.
+    served = Settings(repo="https://git.example.com/infra.git", state_dir=tmp_path)
+    routes = {getattr(r, "path", None) for r in create_app(Scheduler(served)).routes}
     assert {"/healthz", "/readyz", "/metrics"} <= routes
 
     # The pod's user is the image's (Dockerfile USER), and owns the volume (fsGroup).

@@ -13,7 +13,9 @@ Mounted by `reconciler.controller.server.create_app` (one `include_router`); the
 
 `Follower` advances the requests after each cycle of the controller (and every
 `FOLLOW_EVERY` seconds at most), so phases and pull requests move even when no
-one polls; it stops with the scheduler.
+one polls; it stops with the scheduler. With `RECONCILER_DATABASE_URL` the records are
+the database's (`reconciler.controller.portal.store_pg`): a standby answers from them and only the
+leader advances them.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ from fastapi.responses import JSONResponse
 
 from reconciler.controller.portal.auth import Principal, requirement
 from reconciler.controller.portal.service import BranchInvalid, NotReady, Rejected, RequestService
-from reconciler.controller.portal.store import SqliteRequestStore
+from reconciler.controller.portal.store import RequestStore, SqliteRequestStore
 from reconciler.controller.webhooks import JsonTooDeep, load_json
 from reconciler.errors import ReconcilerError
 from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
+    from reconciler.controller.leader import Election
     from reconciler.controller.scheduler import Scheduler
+    from reconciler.settings import Settings
 
-log = structlog.get_logger("reconciler.portal")
+log = structlog.get_logger("reconciler.controller.portal")
 
 FOLLOW_EVERY = 30.0
 """Seconds between looks at open requests when no cycle ran."""
@@ -83,11 +87,32 @@ def _invalid_branch(exc: BranchInvalid) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "errors": exc.errors}, status_code=409)
 
 
+def request_store(settings: Settings, election: Election | None) -> RequestStore:
+    """Where the records live: the shared database when there is one (a standby answers
+    from it, a new leader follows on; the leader's writes fenced by its epoch), else
+    `<state-dir>/requests.sqlite`."""
+    if not settings.database_url:
+        return SqliteRequestStore.in_state_dir(Path(settings.state_dir))
+    from reconciler.controller.portal.store_pg import PgRequestStore
+    from reconciler.execute.store_pg import open_database
+
+    def epoch() -> int | None:
+        return election.lease.epoch if election is not None else None
+
+    return PgRequestStore(open_database(settings, role="portal-requests"), epoch=epoch)
+
+
 def portal_service(scheduler: Scheduler, *, follow: bool = True) -> RequestService:
-    """The requests of the scheduler's state directory; followed after each cycle."""
+    """The requests of the scheduler's store; followed after each cycle. Only a leader
+    (or the one controller) advances them: a standby answers from the store."""
     settings = scheduler.settings
-    store = SqliteRequestStore.in_state_dir(Path(settings.state_dir))
-    service = RequestService(settings, store, request_cycle=scheduler.request_cycle)
+    election = scheduler.election
+    service = RequestService(
+        settings,
+        request_store(settings, election),
+        request_cycle=scheduler.request_cycle,
+        leading=lambda: election is None or election.role == "leader",
+    )
     if follow:
         Follower(service, scheduler).start()
     return service
@@ -167,4 +192,4 @@ def portal_router(service: RequestService) -> APIRouter:
     return router
 
 
-__all__ = ["Follower", "portal_router", "portal_service"]
+__all__ = ["Follower", "portal_router", "portal_service", "request_store"]

@@ -57,7 +57,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 
-log = structlog.get_logger("reconciler.portal")
+log = structlog.get_logger("reconciler.controller.portal")
 
 
 class NotReady(ReconcilerError):
@@ -90,8 +90,10 @@ class RequestService:
         request_cycle: Callable[[str], object] | None = None,
         forge: Callable[[], Forge | None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
+        self.leading = leading
         self.store = store
         self.git = RequestGit(settings)
         self.request_cycle = request_cycle
@@ -203,9 +205,10 @@ class RequestService:
         return self.store.recent(limit)
 
     def refresh(self) -> None:
-        """Every open request advanced from what Git says now (and its pull request kept)."""
+        """Every open request advanced from what Git says now (and its pull request kept).
+        Not on a standby: its mirror may lag the leader's, and a pull request is opened once."""
         with self._lock:
-            if not self.git.exists:
+            if not self.leading() or not self.git.exists:
                 return
             for record in self.store.open():
                 try:

@@ -1,11 +1,12 @@
 """Where request records are kept: a tiny store protocol, and SQLite in the state directory.
 
 Beside the journal, at the same edge: `RequestStore` is all the portal needs (put a
-record, get one, list them), so a PostgreSQL store can stand in later without
-touching the rest. `SqliteRequestStore` keeps `<state-dir>/requests.sqlite` (WAL),
-its own file: the journal's schema, locks and retention are not touched. Records
-hold references, never secret values (secure inputs are references by the time
-a request is accepted), and every row is passed through the redactor all the same.
+record, get one, list them), so the PostgreSQL store (`reconciler.controller.portal.store_pg`,
+with `RECONCILER_DATABASE_URL`) stands in without touching the rest.
+`SqliteRequestStore` keeps `<state-dir>/requests.sqlite` (WAL), its own file: the
+journal's schema, locks and retention are not touched. Records hold references, never
+secret values (secure inputs are references by the time a request is accepted), and
+every row is passed through the redactor all the same.
 
 Safe to use from several threads (the API's workers and the follower): one
 connection, behind a lock.

@@ -94,6 +94,7 @@ READS: Mapping[str, tuple[str, ...]] = {
     "plan": _SOURCE,
     "status": _SOURCE,
     "audit": _SOURCE,
+    "discover": _SOURCE,
     "apply": (*_SOURCE, *_WRITE),
     "demo": ("branch", "state_dir", "status_branch", *_WRITE, "config"),
     "run": tuple(name for name in Settings.model_fields if name in MEANING),

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,16 +28,20 @@ import pygit2
 from reconciler.controller import WRITE_FAILURE, Controller, CycleResult
 from reconciler.desired import Desired, subset, with_dependencies
 from reconciler.diff import LastApplied
+from reconciler.discovery import DiscoveryReport, documents_yaml
+from reconciler.discovery import documents as documents_of
 from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import Journal, LeaseHeld
 from reconciler.gates import PlanContext, judge_rules, plan_revision
-from reconciler.observe import observe_desired
+from reconciler.observe import discover, observe_desired
 from reconciler.plan import Operation, Plan, relative_to
 from reconciler.progress import Progress
+from reconciler.providers import open_providers
 from reconciler.render import render_text, summary_line
 from reconciler.report import WriteFailure
 from reconciler.secret_check import declared_uses, unresolvable
 from reconciler.secret_check import environment as secret_environment
+from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, StatusWriter
 from reconciler.source.readback import (
@@ -232,6 +236,61 @@ def plan_revisions(
     if base_desired is None:
         return PlanOutcome(plan=head_plan)
     return PlanOutcome(plan=relative_to(head_plan, plan_of(base_desired)))
+
+
+# --- discover: the inbox as documents ------------------------------------------------
+
+
+def show_discovered(settings: Settings, provider: str | None, output: str) -> int:
+    """`reconciler discover`: ask the head's providers (or one) what they see undeclared,
+    and print it: documents to commit (yaml), data (json) or one line each (text)."""
+    try:
+        source = fetched_source(settings, "revisions")
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    desired, diagnostics, error = _desired_at(source, settings.ref or settings.branch)
+    if desired is None:
+        for diagnostic in diagnostics:
+            print(str(diagnostic), file=sys.stderr)
+        print(f"reconciler: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    documents = desired.providers
+    if provider is not None:
+        if provider not in documents:
+            known = ", ".join(sorted(documents)) or "none"
+            print(
+                f"reconciler: --provider {provider}: not declared; known: {known}", file=sys.stderr
+            )
+            return EXIT_ERROR
+        documents = {provider: documents[provider]}
+    report = asyncio.run(_discover(desired, documents, Path(settings.state_dir), source.owner))
+    for name, why in sorted(report.errors.items()):
+        print(f"reconciler: provider {name} could not list what it sees: {why}", file=sys.stderr)
+    if output == "json":
+        data = report.to_data()
+        data["documents"] = REDACTOR.data(documents_of(report.found, desired))
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif output == "text":
+        for d in report.found:
+            identity = ", ".join(f"{k}={v}" for k, v in sorted(d.identity.items()))
+            print(REDACTOR.text(f"{d.provider}\t{d.kind}\t{d.name or '-'}\t{identity}"))
+        print(f"{len(report.found)} undeclared", file=sys.stderr)
+    else:
+        print(documents_yaml(report.found, desired), end="")
+    return EXIT_ERROR if report.errors else EXIT_OK
+
+
+async def _discover(
+    desired: Desired, documents: Mapping[str, Any], state_dir: Path, repository: str
+) -> DiscoveryReport:
+    providers, failed = open_providers(documents, state_dir=state_dir, repository=repository)
+    try:
+        found, errors = await discover(desired, providers)
+    finally:
+        for opened in providers.values():
+            await opened.close()
+    return DiscoveryReport(desired.revision, tuple(found), {**errors, **failed})
 
 
 # --- apply: one cycle, with progress ------------------------------------------------

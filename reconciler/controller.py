@@ -38,6 +38,7 @@ from reconciler.approvals import Decision
 from reconciler.branch_plans import PLANS_DIR, BranchPlans, patterns_of, watched_branches
 from reconciler.desired import Desired, ResolvedResource, subset, with_dependencies
 from reconciler.diff import Diff, LastApplied
+from reconciler.discovery import DISCOVERED_JSON, DISCOVERED_MD, DiscoveryReport
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import Journal, Lease, PlanRow
@@ -47,6 +48,7 @@ from reconciler.gates import PlanContext, RulesVerdict, judge_rules, plan_revisi
 from reconciler.load import LoadResult
 from reconciler.observe import (
     ObservedState,
+    discover,
     observe,
     observe_desired,
     read_existing,
@@ -74,6 +76,7 @@ from reconciler.source.identity import canonical_location
 from reconciler.source.readback import (
     read_controller_conditions,
     read_drift,
+    read_files,
     read_statuses,
     reported_executions,
     unreadable_condition,
@@ -133,6 +136,9 @@ class CycleResult:
     or why it planned everything; None for a targeted reconcile or with no revision."""
     timings: Mapping[str, float] = field(default_factory=dict)
     """Seconds spent in each phase: fetch, load, observe, plan, execute, write (metrics)."""
+    discovered: DiscoveryReport | None = None
+    """What providers see that nothing declares (a full cycle's); None: the last report
+    on the status branch is kept."""
 
     def __repr__(self) -> str:
         # Short: asyncio formats the repr of a finished main task's result (when it
@@ -611,6 +617,9 @@ class Controller:
         )
         try:
             observed = await self.observe(desired, providers, failed)
+            with self._timed("observe"):  # the inbox: listed, never acted on
+                found_now, why = await discover(full, providers)
+            discovered = DiscoveryReport(full.revision, tuple(found_now), {**why, **failed})
             if held:
                 observed = dataclasses.replace(
                     observed, owned={k: o for k, o in observed.owned.items() if k not in held}
@@ -636,6 +645,7 @@ class Controller:
             execution=execution,
             decision=self.decision,
             branch_plans=branch_plans,
+            discovered=discovered,
         )
         only = (previous.keys() | full.resources.keys()) - set(held) if held else None
         return await self._write(result, desired, previous, found, observed, now, only=only)
@@ -853,6 +863,17 @@ class Controller:
             status_files=self._status_files,
         )
         files, replaced = dict(report.files), report.managed_prefixes
+        if result.discovered is not None:
+            files.update(result.discovered.files())
+        else:  # a targeted or incremental cycle looked at part of the fleet: kept
+            files.update(
+                await asyncio.to_thread(
+                    read_files,
+                    self.source.repo,
+                    self.writer.branch,
+                    (DISCOVERED_MD, DISCOVERED_JSON),
+                )
+            )
         if result.branch_plans is not None:
             files.update(result.branch_plans)
             replaced = (*replaced, f"{PLANS_DIR}/")

@@ -39,6 +39,7 @@ from reconciler.progress import Progress
 from reconciler.providers import open_providers
 from reconciler.render import render_text, summary_line
 from reconciler.report import WriteFailure
+from reconciler.rollout_progress import ROLLOUTS_JSON, RolloutProgress, read_rollouts
 from reconciler.secret_check import declared_uses, unresolvable
 from reconciler.secret_check import environment as secret_environment
 from reconciler.secrets import REDACTOR
@@ -47,6 +48,7 @@ from reconciler.source import DeclaredSource, StatusWriter
 from reconciler.source.readback import (
     ControllerShown,
     read_controller,
+    read_files,
     read_statuses,
     unreadable_condition,
 )
@@ -559,9 +561,47 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
             WriteFailure.from_fact(journal_fact(Path(settings.state_dir), WRITE_FAILURE)),
         )
     )
+    rollouts = read_rollouts(read_files(source.repo, branch, (ROLLOUTS_JSON,)).get(ROLLOUTS_JSON))
+    if rollouts:
+        console.print()
+        console.print(_rollouts_table(rollouts))
     console.print()
     console.print(_resources_table(statuses))
     return EXIT_OK
+
+
+ROLLOUT_WHY_SHOWN = 10
+"""Waiting and failed resources named per rollout; the others are counted."""
+
+
+def _rollouts_table(rollouts: tuple[RolloutProgress, ...]) -> Any:
+    """Each rollout's counts and why it is paused, then its failed and waiting resources
+    with why (the first few)."""
+    from rich.table import Table
+
+    table = Table(
+        "ROLLOUT", "DONE", "RUNNING", "WAITING", "FAILED", "PAUSED", box=None, title_justify="left"
+    )
+    table.columns[-1].overflow = "fold"
+    for progress in rollouts:
+        paused = (
+            f"yes: {progress.paused} (resume: change rollout.resume in Git, or "
+            f"POST /api/v1/rollouts/{progress.id}/resume)"
+            if progress.paused
+            else "no"
+        )
+        counts = (str(progress.count(s)) for s in ("done", "running", "waiting", "failed"))
+        table.add_row(progress.id, *counts, paused)
+        for state in ("failed", "running", "waiting"):
+            members = [m for m in progress.members if m.state == state]
+            for member in members[:ROLLOUT_WHY_SHOWN]:
+                why = f": {member.why}" if member.why else ""
+                table.add_row("", "", "", "", "", f"{state} {member.key} ({member.batch}){why}")
+            if len(members) > ROLLOUT_WHY_SHOWN:
+                table.add_row(
+                    "", "", "", "", "", f"… and {len(members) - ROLLOUT_WHY_SHOWN} more {state}"
+                )
+    return table
 
 
 def _controller_table(

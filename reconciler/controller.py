@@ -66,6 +66,7 @@ from reconciler.report import (
     WriteFailure,
     build_report,
 )
+from reconciler.rollout_progress import ROLLOUTS_JSON, rollout_progress, rollouts_json, states_of
 from reconciler.rollouts import rollout_spec
 from reconciler.scope import FullCycle, Scope, held_failures, revision_scope
 from reconciler.secrets import REDACTOR
@@ -863,6 +864,7 @@ class Controller:
             status_files=self._status_files,
         )
         files, replaced = dict(report.files), report.managed_prefixes
+        files.update(self._rollout_files(result))
         if result.discovered is not None:
             files.update(result.discovered.files())
         else:  # a targeted or incremental cycle looked at part of the fleet: kept
@@ -924,6 +926,22 @@ class Controller:
         )
         self.last = final
         return final
+
+    def _rollout_files(self, result: CycleResult) -> dict[str, bytes]:
+        """`reports/rollouts.json`: each rollout of this cycle's plan with what became of
+        its resources, and the pauses the journal holds; kept when nothing was planned."""
+        if result.plan is None:
+            return read_files(self.source.repo, self.writer.branch, (ROLLOUTS_JSON,))
+        states: dict[str, tuple[str, str]] = {}
+        for done in (result.resumed, result.execution):
+            if done is not None:
+                states.update(states_of(done.outcomes))
+        paused = {
+            name.removeprefix(PAUSE_FACT): str(json.loads(value).get("reason", "paused"))
+            for name, value in self.journal.facts(PAUSE_FACT).items()
+        }
+        progress = rollout_progress(result.plan, states, paused)
+        return {ROLLOUTS_JSON: rollouts_json(progress, result.plan.revision).encode()}
 
     def _earlier(self, result: CycleResult) -> tuple[tuple[ExecutionResult, str | None], ...]:
         """The executed plans no commit reported yet, but this cycle's own, in order."""

@@ -84,12 +84,17 @@ def rollout_progress(
     paused: Mapping[str, str],
 ) -> tuple[RolloutProgress, ...]:
     """Each rollout of `plan` with its resources' states (`states`: key -> (state, why);
-    a key not in it waits), and the paused ones' reasons. A paused rollout none of whose
-    resources this plan covers is still shown, with no resources."""
+    a key not in it waits), and the paused ones' reasons (`paused`, else what the plan's
+    held-back actions say). A paused rollout none of whose resources this plan covers is
+    still shown, with no resources."""
     members: dict[str, list[Member]] = {}
+    paused = dict(paused)
     for action in plan.actions if plan is not None else ():
         if action.rollout is None:
             continue
+        held = f"rollout {action.rollout} is paused: "
+        if action.blocked and action.blocked.startswith(held) and action.rollout not in paused:
+            paused[action.rollout] = action.blocked.removeprefix(held).split(" (resume:")[0]
         state, why = states.get(action.key, ("waiting", ""))
         if state == "waiting" and not why and action.blocked:
             why = action.blocked
@@ -115,6 +120,16 @@ def states_of(outcomes: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
             states[key] = ("failed", f"{where}{outcome.error or ''}".strip())
         else:
             states[key] = ("waiting", outcome.reason)
+    return states
+
+
+def states_live(
+    running: Mapping[str, Any], ended: Mapping[str, tuple[str, str]]
+) -> dict[str, tuple[str, str]]:
+    """Resource states while a plan runs: the executor's progress (`ProgressState`)."""
+    names = {"succeeded": "done", "failed": "failed"}
+    states = {key: (names.get(result, "waiting"), why) for key, (result, why) in ended.items()}
+    states.update((key, ("running", "")) for key in running)
     return states
 
 

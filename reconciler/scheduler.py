@@ -365,6 +365,8 @@ class Scheduler:
                 state,
                 running={k: dataclasses.replace(v) for k, v in state.running.items()},
                 failures=list(state.failures),
+                ended=dict(state.ended),
+                paused=dict(state.paused),
             )
             return copy, tuple(self._running)
 

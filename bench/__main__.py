@@ -45,6 +45,7 @@ STEPS = {
     "notify": Step("bench.notify", ("-n", "4000"), ("-n", "4000", "--repeat", "1")),
     "fairness": Step("bench.fairness", (), ("--repeat", "1")),
     "ui": Step("bench.ui", ("-n", "10000"), ("-n", "2000", "--repeat", "10")),
+    "rollout": Step("bench.rollout_overhead", ("--repeat", "21"), ("--repeat", "5")),
 }
 
 
@@ -188,6 +189,15 @@ def headline(results: dict[str, tuple[Any, float | None, str]], quick: bool) -> 
             "over 127.0.0.1; target <= 1.5",
             value / api_page if value and api_page else None,
         )
+    overhead = get("rollout", "rollout_overhead_ratio")
+    plan_only = get("rollout", "rollout_overhead_plan_only_ratio")
+    figures["rollout_overhead_ratio"] = _figure(
+        overhead,
+        "x",
+        "planning a 1,000-machine update with a rollout policy that never binds / the same "
+        f"without (CPU time; the planning step alone: {plan_only or 0:.3f}); target <= 1.05",
+        overhead,
+    )
     for step, (_data, _rss, error) in results.items():
         if error:
             figures[f"error_{step}"] = _figure(None, "-", error)

@@ -46,6 +46,7 @@ STEPS = {
     "fairness": Step("bench.fairness", (), ("--repeat", "1")),
     "ui": Step("bench.ui", ("-n", "10000"), ("-n", "2000", "--repeat", "10")),
     "scale": Step("bench.scale_out", (), ("--quick",)),
+    "rollout": Step("bench.rollout_overhead", ("--repeat", "21"), ("--repeat", "5")),
 }
 
 
@@ -206,6 +207,15 @@ def headline(results: dict[str, tuple[Any, float | None, str]], quick: bool) -> 
         get("scale", "queue_claims_per_s"),
         "/s",
         "trivial tasks claimed and completed by 4 workers on this machine's PostgreSQL",
+    )
+    overhead = get("rollout", "rollout_overhead_ratio")
+    plan_only = get("rollout", "rollout_overhead_plan_only_ratio")
+    figures["rollout_overhead_ratio"] = _figure(
+        overhead,
+        "x",
+        "planning a 1,000-machine update with a rollout policy that never binds / the same "
+        f"without (CPU time; the planning step alone: {plan_only or 0:.3f}); target <= 1.05",
+        overhead,
     )
     for step, (_data, _rss, error) in results.items():
         if error:

@@ -502,6 +502,47 @@ def status(
     raise typer.Exit(show_status(settings, resource, as_json=output is Output.json))
 
 
+class DiscoverOutput(StrEnum):
+    yaml = "yaml"
+    json = "json"
+    text = "text"
+
+
+@app.command(epilog=epilog("discover"))
+def discover(
+    ctx: typer.Context,
+    provider: Annotated[
+        str | None, typer.Option(help="Only this Provider (its metadata.name)")
+    ] = None,
+    output: Annotated[
+        DiscoverOutput, typer.Option(help="yaml (documents to commit), json or text")
+    ] = DiscoverOutput.yaml,
+    repo: Repo = None,
+    branch: Branch = None,
+    state_dir: StateDir = None,
+    status_branch: StatusBranch = None,
+    config: Config = None,
+) -> None:
+    """What providers see that nothing declares, as documents ready to commit.
+
+    Never acts on anything. Exit 0, 1 when a provider could not list (the others are
+    still shown) or the head cannot be loaded.
+    """
+    from reconciler.cli.commands import show_discovered
+
+    settings = _settings(
+        ctx,
+        "discover",
+        repo=repo,
+        branch=branch,
+        state_dir=state_dir,
+        status_branch=status_branch,
+        config=config,
+    )
+    _need_repo(settings)
+    raise typer.Exit(show_discovered(settings, provider, output.value))
+
+
 @app.command(epilog=epilog("audit"))
 def audit(
     ctx: typer.Context,

@@ -108,6 +108,7 @@ READS: Mapping[str, tuple[str, ...]] = {
     "plan": (*_SOURCE, "database_url", "database_password"),
     "status": _SOURCE,
     "audit": _SOURCE,
+    "discover": _SOURCE,
     "apply": (*_SOURCE, *_WRITE, *_DATABASE, "execute", "claim_lease"),
     "demo": ("branch", "state_dir", "status_branch", *_WRITE, "config"),
     "run": tuple(name for name in Settings.model_fields if name in MEANING),

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,20 +33,26 @@ from reconciler.execute.store import open_reader
 from reconciler.load.desired import Desired, subset, with_dependencies
 from reconciler.load.secret_check import declared_uses, unresolvable
 from reconciler.load.secret_check import environment as secret_environment
-from reconciler.observe.observe import observe_desired
+from reconciler.observe.observe import discover, observe_desired
 from reconciler.plan.diff import LastApplied
 from reconciler.plan.gates import PlanContext, judge_rules, plan_revision
 from reconciler.plan.plan import Operation, Plan, relative_to
 from reconciler.plan.render import render_text, summary_line
+from reconciler.providers import open_providers
+from reconciler.report.discovery import DiscoveryReport, documents_yaml
+from reconciler.report.discovery import documents as documents_of
 from reconciler.report.report import WriteFailure
+from reconciler.report.rollout_progress import ROLLOUTS_JSON, RolloutProgress, read_rollouts
 from reconciler.report.status import ResourceStatus
 from reconciler.report.transitions import failed_stages, records_from_statuses
+from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, Stale, StatusWriter
 from reconciler.source.declared import REMOTE_REFUSED, REMOTE_UNAVAILABLE
 from reconciler.source.readback import (
     ControllerShown,
     read_controller,
+    read_files,
     read_statuses,
     unreadable_condition,
 )
@@ -242,6 +248,61 @@ def plan_revisions(
     if base_desired is None:
         return PlanOutcome(plan=head_plan)
     return PlanOutcome(plan=relative_to(head_plan, plan_of(base_desired)))
+
+
+# --- discover: the inbox as documents ------------------------------------------------
+
+
+def show_discovered(settings: Settings, provider: str | None, output: str) -> int:
+    """`reconciler discover`: ask the head's providers (or one) what they see undeclared,
+    and print it: documents to commit (yaml), data (json) or one line each (text)."""
+    try:
+        source = fetched_source(settings, "revisions")
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    desired, diagnostics, error = _desired_at(source, settings.ref or settings.branch)
+    if desired is None:
+        for diagnostic in diagnostics:
+            print(str(diagnostic), file=sys.stderr)
+        print(f"reconciler: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    documents = desired.providers
+    if provider is not None:
+        if provider not in documents:
+            known = ", ".join(sorted(documents)) or "none"
+            print(
+                f"reconciler: --provider {provider}: not declared; known: {known}", file=sys.stderr
+            )
+            return EXIT_ERROR
+        documents = {provider: documents[provider]}
+    report = asyncio.run(_discover(desired, documents, Path(settings.state_dir), source.owner))
+    for name, why in sorted(report.errors.items()):
+        print(f"reconciler: provider {name} could not list what it sees: {why}", file=sys.stderr)
+    if output == "json":
+        data = report.to_data()
+        data["documents"] = REDACTOR.data(documents_of(report.found, desired))
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif output == "text":
+        for d in report.found:
+            identity = ", ".join(f"{k}={v}" for k, v in sorted(d.identity.items()))
+            print(REDACTOR.text(f"{d.provider}\t{d.kind}\t{d.name or '-'}\t{identity}"))
+        print(f"{len(report.found)} undeclared", file=sys.stderr)
+    else:
+        print(documents_yaml(report.found, desired), end="")
+    return EXIT_ERROR if report.errors else EXIT_OK
+
+
+async def _discover(
+    desired: Desired, documents: Mapping[str, Any], state_dir: Path, repository: str
+) -> DiscoveryReport:
+    providers, failed = open_providers(documents, state_dir=state_dir, repository=repository)
+    try:
+        found, errors = await discover(desired, providers)
+    finally:
+        for opened in providers.values():
+            await opened.close()
+    return DiscoveryReport(desired.revision, tuple(found), {**errors, **failed})
 
 
 # --- apply: one cycle, with progress ------------------------------------------------
@@ -511,9 +572,47 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
             unfetched,
         )
     )
+    rollouts = read_rollouts(read_files(source.repo, branch, (ROLLOUTS_JSON,)).get(ROLLOUTS_JSON))
+    if rollouts:
+        console.print()
+        console.print(_rollouts_table(rollouts))
     console.print()
     console.print(_resources_table(statuses))
     return EXIT_OK
+
+
+ROLLOUT_WHY_SHOWN = 10
+"""Waiting and failed resources named per rollout; the others are counted."""
+
+
+def _rollouts_table(rollouts: tuple[RolloutProgress, ...]) -> Any:
+    """Each rollout's counts and why it is paused, then its failed and waiting resources
+    with why (the first few)."""
+    from rich.table import Table
+
+    table = Table(
+        "ROLLOUT", "DONE", "RUNNING", "WAITING", "FAILED", "PAUSED", box=None, title_justify="left"
+    )
+    table.columns[-1].overflow = "fold"
+    for progress in rollouts:
+        paused = (
+            f"yes: {progress.paused} (resume: change rollout.resume in Git, or "
+            f"POST /api/v1/rollouts/{progress.id}/resume)"
+            if progress.paused
+            else "no"
+        )
+        counts = (str(progress.count(s)) for s in ("done", "running", "waiting", "failed"))
+        table.add_row(progress.id, *counts, paused)
+        for state in ("failed", "running", "waiting"):
+            members = [m for m in progress.members if m.state == state]
+            for member in members[:ROLLOUT_WHY_SHOWN]:
+                why = f": {member.why}" if member.why else ""
+                table.add_row("", "", "", "", "", f"{state} {member.key} ({member.batch}){why}")
+            if len(members) > ROLLOUT_WHY_SHOWN:
+                table.add_row(
+                    "", "", "", "", "", f"… and {len(members) - ROLLOUT_WHY_SHOWN} more {state}"
+                )
+    return table
 
 
 def _controller_table(

@@ -51,7 +51,7 @@ from reconciler.execute.store import (
 from reconciler.execute.worker import dispatcher_for
 from reconciler.load.desired import Desired, ResolvedResource, subset, with_dependencies
 from reconciler.load.load import LoadResult
-from reconciler.observe.observe import ObservedState, observe, observe_desired
+from reconciler.observe.observe import ObservedState, discover, observe, observe_desired
 from reconciler.plan.approvals import Decision
 from reconciler.plan.diff import Diff, LastApplied
 from reconciler.plan.gates import PlanContext, RulesVerdict, judge_rules, plan_revision
@@ -61,6 +61,7 @@ from reconciler.plan.rollouts import rollout_spec
 from reconciler.plan.scope import FullCycle, Scope, held_failures, revision_scope
 from reconciler.providers import open_providers
 from reconciler.providers.base import Provider
+from reconciler.report.discovery import DISCOVERED_JSON, DISCOVERED_MD, DiscoveryReport
 from reconciler.report.report import (
     AuditRecord,
     ControllerStatus,
@@ -68,6 +69,12 @@ from reconciler.report.report import (
     StatusFiles,
     WriteFailure,
     build_report,
+)
+from reconciler.report.rollout_progress import (
+    ROLLOUTS_JSON,
+    rollout_progress,
+    rollouts_json,
+    states_of,
 )
 from reconciler.report.status import ResourceStatus, set_condition
 from reconciler.report.transitions import (
@@ -88,6 +95,7 @@ from reconciler.source.mirror import display_url, normalize_url
 from reconciler.source.readback import (
     read_controller_conditions,
     read_drift,
+    read_files,
     read_statuses,
     reported_executions,
     unreadable_condition,
@@ -137,6 +145,9 @@ class CycleResult:
     or why it planned everything; None for a targeted reconcile or with no revision."""
     timings: Mapping[str, float] = field(default_factory=dict)
     """Seconds spent in each phase: fetch, load, observe, plan, execute, write (metrics)."""
+    discovered: DiscoveryReport | None = None
+    """What providers see that nothing declares (a full cycle's); None: the last report
+    on the status branch is kept."""
 
     def __repr__(self) -> str:
         # Short: asyncio formats the repr of a finished main task's result (when it
@@ -657,6 +668,9 @@ class Controller:
         )
         try:
             observed = await self.observe(desired, providers, failed)
+            with self._timed("observe"):  # the inbox: listed, never acted on
+                found_now, why = await discover(full, providers)
+            discovered = DiscoveryReport(full.revision, tuple(found_now), {**why, **failed})
             if held:
                 observed = dataclasses.replace(
                     observed, owned={k: o for k, o in observed.owned.items() if k not in held}
@@ -682,6 +696,7 @@ class Controller:
             execution=execution,
             decision=self.decision,
             branch_plans=branch_plans,
+            discovered=discovered,
         )
         only = (previous.keys() | full.resources.keys()) - set(held) if held else None
         return await self._write(result, desired, previous, found, observed, now, only=only)
@@ -900,6 +915,18 @@ class Controller:
             status_files=self._status_files,
         )
         files, replaced = dict(report.files), report.managed_prefixes
+        files.update(self._rollout_files(result))
+        if result.discovered is not None:
+            files.update(result.discovered.files())
+        else:  # a targeted or incremental cycle looked at part of the fleet: kept
+            files.update(
+                await asyncio.to_thread(
+                    read_files,
+                    self.source.repo,
+                    self.writer.branch,
+                    (DISCOVERED_MD, DISCOVERED_JSON),
+                )
+            )
         if result.branch_plans is not None:
             files.update(result.branch_plans)
             replaced = (*replaced, f"{PLANS_DIR}/")
@@ -961,6 +988,22 @@ class Controller:
             for row in self.journal.unreported_plans()
             for key in self.journal.outcomes(row.plan_hash)
         }
+
+    def _rollout_files(self, result: CycleResult) -> dict[str, bytes]:
+        """`reports/rollouts.json`: each rollout of this cycle's plan with what became of
+        its resources, and the pauses the journal holds; kept when nothing was planned."""
+        if result.plan is None:
+            return read_files(self.source.repo, self.writer.branch, (ROLLOUTS_JSON,))
+        states: dict[str, tuple[str, str]] = {}
+        for done in (result.resumed, result.execution):
+            if done is not None:
+                states.update(states_of(done.outcomes))
+        paused = {
+            name.removeprefix(PAUSE_FACT): str(json.loads(value).get("reason", "paused"))
+            for name, value in self.journal.facts(PAUSE_FACT).items()
+        }
+        progress = rollout_progress(result.plan, states, paused)
+        return {ROLLOUTS_JSON: rollouts_json(progress, result.plan.revision).encode()}
 
     def _earlier(self, result: CycleResult) -> tuple[tuple[ExecutionResult, str | None], ...]:
         """The executed plans no commit reported yet, but this cycle's own, in order."""

@@ -35,7 +35,7 @@ Names (counters end in `_total` when rendered):
   `reconciler_stage_duration_seconds{provider,stage}` — executed tasks and stages
 - `reconciler_provider_request_duration_seconds{provider,operation}`,
   `reconciler_provider_request_errors_total{provider,operation}` — each call of the
-  provider protocol (observe, list_owned, start, poll, cancel)
+  provider protocol (observe, list_owned, start, poll, cancel, discover)
 - `reconciler_cycle_phase_duration_seconds{phase}` — fetch, load, observe, plan,
   execute, write
 """

@@ -53,6 +53,10 @@ class ProgressState:
     skipped: int = 0
     failures: list[str] = field(default_factory=list)
     finished: bool = False
+    ended: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Resources that ended: (succeeded, failed or skipped; the error or the reason)."""
+    paused: dict[str, str] = field(default_factory=dict)
+    """Rollouts that paused during this execution, and why."""
 
     @property
     def waiting(self) -> int:
@@ -78,10 +82,13 @@ class ProgressState:
                 f"{event.get('error')}"
             )
             self.failures.append(line)
+            self.ended[key] = ("failed", f"stage {event.get('stage')}: {event.get('error')}")
             return [line]
         elif name == "resource.finished" and key:
             self.running.pop(key, None)
             result = event.get("result")
+            why = self.ended.get(key, ("", ""))[1] if result == "failed" else ""
+            self.ended[key] = (str(result), why)
             if result == "succeeded":
                 self.done += 1
             elif result == "failed":
@@ -91,7 +98,10 @@ class ProgressState:
         elif name == "resource.skipped" and key:
             self.running.pop(key, None)
             self.skipped += 1
+            self.ended[key] = ("skipped", str(event.get("reason", "")))
             return [f"- {key} skipped: {event.get('reason')}"]
+        elif name == "rollout.paused":
+            self.paused[str(event.get("rollout"))] = str(event.get("reason", ""))
         elif name == "plan.finished":
             self.finished = True
         return []

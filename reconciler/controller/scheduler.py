@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 OperationPhase = Literal["pending", "running", "succeeded", "failed"]
 
-log = structlog.get_logger("reconciler.scheduler")
+log = structlog.get_logger("reconciler.controller.scheduler")
 
 
 @dataclass(frozen=True)
@@ -392,6 +392,8 @@ class Scheduler:
                 state,
                 running={k: dataclasses.replace(v) for k, v in state.running.items()},
                 failures=list(state.failures),
+                ended=dict(state.ended),
+                paused=dict(state.paused),
             )
             return copy, tuple(self._running)
 

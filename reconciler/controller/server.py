@@ -37,6 +37,7 @@ import json
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -56,14 +57,16 @@ from reconciler.controller.scheduler import Scheduler, UnknownProvider, event_re
 from reconciler.controller.terraform_backend import terraform_backend_router
 from reconciler.controller.ui import api_resources, install_ui
 from reconciler.controller.ui.query import IndexCache, Query
+from reconciler.controller.ui.store import StatusBranch
 from reconciler.controller.webhooks import JsonTooDeep, load_json, receive
 from reconciler.errors import ReconcilerError
 from reconciler.execute.journal import LeaseHeld
 from reconciler.execute.store import uses_database
+from reconciler.report.discovery import DISCOVERED_JSON
 from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
 from reconciler.settings import Settings
 
-log = structlog.get_logger("reconciler.server")
+log = structlog.get_logger("reconciler.controller.server")
 
 
 class Accepted(BaseModel):
@@ -301,6 +304,19 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         if scheduler.plan is None:
             raise HTTPException(404, "no plan yet: the first cycle has not planned")
         return REDACTOR.data(json.loads(scheduler.plan.to_json()))
+
+    discovered_from = StatusBranch(
+        Path(scheduler.settings.state_dir) / "mirror.git", scheduler.settings.status_branch
+    )
+
+    @app.get("/api/v1/discovered", tags=["resources"], responses={401: {}, 404: {}})
+    def discovered(_: None = reading) -> Any:
+        """What providers see that no document declares and no owner marks, as the last
+        full cycle committed it (`reports/discovered.json`); never acted on."""
+        text = discovered_from.report(DISCOVERED_JSON)
+        if text is None:
+            raise HTTPException(404, "no discovery report yet: no full cycle has been reported")
+        return REDACTOR.data(json.loads(text))
 
     @app.post(
         "/api/v1/webhooks/{source}",

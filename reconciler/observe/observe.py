@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.providers import open_providers
 from reconciler.providers.base import (
+    Discovered,
     Observation,
     ObservationResult,
     ObservationUnknown,
@@ -316,3 +317,38 @@ async def observe_desired(
     if remember:
         write_existing(state_dir, {**(previous or {}), **seen.existing})
     return seen
+
+
+async def discover(
+    desired: Desired,
+    providers: Mapping[str, Provider],
+    *,
+    only: Collection[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[list[Discovered], dict[str, str]]:
+    """Ask each provider (of `only`, when given) that can for what it sees undeclared
+    (`Discovers`), concurrently; a provider that fails or times out is named with why,
+    and the others still answer. Read-only: nothing discovered is ever acted on."""
+    by_provider: dict[str, list[ResourceRef]] = {name: [] for name in providers}
+    for resource in desired.resources.values():
+        if resource.provider in by_provider:
+            by_provider[resource.provider].append(resource_ref(resource))
+    names = [n for n in sorted(providers) if only is None or n in only]
+
+    async def one(name: str) -> Sequence[Discovered]:
+        call = getattr(providers[name], "discover", None)
+        if call is None:
+            return []
+        return await asyncio.wait_for(call(by_provider[name]), timeout)
+
+    answers = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
+    found: list[Discovered] = []
+    errors: dict[str, str] = {}
+    for name, answer in zip(names, answers, strict=True):
+        if isinstance(answer, BaseException):
+            if not isinstance(answer, Exception):
+                raise answer
+            errors[name] = REDACTOR.text(_reason(answer))
+            continue
+        found += [d if d.provider else replace(d, provider=name) for d in answer]
+    return found, errors

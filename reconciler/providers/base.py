@@ -163,6 +163,43 @@ class OwnedResource:
 
 
 @dataclass(frozen=True)
+class Discovered:
+    """Something a provider sees that no declared resource is and nobody owns.
+
+    `kind` is the document kind that would declare it (Machine, Instance, Resource);
+    `name` the provider's own name for it (a system's Name, an instance's Name tag),
+    maybe empty; `identity` what a document needs to find it again (a Machine's `bmc`
+    fields, an instance's id and region, an object's id and type); `facts` what was
+    observed (power, inventory, size…), for people deciding whether to enroll it.
+    """
+
+    kind: str
+    name: str
+    identity: Mapping[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    provider: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "identity": _plain(self.identity),
+            "facts": _plain(self.facts),
+            "provider": self.provider,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Discovered:
+        return cls(
+            kind=data["kind"],
+            name=data.get("name", ""),
+            identity=dict(data.get("identity", {})),
+            facts=dict(data.get("facts", {})),
+            provider=data.get("provider", ""),
+        )
+
+
+@dataclass(frozen=True)
 class ActionRequest:
     """One provider action of a stage task: `power-on`, `install-os`, `create`, `delete`…
 
@@ -338,4 +375,21 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release connections; the provider is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class Discovers(Protocol):
+    """The optional call of a provider that can list what it sees (the discovery inbox).
+
+    A provider without `discover` simply discovers nothing.
+    """
+
+    async def discover(self, declared: Sequence[ResourceRef]) -> Sequence[Discovered]:
+        """Everything the API shows that none of `declared` (this provider's declared
+        resources) is, and that carries no owner's mark — neither ours (an undeclared
+        resource of ours is an orphan, the plan's business) nor another controller's
+        or tool's. Read-only; never acts. Raise a `ReconcilerError` when the listing
+        cannot be had: the inbox then says why instead of showing a partial list.
+        """
         ...

@@ -84,6 +84,7 @@ from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
     MANAGED_BY,
     ActionRequest,
+    Discovered,
     Observation,
     ObservationResult,
     OperationHandle,
@@ -419,6 +420,24 @@ class Ec2Provider:
                     )
                 )  # fmt: skip
         return sorted(owned, key=lambda o: (o.key, o.fields.get("instanceId", "")))
+
+    async def discover(self, declared: Sequence[ResourceRef]) -> Sequence[Discovered]:
+        """Live instances in the provider's regions that carry no owner tag: not ours
+        (declared, or orphans) and not another controller's or tool's (any
+        ``managed-by`` or ``reconciler/repository`` tag). Every page, or raise."""
+        live = [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+        found: list[Discovered] = []
+        for region in self._regions:
+            for instance in await self._call(self._describe, region, live):
+                tags = _tags(instance)
+                if TAG_MANAGED_BY in tags or TAG_REPOSITORY in tags:
+                    continue
+                fields = self._fields(instance, region)
+                identity = {"instanceId": instance["InstanceId"], "region": region}
+                found.append(
+                    Discovered("Instance", tags.get("Name", ""), identity, fields, self.name)
+                )
+        return sorted(found, key=lambda d: (d.identity["region"], d.identity["instanceId"]))
 
     async def start(self, request: ActionRequest) -> OperationHandle:
         if request.action not in ACTIONS:

@@ -3,7 +3,7 @@
 Sits between the registry (`open_provider`) and whoever calls a provider. A
 `reconciler run` worker sets a sink for its own context (`provider_calls`); providers
 opened in that context are wrapped so that each call of the Provider protocol
-(observe, list_owned, start, poll, cancel) reports (provider, operation, seconds,
+(observe, list_owned, start, poll, cancel, discover) reports (provider, operation, seconds,
 failed) to it. With no sink (apply, plan, tests, the benchmark) providers are not
 wrapped at all.
 """
@@ -19,7 +19,7 @@ from typing import Any
 CallSink = Callable[[str, str, float, bool], None]
 """(provider name, operation, seconds, failed)."""
 
-OPERATIONS = ("observe", "list_owned", "start", "poll", "cancel")
+OPERATIONS = ("observe", "list_owned", "start", "poll", "cancel", "discover")
 
 _sink: ContextVar[CallSink | None] = ContextVar("reconciler_provider_calls", default=None)
 

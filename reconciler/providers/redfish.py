@@ -96,6 +96,7 @@ from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
     ActionRequest,
+    Discovered,
     Observation,
     ObservationResult,
     ObservationUnknown,
@@ -565,6 +566,54 @@ class RedfishProvider:
             if isinstance(first, TemporaryError):
                 raise first
         return {r.key: out[r.key] for r in resources}
+
+    def _discover_bmc(self, client: Any, address: str, targets: list[_Target]) -> list[Discovered]:
+        """The systems of one BMC that no declared machine resolves to."""
+        view = self._view(client)
+        claimed = set()
+        for target in targets:
+            found = self._resolve(view, target)
+            if found is not None:
+                claimed.add(found[0].path)
+        out = []
+        for path in view.paths:
+            system = view.system(path)
+            if system.path in claimed:
+                continue
+            fields = self._read(system, {})
+            macs = view.nic_macs(path)
+            identity = {
+                "address": None if address == self._endpoint else address,
+                "systemId": system.identity,
+                "serial": system.serial_number,
+                "mac": macs[0] if macs else None,
+            }
+            facts = {k: fields[k] for k in ("power", "health", "identity", "inventory")}
+            out.append(
+                Discovered(
+                    "Machine",
+                    system.name or "",
+                    {k: v for k, v in identity.items() if v},
+                    facts,
+                    self.name,
+                )
+            )
+        return out
+
+    async def discover(self, declared: Sequence[ResourceRef]) -> Sequence[Discovered]:
+        """Systems on the provider's endpoint and on the declared machines' BMCs that no
+        declared machine resolves to (the same rules as `observe`). BMCs carry no owner
+        marks: every system not declared is listed. A BMC that cannot be read raises."""
+        groups, _invalid = self._targets(declared)
+        if self._endpoint:
+            groups.setdefault(self._endpoint, [])
+        found: list[Discovered] = []
+        for address, targets in sorted(groups.items()):
+            client = await self._client(address)
+            found += await self._gate.thread(
+                self._guard(self._discover_bmc), client, address, targets
+            )
+        return found
 
     async def list_owned(self) -> Sequence[OwnedResource]:
         """BMCs carry no ownership tags and machines are never created: nothing to prune."""

@@ -28,6 +28,8 @@ Calls and their semantics (Pulumi style):
   parameter (``list.pageParam``, until an empty page) — and keeps the items whose
   ``list.key`` is set (and whose ``list.repository`` is ours, when given). Any
   failing page raises: never a partial list. Without ``list``: empty.
+- `discover`: the same pages; the items with no ``list.key`` (nobody's), named by
+  ``list.name`` (default ``$.name``, else ``$.id``), for the discovery inbox.
 - `start`: ``create`` (create), ``update`` (update, configure, resize; PATCH by
   default), ``delete`` (delete, decommission) or ``actions[name]``. Every
   mutating request carries ``Idempotency-Key``, and a key already used returns
@@ -56,7 +58,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import quote, urljoin
@@ -72,6 +74,7 @@ from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
     MANAGED_BY,
     ActionRequest,
+    Discovered,
     Observation,
     ObservationResult,
     ObservationUnknown,
@@ -205,11 +208,14 @@ class ListSpec(_Settings):
     repository: str | None = None
     select: dict[str, str] = Field(default_factory=dict)
     next: str | None = Field(default=None, description="path to the next page's URL")
+    name: str | None = Field(
+        default=None, description="path to an item's name, for discovery ($.name, else $.id)"
+    )
     page_param: str | None = None
     page_start: int = 1
     max_pages: int = Field(default=10_000, ge=1)
 
-    @field_validator("items", "key", "repository", "next")
+    @field_validator("items", "key", "repository", "next", "name")
     @classmethod
     def _paths(cls, value: str | None) -> str | None:
         return _check_path(value)
@@ -452,14 +458,11 @@ class RestProvider:
             raise failures[0]
         return out
 
-    async def list_owned(self) -> Sequence[OwnedResource]:
-        spec = self.settings.list
-        if spec is None:
-            return []
+    async def _pages(self, spec: ListSpec) -> AsyncIterator[list[Any]]:
+        """The items of every page of the `list` collection; any failing page raises."""
         values = {"repository": self.repository, "managedBy": MANAGED_BY}
         url: str | None = self._url(spec.url, values)
         page = spec.page_start
-        owned: list[OwnedResource] = []
         for _ in range(spec.max_pages):
             assert url is not None
             request_url = url
@@ -474,6 +477,29 @@ class RestProvider:
             items = select(document, spec.items)
             if not isinstance(items, list):
                 raise PermanentError(f"http: GET {request_url}: {spec.items} is not a list")
+            yield items
+            next_url: str | None = None
+            if spec.next:
+                link = select(document, spec.next)
+                next_url = str(link) if link else None
+            elif "next" in response.links:
+                next_url = response.links["next"].get("url")
+            elif spec.page_param:
+                next_url = url if items else None
+                page += 1
+            if not next_url:
+                return
+            url = urljoin(str(response.request.url), next_url) if next_url != url else url
+        raise PermanentError(
+            f"http: {spec.url}: more than {spec.max_pages} pages; not listing part"
+        )
+
+    async def list_owned(self) -> Sequence[OwnedResource]:
+        spec = self.settings.list
+        if spec is None:
+            return []
+        owned: list[OwnedResource] = []
+        async for items in self._pages(spec):
             for item in items:
                 key = select(item, spec.key)
                 if not isinstance(key, str) or not key:
@@ -486,21 +512,27 @@ class RestProvider:
                 owned.append(
                     OwnedResource(key, kind, name or key, self.repository, {}, fields, self.name)
                 )
-            next_url: str | None = None
-            if spec.next:
-                link = select(document, spec.next)
-                next_url = str(link) if link else None
-            elif "next" in response.links:
-                next_url = response.links["next"].get("url")
-            elif spec.page_param:
-                next_url = url if items else None
-                page += 1
-            if not next_url:
-                return sorted(owned, key=lambda o: o.key)
-            url = urljoin(str(response.request.url), next_url) if next_url != url else url
-        raise PermanentError(
-            f"http: {spec.url}: more than {spec.max_pages} pages; not listing part"
-        )
+        return sorted(owned, key=lambda o: o.key)
+
+    async def discover(self, declared: Sequence[ResourceRef]) -> Sequence[Discovered]:
+        """The `list` collection's items that carry no reconciler key (nobody's: an item
+        with a key is ours — declared or an orphan — or, with `list.repository`, another
+        repository's). Named by `list.name` (default `$.name`, else `$.id`). Without
+        `list`: nothing. Any failing page raises."""
+        spec = self.settings.list
+        if spec is None:
+            return []
+        found: list[Discovered] = []
+        async for items in self._pages(spec):
+            for item in items:
+                key = select(item, spec.key)
+                if isinstance(key, str) and key:
+                    continue
+                name = _item_name(item, spec.name)
+                fields = _select_fields(item, spec.select) if spec.select else item
+                identity = {"id": name} if name else {}
+                found.append(Discovered("Resource", name, identity, fields, self.name))
+        return sorted(found, key=lambda d: d.name)
 
     def _request_spec(self, action: str) -> RequestSpec:
         if action in self.settings.actions:
@@ -754,6 +786,15 @@ def _select_fields(document: Any, paths: Mapping[str, str]) -> dict[str, Any]:
 def _with_param(url: str, name: str, value: int) -> str:
     parsed = httpx.URL(url)
     return str(parsed.copy_set_param(name, str(value)))
+
+
+def _item_name(item: Any, path: str | None) -> str:
+    """A listed item's name for discovery: `path`, else its `name`, else its `id`."""
+    for candidate in (path,) if path else ("$.name", "$.id"):
+        value = select(item, candidate)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return ""
 
 
 def _snippet(response: httpx.Response) -> str:

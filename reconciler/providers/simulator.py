@@ -68,6 +68,7 @@ from reconciler.model.common import parse_duration
 from reconciler.model.kinds import ProviderSpec
 from reconciler.providers.base import (
     ActionRequest,
+    Discovered,
     Observation,
     ObservationResult,
     OperationHandle,
@@ -420,6 +421,34 @@ class SimulatorProvider:
             for key, kind, name, repo, labels in rows
         ]
 
+    async def discover(self, declared: Sequence[ResourceRef]) -> Sequence[Discovered]:
+        """What this provider holds with no owner (`seed(..., owner="")`: machines racked
+        and cabled, never enrolled), but the `declared` ones; another repository's
+        records and our own (declared, or orphans) are not listed."""
+        keys = {r.key for r in declared}
+        claims = [_identity(dict(r.declared.get("bmc") or {})) for r in declared]
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT key, kind, name, fields FROM resources"
+                " WHERE provider = ? AND repository = '' ORDER BY key",
+                (self.name,),
+            ).fetchall()
+        found = []
+        for key, kind, name, text in rows:
+            fields = json.loads(text)
+            if key in keys or _claimed(fields, claims):
+                continue
+            identity: dict[str, Any] = {}
+            if kind == "Machine":
+                identity = {k: v for k, v in dict(fields.get("bmc") or {}).items() if v}
+                if fields.get("rack"):
+                    identity["rack"] = fields["rack"]
+            elif kind == "Resource":
+                identity = {"type": fields.get("type")}
+            facts = {k: v for k, v in fields.items() if k not in ("bmc", "rack")}
+            found.append(Discovered(kind, name, identity, facts, self.name))
+        return found
+
     async def start(self, request: ActionRequest) -> OperationHandle:
         """Acknowledged at once; idempotent by `request.idempotency_key` (see module doc)."""
         if request.action not in ACTIONS:
@@ -454,6 +483,11 @@ class SimulatorProvider:
                     raise PermanentError(f"{ref.key} does not exist (create it first)")
                 if request.action not in DELETES:
                     self._enrol(db, ref)
+            else:  # acting on a machine nobody owned (discovered, then declared) enrols it
+                db.execute(
+                    "UPDATE resources SET repository = ? WHERE key = ? AND repository = ''",
+                    (self.repository, ref.key),
+                )
             now = self._clock()
             failed = random.Random(f"{self._seed}:{request.idempotency_key}").random()
             outcome = "failed" if failed < self._failure_rate else "succeeded"
@@ -489,6 +523,8 @@ class SimulatorProvider:
 
     def _enrol(self, db: sqlite3.Connection, ref: ResourceRef) -> None:
         declared = dict(ref.declared)
+        if ref.kind == "Machine" and self._claim(db, ref):
+            return
         if ref.kind == "Machine":
             fields: dict[str, Any] = {
                 "power": "off",
@@ -524,6 +560,30 @@ class SimulatorProvider:
                 self._clock(),
             ),
         )
+
+    def _claim(self, db: sqlite3.Connection, ref: ResourceRef) -> bool:
+        """A newly declared machine that is a racked one nobody owned (same MAC or serial,
+        as `discover` listed it) takes over its record: the same hardware, now ours."""
+        claim = _identity(dict(ref.declared.get("bmc") or {}))
+        if not claim:
+            return False
+        rows = db.execute(
+            "SELECT key, fields, created_at FROM resources"
+            " WHERE provider = ? AND repository = '' AND kind = 'Machine'",
+            (self.name,),
+        ).fetchall()
+        for key, text, created in rows:
+            fields = json.loads(text)
+            if _claimed(fields, [claim]):
+                db.execute("DELETE FROM resources WHERE key = ?", (key,))
+                db.execute(
+                    "INSERT INTO resources (key, provider, kind, name, repository, labels,"
+                    " fields, created_at) VALUES (?, ?, 'Machine', ?, ?, ?, ?, ?)",
+                    (ref.key, self.name, ref.name, self.repository,
+                     _dumps(dict(ref.labels)), text, created),
+                )  # fmt: skip
+                return True
+        return False
 
     def _operation(self, operation_id: str) -> tuple[str, float, float, str] | None:
         with self._lock:
@@ -596,9 +656,16 @@ class SimulatorProvider:
             db.execute("UPDATE resources SET fields = ? WHERE key = ?", (_dumps(fields), key))
             self._log(db, "drift", key, "drift", detail={"field": field, "value": value})
 
-    def seed(self, resources: Sequence[tuple[ResourceRef, Mapping[str, Any]]]) -> None:
+    def seed(
+        self,
+        resources: Sequence[tuple[ResourceRef, Mapping[str, Any]]],
+        *,
+        owner: str | None = None,
+    ) -> None:
         """Put resources in place with the given fields at once, as an import of an
-        existing fleet would (benchmarks, tests); not logged as actions."""
+        existing fleet would (benchmarks, tests); not logged as actions. `owner` is the
+        repository recorded on them (default ours; `""`: nobody's, what a rack of new
+        machines is until someone declares them — `discover` lists those)."""
         now = self._clock()
         rows = [
             (
@@ -606,7 +673,7 @@ class SimulatorProvider:
                 self.name,
                 ref.kind,
                 ref.name,
-                self.repository,
+                self.repository if owner is None else owner,
                 _dumps(dict(ref.labels)),
                 _dumps(dict(fields)),
                 now,
@@ -639,6 +706,20 @@ class SimulatorProvider:
             }
             for row in rows
         ]
+
+
+def _identity(bmc: Mapping[str, Any]) -> dict[str, str]:
+    """The hardware identity of a machine's `bmc` (MAC, serial) for matching, lower case."""
+    return {k: str(bmc[k]).lower() for k in ("mac", "serial") if bmc.get(k)}
+
+
+def _claimed(fields: Mapping[str, Any], claims: Sequence[Mapping[str, str]]) -> bool:
+    """Whether a record's hardware is one a declared machine names (same MAC or serial)."""
+    have = _identity(dict(fields.get("bmc") or {}))
+    serial = _get(fields, "inventory.serial")
+    if serial and "serial" not in have:
+        have["serial"] = str(serial).lower()
+    return any(have.get(k) == v for claim in claims for k, v in claim.items())
 
 
 def _apply_effect(fields: dict[str, Any], request: ActionRequest) -> None:

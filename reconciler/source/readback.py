@@ -15,7 +15,7 @@ that came after its status push is not reported twice).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -213,11 +213,27 @@ def read_drift(repo: pygit2.Repository, branch: str) -> list[DriftEntry]:
     return entries
 
 
+def read_files(repo: pygit2.Repository, branch: str, paths: Iterable[str]) -> dict[str, bytes]:
+    """The given files of the status branch's tip, those that exist (a report a cycle
+    that did not recompute it carries over)."""
+    tree = status_tree(repo, branch)
+    found: dict[str, bytes] = {}
+    if tree is None:
+        return found
+    for path in paths:
+        try:
+            found[path] = repo[tree[path].id].data
+        except KeyError:
+            continue
+    return found
+
+
 __all__ = [
     "ControllerShown",
     "read_controller",
     "read_controller_conditions",
     "read_drift",
+    "read_files",
     "read_statuses",
     "reported_executions",
     "status_tree",

@@ -177,6 +177,24 @@ def test_failures_pause_a_rollout_until_a_commit_or_the_api_resumes_it(
     pause = next(json.loads(f["value"]) for f in facts if f["name"] == "rollout:policy")
     assert pause == {"reason": "2 resource(s) failed (pauseOnFailure)", "resume": "one"}
 
+    # `reconciler status` shows the rollout's progress, paused and why (from the status
+    # branch's reports/rollouts.json).
+    shown = fleet.run("status")
+    assert shown.returncode == 0, shown.stderr
+    row = next(
+        line.split() for line in shown.stdout.splitlines() if line.strip().startswith("policy ")
+    )
+    done, running, waiting, failed = (int(n) for n in row[1:5])
+    assert (running, failed) == (0, 2) and done >= 1 and done + waiting == 10, row
+    assert " ".join(row[5:]).startswith("yes: 2 resource(s) failed (pauseOnFailure) (resume:")
+    assert "failed Machine/r1-m0 (rack=r1): stage install-os" in shown.stdout
+    assert "failed Machine/r2-m0 (rack=r2): stage install-os" in shown.stdout
+    progress = json.loads(_status_branch_file(fleet, "reports/rollouts.json"))["rollouts"]
+    states = {r["resource"]: r["state"] for r in progress[0]["resources"]}
+    assert {k for k, v in states.items() if v == "failed"} == {"Machine/r1-m0", "Machine/r2-m0"}
+    assert states["Machine/r0-m0"] == "done"  # the canary
+    assert len(states) == RACKS * PER_RACK
+
     for flag in flags.iterdir():  # the cause is fixed, but the rollout stays paused
         flag.unlink()
     before = started_installs(fleet, since)
@@ -189,6 +207,9 @@ def test_failures_pause_a_rollout_until_a_commit_or_the_api_resumes_it(
     commit(fleet, {"policy.yaml": policy(resume="two")}, "Resume the RHEL rollout")
     resumed = fleet.run("apply", "--yes")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    row = next(line.split() for line in fleet.run("status").stdout.splitlines()
+               if line.strip().startswith("policy "))  # fmt: skip
+    assert row[2:6] == ["0", "0", "0", "no"], row  # none running, waiting, failed; not paused
     assert len(installs(fleet, since)) == RACKS * PER_RACK
     assert started_installs(fleet, since) == RACKS * PER_RACK + 2
     audit = [
@@ -201,6 +222,12 @@ def test_failures_pause_a_rollout_until_a_commit_or_the_api_resumes_it(
     assert [(a["resource"], a["author"]) for a in resumes] == [
         ("Rollout/policy", "A Person <person@example.com>")
     ]
+
+
+def _status_branch_file(fleet: Fleet, path: str) -> bytes:
+    repo = pygit2.Repository(str(fleet.bare))
+    tree = repo.revparse_single("refs/heads/reconciler/status").peel(pygit2.Commit).tree
+    return repo[tree[path].id].data
 
 
 def _audit_texts(fleet: Fleet) -> list[tuple[str, str]]:

@@ -240,6 +240,42 @@ def test_list_owned_pages_through_everything_and_keeps_only_ours(
     assert api.calls("GET", "/api/widgets") >= 3  # five items, two a page
 
 
+@pytest.mark.parametrize(
+    "paging",
+    [
+        {"url": "/api/widgets", "next": "$.next"},
+        {"url": "/api/widgets?link=1", "next": None},
+        {"url": "/api/widgets", "next": None, "pageParam": "page"},
+    ],
+    ids=["next-in-body", "link-header", "page-number"],
+)
+def test_discover_lists_only_the_items_nobody_owns(
+    api: WidgetApi, tmp_path: Path, paging: dict[str, Any]
+) -> None:
+    for name, owner in [
+        ("a1", ("Widget/a1", "repo-a")),  # ours: declared or an orphan, never discovered
+        ("b1", ("Widget/b1", "repo-b")),  # another repository's
+        ("hand-made", None),
+        ("legacy", None),
+    ]:
+        api.widgets[name] = {"name": name, "size": "large"}
+        if owner:
+            api.widgets[name]["owner"] = {"key": owner[0], "repository": owner[1]}
+
+    async def run() -> list[Any]:
+        provider = make(api, tmp_path, list={**SETTINGS["list"], **paging})
+        try:
+            return list(await provider.discover([widget("a1")]))
+        finally:
+            await provider.close()
+
+    found = asyncio.run(run())
+    assert [(d.kind, d.name, dict(d.identity), dict(d.facts)) for d in found] == [
+        ("Resource", "hand-made", {"id": "hand-made"}, {"size": "large"}),
+        ("Resource", "legacy", {"id": "legacy"}, {"size": "large"}),
+    ]
+
+
 def test_settings_are_validated_with_clear_messages(api: WidgetApi, tmp_path: Path) -> None:
     cases = [
         ({"observe": {"select": {"size": "$.size"}}}, "settings.observe.url: Field required"),

@@ -52,6 +52,13 @@ from reconciler.controller.ui.sessions import COOKIE, Session, Sessions, Session
 from reconciler.controller.ui.store import StatusBranch, TaskLogs
 from reconciler.plan.plan import Plan
 from reconciler.plan.render import render_markdown, render_text, summary_line
+from reconciler.report.rollout_progress import (
+    ROLLOUTS_JSON,
+    RolloutProgress,
+    read_rollouts,
+    rollout_progress,
+    states_live,
+)
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 
@@ -538,7 +545,24 @@ def install_ui(
             number=number,
             pages=max(1, -(-total // PLAN_PAGE)),
             branch_plans=branch.branch_plans(),
+            rollouts=rollouts_now(),
         )
+
+    def rollouts_now() -> tuple[RolloutProgress, ...]:
+        """While a cycle runs, its plan's rollouts from the live progress; otherwise the
+        last status commit's (`reports/rollouts.json`, what `reconciler status` shows)."""
+        if not scheduler.busy or scheduler.plan is None:
+            return read_rollouts(branch.report(ROLLOUTS_JSON))
+        state, _ = scheduler.execution()
+        states = states_live(state.running, state.ended)
+        return rollout_progress(scheduler.plan, states, state.paused)
+
+    @page("/ui/rollouts", response_class=HTMLResponse)
+    def rollouts_fragment(request: Request) -> Response:
+        viewer = viewer_of(request)
+        if viewer is None:
+            return to_signin(request)
+        return render("_rollouts.html", viewer, rollouts=rollouts_now())
 
     @page("/plan/text")
     def plan_text(request: Request) -> Response:

@@ -30,7 +30,7 @@ from reconciler.execute.tasklog import task_log_path
 from reconciler.report.audit import Entry, history, read_history
 from reconciler.report.report import DriftEntry
 from reconciler.secrets import REDACTOR
-from reconciler.source.readback import read_drift, status_tree
+from reconciler.source.readback import read_drift, read_files, status_tree
 
 LOG_LIMIT = 1024 * 1024
 """Bytes of a task log served at most (logs are bounded at 256 KiB when written)."""
@@ -122,6 +122,15 @@ class StatusBranch:
             return {}
         return self._cached(
             ("drift", tip), lambda repo: {e.key: e for e in read_drift(repo, self.branch)}
+        )
+
+    def report(self, path: str) -> bytes | None:
+        """One file of the status branch's tip (`reports/discovered.json`), or None."""
+        tip = self.tip()
+        if tip is None:
+            return None
+        return self._cached(
+            ("file", tip, path), lambda repo: read_files(repo, self.branch, (path,)).get(path)
         )
 
     def branch_plans(self) -> list[BranchPlan]:

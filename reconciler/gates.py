@@ -24,7 +24,9 @@ import pygit2
 from reconciler.approvals import CommitEvidence, Decision, Subject, decide, pin, rule_changes
 from reconciler.branch_plans import reviewed_plans
 from reconciler.desired import Desired, ResolvedResource
-from reconciler.diff import Diff, LastApplied, diff, selector_matches
+from reconciler.diff import Diff, LastApplied, Status, diff, selector_matches
+from reconciler.management import observe_only
+from reconciler.model.kinds import PolicySpec
 from reconciler.observe import ObservedState
 from reconciler.plan import Plan, plan
 from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
@@ -44,6 +46,7 @@ def replanner(
     failed: Mapping[str, str] | None = None,
     phases: Mapping[str, str] | None = None,
     paused: Mapping[str, str] | None = None,
+    observed_orphans: Mapping[str, str] | None = None,
 ) -> Replan:
     """What the gate re-plans with: the plan of `found` under a given approval verdict."""
 
@@ -59,6 +62,7 @@ def replanner(
             failed=failed,
             phases=phases,
             paused=paused,
+            observed_orphans=observed_orphans,
         )
 
     return replan
@@ -177,14 +181,7 @@ def gate(
     ]
     notes += problems
     if notes:
-        gated = Plan.build(
-            revision=gated.revision,
-            policy=gated.policy,
-            waves=gated.waves,
-            summary=gated.summary,
-            notes=(*gated.notes, *notes),
-            unknown_providers=gated.unknown_providers,
-        )
+        gated = with_notes(gated, *notes)
     return Gated(gated, decision, tuple(problems))
 
 
@@ -244,6 +241,13 @@ def plan_revision(
     there instead (a branch's plan: only approvals on the branch count).
     """
     found = diff(desired, observed, last_applied=context.records)
+    declared: dict[str, tuple[str, ResolvedResource] | None] = {}
+
+    def before(key: str) -> tuple[str, ResolvedResource] | None:
+        if key not in declared:
+            declared[key] = last_declared(context.repo, key, context.reconciled, context.load)
+        return declared[key]
+
     replan = replanner(
         desired,
         found,
@@ -251,13 +255,8 @@ def plan_revision(
         failed=context.failed,
         phases=context.phases,
         paused=context.paused,
+        observed_orphans=observed_orphans(found, before, context.load),
     )
-    declared: dict[str, tuple[str, ResolvedResource] | None] = {}
-
-    def before(key: str) -> tuple[str, ResolvedResource] | None:
-        if key not in declared:
-            declared[key] = last_declared(context.repo, key, context.reconciled, context.load)
-        return declared[key]
 
     def base_of(key: str) -> str | None:
         if base is not None:
@@ -289,15 +288,32 @@ def plan_revision(
     return found, gated
 
 
+def observed_orphans(
+    found: Diff,
+    before: Callable[[str], tuple[str, ResolvedResource] | None],
+    load: Callable[[str], Desired | None],
+) -> dict[str, str]:
+    """Orphans that were observed only at the last revision declaring them (its
+    `management`, or its Policy's `observeOnly`), and why: removing an observed-only
+    resource from Git never decommissions it."""
+    out: dict[str, str] = {}
+    for key, d in found.resources.items():
+        if d.status is not Status.ORPHANED:
+            continue
+        last = before(key)
+        if last is None:
+            continue
+        sha, resource = last
+        at = load(sha)
+        why = observe_only(resource, at.policy if at is not None else PolicySpec())
+        if why is not None:
+            out[key] = f"{why} at {sha[:12]}, the last revision declaring it"
+    return out
+
+
 def with_notes(value: Plan, *notes: str) -> Plan:
-    return Plan.build(
-        revision=value.revision,
-        policy=value.policy,
-        waves=value.waves,
-        summary=value.summary,
-        notes=(*value.notes, *notes),
-        unknown_providers=value.unknown_providers,
-    )
+    """The plan with notes added (everything else kept: rollouts, observed-only…)."""
+    return value.rebuilt(notes=(*value.notes, *notes))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reconciler.plan import Operation, Plan, PlannedAction
+from reconciler.plan import ObservedOnly, Operation, Plan, PlannedAction
 from reconciler.secrets import REDACTOR
 
 MARKDOWN_LIMIT = 60_000
@@ -46,8 +46,13 @@ def _show(value: Any) -> str:
 def summary_line(plan: Plan) -> str:
     """``Plan: 3 to create, 1 to update, 0 to destroy, 2 drifted (report only), 1 blocked``"""
     s = plan.summary
+    watched = _observed_summary(plan)
     if plan.in_sync:
-        return f"In sync: {s.in_sync} resources match their declared state, nothing to do."
+        return f"In sync: {s.in_sync} resources match their declared state, nothing to do." + (
+            f" {watched}." if watched else ""
+        )
+    if not plan.waves and not plan.unknown_providers:
+        return f"Nothing to do: {watched} (never acted on)."
     if not plan.waves:
         return (
             f"Incomplete: provider(s) {', '.join(plan.unknown_providers)} could not be "
@@ -64,10 +69,47 @@ def summary_line(plan: Plan) -> str:
     if s.orphaned:
         parts.append(f"{s.orphaned} orphaned (kept)")
     parts.append(f"{s.blocked} blocked")
+    if watched:
+        parts.append(watched)
     line = "Plan: " + ", ".join(parts)
     if s.destructive:
         line += f" — {s.destructive} destructive"
     return line
+
+
+def _observed_summary(plan: Plan) -> str:
+    """``3 observed only (1 differs)``, or empty."""
+    if not plan.observed_only:
+        return ""
+    differ = sum(1 for o in plan.observed_only if o.state != "in-sync")
+    return f"{len(plan.observed_only)} observed only ({differ} differ{'s' if differ == 1 else ''})"
+
+
+OBSERVED_TITLE = "Observed only (never acted on, whatever selfHeal and prune say):"
+
+
+def _observed_lines(entry: ObservedOnly, indent: str = "  ") -> list[str]:
+    symbol = "=" if entry.state == "in-sync" else "!"
+    lines = [f"{indent}{symbol} {entry.key}  {entry.state}  ({entry.why})"]
+    for change in entry.changes:
+        declared = "(absent)" if change.absent == "declared" else _show(change.declared)
+        observed = "(absent)" if change.absent == "observed" else _show(change.observed)
+        lines.append(f"{indent}    {change.path}: observed {observed}, declared {declared}")
+    if entry.state != "differs":
+        lines.extend(f"{indent}    why: {reason}" for reason in entry.reasons)
+    if entry.would is not None:
+        would = f"{indent}    if managed: {VERBS[entry.would]}"
+        if entry.stages:
+            would += ": " + " → ".join(entry.stages)
+        lines.append(would + ("  [DESTRUCTIVE]" if entry.destructive else ""))
+    return lines
+
+
+def _observed_block(plan: Plan, indent: str = "  ") -> list[str]:
+    lines: list[str] = []
+    for entry in plan.observed_only:
+        lines.extend(_observed_lines(entry, indent))
+    return lines
 
 
 def _header(plan: Plan) -> str:
@@ -108,6 +150,8 @@ def render_text(plan: Plan) -> str:
         for action in wave.actions:
             lines.extend(_action_lines(action))
         lines.append("")
+    if plan.observed_only:
+        lines.extend([OBSERVED_TITLE, *_observed_block(plan), ""])
     lines.extend(f"note: {note}" for note in plan.notes)
     if plan.notes:
         lines.append("")
@@ -159,10 +203,12 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
             )
         )
         head.append("")
-    tail = [f"- {note}" for note in plan.notes]
-    if tail:
-        tail.insert(0, "**Notes**")
-        tail.append("")
+    observed: list[str] = []
+    if plan.observed_only:
+        observed = [f"#### {OBSERVED_TITLE.rstrip(':')}", "", "```diff"]
+        observed += [*_observed_block(plan, indent=""), "```", ""]
+    notes = ["**Notes**", *(f"- {note}" for note in plan.notes), ""] if plan.notes else []
+    tail = [*observed, *notes]
     tail.append(f"<sub>plan `{plan.content_hash[:16]}`</sub>")
 
     blocks: list[str] = []

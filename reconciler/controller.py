@@ -86,6 +86,7 @@ from reconciler.transitions import (
     controller_conditions,
     failed_stages,
     next_statuses,
+    observation_records,
     records_from_statuses,
     refreshed_records,
     unreported,
@@ -834,6 +835,10 @@ class Controller:
         decision = result.decision or self.decision or Decision()  # this cycle's plan's
         audit = await self._audit(result, desired, decision, revision=controller.revision)
         audit += self._resume_records(controller.revision, author, now)
+        if result.plan is not None:  # what changed in what observed-only resources show
+            audit += observation_records(
+                result.plan, previous, statuses, revision=controller.revision, now=now
+            )
         report = build_report(
             controller=controller,
             statuses=statuses,

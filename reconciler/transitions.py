@@ -467,6 +467,47 @@ def audit_records(
     return records
 
 
+def observation_records(
+    plan: Plan,
+    previous: Mapping[str, ResourceStatus],
+    statuses: Mapping[str, ResourceStatus],
+    *,
+    revision: str | None,
+    now: datetime,
+) -> list[AuditRecord]:
+    """The audit of observed-only resources: one record when what is observed of one
+    changes (first observed, became in sync, started to differ, differs otherwise), none
+    while it stays as it was — so a cycle that finds nothing new commits nothing."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    records = []
+    for entry in plan.observed_only:
+        after, before = statuses.get(entry.key), previous.get(entry.key)
+        if after is None:  # no longer declared: nothing of it is reported but the drift entry
+            continue
+        ready = after.condition("Drifted") or after.condition("Ready")
+        message = ready.message if ready is not None else entry.state
+        earlier = (before.condition("Drifted") or before.condition("Ready")) if before else None
+        unchanged = before is not None and before.phase == after.phase
+        if unchanged and earlier is not None and earlier.message == message:
+            continue
+        records.append(
+            AuditRecord(
+                revision=revision,
+                author=None,
+                plan_hash=plan.content_hash,
+                resource=entry.key,
+                operation="observe",
+                stage=None,
+                task=None,
+                result=entry.state,
+                started=stamp,
+                finished=stamp,
+                message=message,
+            )
+        )
+    return records
+
+
 def unreported(records: list[AuditRecord], reported: Collection[str]) -> list[AuditRecord]:
     """`records` without those of executions the status branch already holds (`reported`:
     execution ids): a plan resumed after a crash between its status push and the

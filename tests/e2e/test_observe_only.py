@@ -142,6 +142,25 @@ def assert_reported_not_acted_on(fleet: Fleet) -> None:
     assert listed["Machine/profiled"]["corrected"] is False
 
 
+def observe_audit(fleet: Fleet) -> list[tuple[str, str]]:
+    """(resource, result) of every `observe` audit record on the status branch, oldest first."""
+    repo = pygit2.Repository(str(fleet.bare))
+    tip = repo.revparse_single("refs/heads/reconciler/status").peel(pygit2.Commit)
+    found: dict[str, str] = {}
+
+    def walk(tree: pygit2.Tree, prefix: str) -> None:
+        for entry in tree:
+            obj = repo[entry.id]
+            if isinstance(obj, pygit2.Tree):
+                walk(obj, f"{prefix}{entry.name}/")
+            else:
+                found[f"{prefix}{entry.name}"] = obj.data.decode()
+
+    walk(tip.tree["audit"], "audit/")
+    records = [json.loads(line) for _, text in sorted(found.items()) for line in text.splitlines()]
+    return [(r["resource"], r["result"]) for r in records if r["operation"] == "observe"]
+
+
 def test_plan_lists_observed_only_resources_with_what_differs(tmp_path: Path) -> None:
     fleet = brownfield(tmp_path)
     shown = fleet.run("plan")
@@ -186,6 +205,13 @@ def test_apply_never_acts_on_them_even_with_self_heal_and_prune(tmp_path: Path) 
     again = fleet.run("apply", "--yes")
     assert again.returncode == 0, again.stdout + again.stderr
     assert touched(fleet) == {"Machine/managed"}
+    # Observations are audited when they change: each once, at the first apply.
+    assert sorted(observe_audit(fleet)) == [
+        ("Machine/gone", "in-sync"),
+        ("Machine/own", "in-sync"),
+        ("Machine/profiled", "differs"),
+        ("Machine/selected", "differs"),
+    ]
     left = {r["key"] for r in rows(fleet.state / "simulator.db", "SELECT key FROM resources")}
     assert "Machine/gone" in left
     drift = status_file(fleet, "reports/drift.json")

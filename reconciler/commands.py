@@ -145,6 +145,18 @@ def journal_records(state_dir: Path, fallback: dict[str, LastApplied]) -> dict[s
     return {**fallback, **found}
 
 
+def journal_history(state_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per resource, the resolutions the journal saw applied (none without a journal)."""
+    path = state_dir / Journal.FILENAME
+    if not path.exists():
+        return {}
+    journal = Journal(path)
+    try:
+        return journal.resolution_history()
+    finally:
+        journal.close()
+
+
 def journal_fact(state_dir: Path, name: str) -> str | None:
     """A fact the controller keeps in its journal (read-only), if there is a journal."""
     path = state_dir / Journal.FILENAME
@@ -219,6 +231,7 @@ def plan_revisions(
         load=lambda sha: _desired_at(source, sha)[0],
         status_branch=settings.status_branch if base_desired is None else None,
         phases={key: status.phase for key, status in statuses.items()},
+        history=journal_history(state_dir),
     )
 
     def plan_of(desired: Desired) -> Plan:

@@ -300,6 +300,7 @@ class Controller:
             status_branch=self.writer.branch,
             phases={key: status.phase for key, status in previous.items()},
             paused=self.paused_rollouts(head) if head is not None else {},
+            history=self.journal.resolution_history(),
         )
 
     def paused_rollouts(self, head: Desired) -> dict[str, str]:

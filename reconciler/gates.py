@@ -15,9 +15,9 @@ revisions' `protected` selectors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import pygit2
 
@@ -29,7 +29,10 @@ from reconciler.management import observe_only
 from reconciler.model.kinds import PolicySpec
 from reconciler.observe import ObservedState
 from reconciler.plan import Plan, plan
+from reconciler.provenance import DocumentKey, documents_of
 from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
+from reconciler.source.history import DocumentChanges
+from reconciler.undo import Revert, Reverted, label, reverts
 
 
 class Replan(Protocol):
@@ -212,6 +215,9 @@ class PlanContext:
     """Why the head's own changes to the approval rules are not in force (`judge_rules`)."""
     paused: Mapping[str, str] = field(default_factory=dict)
     """Paused rollouts (id -> why): their actions are held back until resumed."""
+    history: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    """Per resource, the resolutions it was applied with (`Journal.resolution_history`):
+    an action bringing one back is labelled an undo (`reconciler.undo`)."""
 
 
 def plan_values(
@@ -285,7 +291,46 @@ def plan_revision(
     )
     if context.rules_note:
         gated = replace(gated, plan=with_notes(gated.plan, context.rules_note))
+    found_reverts = reverts(desired, context.records, context.history)
+    if found_reverts and context.repo is not None:
+        undone = reverted_commits(context.repo, desired, found_reverts, context.load)
+        gated = replace(gated, plan=label(gated.plan, desired, found_reverts, undone))
     return found, gated
+
+
+def reverted_commits(
+    repo: pygit2.Repository,
+    desired: Desired,
+    found: Mapping[str, Revert],
+    load: Callable[[str], Desired | None],
+) -> dict[str, Reverted]:
+    """The commit each revert undoes: the newest one, up to the revision the resolution
+    reverted away from was applied at, that changed a document the resource resolves
+    from (then, or now)."""
+    by_revision: dict[str, dict[str, frozenset[DocumentKey]]] = {}
+    for key, revert in found.items():
+        if not revert.from_revision:
+            continue
+        resource = desired.resources[key]
+        then = load(revert.from_revision)
+        docs = documents_of(desired, resource)
+        if then is not None and key in then.resources:
+            docs |= documents_of(then, then.resources[key])
+        by_revision.setdefault(revert.from_revision, {})[key] = docs
+    changes = DocumentChanges(repo)
+    out: dict[str, Reverted] = {}
+    for revision, wanted in by_revision.items():
+        try:
+            origins = changes.origins(revision, wanted)
+        except (KeyError, ValueError, pygit2.GitError):  # the revision is gone (force-push)
+            continue
+        for key, origin in origins.items():
+            if origin.commit is None:
+                continue
+            commit = repo[origin.commit].peel(pygit2.Commit)
+            subject = commit.message.strip().splitlines()[0] if commit.message.strip() else ""
+            out[key] = Reverted(origin.commit, subject, origin.author)
+    return out
 
 
 def observed_orphans(

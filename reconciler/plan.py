@@ -127,6 +127,8 @@ class PlannedAction(_Value):
     rollout: str | None = None
     """The rollout holding it back (`reconciler.rollouts`), and its batch there."""
     batch: str | None = None
+    undoes: str | None = None
+    """The commit this action reverts for the resource (`reconciler.undo`)."""
 
     @property
     def runnable(self) -> bool:
@@ -172,6 +174,21 @@ class ObservedOnly(_Value):
     destructive: bool = False
 
 
+class UndoAction(_Value):
+    """An action that reverts an earlier change for its resource (`reconciler.undo`):
+    the commit undone, the revision whose state comes back, and what re-running its
+    stages cannot undo (data on disks a destructive stage wiped)."""
+
+    key: str
+    commit: str
+    subject: str = ""
+    author: str | None = None
+    restores: str | None = None
+    stages: tuple[str, ...] = ()
+    cannot_undo: tuple[str, ...] = ()
+    blocked: str | None = None
+
+
 class RolloutPlan(_Value):
     """A rollout as the executor enforces it (`reconciler.rollouts.RolloutRules`)."""
 
@@ -206,6 +223,8 @@ class Plan(_Value):
     rollouts: tuple[RolloutPlan, ...] = ()
     observed_only: tuple[ObservedOnly, ...] = ()
     """Resources only observed and reported (`reconciler.management`), by key."""
+    undo: tuple[UndoAction, ...] = ()
+    """Actions that revert an earlier change (shown first), by key."""
     content_hash: str = ""
 
     @property
@@ -265,6 +284,7 @@ class Plan(_Value):
         unknown_providers: Iterable[str] = (),
         rollouts: Iterable[RolloutPlan] = (),
         observed_only: Iterable[ObservedOnly] = (),
+        undo: Iterable[UndoAction] = (),
     ) -> Plan:
         plan = cls(
             revision=revision,
@@ -275,6 +295,7 @@ class Plan(_Value):
             unknown_providers=tuple(sorted(unknown_providers)),
             rollouts=tuple(rollouts),
             observed_only=tuple(observed_only),
+            undo=tuple(undo),
         )
         return plan.model_copy(update={"content_hash": _hash_of(plan)})
 
@@ -917,4 +938,5 @@ def relative_to(head: Plan, base: Plan) -> Plan:
         notes=(*head.notes, f"relative to base revision {base.revision}"),
         unknown_providers=head.unknown_providers,
         observed_only=head.observed_only,
+        undo=tuple(u for u in head.undo if u.key in {a.key for a in kept}),
     )

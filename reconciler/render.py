@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from reconciler.plan import ObservedOnly, Operation, Plan, PlannedAction
+from reconciler.plan import ObservedOnly, Operation, Plan, PlannedAction, UndoAction
 from reconciler.secrets import REDACTOR
+
+_T = TypeVar("_T")
 
 MARKDOWN_LIMIT = 60_000
 """GitHub's limit for a comment is 65,536 characters; keep a margin."""
@@ -112,6 +114,37 @@ def _observed_block(plan: Plan, indent: str = "  ") -> list[str]:
     return lines
 
 
+UNDO_TITLE = "Undo (the head brings back what was applied before; re-running is not time travel):"
+
+
+def _undo_lines(plan: Plan, indent: str = "  ") -> list[str]:
+    lines: list[str] = []
+    for entry in plan.undo:
+        subject = f' "{entry.subject}"' if entry.subject else ""
+        by = f" by {entry.author}" if entry.author else ""
+        back = f", back to revision {entry.restores[:12]}" if entry.restores else ""
+        lines.append(f"{indent}~ {entry.key}  undoes {entry.commit[:12]}{subject}{by}{back}")
+        if entry.stages:
+            lines.append(f"{indent}    re-runs: {' → '.join(entry.stages)}")
+        lines.extend(f"{indent}    CANNOT UNDO: {what}" for what in entry.cannot_undo)
+        if entry.blocked:
+            lines.append(f"{indent}    BLOCKED: {entry.blocked}")
+    return lines
+
+
+def _undo_markdown(entry: UndoAction) -> str:
+    subject = f' "{entry.subject}"' if entry.subject else ""
+    by = f" by {entry.author}" if entry.author else ""
+    back = f", back to revision `{entry.restores[:12]}`" if entry.restores else ""
+    text = f"`{entry.key}` undoes `{entry.commit[:12]}`{subject}{by}{back}"
+    if entry.stages:
+        text += f"; re-runs {', '.join(entry.stages)}"
+    text += "".join(f"\n>   - **Cannot undo:** {what}" for what in entry.cannot_undo)
+    if entry.blocked:
+        text += f"\n>   - **Blocked:** {entry.blocked}"
+    return text
+
+
 def _header(plan: Plan) -> str:
     p = plan.policy
     revision = plan.revision or "(working tree)"
@@ -131,6 +164,8 @@ def _action_lines(action: PlannedAction, indent: str = "  ") -> list[str]:
     lines = [title]
     if action.blocked:
         lines.append(f"{indent}    BLOCKED: {action.blocked}")
+    if action.undoes:
+        lines.append(f"{indent}    undoes: {action.undoes[:12]} (see Undo)")
     for change in action.changes:
         declared = "(absent)" if change.absent == "declared" else _show(change.declared)
         observed = "(absent)" if change.absent == "observed" else _show(change.observed)
@@ -145,6 +180,8 @@ def _action_lines(action: PlannedAction, indent: str = "  ") -> list[str]:
 def render_text(plan: Plan) -> str:
     """The terminal view: grouped by wave, `+ ~ - !` per action, a summary line."""
     lines = [_header(plan), ""]
+    if plan.undo:
+        lines.extend([UNDO_TITLE, *_undo_lines(plan), ""])
     for wave in plan.waves:
         lines.append(f"Wave {wave.number}:")
         for action in wave.actions:
@@ -172,9 +209,15 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
     out and that the full plan is attached separately. `full` is never cut.
     """
     s = plan.summary
+    undo: list[str] = []
+    if plan.undo:
+        undo = ["> [!IMPORTANT]", f"> **{UNDO_TITLE.rstrip(':')}**", ">"]
+        undo += _listed(plan.undo, _undo_markdown, "> - ")
+        undo.append("")
     head = [
         f"### reconciler plan — `{plan.revision or 'working tree'}`",
         "",
+        *undo,
         f"**{summary_line(plan)}**",
         "",
         "| create | update | destroy | drifted | orphaned | blocked | destructive | in sync |",
@@ -257,9 +300,7 @@ LISTED = 20
 """Blocked and destructive actions named at the top of a PR comment, at most."""
 
 
-def _listed(
-    actions: Sequence[PlannedAction], line: Callable[[PlannedAction], str], prefix: str
-) -> list[str]:
+def _listed(actions: Sequence[_T], line: Callable[[_T], str], prefix: str) -> list[str]:
     lines = [prefix + line(a) for a in actions[:LISTED]]
     if len(actions) > LISTED:
         lines.append(f"{prefix}… and {len(actions) - LISTED} more")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from reconciler.desired import ResolvedResource
 from reconciler.diff import diff
 from reconciler.model.common import Selector
 from reconciler.plan import Operation, plan
@@ -17,8 +18,8 @@ from reconciler.undo import Reverted, label, reverts
 from tests.plan_values import desired, observed, orphan, policy, provisioned, record, resource
 
 
-def watched(name: str, **changes: object) -> object:
-    return dataclasses.replace(resource(name, **changes), management="observe")  # type: ignore[arg-type]
+def watched(name: str) -> ResolvedResource:
+    return dataclasses.replace(resource(name), management="observe")
 
 
 def test_observed_only_get_no_action_whatever_self_heal_and_prune_say() -> None:

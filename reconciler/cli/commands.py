@@ -154,6 +154,17 @@ def journal_records(settings: Settings, fallback: dict[str, LastApplied]) -> dic
     return {**fallback, **found}
 
 
+def journal_history(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """Per resource, the resolutions the journal saw applied (none without a journal)."""
+    journal = open_reader(settings)
+    if journal is None:
+        return {}
+    try:
+        return journal.resolution_history()
+    finally:
+        journal.close()
+
+
 def journal_fact(settings: Settings, name: str) -> str | None:
     """A fact the controller keeps in its journal (read-only), if there is a journal."""
     journal = open_reader(settings)
@@ -235,6 +246,7 @@ def plan_revisions(
         load=lambda sha: _desired_at(source, sha)[0],
         status_branch=settings.status_branch if base_desired is None else None,
         phases={key: status.phase for key, status in statuses.items()},
+        history=journal_history(settings),
     )
 
     def plan_of(desired: Desired) -> Plan:

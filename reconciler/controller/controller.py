@@ -82,6 +82,7 @@ from reconciler.report.transitions import (
     controller_conditions,
     failed_stages,
     next_statuses,
+    observation_records,
     records_from_statuses,
     refreshed_records,
     unreported,
@@ -322,6 +323,7 @@ class Controller:
             status_branch=self.writer.branch,
             phases={key: status.phase for key, status in previous.items()},
             paused=self.paused_rollouts(head) if head is not None else {},
+            history=self.journal.resolution_history(),
         )
 
     def paused_rollouts(self, head: Desired) -> dict[str, str]:
@@ -896,6 +898,10 @@ class Controller:
         decision = result.decision or self.decision or Decision()  # this cycle's plan's
         audit = await self._audit(result, desired, decision, revision=controller.revision)
         audit += self._resume_records(controller.revision, author, now)
+        if result.plan is not None:  # what changed in what observed-only resources show
+            audit += observation_records(
+                result.plan, previous, statuses, revision=controller.revision, now=now
+            )
         report = build_report(
             controller=controller,
             statuses=statuses,

@@ -23,6 +23,13 @@ Tables:
   as JSON): the stages completed and the digest each had, and once the whole pipeline
   completed the revision, resolution and declared state. The status branch shows a
   projection of it (`lastApplied`); this table is the truth the next plan reads.
+- ``resolutions``: per resource, every resolution its pipeline completed with (the
+  history of ``applied``): the revision it was last applied at, when, and ``seq``
+  (journal-wide, increasing: the order they were applied in, ties of time apart). A head whose
+  resolution for a resource is one it had before reverts a change (`reconciler.plan.undo`).
+  A journal written before this table is given one holding each ``applied`` record's
+  resolution. Written after the ``applied`` row (a crash between them loses only an
+  undo label); forgotten with the resource (a decommission).
 - ``tasks``: one row per task run of a plan, keyed by its idempotency key
   (sha256 of plan hash | resource | stage | [point |] task): state
   (started → acknowledged → finished), operation id, attempts, progress note,
@@ -134,6 +141,21 @@ CREATE TABLE IF NOT EXISTS applied (
     record_json TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS resolutions (
+    resource    TEXT NOT NULL,
+    resolution  TEXT NOT NULL,
+    revision    TEXT,
+    applied_at  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (resource, resolution)
+);
+"""
+
+_BACKFILL_RESOLUTIONS = """
+INSERT OR IGNORE INTO resolutions (resource, resolution, revision, applied_at, seq)
+    SELECT resource, json_extract(record_json, '$.resolution'),
+           json_extract(record_json, '$.revision'), updated_at, rowid
+    FROM applied WHERE json_extract(record_json, '$.resolution') IS NOT NULL;
 """
 
 TaskState = Literal["started", "acknowledged", "finished"]
@@ -238,7 +260,10 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._migrate()
+            had_history = self._has_table("resolutions")
             self._db.executescript(SCHEMA)
+            if not had_history:  # an older journal: its records are the history so far
+                self._db.executescript(f"BEGIN IMMEDIATE;{_BACKFILL_RESOLUTIONS}COMMIT;")
         except sqlite3.Error as exc:
             raise PermanentError(f"journal {path}: {exc}") from None
 
@@ -250,6 +275,12 @@ class Journal:
         ).fetchone()
         if row is not None and _PLANS_BEFORE_LIFECYCLE in row[0]:
             self._db.executescript(f"BEGIN IMMEDIATE;{_MIGRATE_PLANS}COMMIT;")
+
+    def _has_table(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
 
     @classmethod
     def open(cls, state_dir: Path, **kwargs: Any) -> Journal:
@@ -301,6 +332,7 @@ class Journal:
     def record_applied(self, resource: str, record: dict[str, Any]) -> None:
         """Replace a resource's record (a stage completed, the pipeline completed, adopted)."""
         text = REDACTOR.text(json.dumps(record, sort_keys=True, default=str))
+        before = (self.applied().get(resource) or {}).get("resolution")
         self._write(
             "INSERT INTO applied (resource, record_json, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT (resource) DO UPDATE SET record_json = excluded.record_json, "
@@ -308,10 +340,35 @@ class Journal:
             (resource, text, _now()),
         )
         self.applied()[resource] = json.loads(text)
+        if record.get("resolution") and record["resolution"] != before:
+            # Its pipeline completed (or it was adopted) with another resolution: history.
+            # (Records of stages done under the resolution in force change nothing here.)
+            self._write(
+                "INSERT INTO resolutions (resource, resolution, revision, applied_at, seq) "
+                "VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM resolutions)) "
+                "ON CONFLICT (resource, resolution) DO UPDATE SET revision = "
+                "excluded.revision, applied_at = excluded.applied_at, seq = excluded.seq",
+                (resource, str(record["resolution"]), record.get("revision"), _now()),
+            )
+
+    def resolution_history(self) -> dict[str, list[dict[str, Any]]]:
+        """Per resource, each resolution it was applied with — `resolution`, `revision`
+        (the last one it was applied at), `appliedAt` — oldest first."""
+        rows = self._db.execute(
+            "SELECT resource, resolution, revision, applied_at FROM resolutions "
+            "ORDER BY resource, seq"
+        ).fetchall()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r["resource"], []).append(
+                {"resolution": r["resolution"], "revision": r["revision"], "appliedAt": r[3]}
+            )
+        return out
 
     def forget_applied(self, resource: str) -> None:
         """A decommissioned resource: nothing of it is ours any more."""
         self._write("DELETE FROM applied WHERE resource = ?", (resource,))
+        self._write("DELETE FROM resolutions WHERE resource = ?", (resource,))
         self.applied().pop(resource, None)
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:

@@ -39,6 +39,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "outcomes": ("plan_hash", "resource", "outcome_json"),
     "meta": ("name", "value"),
     "applied": ("resource", "record_json", "updated_at"),
+    "resolutions": ("resource", "resolution", "revision", "applied_at", "seq"),
 }  # fmt: skip
 """The journal's tables and columns, copied in this order (plans before their tasks)."""
 MEMORY = {

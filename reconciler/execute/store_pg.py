@@ -341,6 +341,7 @@ class PgJournal:
 
     def record_applied(self, resource: str, record: dict[str, Any]) -> None:
         text = REDACTOR.text(json.dumps(record, sort_keys=True, default=str))
+        before = (self.applied().get(resource) or {}).get("resolution")
         self._write(
             "INSERT INTO applied (resource, record_json, updated_at) VALUES (%s, %s, %s) "
             "ON CONFLICT (resource) DO UPDATE SET record_json = excluded.record_json, "
@@ -348,9 +349,37 @@ class PgJournal:
             (resource, text, _now()),
         )
         self.applied()[resource] = json.loads(text)
+        if record.get("resolution") and record["resolution"] != before:
+            # As the SQLite journal: a pipeline completed (or adopted) with another
+            # resolution is history (see `reconciler.execute.journal`).
+            self._write(
+                "INSERT INTO resolutions (resource, resolution, revision, applied_at, seq) "
+                "VALUES (%s, %s, %s, %s, (SELECT COALESCE(MAX(seq), 0) + 1 FROM resolutions)) "
+                "ON CONFLICT (resource, resolution) DO UPDATE SET revision = "
+                "excluded.revision, applied_at = excluded.applied_at, seq = excluded.seq",
+                (resource, str(record["resolution"]), record.get("revision"), _now()),
+            )
+
+    def resolution_history(self) -> dict[str, list[dict[str, Any]]]:
+        """Per resource, each resolution it was applied with, oldest first."""
+        rows = self.db.query(
+            "SELECT resource, resolution, revision, applied_at FROM resolutions "
+            "ORDER BY resource, seq"
+        )
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r["resource"], []).append(
+                {
+                    "resolution": r["resolution"],
+                    "revision": r["revision"],
+                    "appliedAt": r["applied_at"],
+                }
+            )
+        return out
 
     def forget_applied(self, resource: str) -> None:
         self._write("DELETE FROM applied WHERE resource = %s", (resource,))
+        self._write("DELETE FROM resolutions WHERE resource = %s", (resource,))
         self.applied().pop(resource, None)
 
     # --- plans -------------------------------------------------------------------------

@@ -126,6 +126,12 @@ class ResolvedResource:
     adopt: bool = False
     """Take it over without running the pipeline when what is observed matches
     (`spec.adopt` of the resource, else of its profiles, else of the global profile)."""
+    management: str = "manage"
+    """`observe`: only observed and reported, never acted on (`spec.management` of the
+    resource, else of its profiles, else of the global profile; the Policy's
+    `observeOnly` selectors add to it, see `reconciler.plan.management`)."""
+    management_from: str = ""
+    """Where `management` was set (`Machine/x`, `Profile/y`; empty: the default)."""
 
     def declared(self) -> dict[str, Any]:
         """The canonical declared state that diff compares with what a provider observes."""
@@ -428,6 +434,17 @@ class Resolver:
                 return profile.spec.adopt
         return False
 
+    def management(self, resource: Resource) -> tuple[str, str]:
+        """The resource's `spec.management` and where it was set: the resource's own, else
+        its profiles' (in order), else the global one's; `manage` by default."""
+        if resource.spec.management is not None:
+            return resource.spec.management, f"{resource.kind}/{resource.metadata.name}"
+        for name in [*resource.spec.profiles, GLOBAL_PROFILE]:
+            profile = self.profiles.get(name)
+            if profile is not None and profile.spec.management is not None:
+                return profile.spec.management, f"Profile/{name}"
+        return "manage", ""
+
     def resolve(
         self,
         resource: Resource,
@@ -460,6 +477,7 @@ class Resolver:
                 )
             )
         inputs = self.inputs(spec.pipeline)
+        management, management_from = self.management(resource)
         return ResolvedResource(
             kind=resource.kind,
             name=resource.metadata.name,
@@ -475,4 +493,6 @@ class Resolver:
             depends_on=depends_on,
             labels=dict(resource.metadata.labels),
             adopt=self.adopt(resource),
+            management=management,
+            management_from=management_from,
         )

@@ -109,6 +109,14 @@ ADOPT_DESCRIPTION = (
 )
 
 
+MANAGEMENT_DESCRIPTION = (
+    "manage (default): the controller acts on it; observe: it is only observed, diffed and "
+    "reported (drift, status, audit), never created, changed, healed, adopted or "
+    "decommissioned, whatever selfHeal and prune say"
+)
+Management = Literal["manage", "observe"]
+
+
 class ResourceSpec(Strict):
     provider: Name
     pipeline: Name
@@ -120,6 +128,10 @@ class ResourceSpec(Strict):
     )
     hooks: StageHooks = Field(default_factory=dict)
     adopt: bool | None = Field(default=None, description=ADOPT_DESCRIPTION)
+    management: Management | None = Field(
+        default=None,
+        description=MANAGEMENT_DESCRIPTION + " (unset: its profiles', else the global one's)",
+    )
 
 
 def _on_off(value: Any) -> Any:
@@ -437,6 +449,11 @@ class ProfileSpec(Strict):
         description=ADOPT_DESCRIPTION + " (for every resource using this profile, unless the "
         "resource says otherwise)",
     )
+    management: Management | None = Field(
+        default=None,
+        description=MANAGEMENT_DESCRIPTION + " (for every resource using this profile, unless "
+        "the resource says otherwise)",
+    )
 
 
 class Profile(Strict):
@@ -516,7 +533,8 @@ class PolicySpec(Strict):
     )
     observe_only: list[Selector] = Field(
         default_factory=list,
-        description="Resources only observed and reported, never acted on",
+        description="Resources only observed and reported, never acted on (like "
+        "`management: observe`; a resource cannot opt out of it)",
     )
 
 

@@ -16,19 +16,24 @@ revisions' `protected` selectors.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import pygit2
 
 from reconciler.controller.branch_plans import reviewed_plans
 from reconciler.load.desired import Desired, ResolvedResource
+from reconciler.model.kinds import PolicySpec
 from reconciler.observe.observe import ObservedState
 from reconciler.plan.approvals import CommitEvidence, Decision, Subject, decide, pin, rule_changes
-from reconciler.plan.diff import Diff, LastApplied, diff, selector_matches
+from reconciler.plan.diff import Diff, LastApplied, Status, diff, selector_matches
+from reconciler.plan.management import observe_only
 from reconciler.plan.plan import Plan, plan
+from reconciler.plan.undo import Revert, Reverted, label, reverts
+from reconciler.report.provenance import DocumentKey, documents_of
 from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
+from reconciler.source.history import DocumentChanges
 
 
 class Replan(Protocol):
@@ -45,6 +50,7 @@ def replanner(
     failed: Mapping[str, str] | None = None,
     phases: Mapping[str, str] | None = None,
     paused: Mapping[str, str] | None = None,
+    observed_orphans: Mapping[str, str] | None = None,
 ) -> Replan:
     """What the gate re-plans with: the plan of `found` under a given approval verdict."""
 
@@ -60,6 +66,7 @@ def replanner(
             failed=failed,
             phases=phases,
             paused=paused,
+            observed_orphans=observed_orphans,
         )
 
     return replan
@@ -193,14 +200,7 @@ def gate(
     ]
     notes += problems
     if notes:
-        gated = Plan.build(
-            revision=gated.revision,
-            policy=gated.policy,
-            waves=gated.waves,
-            summary=gated.summary,
-            notes=(*gated.notes, *notes),
-            unknown_providers=gated.unknown_providers,
-        )
+        gated = with_notes(gated, *notes)
     return Gated(gated, decision, tuple(problems))
 
 
@@ -231,6 +231,9 @@ class PlanContext:
     """Why the head's own changes to the approval rules are not in force (`judge_rules`)."""
     paused: Mapping[str, str] = field(default_factory=dict)
     """Paused rollouts (id -> why): their actions are held back until resumed."""
+    history: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    """Per resource, the resolutions it was applied with (`Journal.resolution_history`):
+    an action bringing one back is labelled an undo (`reconciler.plan.undo`)."""
 
 
 def plan_values(
@@ -260,6 +263,13 @@ def plan_revision(
     there instead (a branch's plan: only approvals on the branch count).
     """
     found = diff(desired, observed, last_applied=context.records)
+    declared: dict[str, tuple[str, ResolvedResource] | None] = {}
+
+    def before(key: str) -> tuple[str, ResolvedResource] | None:
+        if key not in declared:
+            declared[key] = last_declared(context.repo, key, context.reconciled, context.load)
+        return declared[key]
+
     replan = replanner(
         desired,
         found,
@@ -267,13 +277,8 @@ def plan_revision(
         failed=context.failed,
         phases=context.phases,
         paused=context.paused,
+        observed_orphans=observed_orphans(found, before, context.load),
     )
-    declared: dict[str, tuple[str, ResolvedResource] | None] = {}
-
-    def before(key: str) -> tuple[str, ResolvedResource] | None:
-        if key not in declared:
-            declared[key] = last_declared(context.repo, key, context.reconciled, context.load)
-        return declared[key]
 
     def base_of(key: str) -> str | None:
         if base is not None:
@@ -302,18 +307,74 @@ def plan_revision(
     )
     if context.rules_note:
         gated = replace(gated, plan=with_notes(gated.plan, context.rules_note))
+    found_reverts = reverts(desired, context.records, context.history)
+    if found_reverts and context.repo is not None:
+        undone = reverted_commits(context.repo, desired, found_reverts, context.load)
+        gated = replace(gated, plan=label(gated.plan, desired, found_reverts, undone))
     return found, gated
 
 
+def reverted_commits(
+    repo: pygit2.Repository,
+    desired: Desired,
+    found: Mapping[str, Revert],
+    load: Callable[[str], Desired | None],
+) -> dict[str, Reverted]:
+    """The commit each revert undoes: the newest one, up to the revision the resolution
+    reverted away from was applied at, that changed a document the resource resolves
+    from (then, or now)."""
+    by_revision: dict[str, dict[str, frozenset[DocumentKey]]] = {}
+    for key, revert in found.items():
+        if not revert.from_revision:
+            continue
+        resource = desired.resources[key]
+        then = load(revert.from_revision)
+        docs = documents_of(desired, resource)
+        if then is not None and key in then.resources:
+            docs |= documents_of(then, then.resources[key])
+        by_revision.setdefault(revert.from_revision, {})[key] = docs
+    changes = DocumentChanges(repo)
+    out: dict[str, Reverted] = {}
+    for revision, wanted in by_revision.items():
+        try:
+            origins = changes.origins(revision, wanted)
+        except (KeyError, ValueError, pygit2.GitError):  # the revision is gone (force-push)
+            continue
+        for key, origin in origins.items():
+            if origin.commit is None:
+                continue
+            commit = repo[origin.commit].peel(pygit2.Commit)
+            subject = commit.message.strip().splitlines()[0] if commit.message.strip() else ""
+            out[key] = Reverted(origin.commit, subject, origin.author)
+    return out
+
+
+def observed_orphans(
+    found: Diff,
+    before: Callable[[str], tuple[str, ResolvedResource] | None],
+    load: Callable[[str], Desired | None],
+) -> dict[str, str]:
+    """Orphans that were observed only at the last revision declaring them (its
+    `management`, or its Policy's `observeOnly`), and why: removing an observed-only
+    resource from Git never decommissions it."""
+    out: dict[str, str] = {}
+    for key, d in found.resources.items():
+        if d.status is not Status.ORPHANED:
+            continue
+        last = before(key)
+        if last is None:
+            continue
+        sha, resource = last
+        at = load(sha)
+        why = observe_only(resource, at.policy if at is not None else PolicySpec())
+        if why is not None:
+            out[key] = f"{why} at {sha[:12]}, the last revision declaring it"
+    return out
+
+
 def with_notes(value: Plan, *notes: str) -> Plan:
-    return Plan.build(
-        revision=value.revision,
-        policy=value.policy,
-        waves=value.waves,
-        summary=value.summary,
-        notes=(*value.notes, *notes),
-        unknown_providers=value.unknown_providers,
-    )
+    """The plan with notes added (everything else kept: rollouts, observed-only…)."""
+    return value.rebuilt(notes=(*value.notes, *notes))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ stable JSON form and content hash, the executor's input. No I/O, no clock.
 - With `Policy.approvals.required`, actions waiting for an approval are blocked
   with `needs approval from …` (see `reconciler.plan.approvals`).
 - Every action says why: the field, its cause (Git or drift), the revision.
+- An observed-only resource (`management: observe`, the Policy's `observeOnly`, see
+  `reconciler.plan.management`) gets no action, whatever selfHeal and prune say: it is
+  listed in `observedOnly` with what differs and what a managed resource would get.
+  A dependent of one waits until it is observed as declared.
 
 Change windows need a clock: the executor applies them to destructive actions.
 """
@@ -52,13 +56,14 @@ from reconciler.plan.diff import (
     covers,
     selector_matches,
 )
+from reconciler.plan.management import ObservedState, observe_only, observed_state
 from reconciler.plan.rollouts import describe, plan_rollouts, rollout_spec
 
 if TYPE_CHECKING:
     from reconciler.load.desired import Desired, ResolvedResource, ResolvedStage
     from reconciler.model.kinds import PolicySpec
 
-PLAN_FORMAT: Literal["reconciler.plan/v1"] = "reconciler.plan/v1"
+PLAN_FORMAT: Literal["reconciler.plan.plan/v1"] = "reconciler.plan.plan/v1"
 
 
 class Operation(StrEnum):
@@ -122,6 +127,8 @@ class PlannedAction(_Value):
     rollout: str | None = None
     """The rollout holding it back (`reconciler.plan.rollouts`), and its batch there."""
     batch: str | None = None
+    undoes: str | None = None
+    """The commit this action reverts for the resource (`reconciler.plan.undo`)."""
 
     @property
     def runnable(self) -> bool:
@@ -144,6 +151,42 @@ class Summary(_Value):
     blocked: int = 0
     destructive: int = 0
     in_sync: int = 0
+    observed_only: int = 0
+    """Observed-only resources (never acted on); `observedOnly` lists them."""
+
+
+class ObservedOnly(_Value):
+    """An observed-only resource: what observation found, and what is not done about it.
+
+    `would` (with `stages`, `destructive`) is the action a managed resource would get
+    here: shown so the step from observing to managing holds no surprise."""
+
+    key: str
+    kind: str
+    name: str
+    provider: str
+    why: str
+    state: ObservedState
+    reasons: tuple[str, ...] = ()
+    changes: tuple[Change, ...] = ()
+    would: Operation | None = None
+    stages: tuple[str, ...] = ()
+    destructive: bool = False
+
+
+class UndoAction(_Value):
+    """An action that reverts an earlier change for its resource (`reconciler.plan.undo`):
+    the commit undone, the revision whose state comes back, and what re-running its
+    stages cannot undo (data on disks a destructive stage wiped)."""
+
+    key: str
+    commit: str
+    subject: str = ""
+    author: str | None = None
+    restores: str | None = None
+    stages: tuple[str, ...] = ()
+    cannot_undo: tuple[str, ...] = ()
+    blocked: str | None = None
 
 
 class RolloutPlan(_Value):
@@ -169,7 +212,7 @@ class Plan(_Value):
     same inputs give the same hash, so the executor derives idempotency keys from it.
     """
 
-    format: Literal["reconciler.plan/v1"] = PLAN_FORMAT
+    format: Literal["reconciler.plan.plan/v1"] = PLAN_FORMAT
     revision: str | None
     policy: PlanPolicy
     waves: tuple[Wave, ...] = ()
@@ -178,6 +221,10 @@ class Plan(_Value):
     unknown_providers: tuple[str, ...] = ()
     """Providers whose answer could not be trusted: the plan may be incomplete."""
     rollouts: tuple[RolloutPlan, ...] = ()
+    observed_only: tuple[ObservedOnly, ...] = ()
+    """Resources only observed and reported (`reconciler.plan.management`), by key."""
+    undo: tuple[UndoAction, ...] = ()
+    """Actions that revert an earlier change (shown first), by key."""
     content_hash: str = ""
 
     @property
@@ -190,8 +237,13 @@ class Plan(_Value):
 
     @property
     def in_sync(self) -> bool:
-        """Nothing to do, and every provider answered."""
-        return not self.waves and not self.unknown_providers
+        """Nothing to do, every provider answered, every observed-only resource observed
+        as declared."""
+        return (
+            not self.waves
+            and not self.unknown_providers
+            and all(o.state == "in-sync" for o in self.observed_only)
+        )
 
     @property
     def exit_code(self) -> int:
@@ -215,6 +267,11 @@ class Plan(_Value):
             raise ValueError("plan content does not match its content hash")
         return plan
 
+    def rebuilt(self, **update: Any) -> Plan:
+        """This plan with some fields replaced (notes, waves…), hashed again."""
+        plan = self.model_copy(update=update)
+        return plan.model_copy(update={"content_hash": _hash_of(plan)})
+
     @classmethod
     def build(
         cls,
@@ -226,6 +283,8 @@ class Plan(_Value):
         notes: Iterable[str] = (),
         unknown_providers: Iterable[str] = (),
         rollouts: Iterable[RolloutPlan] = (),
+        observed_only: Iterable[ObservedOnly] = (),
+        undo: Iterable[UndoAction] = (),
     ) -> Plan:
         plan = cls(
             revision=revision,
@@ -235,6 +294,8 @@ class Plan(_Value):
             notes=tuple(notes),
             unknown_providers=tuple(sorted(unknown_providers)),
             rollouts=tuple(rollouts),
+            observed_only=tuple(observed_only),
+            undo=tuple(undo),
         )
         return plan.model_copy(update={"content_hash": _hash_of(plan)})
 
@@ -570,6 +631,7 @@ def plan(
     failed: Mapping[str, str] | None = None,
     phases: Mapping[str, str] | None = None,
     paused: Mapping[str, str] | None = None,
+    observed_orphans: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan closing the gap a `Diff` shows (see the module docstring).
 
@@ -579,19 +641,23 @@ def plan(
     `failed` maps the keys whose last apply failed to the stage that failed: it
     runs again. `phases` are the last statuses' phases, for dependencies this plan
     does not look at (a dependent waits until what it depends on is Ready).
+    `observed_orphans` maps resources no longer declared that were observed only at the
+    last revision declaring them to why: they are kept, whatever prune says.
     """
     policy = desired.policy
     drafts, labels, notes = _drafts(desired, changes, failed or {})
+    drafts, observed = _divert_observed(desired, changes, drafts, observed_orphans or {})
     unknown_providers = dict(unknown_providers or {})
     notes += [
         f"provider {name} is unknown: {why}" for name, why in sorted(unknown_providers.items())
     ]
-    _guardrails(drafts, policy, labels, pending_approval or {}, approved, unknown_providers)
-    _wait_for_dependencies(drafts, changes, phases or {})
+    unseen = [o.key for o in observed if o.state == "unknown"]
+    _guardrails(drafts, policy, labels, pending_approval or {}, approved, unknown_providers, unseen)
+    _wait_for_dependencies(drafts, changes, phases or {}, {o.key: o for o in observed})
     rollouts = _rollouts(desired, drafts, paused or {}, notes)
     waves = _waves(desired, drafts)
     actions = [a for w in waves for a in w.actions]
-    planned = {a.key for a in actions}
+    planned = {a.key for a in actions} | {o.key for o in observed}
     return Plan.build(
         revision=desired.revision,
         policy=PlanPolicy(
@@ -603,10 +669,12 @@ def plan(
         summary=summarize(
             actions,
             in_sync=sum(1 for d in changes.with_status(Status.IN_SYNC) if d.key not in planned),
+            observed_only=len(observed),
         ),
         notes=notes,
         unknown_providers=unknown_providers,
         rollouts=rollouts,
+        observed_only=observed,
     )
 
 
@@ -655,6 +723,53 @@ def _rollouts(
     ]
 
 
+def _divert_observed(
+    desired: Desired,
+    changes: Diff,
+    drafts: list[dict[str, Any]],
+    orphans: Mapping[str, str],
+) -> tuple[list[dict[str, Any]], list[ObservedOnly]]:
+    """The drafts of managed resources, and every observed-only resource's entry (what a
+    managed one would get is kept in it; nothing of it runs)."""
+    by_key = {a["key"]: a for a in drafts}
+    observed: list[ObservedOnly] = []
+    for key, d in changes.resources.items():
+        resource = desired.resources.get(key)
+        why = observe_only(resource, desired.policy) if resource else orphans.get(key)
+        if why is None:
+            continue
+        draft = by_key.pop(key, None)
+        state = observed_state(d)
+        if state == "differs":
+            reasons = tuple(_describe(f, desired.revision) for f in d.fields)
+        elif state == "orphaned":
+            reasons = (
+                "no longer declared in Git; observed only at the last revision declaring it: "
+                "kept, whatever prune says",
+            )
+        elif state == "in-sync":
+            reasons = ("every converged field is observed as declared",)
+        else:
+            reasons = (d.reason,)
+        executes = draft is not None and draft["operation"].executes
+        observed.append(
+            ObservedOnly(
+                key=key,
+                kind=d.kind,
+                name=d.name,
+                provider=d.provider,
+                why=why,
+                state=state,
+                reasons=reasons,
+                changes=tuple(_change(f) for f in d.fields),
+                would=draft["operation"] if executes and draft is not None else None,
+                stages=tuple(draft.get("stages", ())) if executes and draft is not None else (),
+                destructive=bool(executes and draft is not None and draft.get("destructive")),
+            )
+        )
+    return list(by_key.values()), observed
+
+
 def _drafts(
     desired: Desired, changes: Diff, failed: Mapping[str, str]
 ) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, str]], list[str]]:
@@ -684,9 +799,11 @@ def _guardrails(
     waiting: Mapping[str, str],
     approved: frozenset[str],
     unknown_providers: Mapping[str, str],
+    unseen: Iterable[str] = (),
 ) -> None:
-    """In order: approvals, protection, unknown observation, the destructive budget."""
-    unknown = sorted(a["key"] for a in drafts if a["operation"] is Operation.UNKNOWN)
+    """In order: approvals, protection, unknown observation (observed-only resources'
+    too: `unseen`), the destructive budget."""
+    unknown = sorted([*(a["key"] for a in drafts if a["operation"] is Operation.UNKNOWN), *unseen])
     for a in drafts:
         if a["key"] in waiting and a["operation"].executes and a.get("blocked") is None:
             a["blocked"] = waiting[a["key"]]
@@ -709,15 +826,22 @@ def _guardrails(
 
 
 def _wait_for_dependencies(
-    drafts: list[dict[str, Any]], changes: Diff, phases: Mapping[str, str]
+    drafts: list[dict[str, Any]],
+    changes: Diff,
+    phases: Mapping[str, str],
+    observed: Mapping[str, ObservedOnly],
 ) -> None:
     """A dependent never starts while what it depends on is not Ready: failed before,
     held in backoff, blocked, unknown, drifted, or not looked at by this plan and not
     Ready when last seen. One whose dependency runs in this plan waits for it in the
-    executor instead (it starts once the dependency succeeded)."""
+    executor instead (it starts once the dependency succeeded). One observed only is
+    Ready when it is observed as declared."""
     by_key = {a["key"]: a for a in drafts}
 
     def why_not_ready(dep: str) -> str | None:
+        if dep in observed:  # nothing will make it so: it must be observed as declared
+            state = observed[dep].state
+            return None if state == "in-sync" else f"it is observed only, and {state}"
         action = by_key.get(dep)
         if action is not None:
             if action.get("blocked"):
@@ -758,9 +882,12 @@ def _waves(desired: Desired, drafts: list[dict[str, Any]]) -> list[Wave]:
     return [Wave(number=n, actions=tuple(acts)) for n, acts in sorted(by_wave.items())]
 
 
-def summarize(actions: Iterable[PlannedAction], *, in_sync: int = 0) -> Summary:
+def summarize(
+    actions: Iterable[PlannedAction], *, in_sync: int = 0, observed_only: int = 0
+) -> Summary:
     counts = dict.fromkeys(Summary.model_fields, 0)
     counts["in_sync"] = in_sync
+    counts["observed_only"] = observed_only
     names = {
         Operation.CREATE: "create",
         Operation.UPDATE: "update",
@@ -805,7 +932,11 @@ def relative_to(head: Plan, base: Plan) -> Plan:
         revision=head.revision,
         policy=head.policy,
         waves=waves,
-        summary=summarize(kept, in_sync=head.summary.in_sync),
+        summary=summarize(
+            kept, in_sync=head.summary.in_sync, observed_only=head.summary.observed_only
+        ),
         notes=(*head.notes, f"relative to base revision {base.revision}"),
         unknown_providers=head.unknown_providers,
+        observed_only=head.observed_only,
+        undo=tuple(u for u in head.undo if u.key in {a.key for a in kept}),
     )

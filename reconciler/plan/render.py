@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from reconciler.plan.plan import Operation, Plan, PlannedAction
+from reconciler.plan.plan import ObservedOnly, Operation, Plan, PlannedAction, UndoAction
 from reconciler.secrets import REDACTOR
+
+_T = TypeVar("_T")
 
 MARKDOWN_LIMIT = 60_000
 """GitHub's limit for a comment is 65,536 characters; keep a margin."""
@@ -46,8 +48,13 @@ def _show(value: Any) -> str:
 def summary_line(plan: Plan) -> str:
     """``Plan: 3 to create, 1 to update, 0 to destroy, 2 drifted (report only), 1 blocked``"""
     s = plan.summary
+    watched = _observed_summary(plan)
     if plan.in_sync:
-        return f"In sync: {s.in_sync} resources match their declared state, nothing to do."
+        return f"In sync: {s.in_sync} resources match their declared state, nothing to do." + (
+            f" {watched}." if watched else ""
+        )
+    if not plan.waves and not plan.unknown_providers:
+        return f"Nothing to do: {watched} (never acted on)."
     if not plan.waves:
         return (
             f"Incomplete: provider(s) {', '.join(plan.unknown_providers)} could not be "
@@ -64,10 +71,78 @@ def summary_line(plan: Plan) -> str:
     if s.orphaned:
         parts.append(f"{s.orphaned} orphaned (kept)")
     parts.append(f"{s.blocked} blocked")
+    if watched:
+        parts.append(watched)
     line = "Plan: " + ", ".join(parts)
     if s.destructive:
         line += f" — {s.destructive} destructive"
     return line
+
+
+def _observed_summary(plan: Plan) -> str:
+    """``3 observed only (1 differs)``, or empty."""
+    if not plan.observed_only:
+        return ""
+    differ = sum(1 for o in plan.observed_only if o.state != "in-sync")
+    return f"{len(plan.observed_only)} observed only ({differ} differ{'s' if differ == 1 else ''})"
+
+
+OBSERVED_TITLE = "Observed only (never acted on, whatever selfHeal and prune say):"
+
+
+def _observed_lines(entry: ObservedOnly, indent: str = "  ") -> list[str]:
+    symbol = "=" if entry.state == "in-sync" else "!"
+    lines = [f"{indent}{symbol} {entry.key}  {entry.state}  ({entry.why})"]
+    for change in entry.changes:
+        declared = "(absent)" if change.absent == "declared" else _show(change.declared)
+        observed = "(absent)" if change.absent == "observed" else _show(change.observed)
+        lines.append(f"{indent}    {change.path}: observed {observed}, declared {declared}")
+    if entry.state != "differs":
+        lines.extend(f"{indent}    why: {reason}" for reason in entry.reasons)
+    if entry.would is not None:
+        would = f"{indent}    if managed: {VERBS[entry.would]}"
+        if entry.stages:
+            would += ": " + " → ".join(entry.stages)
+        lines.append(would + ("  [DESTRUCTIVE]" if entry.destructive else ""))
+    return lines
+
+
+def _observed_block(plan: Plan, indent: str = "  ") -> list[str]:
+    lines: list[str] = []
+    for entry in plan.observed_only:
+        lines.extend(_observed_lines(entry, indent))
+    return lines
+
+
+UNDO_TITLE = "Undo (the head brings back what was applied before; re-running is not time travel):"
+
+
+def _undo_lines(plan: Plan, indent: str = "  ") -> list[str]:
+    lines: list[str] = []
+    for entry in plan.undo:
+        subject = f' "{entry.subject}"' if entry.subject else ""
+        by = f" by {entry.author}" if entry.author else ""
+        back = f", back to revision {entry.restores[:12]}" if entry.restores else ""
+        lines.append(f"{indent}~ {entry.key}  undoes {entry.commit[:12]}{subject}{by}{back}")
+        if entry.stages:
+            lines.append(f"{indent}    re-runs: {' → '.join(entry.stages)}")
+        lines.extend(f"{indent}    CANNOT UNDO: {what}" for what in entry.cannot_undo)
+        if entry.blocked:
+            lines.append(f"{indent}    BLOCKED: {entry.blocked}")
+    return lines
+
+
+def _undo_markdown(entry: UndoAction) -> str:
+    subject = f' "{entry.subject}"' if entry.subject else ""
+    by = f" by {entry.author}" if entry.author else ""
+    back = f", back to revision `{entry.restores[:12]}`" if entry.restores else ""
+    text = f"`{entry.key}` undoes `{entry.commit[:12]}`{subject}{by}{back}"
+    if entry.stages:
+        text += f"; re-runs {', '.join(entry.stages)}"
+    text += "".join(f"\n>   - **Cannot undo:** {what}" for what in entry.cannot_undo)
+    if entry.blocked:
+        text += f"\n>   - **Blocked:** {entry.blocked}"
+    return text
 
 
 def _header(plan: Plan) -> str:
@@ -89,6 +164,8 @@ def _action_lines(action: PlannedAction, indent: str = "  ") -> list[str]:
     lines = [title]
     if action.blocked:
         lines.append(f"{indent}    BLOCKED: {action.blocked}")
+    if action.undoes:
+        lines.append(f"{indent}    undoes: {action.undoes[:12]} (see Undo)")
     for change in action.changes:
         declared = "(absent)" if change.absent == "declared" else _show(change.declared)
         observed = "(absent)" if change.absent == "observed" else _show(change.observed)
@@ -103,11 +180,15 @@ def _action_lines(action: PlannedAction, indent: str = "  ") -> list[str]:
 def render_text(plan: Plan) -> str:
     """The terminal view: grouped by wave, `+ ~ - !` per action, a summary line."""
     lines = [_header(plan), ""]
+    if plan.undo:
+        lines.extend([UNDO_TITLE, *_undo_lines(plan), ""])
     for wave in plan.waves:
         lines.append(f"Wave {wave.number}:")
         for action in wave.actions:
             lines.extend(_action_lines(action))
         lines.append("")
+    if plan.observed_only:
+        lines.extend([OBSERVED_TITLE, *_observed_block(plan), ""])
     lines.extend(f"note: {note}" for note in plan.notes)
     if plan.notes:
         lines.append("")
@@ -128,9 +209,15 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
     out and that the full plan is attached separately. `full` is never cut.
     """
     s = plan.summary
+    undo: list[str] = []
+    if plan.undo:
+        undo = ["> [!IMPORTANT]", f"> **{UNDO_TITLE.rstrip(':')}**", ">"]
+        undo += _listed(plan.undo, _undo_markdown, "> - ")
+        undo.append("")
     head = [
         f"### reconciler plan — `{plan.revision or 'working tree'}`",
         "",
+        *undo,
         f"**{summary_line(plan)}**",
         "",
         "| create | update | destroy | drifted | orphaned | blocked | destructive | in sync |",
@@ -159,10 +246,12 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
             )
         )
         head.append("")
-    tail = [f"- {note}" for note in plan.notes]
-    if tail:
-        tail.insert(0, "**Notes**")
-        tail.append("")
+    observed: list[str] = []
+    if plan.observed_only:
+        observed = [f"#### {OBSERVED_TITLE.rstrip(':')}", "", "```diff"]
+        observed += [*_observed_block(plan, indent=""), "```", ""]
+    notes = ["**Notes**", *(f"- {note}" for note in plan.notes), ""] if plan.notes else []
+    tail = [*observed, *notes]
     tail.append(f"<sub>plan `{plan.content_hash[:16]}`</sub>")
 
     blocks: list[str] = []
@@ -211,9 +300,7 @@ LISTED = 20
 """Blocked and destructive actions named at the top of a PR comment, at most."""
 
 
-def _listed(
-    actions: Sequence[PlannedAction], line: Callable[[PlannedAction], str], prefix: str
-) -> list[str]:
+def _listed(actions: Sequence[_T], line: Callable[[_T], str], prefix: str) -> list[str]:
     lines = [prefix + line(a) for a in actions[:LISTED]]
     if len(actions) > LISTED:
         lines.append(f"{prefix}… and {len(actions) - LISTED} more")

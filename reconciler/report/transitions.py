@@ -15,6 +15,9 @@ What happened this cycle -> phase; conditions:
 - drift with selfHeal off (reported only) -> Drifted; Drifted=True DriftDetected
 - observation unknown -> Unknown; Ready=Unknown ObservationFailed
 - planned but not executed (`plan`, a dry run) -> Pending; Reconciling=True Pending
+- observed only (`reconciler.plan.management`), never Reconciling: observed as declared ->
+  Ready; Ready=True Observed; it differs or is missing -> Drifted; Ready=False,
+  Drifted=True DriftDetected (listed in the drift report, never corrected)
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from reconciler.load.desired import Desired, ResolvedResource
 from reconciler.model.kinds import FailureBackoff
 from reconciler.observe.observe import ObservedState
 from reconciler.plan.diff import Diff, LastApplied, ResourceDiff, Status
-from reconciler.plan.plan import Operation, Plan, PlannedAction
+from reconciler.plan.plan import ObservedOnly, Operation, Plan, PlannedAction
 from reconciler.providers.base import Observation
 from reconciler.report.provenance import Provenance
 from reconciler.report.report import AuditRecord, DriftEntry
@@ -103,6 +106,8 @@ class _Seen:
     outcome: ResourceOutcome | None
     observed: dict[str, Any]
     record: LastApplied | None
+    watched: ObservedOnly | None = None
+    """Its entry in the plan's observed-only list: nothing is done to it."""
 
 
 def next_statuses(
@@ -125,6 +130,7 @@ def next_statuses(
     `records` are the journal's records after this cycle (`lastApplied` shows them).
     """
     actions: dict[str, PlannedAction] = {a.key: a for a in plan.actions}
+    watched = {o.key: o for o in plan.observed_only}
     outcomes: dict[str, ResourceOutcome] = {
         key: outcome
         for key, outcome in (resumed.outcomes if resumed else {}).items()
@@ -144,12 +150,13 @@ def next_statuses(
             outcomes.get(key),
             _observed(observed, key, dict(before.observed)),
             records.get(key),
+            watched.get(key),
         )
         update = _status_update(seen, desired, plan.revision, now)
         update["last_applied"] = _projection(records.get(key)) or before.last_applied
         statuses[key] = before.model_copy(update=update)
         drift.extend(_drift_entries(seen, statuses[key], now))
-    drift.extend(_orphan_entries(diff, actions, outcomes))
+    drift.extend(_orphan_entries(diff, actions, outcomes, watched))
     return statuses, drift
 
 
@@ -160,6 +167,8 @@ def _status_update(
     update: dict[str, Any] = {"observed": seen.observed, "failure": None}
     outcome, action, found = seen.outcome, seen.action, seen.found
     conditions = seen.before.conditions
+    if seen.watched is not None and seen.watched.state != "unknown":
+        return {**update, **_observed_only(seen, now)}
     if outcome is not None and outcome.result == "succeeded":
         return {**update, **_succeeded(seen, revision, now)}
     if outcome is not None and outcome.result == "failed":
@@ -226,6 +235,32 @@ def _status_update(
         "phase": "Ready",
         "drifted_since": None,
         "conditions": _conditions(conditions, now, ("True", "Reconciled", _in_sync(applied))),
+    }
+
+
+def _observed_only(seen: _Seen, now: datetime) -> dict[str, Any]:
+    """An observed-only resource: Ready when observed as declared, else Drifted."""
+    watched = seen.watched
+    assert watched is not None
+    conditions = seen.before.conditions
+    if watched.state == "in-sync":
+        message = f"observed as declared; observe only ({watched.why}): never acted on"
+        return {
+            "phase": "Ready",
+            "drifted_since": None,
+            "conditions": _conditions(conditions, now, ("True", "Observed", message)),
+        }
+    shown = ", ".join(c.path for c in watched.changes) or "; ".join(watched.reasons)
+    message = f"differs from Git: {shown}; observe only ({watched.why}): never corrected"
+    return {
+        "phase": "Drifted",
+        "drifted_since": seen.before.drifted_since or now,
+        "conditions": _conditions(
+            conditions,
+            now,
+            ("False", "DriftDetected", message),
+            ("Drifted", "DriftDetected", message),
+        ),
     }
 
 
@@ -298,6 +333,17 @@ def _skipped(
 
 def _drift_entries(seen: _Seen, status: ResourceStatus, now: datetime) -> list[DriftEntry]:
     found, outcome = seen.found, seen.outcome
+    if found is not None and seen.watched is not None and status.phase == "Drifted":
+        return [
+            DriftEntry(
+                key=found.key,
+                since=status.drifted_since,
+                corrected=False,
+                reason=f"observe only ({seen.watched.why}): "
+                + (found.reason or "differs from Git"),
+                fields=_drift_fields(found),
+            )
+        ]
     if found is None or found.status is not Status.DRIFTED:
         return []
     if outcome is None and status.phase != "Drifted":
@@ -314,7 +360,10 @@ def _drift_entries(seen: _Seen, status: ResourceStatus, now: datetime) -> list[D
 
 
 def _orphan_entries(
-    diff: Diff, actions: Mapping[str, PlannedAction], outcomes: Mapping[str, ResourceOutcome]
+    diff: Diff,
+    actions: Mapping[str, PlannedAction],
+    outcomes: Mapping[str, ResourceOutcome],
+    watched: Mapping[str, ObservedOnly],
 ) -> list[DriftEntry]:
     entries = []
     for key, found in diff.resources.items():
@@ -323,6 +372,8 @@ def _orphan_entries(
         action, outcome = actions.get(key), outcomes.get(key)
         corrected = outcome is not None and outcome.result == "succeeded"
         kept = "" if corrected or (action is not None and action.runnable) else " (prune is off)"
+        if key in watched:
+            kept = f" (kept: {watched[key].why})"
         entries.append(
             DriftEntry(
                 key=key,
@@ -413,6 +464,47 @@ def audit_records(
                     approvals=asked.approvals,
                 )
             )
+    return records
+
+
+def observation_records(
+    plan: Plan,
+    previous: Mapping[str, ResourceStatus],
+    statuses: Mapping[str, ResourceStatus],
+    *,
+    revision: str | None,
+    now: datetime,
+) -> list[AuditRecord]:
+    """The audit of observed-only resources: one record when what is observed of one
+    changes (first observed, became in sync, started to differ, differs otherwise), none
+    while it stays as it was — so a cycle that finds nothing new commits nothing."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    records = []
+    for entry in plan.observed_only:
+        after, before = statuses.get(entry.key), previous.get(entry.key)
+        if after is None:  # no longer declared: nothing of it is reported but the drift entry
+            continue
+        ready = after.condition("Drifted") or after.condition("Ready")
+        message = ready.message if ready is not None else entry.state
+        earlier = (before.condition("Drifted") or before.condition("Ready")) if before else None
+        unchanged = before is not None and before.phase == after.phase
+        if unchanged and earlier is not None and earlier.message == message:
+            continue
+        records.append(
+            AuditRecord(
+                revision=revision,
+                author=None,
+                plan_hash=plan.content_hash,
+                resource=entry.key,
+                operation="observe",
+                stage=None,
+                task=None,
+                result=entry.state,
+                started=stamp,
+                finished=stamp,
+                message=message,
+            )
+        )
     return records
 
 

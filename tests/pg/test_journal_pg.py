@@ -66,7 +66,7 @@ def test_apply_of_the_sample_fleet_keeps_its_journal_and_memory_in_postgres(
     assert not local & {"journal.sqlite", "observed-existing.json", "lease"}, local
     # ...all of it in the database, at this version's schema.
     versions = [r["version"] for r in fleet.sql("SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3, 4, 5, 6]
+    assert versions == [1, 2, 3, 4, 5, 6, 7]
     plans = fleet.journal_plans()
     assert [p["state"] for p in plans] == ["reported"]
     tasks = fleet.journal_tasks()
@@ -181,6 +181,7 @@ def test_migrations_are_versioned_and_a_newer_database_is_refused(
         {"version": 4, "name": "provider_rate"},
         {"version": 5, "name": "ui_sessions"},
         {"version": 6, "name": "requests"},
+        {"version": 7, "name": "resolutions"},
     ]
     again = fleet.run("apply")
     assert again.returncode == 0
@@ -188,7 +189,7 @@ def test_migrations_are_versioned_and_a_newer_database_is_refused(
     fleet.sql("INSERT INTO schema_migrations (version, name) VALUES (99, 'from the future')")
     newer = fleet.run("apply")
     assert newer.returncode == 1
-    assert "schema version 99, newer than this reconciler knows (6)" in newer.stderr
+    assert "schema version 99, newer than this reconciler knows (7)" in newer.stderr
 
 
 def test_migrate_state_moves_a_sqlite_state_directory_into_postgres(

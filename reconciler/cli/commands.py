@@ -497,7 +497,7 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
         _controller_table(
             read_controller(source.repo, branch),
             unreadable,
-            WriteFailure.from_fact(journal_fact(Path(settings.state_dir), WRITE_FAILURE)),
+            WriteFailure.from_fact(journal_fact(settings, WRITE_FAILURE)),
         )
     )
     console.print()

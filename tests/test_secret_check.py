@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.load.load import load_files
-from reconciler.load.secret_check import (
+from reconciler.execute.secret_check import (
     declared_uses,
     environment,
     precheck,
     resource_uses,
     unresolvable,
 )
+from reconciler.load.load import load_files
 from tests.conftest import ROOT
 
 REPO = {

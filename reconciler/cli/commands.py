@@ -29,10 +29,10 @@ from reconciler.controller.controller import WRITE_FAILURE, Controller, CycleRes
 from reconciler.controller.progress import Progress
 from reconciler.errors import Diagnostic, ReconcilerError
 from reconciler.execute.journal import LeaseHeld
+from reconciler.execute.secret_check import declared_uses, unresolvable
+from reconciler.execute.secret_check import environment as secret_environment
 from reconciler.execute.store import open_reader
 from reconciler.load.desired import Desired, subset, with_dependencies
-from reconciler.load.secret_check import declared_uses, unresolvable
-from reconciler.load.secret_check import environment as secret_environment
 from reconciler.observe.observe import observe_desired
 from reconciler.plan.diff import LastApplied
 from reconciler.plan.gates import PlanContext, judge_rules, plan_revision

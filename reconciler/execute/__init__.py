@@ -13,6 +13,12 @@ the orchestration (plan → waves → stages → tasks) sits on top and calls:
 - `template.py`: ``${params.X}`` / ``${resource.name}`` substitution, no shell.
 - `tasks/`: one runner per task type (provider, http, command, ansible, wait-for,
   notify).
+
+Enters: a `Plan` (values), the providers, the journal. Leaves: an
+`ExecutionResult` and the journal's record of what ran. May import `model`,
+`load`, `observe`, `plan`, `providers`, `errors`, `settings`, `secrets`; never
+`report`, `controller` or `cli` (today's exceptions are listed in
+tests/test_layers.py).
 """
 
 from reconciler.execute.context import (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
 
-TOP = {"errors", "settings", "secrets"}
+TOP = {"errors", "settings", "secrets", "logs"}
 ROOMS = {"model", "source", "load", "observe", "plan", "execute", "report", "providers"}
 ROOMS |= {"controller", "cli"} | TOP
 
@@ -24,6 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "model": {"errors"},
     "settings": {"errors", "model", "secrets"},
     "secrets": {"errors", "model"},
+    "logs": {"secrets"},
     "load": {"model"} | TOP,
     "providers": {"model"} | TOP,
     "observe": {"model", "load", "providers"} | TOP,
@@ -46,7 +47,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("execute.store", "controller.leader"): "the leader lease beside the store",
     ("execute.store", "controller.notify"): "the notification ledger beside the store",
     ("execute.ledger_pg", "controller.notify"): "the notification ledger beside the store",
-    ("execute.worker", "controller.server"): "issue 18 part 4: one logging set-up",
 }
 
 

@@ -60,6 +60,7 @@ from reconciler.execute.store_pg import (
     mark_started_sql,
     open_database,
 )
+from reconciler.logs import configure_logging
 from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
@@ -453,9 +454,7 @@ class Worker:
 
 def run_worker(settings: Settings, *, site: str | None, concurrency: int, name: str | None) -> int:
     """`reconciler worker`: claim and run tasks until SIGTERM/SIGINT (then exit 0)."""
-    from reconciler.controller.server import _configure_logging
-
-    _configure_logging()
+    configure_logging(json_logs=True, tracebacks=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     try:
         queue = PgWorkQueue.connect(settings, name=name, site=site)

@@ -9,7 +9,6 @@ are read back from the status branch it commits.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from pathlib import Path
 
 import pygit2
@@ -20,29 +19,15 @@ from reconciler.load.load import load_files
 from reconciler.observe.observe import ObservedState
 from reconciler.providers.base import Observation
 from reconciler.providers.simulator import SimulatorProvider
-from tests.server.conftest import declare, repo_files, settings_for, write_files
+from tests.repos import commit_tree
+from tests.server.conftest import declare, repo_files, settings_for
 
 MACHINES = 10
 
 
 def branch(bare: Path, name: str, files: dict[str, str], message: str) -> str:
     """A commit holding `files` on `refs/heads/<name>`, its parent main (or the branch)."""
-    repo = pygit2.Repository(str(bare))
-    ref = f"refs/heads/{name}"
-    parent = repo.references.get(ref) or repo.references["refs/heads/main"]
-    with tempfile.TemporaryDirectory() as folder:
-        root = write_files(Path(folder), files)
-        index = pygit2.Index()
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            blob = repo.create_blob(path.read_bytes())
-            index.add(
-                pygit2.IndexEntry(
-                    path.relative_to(root).as_posix(), blob, pygit2.enums.FileMode.BLOB
-                )
-            )
-        tree = index.write_tree(repo)
-    who = pygit2.Signature("Ada", "ada@example.com")
-    return str(repo.create_commit(ref, who, who, message, tree, [parent.target]))
+    return commit_tree(bare, files, message, branch=name)
 
 
 def plan_files(bare: Path) -> dict[str, bytes]:

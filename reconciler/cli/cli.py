@@ -547,7 +547,7 @@ def demo(
 
     Exit codes as for apply.
     """
-    from reconciler.cli.commands import run_demo
+    from reconciler.cli.demo import run_demo
 
     settings = _settings(
         ctx,

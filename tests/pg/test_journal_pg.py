@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.commands import DEMO_SECRETS, demo_sink
+from reconciler.cli.demo import DEMO_SECRETS, demo_sink
 from reconciler.execute.journal import Lease
 from tests.conftest import BASE_FILES, ROOT
 from tests.e2e.support import rows

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.commands import demo_sink
+from reconciler.cli.demo import demo_sink
 from reconciler.controller.leader import LeaderLease
 from reconciler.execute.journal import LeaseHeld
 from reconciler.execute.store_pg import Fenced, PgJournal

@@ -9,7 +9,6 @@ port of 127.0.0.1, stopped cleanly at the end.
 from __future__ import annotations
 
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +20,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from reconciler.cli.commands import commit_directory
 from reconciler.controller.scheduler import Scheduler
 from reconciler.controller.server import create_app
 from reconciler.settings import Settings
+from tests.repos import commit_tree
 
 TOKEN = "test-api-token-0123456789"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
@@ -89,31 +88,13 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
 def declare(tmp_path: Path, files: dict[str, str]) -> Path:
     """A bare repository whose main holds `files` (one commit)."""
     bare = tmp_path / "infra.git"
-    with tempfile.TemporaryDirectory() as folder:
-        commit_directory(bare, write_files(Path(folder), files), "Declare the fleet")
+    commit_tree(bare, files, "Declare the fleet")
     return bare
 
 
 def push(bare: Path, files: dict[str, str], message: str = "Change") -> str:
     """A new commit on main of `bare` holding `files` (a whole new tree), parent the old tip."""
-    import pygit2
-
-    repo = pygit2.Repository(str(bare))
-    with tempfile.TemporaryDirectory() as folder:
-        root = write_files(Path(folder), files)
-        index = pygit2.Index()
-        for path in sorted(root.rglob("*")):
-            if path.is_file():
-                blob = repo.create_blob(path.read_bytes())
-                index.add(
-                    pygit2.IndexEntry(
-                        path.relative_to(root).as_posix(), blob, pygit2.enums.FileMode.BLOB
-                    )
-                )
-        tree = index.write_tree(repo)
-    parent = repo.references["refs/heads/main"].target
-    signature = pygit2.Signature("Ada", "ada@example.com")
-    return str(repo.create_commit("refs/heads/main", signature, signature, message, tree, [parent]))
+    return commit_tree(bare, files, message)
 
 
 def free_port() -> int:

@@ -8,14 +8,13 @@ the source suggests the backoff cap (5 minutes), and the interval's ticks (every
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from reconciler.cli.commands import commit_directory
-from tests.server.conftest import repo_files, running, settings_for, write_files
+from tests.repos import commit_tree
+from tests.server.conftest import repo_files, running, settings_for
 from tests.servers.git import Server, ServerUnavailable, git_http
 
 USER = "deploy"
@@ -34,8 +33,7 @@ def http(tmp_path: Path) -> Iterator[Server]:
 def test_scheduled_cycles_wait_out_a_refusing_remote(
     http: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        commit_directory(http.bare, write_files(Path(folder), repo_files(1)), "Declare")
+    commit_tree(http.bare, repo_files(1), "Declare")
     monkeypatch.setenv("RECONCILER_TEST_GIT_PASSWORD", PASSWORD)
     settings = settings_for(
         http.bare,

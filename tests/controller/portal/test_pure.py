@@ -18,7 +18,7 @@ from reconciler.errors import Diagnostic
 from reconciler.load.load import load_files
 from reconciler.report.status import ResourceStatus
 from reconciler.source.writeback import parse_trailers
-from tests.portal.conftest import FILES, REQUEST
+from tests.controller.portal.conftest import FILES, REQUEST
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 RECORD = RequestRecord(

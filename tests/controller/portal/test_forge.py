@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.portal.conftest import REQUEST, TOKENS, Fleet, start_fleet
+from tests.controller.portal.conftest import REQUEST, TOKENS, Fleet, start_fleet
 from tests.servers.git import git
 
 pytestmark = pytest.mark.slow

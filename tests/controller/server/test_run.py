@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 
 from reconciler.providers.simulator import SimulatorProvider
-from tests.server.conftest import ENV, TOKEN, declare, free_port, repo_files
+from tests.controller.server.conftest import ENV, TOKEN, declare, free_port, repo_files
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def start(bare: Path, state: Path, port: int) -> subprocess.Popen[str]:

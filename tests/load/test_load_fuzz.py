@@ -4,7 +4,7 @@ The loader's entry points (`parse_file` for one file, `load_files` for a
 revision) answer every input with diagnostics, never an exception. Hypothesis
 runs a bounded number of examples here so the suite stays fast; set
 `RECONCILER_FUZZ_EXAMPLES` to hunt longer. Every input that ever crashed the
-loader is kept in `tests/corpus/crashers/` and checked on each run.
+loader is kept in `tests/load/corpus/crashers/` and checked on each run.
 """
 
 from __future__ import annotations

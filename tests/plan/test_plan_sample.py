@@ -24,7 +24,7 @@ from reconciler.providers.base import ActionRequest, OperationPhase
 from reconciler.providers.simulator import SimulatorProvider
 from tests import plan_values as pv
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample-repo"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample-repo"
 PARAM = re.compile(r"\$\{params\.([A-Za-z0-9_]+)\}")
 
 

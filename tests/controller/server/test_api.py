@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import declare, repo_files, running, settings_for
+from tests.controller.server.conftest import declare, repo_files, running, settings_for
 
 
 def test_sync_answers_202_at_once_and_the_operation_completes(

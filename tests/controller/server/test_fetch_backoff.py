@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.controller.server.conftest import repo_files, running, settings_for
 from tests.repos import commit_tree
-from tests.server.conftest import repo_files, running, settings_for
 from tests.servers.git import Server, ServerUnavailable, git_http
 
 USER = "deploy"

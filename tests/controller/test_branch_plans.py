@@ -19,8 +19,8 @@ from reconciler.load.load import load_files
 from reconciler.observe.observe import ObservedState
 from reconciler.providers.base import Observation
 from reconciler.providers.simulator import SimulatorProvider
+from tests.controller.server.conftest import declare, repo_files, settings_for
 from tests.repos import commit_tree
-from tests.server.conftest import declare, repo_files, settings_for
 
 MACHINES = 10
 

@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.ui.conftest import (
+from tests.controller.ui.conftest import (
     ADA,
     EXPECTED,
     GRACE,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from reconciler.controller.webhooks import MAX_JSON_DEPTH, json_depth
-from tests.server.conftest import (
+from tests.controller.server.conftest import (
     TOKEN,
     WEBHOOK_SECRET,
     Running,

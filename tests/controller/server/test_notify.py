@@ -23,7 +23,7 @@ from reconciler.controller.notify import Ledger, Transition, transitions
 from reconciler.controller.webhooks import hmac_signature
 from reconciler.providers.simulator import SimulatorProvider
 from reconciler.report.status import ResourceStatus, set_condition
-from tests.server.conftest import (
+from tests.controller.server.conftest import (
     ENV,
     TOKEN,
     declare,
@@ -314,7 +314,7 @@ def run_process(bare: Path, state: Path, port: int) -> subprocess.Popen[str]:
         **os.environ,
         **ENV,
         "RECONCILER_TEST_NOTIFY": SECRET,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
         "RECONCILER_API_TOKEN": "env:RECONCILER_TEST_TOKEN",
         "RECONCILER_INTERVAL_JITTER": "0s",
     }

@@ -14,7 +14,7 @@ import json
 from reconciler.controller.portal.catalog import build_catalog
 from reconciler.load.load import load_files
 from tests.conftest import ROOT
-from tests.portal.conftest import FILES
+from tests.controller.portal.conftest import FILES
 
 EXAMPLE = ROOT / "examples" / "backstage"
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from reconciler.settings import Settings
-from tests.server.conftest import Running, running, settings_for, write_files
+from tests.controller.server.conftest import Running, running, settings_for, write_files
 from tests.servers.git import git, git_daemon
 
 TOKENS = {

@@ -20,7 +20,7 @@ from reconciler.plan.scope import FullCycle, Scope
 from reconciler.providers.simulator import SimulatorProvider
 from reconciler.report.status import ResourceStatus
 from reconciler.source.readback import read_statuses
-from tests.server.conftest import declare, push, repo_files, settings_for
+from tests.controller.server.conftest import declare, push, repo_files, settings_for
 
 PRUNE = """\
 apiVersion: reconciler/v1

@@ -11,7 +11,7 @@ import pytest
 from reconciler.controller.metrics import sample
 from reconciler.controller.webhooks import hmac_signature
 from reconciler.providers.simulator import SimulatorProvider
-from tests.server.conftest import (
+from tests.controller.server.conftest import (
     WEBHOOK_SECRET,
     declare,
     push,

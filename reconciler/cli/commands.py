@@ -24,7 +24,7 @@ import pygit2
 from reconciler.controller.controller import WRITE_FAILURE, Controller, CycleResult
 from reconciler.controller.progress import Progress
 from reconciler.errors import Diagnostic, ReconcilerError
-from reconciler.execute.journal import LeaseHeld
+from reconciler.execute.lease import LeaseHeld
 from reconciler.execute.secret_check import declared_uses, unresolvable
 from reconciler.execute.secret_check import environment as secret_environment
 from reconciler.execute.store import open_reader

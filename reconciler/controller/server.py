@@ -58,7 +58,7 @@ from reconciler.controller.ui import api_resources, install_ui
 from reconciler.controller.ui.query import IndexCache, Query
 from reconciler.controller.webhooks import JsonTooDeep, load_json, receive
 from reconciler.errors import ReconcilerError
-from reconciler.execute.journal import LeaseHeld
+from reconciler.execute.lease import LeaseHeld
 from reconciler.execute.store import uses_database
 from reconciler.logs import configure_logging
 from reconciler.secrets import REDACTOR, SecretUnavailable, resolve

@@ -131,7 +131,7 @@ def executor_child(n: int, profile: Path | None, state: Path) -> dict[str, Any]:
 
 
 def apply_child(n: int) -> dict[str, Any]:
-    from reconciler.cli.commands import commit_directory
+    from reconciler.cli.demo import commit_directory
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "declared"

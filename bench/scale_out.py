@@ -60,7 +60,7 @@ class Setup:
     """A declared repository, a database, and how to start reconciler's processes."""
 
     def __init__(self, tmp: Path, cluster: Any, files: dict[str, str]) -> None:
-        from reconciler.cli.commands import commit_directory
+        from reconciler.cli.demo import commit_directory
 
         self.tmp = tmp
         source = tmp / "declared"

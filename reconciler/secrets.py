@@ -327,7 +327,7 @@ def resolve(ref: str, *, base_dir: Path | None = None) -> str:
 
 def read_ref(ref: str, *, base_dir: Path | None = None) -> str:
     """The value behind a reference, *not* registered: only for checking it resolves
-    (`reconciler.load.secret_check`), never for a value that is used or shown."""
+    (`reconciler.execute.secret_check`), never for a value that is used or shown."""
     if not is_secret_ref(ref):
         raise SecretUnavailable("not a secret reference (expected env:NAME or file:PATH)")
     scheme, _, target = ref.partition(":")

@@ -22,7 +22,7 @@ from reconciler.cli.cliopts import epilog, flag_name, ignored, option_help
 from reconciler.load.load import LoadResult, load_directory
 
 if TYPE_CHECKING:
-    from reconciler.load.secret_check import Unresolvable
+    from reconciler.execute.secret_check import Unresolvable
 from reconciler.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -228,7 +228,7 @@ def validate(
 
 def _unresolvable_secrets(result: LoadResult) -> tuple[Unresolvable, ...]:
     """`--check-secrets`: the references of a valid revision this environment lacks."""
-    from reconciler.load.secret_check import declared_uses, environment, unresolvable
+    from reconciler.execute.secret_check import declared_uses, environment, unresolvable
 
     if result.desired is None:
         return ()
@@ -588,7 +588,7 @@ def demo(
 
     Exit codes as for apply.
     """
-    from reconciler.cli.commands import run_demo
+    from reconciler.cli.demo import run_demo
 
     settings = _settings(
         ctx,
@@ -618,7 +618,7 @@ def schema(
     reconciler.json validates any document, so one modeline serves files holding
     several kinds; --modelines writes it into each document file of a repository.
     """
-    from reconciler.model.schema import COMBINED, point_modelines, write_schemas
+    from reconciler.cli.schema import COMBINED, point_modelines, write_schemas
 
     _no_settings(ctx, "schema")
     for path in write_schemas(out):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reconciler.model.schema import COMBINED, combined_schema, modeline_for
+from reconciler.cli.schema import COMBINED, combined_schema, modeline_for
 
 FILES: dict[str, str] = {
     "providers/lab.yaml": """\

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler.errors import ReconcilerError
-from reconciler.execute.journal import LeaseHeld
+from reconciler.execute.lease import LeaseHeld
 from reconciler.execute.store_pg import LEADER_ROW, Database, described, open_database
 from reconciler.secrets import REDACTOR
 

@@ -115,7 +115,7 @@ def transitions(
 
 
 @dataclass(frozen=True)
-class Decision:
+class AlertDecision:
     transition: Transition
     send: bool
     count: int
@@ -176,7 +176,7 @@ class Ledger:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 self.entries, self.pending = {}, []
 
-    def decide(self, transition: Transition, now: datetime) -> Decision:
+    def decide(self, transition: Transition, now: datetime) -> AlertDecision:
         """Send it, or count it as a repeat of the alert still open."""
         key = f"{transition.resource}|{transition.event}"
         opposite = f"{transition.resource}|{OPPOSITE[transition.event]}"
@@ -185,7 +185,7 @@ class Ledger:
         if last is not None and last["fingerprint"] == transition.fingerprint:
             last["count"] += 1
             last["last"] = stamp
-            return Decision(transition, send=False, count=last["count"])
+            return AlertDecision(transition, send=False, count=last["count"])
         resolved = self.entries.pop(opposite, None)
         self.entries[key] = {
             "fingerprint": transition.fingerprint,
@@ -196,7 +196,7 @@ class Ledger:
         resolves = None
         if resolved:
             resolves = {"event": OPPOSITE[transition.event], "count": resolved["count"]}
-        return Decision(transition, send=True, count=1, resolves=resolves)
+        return AlertDecision(transition, send=True, count=1, resolves=resolves)
 
     def keep(self, posts: Iterable[Post]) -> list[Post]:
         """Keep undelivered `posts` for the next cycle (each replacing an older one of its
@@ -230,7 +230,7 @@ class Ledger:
         tmp.replace(self.path)
 
 
-def body_of(decision: Decision, *, revision: str | None, now: datetime) -> dict[str, Any]:
+def body_of(decision: AlertDecision, *, revision: str | None, now: datetime) -> dict[str, Any]:
     t = decision.transition
     kind, _, name = t.resource.partition("/")
     body: dict[str, Any] = {
@@ -270,7 +270,7 @@ class Notifier:
         *,
         revision: str | None,
         now: datetime | None = None,
-    ) -> list[Decision]:
+    ) -> list[AlertDecision]:
         """Decide, send (what waited first, then this cycle's), keep what failed, write
         the ledger once."""
         now = now or datetime.now(UTC)

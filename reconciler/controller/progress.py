@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.secrets import redact_processor
+from reconciler.logs import configure_logging
 
 MAX_ROWS = 12
 """Running resources shown as rows; the others are counted in one more line."""
@@ -123,24 +123,6 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def configure_logging(json_logs: bool) -> None:
-    processors: list[Any] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_processor,
-    ]
-    processors.append(
-        structlog.processors.JSONRenderer()
-        if json_logs
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=processors,
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
 
 
 class Progress:

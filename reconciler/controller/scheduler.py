@@ -7,7 +7,7 @@ the controller is. Everything else only asks:
 
 - `request_cycle(trigger)` — the interval (apscheduler, with jitter), `POST /sync`,
   a push webhook. A request while a cycle runs queues ONE follow-up; more requests
-  join it (coalesced). Each request is an `Operation` the API can poll.
+  join it (coalesced). Each request is a `SyncOperation` the API can poll.
 - `request_resources(keys, trigger)` — provider events (`event:<provider>`, which the
   targeted reconcile's record names). A resource waits in a bounded
   queue until its events go quiet for `event_debounce` (at most `event_max_delay`);
@@ -64,18 +64,18 @@ from reconciler.source import SourceResult
 if TYPE_CHECKING:
     from reconciler.controller.leader import Election
 
-OperationPhase = Literal["pending", "running", "succeeded", "failed"]
+SyncPhase = Literal["pending", "running", "succeeded", "failed"]
 
 log = structlog.get_logger("reconciler.controller.scheduler")
 
 
 @dataclass(frozen=True)
-class Operation:
+class SyncOperation:
     """One requested cycle, as `GET /api/v1/operations/{id}` shows it."""
 
     id: str
     trigger: str
-    phase: OperationPhase
+    phase: SyncPhase
     created: datetime
     started: datetime | None = None
     finished: datetime | None = None
@@ -106,11 +106,11 @@ class Operations:
 
     def __init__(self, limit: int = 1000) -> None:
         self.limit = limit
-        self._ops: OrderedDict[str, Operation] = OrderedDict()
+        self._ops: OrderedDict[str, SyncOperation] = OrderedDict()
         self._lock = threading.Lock()
 
-    def new(self, trigger: str) -> Operation:
-        op = Operation(
+    def new(self, trigger: str) -> SyncOperation:
+        op = SyncOperation(
             id=uuid.uuid4().hex, trigger=trigger, phase="pending", created=datetime.now(UTC)
         )
         with self._lock:
@@ -119,7 +119,7 @@ class Operations:
                 self._ops.popitem(last=False)
         return op
 
-    def get(self, op_id: str) -> Operation | None:
+    def get(self, op_id: str) -> SyncOperation | None:
         with self._lock:
             return self._ops.get(op_id)
 
@@ -133,7 +133,7 @@ class Operations:
         with self._lock:
             return len(self._ops)
 
-    def recent(self, limit: int | None = None) -> list[Operation]:
+    def recent(self, limit: int | None = None) -> list[SyncOperation]:
         """The newest operations first (the web UI's list)."""
         with self._lock:
             newest = list(reversed(self._ops.values()))
@@ -323,7 +323,7 @@ class Scheduler:
     def stopping(self) -> str | None:
         return self._stopping
 
-    def request_cycle(self, trigger: str) -> Operation | None:
+    def request_cycle(self, trigger: str) -> SyncOperation | None:
         """Queue a full cycle (or join the one queued); None once stopping."""
         with self._lock:
             if self._stopping:
@@ -339,7 +339,7 @@ class Scheduler:
         self._poke()
         return op
 
-    def request_resume(self, rollout: str, who: str) -> Operation | None:
+    def request_resume(self, rollout: str, who: str) -> SyncOperation | None:
         """Resume a paused rollout (the worker forgets its pause before the next cycle,
         which it queues): the audit records `who`."""
         with self._lock:
@@ -782,9 +782,9 @@ def cycle_log(
 __all__ = [
     "CycleRecord",
     "EventResult",
-    "Operation",
     "Operations",
     "Scheduler",
+    "SyncOperation",
     "TargetedJob",
     "UnknownProvider",
     "event_resources",

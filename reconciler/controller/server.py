@@ -60,10 +60,11 @@ from reconciler.controller.ui.query import IndexCache, Query
 from reconciler.controller.ui.store import StatusBranch
 from reconciler.controller.webhooks import JsonTooDeep, load_json, receive
 from reconciler.errors import ReconcilerError
-from reconciler.execute.journal import LeaseHeld
+from reconciler.execute.lease import LeaseHeld
 from reconciler.execute.store import uses_database
+from reconciler.logs import configure_logging
 from reconciler.report.discovery import DISCOVERED_JSON
-from reconciler.secrets import REDACTOR, SecretUnavailable, redact_processor, resolve
+from reconciler.secrets import REDACTOR, SecretUnavailable, resolve
 from reconciler.settings import Settings
 
 log = structlog.get_logger("reconciler.controller.server")
@@ -445,23 +446,9 @@ async def serve(scheduler: Scheduler, server: uvicorn.Server) -> None:
         await asyncio.to_thread(scheduler.wait)
 
 
-def _configure_logging() -> None:
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_processor,
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-
-
 def run_server(settings: Settings) -> int:
     """`reconciler run`: scheduled cycles and the HTTP API until SIGTERM; 0 after a clean stop."""
-    _configure_logging()
+    configure_logging(json_logs=True, tracebacks=True)
     for name in ("api_token", "webhook_secret"):
         ref = getattr(settings, name)
         if ref:

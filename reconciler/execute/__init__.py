@@ -7,12 +7,18 @@ the orchestration (plan → waves → stages → tasks) sits on top and calls:
   retries/backoff (`retry.py`), polling of long-running operations and its deadline;
   `run_journaled(journal, task, ctx, state_dir=...)` adds the crash semantics.
 - `TaskContext` / `TaskResult` (`context.py`): what a task runs with and returns.
-- `Journal`, `idempotency_key`, `Lease` (`journal.py`): SQLite journal and the
-  one-controller-per-state-dir lease.
+- `Journal`, `idempotency_key` (`journal.py`): the SQLite journal; `Lease`
+  (`lease.py`): one controller per state directory.
 - `TaskLog` (`tasklog.py`): bounded, redacted per-task logs in the state dir.
 - `template.py`: ``${params.X}`` / ``${resource.name}`` substitution, no shell.
 - `tasks/`: one runner per task type (provider, http, command, ansible, wait-for,
   notify).
+
+Enters: a `Plan` (values), the providers, the journal. Leaves: an
+`ExecutionResult` and the journal's record of what ran. May import `model`,
+`load`, `observe`, `plan`, `providers`, `errors`, `settings`, `secrets`; never
+`report`, `controller` or `cli` (today's exceptions are listed in
+tests/test_layers.py).
 """
 
 from reconciler.execute.context import (
@@ -24,13 +30,12 @@ from reconciler.execute.context import (
 )
 from reconciler.execute.journal import (
     Journal,
-    Lease,
-    LeaseHeld,
     PlanRow,
     TaskRow,
     UnfinishedPlan,
     idempotency_key,
 )
+from reconciler.execute.lease import Lease, LeaseHeld
 from reconciler.execute.retry import GaveUp, with_retries
 from reconciler.execute.runners import run_journaled, run_task
 from reconciler.execute.tasklog import NULL_LOG, TaskLog, task_log_path

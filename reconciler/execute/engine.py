@@ -51,11 +51,11 @@ from reconciler.execute.journal import idempotency_key
 from reconciler.execute.manifest import TaskManifest, provider_callbacks
 from reconciler.execute.rollout_gate import PAUSE_FACT, RolloutGate, pause_record
 from reconciler.execute.runners import Journaled, dispatched, run_journaled_timed
+from reconciler.execute.secret_check import environment as secret_environment
+from reconciler.execute.secret_check import precheck
 from reconciler.execute.store import JournalStore
 from reconciler.execute.tasks.terraform import decommission_tasks
 from reconciler.load.desired import TASK_POINTS, Desired, ResolvedResource
-from reconciler.load.secret_check import environment as secret_environment
-from reconciler.load.secret_check import precheck
 from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
 from reconciler.observe.observe import resource_ref

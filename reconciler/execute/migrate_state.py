@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import PermanentError
-from reconciler.execute.journal import Journal, Lease
+from reconciler.execute.journal import Journal
+from reconciler.execute.lease import Lease
 from reconciler.execute.store import EXISTING_FACT, LEDGER_FACT
 from reconciler.execute.store_pg import open_database
 

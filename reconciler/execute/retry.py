@@ -48,7 +48,7 @@ class GaveUp(PermanentError):
         super().__init__(text)
 
 
-def backoff_delay(retry: RetryPolicy, failures: int, rng: Callable[[], float]) -> float:
+def retry_delay(retry: RetryPolicy, failures: int, rng: Callable[[], float]) -> float:
     """Full-jitter delay after the `failures`-th consecutive temporary failure (1-based)."""
     ceiling = min(retry.max_backoff, retry.initial_backoff * retry.multiplier ** (failures - 1))
     return rng() * ceiling
@@ -83,7 +83,7 @@ async def with_retries(
         except TemporaryError as exc:
             if attempts >= retry.attempts:
                 raise GaveUp("exhausted", attempts=attempts, last=exc) from exc
-            delay = max(backoff_delay(retry, attempts, rng), exc.retry_after or 0.0)
+            delay = max(retry_delay(retry, attempts, rng), exc.retry_after or 0.0)
             last, consumed = exc, True
         except ReconcilerError as exc:
             raise GaveUp("permanent", attempts=attempts, last=exc) from exc

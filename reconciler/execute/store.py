@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import PermanentError
 from reconciler.execute.context import TaskResult
-from reconciler.execute.journal import Journal, Lease, PlanRow, TaskRow, UnfinishedPlan
+from reconciler.execute.journal import Journal, PlanRow, TaskRow, UnfinishedPlan
+from reconciler.execute.lease import Lease
 
 if TYPE_CHECKING:
     from reconciler.controller.notify import Ledger

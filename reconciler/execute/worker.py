@@ -63,6 +63,7 @@ from reconciler.execute.store_pg import (
     mark_started_sql,
     open_database,
 )
+from reconciler.logs import configure_logging
 from reconciler.providers.support import SHARED_PACE
 from reconciler.secrets import REDACTOR
 
@@ -563,9 +564,7 @@ def loop_deadline(wall: float | None) -> float | None:
 
 def run_worker(settings: Settings, *, site: str | None, concurrency: int, name: str | None) -> int:
     """`reconciler worker`: claim and run tasks until SIGTERM/SIGINT (then exit 0)."""
-    from reconciler.controller.server import _configure_logging
-
-    _configure_logging()
+    configure_logging(json_logs=True, tracebacks=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     try:
         queue = PgWorkQueue.connect(settings, name=name, site=site)

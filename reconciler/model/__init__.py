@@ -2,6 +2,11 @@
 
 `schemas/` is generated from here (`reconciler schema`). Document classes by
 apiVersion live in `versions`; the kinds themselves in `kinds`; tasks in `tasks`.
+
+Enters: nothing of the flow; it is the format every step reads. Leaves: the
+document classes (`kinds`, `tasks`, `common`, `versions`). May import only
+`reconciler.errors`; the JSON Schemas are written by `reconciler.cli.schema`,
+which also needs the plan and status values.
 """
 
 from reconciler.model.common import (

@@ -5,6 +5,11 @@ Sits at the observe and execute edges of the flow. A provider type (the
 Factories come from the package entry point group ``reconciler.providers`` — so a
 third-party package ships its own — and from the built-ins below, which an entry
 point of the same name overrides.
+
+Enters: observe and start/poll/cancel calls with plain values. Leaves:
+observations and operation states as values (`base.py`). May import `model`,
+`errors`, `settings`, `secrets`: a provider never imports the controller, the
+executor or the CLI.
 """
 
 from __future__ import annotations

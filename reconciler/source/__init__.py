@@ -13,6 +13,12 @@ The edges of the flow that talk to Git (pull at the start, report at the end)::
     readback.py   read_statuses & co.: the last status commit read back (statuses
                   parsed once per blob, conditions, drift entries)
     backoff.py    Backoff, retry: bounded exponential backoff with jitter
+
+Enters: the repository URL, credentials by reference, the status files of a
+cycle. Leaves: revisions, their files and `LoadResult`, commit evidence as
+values, the last status commit read back. May import `model`, `load`, `plan`,
+`report` (their values and formats), `providers`, and `errors`, `settings`,
+`secrets`; never `execute`, `controller` or `cli`.
 """
 
 from reconciler.source.backoff import Backoff, retry

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.commands import DEMO_SINK_PORT
+from reconciler.cli.demo import DEMO_SINK_PORT
 from tests.conftest import ROOT
 from tests.e2e.test_demo import demo_port, port_free
 

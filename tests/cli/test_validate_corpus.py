@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_FILES, ROOT
-from tests.test_load_messages import MESSAGES, YAML11
-from tests.test_load_secrets import CANARY, PROFILE, REFUSED, SECRET_LOOKING
+from tests.load.test_load_messages import MESSAGES, YAML11
+from tests.load.test_load_secrets import CANARY, PROFILE, REFUSED, SECRET_LOOKING
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Shared parts of the end-to-end tests: a declared repository, the real CLI, the records.
 
 A `Fleet` is a bare Git repository made from YAML files (one commit on `main`,
-see `commit_directory`) and a state directory; `reconciler` runs as a real
+see `tests.repos`) and a state directory; `reconciler` runs as a real
 subprocess against both, as a user or CI would run it. What the tests assert on
 is read from the records the system keeps, never from process memory: the
 simulator's own action log, the journal's rows, the status branch.
@@ -19,8 +19,8 @@ from typing import Any
 
 import pygit2
 
-from reconciler.cli.commands import commit_directory
 from tests.conftest import ROOT
+from tests.repos import FLEET, commit_tree
 
 CLI_TIMEOUT = 120.0
 
@@ -37,13 +37,8 @@ class Fleet:
     def create(
         cls, tmp: Path, files: dict[str, str], *, env: dict[str, str] | None = None
     ) -> Fleet:
-        source = tmp / "declared"
-        for name, text in files.items():
-            path = source / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
         bare = tmp / "infra.git"
-        commit_directory(bare, source, "Declare the fleet")
+        commit_tree(bare, files, "Declare the fleet", who=FLEET)
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         full_env.pop("RECONCILER_CONFIG", None)
         return cls(bare=bare, state=tmp / "state", env=full_env)

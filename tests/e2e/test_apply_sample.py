@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.commands import DEMO_SECRETS, demo_sink
+from reconciler.cli.demo import DEMO_SECRETS, demo_sink
 from tests.conftest import ROOT
 from tests.servers.git import free_port, git, git_daemon
 

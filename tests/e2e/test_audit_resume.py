@@ -32,8 +32,8 @@ from tests.servers.git import git, git_daemon
 
 pytestmark = pytest.mark.slow
 
-DEMO = "reconciler demo <demo@localhost>"
-"""Who `commit_directory` (Fleet.create) commits as."""
+DEMO = "Fleet Owner <fleet@example.com>"
+"""Who `Fleet.create` commits as (`tests.repos.FLEET`)."""
 ADA = ("Ada Lovelace", "ada@example.com")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.cli.commands import DEMO_SINK_PORT
+from reconciler.cli.demo import DEMO_SINK_PORT
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

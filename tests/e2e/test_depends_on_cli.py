@@ -18,9 +18,9 @@ from typing import Any
 import pygit2
 import yaml
 
+from tests.controller.server.conftest import push, repo_files
+from tests.controller.server.test_incremental import with_failing_check
 from tests.e2e.support import Fleet
-from tests.server.conftest import push, repo_files
-from tests.server.test_incremental import with_failing_check
 
 ADA = "Ada Lovelace <ada@example.com>"
 DEPENDENT = "name: m01}\nspec:\n"

@@ -23,6 +23,7 @@ import yaml
 from reconciler.providers.base import ResourceRef
 from reconciler.providers.simulator import SimulatorProvider
 from tests.e2e.support import Fleet, rows
+from tests.repos import commit_change
 
 PROVIDER = """\
 apiVersion: reconciler/v1
@@ -107,14 +108,9 @@ def started(fleet: Fleet) -> list[tuple[str, str]]:
     return [(e["key"], e["action"]) for e in fleet.action_log() if e["event"] == "started"]
 
 
-def commit_change(fleet: Fleet, path: str, text: str, message: str) -> None:
-    """A person's commit on main changing one file (no checkout: straight into the bare repo)."""
-    repo = pygit2.Repository(str(fleet.bare))
-    head = repo.revparse_single("refs/heads/main").peel(pygit2.Commit)
-    builder = repo.TreeBuilder(head.tree)
-    builder.insert(path, repo.create_blob(text.encode()), pygit2.enums.FileMode.BLOB)
-    who = pygit2.Signature("A Person", "person@example.com")
-    repo.create_commit("refs/heads/main", who, who, message, builder.write(), [head.id])
+def change(fleet: Fleet, path: str, text: str, message: str) -> None:
+    """A person's commit on main changing one file (straight into the bare repo)."""
+    commit_change(fleet.bare, {path: text}, message)
 
 
 def seed(fleet: Fleet, owner: str, machines: dict[str, dict[str, Any]]) -> None:
@@ -215,7 +211,7 @@ def test_power_drift_is_reported_and_corrected_only_by_the_power_stage(tmp_path:
     assert status["observed"]["power"] == "off"
     count = len(started(fleet))
     heal = "apiVersion: reconciler/v1\nkind: Policy\nmetadata: {name: p}\nspec: {selfHeal: true}\n"
-    commit_change(fleet, "policy.yaml", heal, "Heal drift")
+    change(fleet, "policy.yaml", heal, "Heal drift")
     healed = fleet.run("apply")
     assert healed.returncode == 0, healed.stdout + healed.stderr
     assert started(fleet)[count:] == [("Machine/m1", "set-power")]  # not a re-install

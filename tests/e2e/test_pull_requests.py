@@ -21,7 +21,8 @@ import yaml
 from typer.testing import CliRunner
 
 from reconciler.cli.cli import app
-from reconciler.cli.commands import DEMO_SECRETS, demo_sink, run_apply
+from reconciler.cli.commands import run_apply
+from reconciler.cli.demo import DEMO_SECRETS, demo_sink
 from reconciler.settings import Settings
 from tests.conftest import ROOT
 from tests.servers.git import free_port, git, git_daemon

@@ -21,6 +21,7 @@ import pygit2
 import pytest
 
 from tests.e2e.support import Fleet, rows
+from tests.repos import commit_change
 
 pytestmark = pytest.mark.slow
 
@@ -87,13 +88,7 @@ spec:
 
 
 def commit(fleet: Fleet, files: dict[str, str], message: str) -> None:
-    repo_ = pygit2.Repository(str(fleet.bare))
-    head = repo_.revparse_single("refs/heads/main").peel(pygit2.Commit)
-    builder = repo_.TreeBuilder(head.tree)
-    for path, text in files.items():
-        builder.insert(path, repo_.create_blob(text.encode()), pygit2.enums.FileMode.BLOB)
-    who = pygit2.Signature("A Person", "person@example.com")
-    repo_.create_commit("refs/heads/main", who, who, message, builder.write(), [head.id])
+    commit_change(fleet.bare, files, message)
 
 
 def installs(fleet: Fleet, since: int) -> dict[str, tuple[float, float]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from reconciler.cli.commands import DEMO_SECRETS, demo_sink
+from reconciler.cli.demo import DEMO_SECRETS, demo_sink
 from tests.conftest import ROOT
 from tests.e2e import test_pull_requests as pr
 from tests.servers.git import free_port, git_daemon

@@ -24,8 +24,8 @@ import httpx
 import pygit2
 
 from tests.conftest import BASE_FILES
+from tests.controller.server.conftest import free_port, push, repo_files
 from tests.e2e.support import Fleet
-from tests.server.conftest import free_port, push, repo_files
 from tests.servers.git import git, git_daemon
 
 

@@ -27,8 +27,8 @@ import pytest
 import yaml
 
 from tests.conftest import BASE_FILES
+from tests.controller.monitoring.test_metrics_and_logs import free_port, log_lines
 from tests.e2e.support import Fleet
-from tests.monitoring.test_metrics_and_logs import free_port, log_lines
 from tests.servers.git import git, git_daemon
 
 pytestmark = pytest.mark.slow

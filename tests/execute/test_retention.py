@@ -31,7 +31,7 @@ from reconciler.providers.base import OperationPhase
 from reconciler.providers.support import OperationRecord, OperationStore
 from reconciler.report.status import Failure, ResourceStatus
 from tests.conftest import ROOT
-from tests.server.conftest import declare, push, repo_files
+from tests.controller.server.conftest import declare, push, repo_files
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 DAY = 86400.0

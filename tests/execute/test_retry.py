@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.errors import PermanentError, TemporaryError, WaitingError
-from reconciler.execute.retry import GaveUp, backoff_delay, with_retries
+from reconciler.execute.retry import GaveUp, retry_delay, with_retries
 from reconciler.model.common import RetryPolicy
 
 
@@ -125,4 +125,4 @@ def test_backoff_never_exceeds_cap(
     failures: int, initial: float, cap: float, mult: float, r: float
 ) -> None:
     policy = RetryPolicy(initial_backoff=initial, max_backoff=cap, multiplier=mult)
-    assert 0.0 <= backoff_delay(policy, failures, lambda: r) <= cap
+    assert 0.0 <= retry_delay(policy, failures, lambda: r) <= cap

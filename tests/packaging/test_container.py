@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.commands import commit_directory
 from tests.conftest import BASE_FILES, ROOT
+from tests.repos import commit_tree
 
 pytestmark = pytest.mark.slow
 
@@ -156,11 +156,8 @@ def test_the_controller_runs_healthy_and_stops_on_sigterm(
     image: dict[str, str], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    source = tmp_path / "declared"
-    for name, text in BASE_FILES.items():
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        (source / name).write_text(text)
-    commit_directory(data / "infra.git", source, "Declare the fleet")
+    data.mkdir()
+    commit_tree(data / "infra.git", BASE_FILES, "Declare the fleet")
     # The image's user owns what it reads and writes: libgit2 refuses a repository
     # owned by another user, as git does ("dubious ownership").
     for path in [data, *data.rglob("*")]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.commands import DEMO_SECRETS, demo_sink
-from reconciler.execute.journal import Lease
+from reconciler.cli.demo import DEMO_SECRETS, demo_sink
+from reconciler.execute.lease import Lease
 from tests.conftest import BASE_FILES, ROOT
 from tests.e2e.support import rows
 from tests.e2e.test_crash_resume import (

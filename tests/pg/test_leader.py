@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.commands import demo_sink
+from reconciler.cli.demo import demo_sink
 from reconciler.controller.leader import LeaderLease
-from reconciler.execute.journal import LeaseHeld
+from reconciler.execute.lease import LeaseHeld
 from reconciler.execute.store_pg import Fenced, PgJournal
 from reconciler.settings import Settings
 from tests.e2e.test_crash_resume import crash_repo, exactly_once_problems

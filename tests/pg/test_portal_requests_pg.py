@@ -3,7 +3,7 @@ follows them on, `reconciler migrate-state` moves them.
 
 Real `reconciler run` replicas on one real cluster (`tests.servers.postgres`), the
 declared repository a bare repository on disk (pushed to by the controller, merged by a
-person's clone); the catalog is the portal tests' lab (`tests.portal.conftest.FILES`).
+person's clone); the catalog is the portal tests' lab (`tests.controller.portal.conftest.FILES`).
 Assertions read the other side: each replica's HTTP answers, the `requests` rows, the
 simulator's action log, the files of the state directory.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.controller.portal.conftest import FILES, REQUEST
 from tests.pg.support import PgFleet, Replica, start_replica, wait_for
-from tests.portal.conftest import FILES, REQUEST
 from tests.servers.git import git
 from tests.servers.postgres import Cluster
 

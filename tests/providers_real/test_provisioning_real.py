@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.e2e.support import Fleet, rows
+from tests.repos import commit_change
 
 from .conftest import _start_sushy
 from .servers import AWS_SECRET, BMC_PASSWORD, BMC_USER, SYSTEMS
@@ -69,15 +70,8 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == kind)
 
 
-def commit_change(fleet: Fleet, path: str, text: str) -> None:
-    repo = pygit2.Repository(str(fleet.bare))
-    head = repo.revparse_single("refs/heads/main").peel(pygit2.Commit)
-    builder = repo.TreeBuilder(head.tree)
-    if "/" in path:
-        raise ValueError("top-level files only")
-    builder.insert(path, repo.create_blob(text.encode()), pygit2.enums.FileMode.BLOB)
-    who = pygit2.Signature("A Person", "person@example.com")
-    repo.create_commit("refs/heads/main", who, who, f"Change {path}", builder.write(), [head.id])
+def change(fleet: Fleet, path: str, text: str) -> None:
+    commit_change(fleet.bare, {path: text}, f"Change {path}")
 
 
 def tasks_of(fleet: Fleet, key: str) -> list[str]:
@@ -178,7 +172,7 @@ def test_bmc_machines_are_provisioned_adopted_and_their_power_drift_is_caught(
     assert system(bmc, NODE_A)["PowerState"] == "Off"
 
     # With selfHeal, only the stage converging power runs: the BMC is on again.
-    commit_change(
+    change(
         fleet,
         "policy.yaml",
         "apiVersion: reconciler/v1\nkind: Policy\nmetadata: {name: p}\nspec: {selfHeal: true}\n",
@@ -302,7 +296,7 @@ def test_instance_resize_and_stopped_drift_end_as_declared_in_ec2(
     assert (launched["InstanceType"], launched["State"]["Name"]) == ("t3.micro", "running")
 
     # A declared size change ends with the instance of that type, or not Ready.
-    commit_change(fleet, "instances.yaml", instance_doc("t3.large"))
+    change(fleet, "instances.yaml", instance_doc("t3.large"))
     resized = fleet.run("apply")
     assert resized.returncode == 0, resized.stdout + resized.stderr
     (after,) = instances(ec2_endpoint)
@@ -317,7 +311,7 @@ def test_instance_resize_and_stopped_drift_end_as_declared_in_ec2(
     assert reported.returncode == 0, reported.stdout + reported.stderr
     web = statuses(fleet)["Instance/web"]
     assert web["phase"] == "Drifted" and web["observed"]["state"] == "stopped"
-    commit_change(
+    change(
         fleet,
         "policy.yaml",
         "apiVersion: reconciler/v1\nkind: Policy\nmetadata: {name: p}\nspec: {selfHeal: true}\n",
@@ -415,8 +409,8 @@ spec:
     assert status["phase"] == "Drifted"
     assert "params.vlan" in condition(status, "Drifted")["message"]
     # Removed from Git with prune on: decommissioned on the API.
-    commit_change(fleet, "resources.yaml", resource("rack-r01-vlan", 999))
-    commit_change(
+    change(fleet, "resources.yaml", resource("rack-r01-vlan", 999))
+    change(
         fleet,
         "policy.yaml",
         "apiVersion: reconciler/v1\nkind: Policy\nmetadata: {name: p}\nspec: {prune: true}\n",

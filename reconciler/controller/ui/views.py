@@ -26,7 +26,7 @@ from reconciler.report.report import DriftEntry
 from reconciler.report.status import Condition, ResourceStatus
 
 if TYPE_CHECKING:
-    from reconciler.controller.scheduler import Operation
+    from reconciler.controller.scheduler import SyncOperation
     from reconciler.load.desired import Desired, ResolvedResource
     from reconciler.source import SourceResult
 
@@ -150,7 +150,9 @@ def running_view(state: ProgressState, operations: Sequence[str], now: float) ->
     )
 
 
-def current_operation(operations: Sequence[Operation], running: Sequence[str]) -> Operation | None:
+def current_operation(
+    operations: Sequence[SyncOperation], running: Sequence[str]
+) -> SyncOperation | None:
     """The operation of the running cycle, else the newest pending one."""
     by_id = {op.id: op for op in operations}
     for op_id in running:

@@ -26,6 +26,7 @@ from typing import Any
 import pygit2
 
 from reconciler.controller.controller import WRITE_FAILURE, Controller, CycleResult
+from reconciler.controller.planning import PlanContext, judge_rules, plan_revision
 from reconciler.controller.progress import Progress
 from reconciler.errors import Diagnostic, ReconcilerError, TemporaryError
 from reconciler.execute.journal import LeaseHeld
@@ -35,7 +36,6 @@ from reconciler.load.secret_check import declared_uses, unresolvable
 from reconciler.load.secret_check import environment as secret_environment
 from reconciler.observe.observe import observe_desired
 from reconciler.plan.diff import LastApplied
-from reconciler.plan.gates import PlanContext, judge_rules, plan_revision
 from reconciler.plan.plan import Operation, Plan, relative_to
 from reconciler.plan.render import render_text, summary_line
 from reconciler.report.report import WriteFailure

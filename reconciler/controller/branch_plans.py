@@ -40,8 +40,8 @@ from reconciler.plan.plan import Plan, relative_to
 from reconciler.plan.render import render_markdown
 
 if TYPE_CHECKING:
+    from reconciler.controller.planning import PlanContext
     from reconciler.load.load import LoadResult
-    from reconciler.plan.gates import PlanContext
 
 PLANS_DIR = "plans"
 MAX_BRANCHES = 100

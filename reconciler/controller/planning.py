@@ -19,7 +19,7 @@ import pygit2
 
 from reconciler.controller.branch_plans import reviewed_plans
 from reconciler.load.desired import Desired, ResolvedResource
-from reconciler.observe.observe import ObservedState
+from reconciler.observe.values import ObservedState
 from reconciler.plan import gates
 from reconciler.plan.diff import Diff, LastApplied, diff
 from reconciler.plan.gates import Gated, RulesHistory, RulesVerdict

@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from reconciler.providers.base import Observation, OwnedResource
+from reconciler.observe.values import Observation, OwnedResource
 from reconciler.secrets import REDACTED, REDACTOR
 
 if TYPE_CHECKING:
     from reconciler.load.desired import Desired, ResolvedResource
     from reconciler.model.common import Selector
     from reconciler.model.kinds import IgnoreRule
-    from reconciler.observe.observe import ObservedState
+    from reconciler.observe.values import ObservedState
 
 
 class Status(StrEnum):

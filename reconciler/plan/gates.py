@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.load.desired import Desired, ResolvedResource
-from reconciler.observe.observe import ObservedState
+from reconciler.observe.values import ObservedState
 from reconciler.plan.approvals import (
     CommitEvidence,
     Decision,

@@ -22,15 +22,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.execute.engine import ExecutionResult, ResourceOutcome
+from reconciler.execute.results import ExecutionResult, ResourceOutcome
 from reconciler.load.desired import Desired, ResolvedResource
 from reconciler.model.kinds import FailureBackoff
-from reconciler.observe.observe import ObservedState
+from reconciler.observe.values import Observation, ObservedState
 from reconciler.plan.diff import Diff, LastApplied, ResourceDiff, Status
 from reconciler.plan.plan import Operation, Plan, PlannedAction
-from reconciler.providers.base import Observation
 from reconciler.report.provenance import Provenance
 from reconciler.report.report import AuditRecord, DriftEntry
 from reconciler.report.status import (
@@ -43,7 +42,9 @@ from reconciler.report.status import (
     set_condition,
 )
 from reconciler.secrets import REDACTOR
-from reconciler.source import SourceResult
+
+if TYPE_CHECKING:
+    from reconciler.source.declared import SourceResult
 
 _TRANSIENT: tuple[ConditionType, ...] = ("Reconciling", "Drifted", "Stalled", "Failed")
 

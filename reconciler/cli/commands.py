@@ -41,6 +41,7 @@ from reconciler.plan.render import render_text, summary_line
 from reconciler.report.report import WriteFailure
 from reconciler.report.status import ResourceStatus
 from reconciler.report.transitions import failed_stages, records_from_statuses
+from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, Stale, StatusWriter
 from reconciler.source.declared import REMOTE_REFUSED, REMOTE_UNAVAILABLE
@@ -359,7 +360,7 @@ def run_apply(
     progress = Progress()
     stop = StopRequest(grace, in_flight=progress.in_flight)
     try:
-        show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
+        show_plan = None if quiet else (lambda p: print(REDACTOR.text(render_text(p)), flush=True))
         with Controller(
             settings, on_event=progress, on_plan=show_plan, confirm=confirm
         ) as controller:

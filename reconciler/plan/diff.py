@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from reconciler.observe.values import Observation, OwnedResource
-from reconciler.secrets import REDACTED, REDACTOR
+from reconciler.secrets import REDACTED
 
 if TYPE_CHECKING:
     from reconciler.load.desired import Desired, ResolvedResource
@@ -233,7 +233,7 @@ def _redact(parts: Sequence[str], value: Any, secure: frozenset[str]) -> Any:
             return REDACTED
         if len(parts) == 1 and isinstance(value, Mapping):
             value = {k: REDACTED if k in secure else v for k, v in value.items()}
-    return REDACTOR.data(value)
+    return value  # known secret values are redacted where text leaves the process
 
 
 def _differences(declared: Any, observed: Any, base: list[str]) -> list[tuple[list[str], Any, Any]]:

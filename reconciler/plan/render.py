@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reconciler.plan.plan import Operation, Plan, PlannedAction
-from reconciler.secrets import REDACTOR
 
 MARKDOWN_LIMIT = 60_000
 """GitHub's limit for a comment is 65,536 characters; keep a margin."""
@@ -112,12 +111,12 @@ def render_text(plan: Plan) -> str:
     if plan.notes:
         lines.append("")
     lines.append(summary_line(plan))
-    return REDACTOR.text("\n".join(lines)) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def render_json(plan: Plan) -> str:
     """The plan value as indented JSON (schema: schemas/plan.json)."""
-    return REDACTOR.text(plan.to_json(indent=2)) + "\n"
+    return plan.to_json(indent=2) + "\n"
 
 
 def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
@@ -177,7 +176,7 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
         body = [*head, *parts]
         if note:
             body += ["", note]
-        return REDACTOR.text("\n".join([*body, "", *tail])) + "\n"
+        return "\n".join([*body, "", *tail]) + "\n"
 
     full = assemble(blocks, None)
     if len(full) <= limit:

@@ -41,7 +41,6 @@ from reconciler.report.status import (
     remove_condition,
     set_condition,
 )
-from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
     from reconciler.source.declared import SourceResult
@@ -84,7 +83,7 @@ def _observed(observed: ObservedState | None, key: str, fallback: dict[str, Any]
         return fallback
     found = observed.observations.get(key)
     if isinstance(found, Observation):
-        return REDACTOR.data(dict(found.fields)) if found.exists else {}
+        return dict(found.fields) if found.exists else {}
     return fallback
 
 
@@ -346,7 +345,7 @@ def _projection(record: LastApplied | None) -> LastAppliedStatus | None:
         stages_done=tuple(record.stages),
         stages=dict(record.stages),
         adopted=record.adopted,
-        declared=REDACTOR.data(dict(record.declared)) if record.declared is not None else None,
+        declared=dict(record.declared) if record.declared is not None else None,
     )
 
 

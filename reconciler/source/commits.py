@@ -218,7 +218,7 @@ def gather(repo: pygit2.Repository, wanted: EvidenceWanted) -> Evidence:
             if commit.id not in seen:
                 seen[commit.id] = evidence(commit, verifier)
         found[(base, path)] = tuple(seen[c.id] for c in in_range)
-    merged = ()
+    merged: tuple[str, ...] = ()
     if wanted.merged:
         merged = tuple(str(c.id) for c in commits_between(repo, wanted.merged_since, wanted.head))
     return Evidence(commits=found, missing_signers=tuple(missing), merged=merged)

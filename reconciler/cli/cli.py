@@ -299,16 +299,18 @@ def plan(
         typer.echo(f"reconciler: {outcome.error}", err=True)
         raise typer.Exit(EXIT_ERROR)
     from reconciler.plan.render import render_json, render_markdown, render_text
+    from reconciler.secrets import REDACTOR
 
+    # Rendering is pure; secrets are redacted here, where the plan leaves the process.
     if output is PlanOutput.json:
-        typer.echo(render_json(outcome.plan))
+        typer.echo(REDACTOR.text(render_json(outcome.plan)))
     elif output is PlanOutput.markdown:
         summary, full = render_markdown(outcome.plan)
-        typer.echo(summary)
+        typer.echo(REDACTOR.text(summary))
         if full_out is not None:
-            full_out.write_text(full, encoding="utf-8")
+            full_out.write_text(REDACTOR.text(full), encoding="utf-8")
     else:
-        typer.echo(render_text(outcome.plan))
+        typer.echo(REDACTOR.text(render_text(outcome.plan)))
     raise typer.Exit(outcome.plan.exit_code)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pygit2
 
 from reconciler.controller.controller import WRITE_FAILURE, Controller, CycleResult
+from reconciler.controller.planning import PlanContext, judge_rules, plan_revision
 from reconciler.controller.progress import Progress
 from reconciler.errors import Diagnostic, ReconcilerError, TemporaryError
 from reconciler.execute.lease import LeaseHeld
@@ -31,7 +32,6 @@ from reconciler.execute.store import open_reader
 from reconciler.load.desired import Desired, subset, with_dependencies
 from reconciler.observe.observe import discover, observe_desired
 from reconciler.plan.diff import LastApplied
-from reconciler.plan.gates import PlanContext, judge_rules, plan_revision
 from reconciler.plan.plan import Operation, Plan, relative_to
 from reconciler.plan.render import render_text, summary_line
 from reconciler.providers import open_providers
@@ -428,7 +428,7 @@ def run_apply(
     progress = Progress()
     stop = StopRequest(grace, in_flight=progress.in_flight)
     try:
-        show_plan = None if quiet else (lambda p: print(render_text(p), flush=True))
+        show_plan = None if quiet else (lambda p: print(REDACTOR.text(render_text(p)), flush=True))
         with Controller(
             settings, on_event=progress, on_plan=show_plan, confirm=confirm
         ) as controller:

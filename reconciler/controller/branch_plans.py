@@ -38,10 +38,11 @@ from reconciler.observe.observe import ObservedState, resource_ref
 from reconciler.plan.approvals import Reviewed
 from reconciler.plan.plan import Plan, relative_to
 from reconciler.plan.render import render_markdown
+from reconciler.secrets import REDACTOR
 
 if TYPE_CHECKING:
+    from reconciler.controller.planning import PlanContext
     from reconciler.load.load import LoadResult
-    from reconciler.plan.gates import PlanContext
 
 PLANS_DIR = "plans"
 MAX_BRANCHES = 100
@@ -115,7 +116,8 @@ class BranchPlan:
             return "\n".join(lines)
         assert self.plan is not None
         summary, _full = render_markdown(self.plan)
-        return "\n".join(lines) + "\n" + summary
+        # Rendering is pure: redacted here, where the text becomes a committed file.
+        return "\n".join(lines) + "\n" + REDACTOR.text(summary)
 
 
 # --- kept between cycles ----------------------------------------------------------------

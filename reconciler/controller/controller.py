@@ -36,6 +36,7 @@ from typing import Any
 import pygit2
 
 from reconciler.controller.branch_plans import PLANS_DIR, BranchPlans, patterns_of, watched_branches
+from reconciler.controller.planning import PlanContext, judge_rules, plan_revision
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
 from reconciler.execute.journal import PlanRow
@@ -54,7 +55,7 @@ from reconciler.load.load import LoadResult
 from reconciler.observe.observe import ObservedState, discover, observe, observe_desired
 from reconciler.plan.approvals import Decision
 from reconciler.plan.diff import Diff, LastApplied
-from reconciler.plan.gates import PlanContext, RulesVerdict, judge_rules, plan_revision
+from reconciler.plan.gates import RulesVerdict
 from reconciler.plan.plan import Plan
 from reconciler.plan.render import summary_line
 from reconciler.plan.rollouts import rollout_spec

@@ -27,20 +27,19 @@ Sits on `runners.run_journaled` (one task, crash-safe) and drives a whole plan:
 - `request_stop()` stops at a task boundary (SIGTERM, or a newer revision
   superseding this plan): running tasks finish, nothing new starts.
 
-The results are values (`ExecutionResult`) for `report` to turn into status.
+The results are values (`ExecutionResult`, in `results.py`) for `report` to turn into status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -49,6 +48,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.execute.context import TaskContext, TaskResult
 from reconciler.execute.journal import idempotency_key
 from reconciler.execute.manifest import TaskManifest, provider_callbacks
+from reconciler.execute.results import ExecutionResult, ResourceOutcome, ResultKind, TaskRecord
 from reconciler.execute.rollout_gate import PAUSE_FACT, RolloutGate, pause_record
 from reconciler.execute.runners import Journaled, dispatched, run_journaled_timed
 from reconciler.execute.secret_check import environment as secret_environment
@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("reconciler.execute")
 
-ResultKind = Literal["succeeded", "failed", "skipped"]
 EventSink = Callable[[dict[str, Any]], None]
 Dispatch = Callable[[TaskManifest], Awaitable[TaskResult]]
 
@@ -85,82 +84,6 @@ CLIENT_TASK_TYPES = frozenset({"http", "notify"})
 
 class _Stopped(Exception):
     """A stop was requested while a task waited for a concurrency slot: it never started."""
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    """One task that ran (or whose earlier result was taken from the journal)."""
-
-    stage: str
-    point: str
-    task: str
-    result: str
-    message: str
-    started: str
-    finished: str
-    operation_id: str | None = None
-    log: str | None = None
-    attempts: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
-
-
-@dataclass(frozen=True)
-class ResourceOutcome:
-    key: str
-    operation: str
-    result: ResultKind
-    stages_done: tuple[str, ...] = ()
-    failed_stage: str | None = None
-    failed_task: str | None = None
-    error: str | None = None
-    log: str | None = None
-    reason: str = ""
-    tasks: tuple[TaskRecord, ...] = ()
-    started: str = ""
-    finished: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The journal's form (`outcomes` table): what a later status commit reports."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["tasks"] = [t.to_dict() for t in self.tasks]
-        data["stages_done"] = list(self.stages_done)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ResourceOutcome:
-        values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
-        values["tasks"] = tuple(TaskRecord.from_dict(t) for t in data.get("tasks") or ())
-        values["stages_done"] = tuple(data.get("stages_done") or ())
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class ExecutionResult:
-    execution_id: str
-    plan_hash: str
-    outcomes: Mapping[str, ResourceOutcome]
-    stopped: str | None = None
-    """Why execution stopped early (SIGTERM, superseded), or None when it ran to the end."""
-
-    @property
-    def failed(self) -> list[ResourceOutcome]:
-        return [o for o in self.outcomes.values() if o.result == "failed"]
-
-    @classmethod
-    def from_journal(cls, journal: JournalStore, execution: str, plan_hash: str) -> ExecutionResult:
-        """An execution's results as the journal holds them (`Journal.outcomes`): how a
-        plan that ended before a crash or a failed status push is reported later."""
-        outcomes = {
-            key: ResourceOutcome.from_dict(data)
-            for key, data in journal.outcomes(execution).items()
-        }
-        return cls(execution, plan_hash, dict(sorted(outcomes.items())))
 
 
 def execution_id(plan: Plan, started: str) -> str:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler.observe.values import ObservedState as ObservedState
 from reconciler.providers import open_providers
 from reconciler.providers.base import (
     Discovered,
@@ -35,31 +36,6 @@ if TYPE_CHECKING:
 
 DEFAULT_BATCH = 500
 DEFAULT_TIMEOUT = 120.0
-
-
-@dataclass(frozen=True, repr=False)
-class ObservedState:
-    """What observation found, ready for `reconciler.plan.diff`.
-
-    `observations` has one entry per declared key; `owned` holds what providers
-    report as ours (only from providers whose listing succeeded); `unknown_providers`
-    says which providers could not be trusted and why; `existing` holds, per
-    provider, the keys of the declared resources seen to exist — pass it back as
-    `previous` next time.
-    """
-
-    observations: Mapping[str, ObservationResult]
-    owned: Mapping[str, OwnedResource] = field(default_factory=dict)
-    unknown_providers: Mapping[str, str] = field(default_factory=dict)
-    existing: Mapping[str, frozenset[str]] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        # Short on purpose: Python 3.11's asyncio.run reprs the main task's result when
-        # it restores the SIGINT handler, and a 10,000-entry repr costs a quarter second.
-        return (
-            f"ObservedState({len(self.observations)} observations, {len(self.owned)} owned, "
-            f"unknown providers: {sorted(self.unknown_providers)})"
-        )
 
 
 def resource_ref(resource: ResolvedResource) -> ResourceRef:

@@ -51,6 +51,39 @@ class CommitEvidence:
     """The principal of a good signature (an allowed_signers identity, usually an e-mail)."""
 
 
+Range = tuple[str | None, str | None]
+"""(base revision, path): the commits of `base..head` from the first one changing `path`
+(the whole range without a path, or when nothing in it changed the path)."""
+
+
+@dataclass(frozen=True)
+class EvidenceWanted:
+    """What the gate asks of Git history (pure, from the draft plan); `source.commits.gather`
+    answers it with an `Evidence` before the gate decides."""
+
+    head: str
+    ranges: tuple[Range, ...] = ()
+    signers: tuple[str, ...] = ()
+    """Trusted-signer references (`repo:`, `file:`, `env:`) that verify the signatures."""
+    signers_at: str | None = None
+    """The revision `repo:` signer references are read at (the rules in force)."""
+    merged_since: str | None = None
+    merged: bool = False
+    """Also list the commits of `merged_since..head` (for `pinPlan`)."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Approval evidence gathered from Git as values: the gate does no Git of its own."""
+
+    commits: Mapping[Range, tuple[CommitEvidence, ...]] = field(default_factory=dict)
+    """Each wanted range's commits (newest first)."""
+    missing_signers: tuple[str, ...] = ()
+    """Trusted-signer references that could not be read."""
+    merged: tuple[str, ...] = ()
+    """The commits of `merged_since..head`, when wanted."""
+
+
 @dataclass(frozen=True)
 class Subject:
     """What a gated action touches: for reviewer matching."""

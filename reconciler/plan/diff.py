@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from reconciler.providers.base import Observation, OwnedResource
-from reconciler.secrets import REDACTED, REDACTOR
+from reconciler.observe.values import Observation, OwnedResource
+from reconciler.secrets import REDACTED
 
 if TYPE_CHECKING:
     from reconciler.load.desired import Desired, ResolvedResource
     from reconciler.model.common import Selector
     from reconciler.model.kinds import IgnoreRule
-    from reconciler.observe.observe import ObservedState
+    from reconciler.observe.values import ObservedState
 
 
 class Status(StrEnum):
@@ -233,7 +233,7 @@ def _redact(parts: Sequence[str], value: Any, secure: frozenset[str]) -> Any:
             return REDACTED
         if len(parts) == 1 and isinstance(value, Mapping):
             value = {k: REDACTED if k in secure else v for k, v in value.items()}
-    return REDACTOR.data(value)
+    return value  # known secret values are redacted where text leaves the process
 
 
 def _differences(declared: Any, observed: Any, base: list[str]) -> list[tuple[list[str], Any, Any]]:

@@ -1,11 +1,13 @@
-"""The approval gate between plan and execute: evidence from Git, the verdict, the gated plan.
+"""The approval gate between plan and execute: the evidence it needs, the verdict, the gated plan.
 
-Used by the controller's cycle, by `reconciler plan` and by the plans of
-watched branches. It reads commits and trusted keys from the mirror
-(`reconciler.source.commits`), asks the pure `reconciler.plan.approvals.decide`,
-and re-plans with the verdict: approved keys pass protection, the others are
-blocked with `needs approval from …`. When `Policy.approvals.required` is off
-in the rules in force, the plan is returned as it was.
+Pure: no Git, no ssh-keygen. The caller (`reconciler.controller.planning`, for the
+controller's cycle, `reconciler plan` and the plans of watched branches) runs the
+steps: the draft plan; `undeclared` keys looked up in history; `subjects` and the
+`evidence_wanted` for them; `reconciler.source.commits.gather` answers with an
+`Evidence` value; `gate` asks `reconciler.plan.approvals.decide` and re-plans with
+the verdict: approved keys pass protection, the others are blocked with
+`needs approval from …`. When `Policy.approvals.required` is off in the rules in
+force, the plan is returned as it was.
 
 The rules in force are those of `rules_from` — the last reconciled revision
 for the controller, the base branch for a pull request plan — so a change
@@ -15,25 +17,26 @@ revisions' `protected` selectors.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
-import pygit2
-
-from reconciler.controller.branch_plans import reviewed_plans
 from reconciler.load.desired import Desired, ResolvedResource
-from reconciler.model.kinds import PolicySpec
-from reconciler.observe.observe import ObservedState
-from reconciler.plan.approvals import CommitEvidence, Decision, Subject, decide, pin, rule_changes
-from reconciler.plan.diff import Diff, LastApplied, Status, diff, selector_matches
-from reconciler.plan.management import observe_only
+from reconciler.observe.values import ObservedState
+from reconciler.plan.approvals import (
+    CommitEvidence,
+    Decision,
+    Evidence,
+    EvidenceWanted,
+    Range,
+    Reviewed,
+    Subject,
+    decide,
+    pin,
+    rule_changes,
+)
+from reconciler.plan.diff import Diff, LastApplied, diff, selector_matches
 from reconciler.plan.plan import Plan, plan
-from reconciler.plan.undo import Revert, Reverted, label, reverts
-from reconciler.report.provenance import DocumentKey, documents_of
-from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
-from reconciler.source.history import DocumentChanges
 
 
 class Replan(Protocol):
@@ -95,95 +98,157 @@ def _labels(key: str, desired: Desired, found: Diff) -> Mapping[str, str]:
     return dict(resource_diff.labels) if resource_diff is not None and resource_diff.labels else {}
 
 
-def gate(
-    repo: pygit2.Repository | None,
-    *,
+def gating(desired: Desired, rules_from: Desired | None) -> bool:
+    """Whether the rules in force gate anything (else the draft plan is the plan)."""
+    rules = (rules_from or desired).policy.approvals
+    return bool(rules.required or rules.pin_plan) and desired.revision is not None
+
+
+def without_history(
+    draft: Plan, replan: Replan, desired: Desired, found: Diff, rules_from: Desired | None
+) -> Gated:
+    """No history to read approvals from: every gated action waits."""
+    rules_desired = rules_from or desired
+    pending = {
+        a.key: "needs approval, and there is no Git history to read approvals from"
+        for a in draft.actions
+        if a.operation.executes
+        and (
+            a.destructive
+            or _protected(a.kind, a.name, _labels(a.key, desired, found), desired, rules_desired)
+        )
+    }
+    return Gated(replan(frozenset(), pending), Decision(pending=pending))
+
+
+def undeclared(
+    draft: Plan,
+    desired: Desired,
+    rules_from: Desired | None,
+    bases: Mapping[str, str | None],
+) -> tuple[str, ...]:
+    """The planned keys whose last declaration must be looked up in history
+    (`source.commits.last_declared`): for their path and labels when no revision in
+    force declares them, for their range when nothing else starts it."""
+    return tuple(
+        a.key
+        for a in draft.actions
+        if a.key not in desired.resources
+        and (
+            rules_from is None
+            or a.key not in rules_from.resources
+            or (a.operation.executes and bases.get(a.key) is None)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class GateSubject:
+    """One planned action as the gate weighs it."""
+
+    subject: Subject
+    executes: bool
+    destructive: bool
+    base: str | None
+    """Where the range of its approvals starts (see `subjects`)."""
+
+    @property
+    def gated(self) -> bool:
+        return self.executes and (self.destructive or self.subject.protected)
+
+    @property
+    def range(self) -> Range:
+        return (self.base, self.subject.path)
+
+
+def subjects(
+    draft: Plan,
     desired: Desired,
     found: Diff,
-    replan: Replan,
     rules_from: Desired | None,
-    base_of: Callable[[str], str | None],
-    declared_before: Callable[[str], ResolvedResource | None] | None = None,
-    status_branch: str | None = None,
-    reconciled: str | None = None,
-) -> Gated:
-    """Gate the plan of `desired` over `found`; `base_of(key)` starts each range.
-
-    `replan(approved, pending)` is the caller's `plan.plan(...)` call with its own
-    options (unknown providers, …) plus these two: the draft is `replan()`.
-
-    `declared_before(key)` finds a resource no longer declared (a decommission),
-    for the path reviewers are listed by. With `pinPlan`, the plans reviewers saw
-    are read from `status_branch` for the branches merged since `rules_from`.
-    """
+    *,
+    bases: Mapping[str, str | None],
+    declared: Mapping[str, tuple[str, ResolvedResource] | None],
+    fallback: str | None,
+) -> tuple[GateSubject, ...]:
+    """What each planned action touches, and where its range starts: `bases[key]` (a
+    branch's base, or the resource's last applied revision), else the last revision
+    declaring a removed resource (`declared`), else `fallback` (the last reconciled one)."""
     rules_desired = rules_from or desired
-    rules = rules_desired.policy.approvals
-    draft = replan()
-    if not (rules.required or rules.pin_plan) or desired.revision is None:
-        return Gated(draft)
-    if repo is None:  # no history to read approvals from: everything gated waits
-        labels = functools.partial(_labels, desired=desired, found=found)
-        pending = {
-            a.key: "needs approval, and there is no Git history to read approvals from"
-            for a in draft.actions
-            if a.operation.executes
-            and (
-                a.destructive
-                or _protected(
-                    a.kind, a.name, _labels(a.key, desired, found), desired, rules_desired
-                )
-            )
-        }
-        return Gated(replan(frozenset(), pending), Decision(pending=pending))
-    head = desired.revision
-    verifier: SignatureVerifier | None = None
-    problems: list[str] = []
-    if rules.trusted_signers:
-        text, missing = allowed_signers(rules.trusted_signers, repo, rules_desired.revision)
-        problems = [f"trusted signers {ref} could not be read" for ref in missing]
-        verifier = SignatureVerifier.for_signers(text) if text.strip() else None
-
-    ranges: dict[str | None, list[pygit2.Commit]] = {}
-    seen: dict[pygit2.Oid, CommitEvidence] = {}
-    subjects = []
-    commits: dict[str, list[CommitEvidence]] = {}
+    out = []
     for action in draft.actions:
         resource = desired.resources.get(action.key)
         if resource is None and rules_from is not None:
             resource = rules_from.resources.get(action.key)
-        if resource is None and declared_before is not None:
-            resource = declared_before(action.key)
+        before = declared.get(action.key)
+        if resource is None and before is not None:
+            resource = before[1]
         resource_diff = found.resources.get(action.key)
         labels = dict(resource.labels) if resource is not None else {}
         if resource_diff is not None and resource_diff.labels:
             labels = {**dict(resource_diff.labels), **labels}
         protected = _protected(action.kind, action.name, labels, desired, rules_desired)
+        base = bases.get(action.key)
+        if base is None and action.key not in desired.resources and before is not None:
+            base = before[0]
         subject = Subject(
             key=action.key,
             path=resource.path if resource is not None else None,
             labels=labels,
             protected=protected,
         )
-        subjects.append((subject, action.operation.executes, action.destructive))
-        if not (action.operation.executes and (action.destructive or protected)):
-            continue
-        base = base_of(action.key)
-        if base not in ranges:
-            ranges[base] = commits_between(repo, base, head)
-        in_range = since_change(repo, ranges[base], subject.path)
-        for commit in in_range:
-            if commit.id not in seen:
-                seen[commit.id] = evidence(commit, verifier)
-        commits[action.key] = [seen[c.id] for c in in_range]
-    decision = decide(subjects, rules, commits)
-    pending = dict(decision.pending)
-    if rules.pin_plan and status_branch is not None:
-        # Branches merged since the last reconciled revision: what is new to apply.
-        since = (
-            reconciled if reconciled is not None else (rules_from.revision if rules_from else None)
+        out.append(
+            GateSubject(subject, action.operation.executes, action.destructive, base or fallback)
         )
-        merged = commits_between(repo, since, head)
-        reviewed = reviewed_plans(repo, status_branch, {str(c.id) for c in merged})
+    return tuple(out)
+
+
+def evidence_wanted(
+    desired: Desired,
+    rules_from: Desired | None,
+    weighed: Sequence[GateSubject],
+    *,
+    merged_since: str | None,
+    pin: bool,
+) -> EvidenceWanted:
+    """What the gate needs from history: the range of each gated action, the trusted
+    signers of the rules in force, and (for `pinPlan`) the commits merged since."""
+    assert desired.revision is not None  # `gating` is false without a revision
+    rules_desired = rules_from or desired
+    rules = rules_desired.policy.approvals
+    return EvidenceWanted(
+        head=desired.revision,
+        ranges=tuple(dict.fromkeys(s.range for s in weighed if s.gated)),
+        signers=tuple(rules.trusted_signers),
+        signers_at=rules_desired.revision,
+        merged_since=merged_since,
+        merged=pin and rules.pin_plan,
+    )
+
+
+def gate(
+    draft: Plan,
+    replan: Replan,
+    *,
+    desired: Desired,
+    rules_from: Desired | None,
+    weighed: Sequence[GateSubject],
+    evidence: Evidence,
+    reviewed: Sequence[Reviewed] | None = None,
+) -> Gated:
+    """Gate `draft` (the plan of `desired`, `replan()`) with the evidence gathered for it.
+
+    `replan(approved, pending)` is the caller's `plan.plan(...)` call with its own
+    options (unknown providers, …) plus these two. `reviewed` are the plans reviewers
+    saw for the branches merged since the last reconciled revision (None: `pinPlan`
+    not checked).
+    """
+    rules = (rules_from or desired).policy.approvals
+    problems = [f"trusted signers {ref} could not be read" for ref in evidence.missing_signers]
+    commits = {s.subject.key: evidence.commits.get(s.range, ()) for s in weighed if s.gated}
+    decision = decide([(s.subject, s.executes, s.destructive) for s in weighed], rules, commits)
+    pending = dict(decision.pending)
+    if rules.pin_plan and reviewed is not None:
         held = pin(
             [
                 (a.key, a.operation.value, a.stages)
@@ -204,38 +269,6 @@ def gate(
     return Gated(gated, decision, tuple(problems))
 
 
-@dataclass(frozen=True)
-class PlanContext:
-    """What the plan of a revision depends on besides the revision and the observation:
-    the same for the controller's cycle, the plans of watched branches and
-    `reconciler plan`, so a reviewer sees what will be applied."""
-
-    repo: pygit2.Repository | None
-    """The mirror, for approval evidence; None: no history to read (nothing gated can be
-    approved; a plan of a checkout, or of literal values)."""
-    records: Mapping[str, LastApplied] = field(default_factory=dict)
-    """What was applied per resource (the journal's records, else the status branch's)."""
-    failed: Mapping[str, str] = field(default_factory=dict)
-    """Resource -> the stage its last apply failed at (it runs again from there)."""
-    rules_from: Desired | None = None
-    """The revision whose rules judge the change (the last reconciled one)."""
-    reconciled: str | None = None
-    load: Callable[[str], Desired | None] = lambda _sha: None
-    """The Desired set of a revision (to find where a removed resource was declared)."""
-    status_branch: str | None = None
-    """Where reviewed plans are read for `pinPlan` (None: not checked)."""
-    phases: Mapping[str, str] = field(default_factory=dict)
-    """Each resource's phase when last seen: a dependent waits for a dependency that
-    is not Ready, also when this plan does not look at it (held in backoff, out of scope)."""
-    rules_note: str | None = None
-    """Why the head's own changes to the approval rules are not in force (`judge_rules`)."""
-    paused: Mapping[str, str] = field(default_factory=dict)
-    """Paused rollouts (id -> why): their actions are held back until resumed."""
-    history: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
-    """Per resource, the resolutions it was applied with (`Journal.resolution_history`):
-    an action bringing one back is labelled an undo (`reconciler.plan.undo`)."""
-
-
 def plan_values(
     desired: Desired,
     observed: ObservedState,
@@ -243,133 +276,14 @@ def plan_values(
     last_applied: Mapping[str, LastApplied] | None = None,
     failed: Mapping[str, str] | None = None,
 ) -> Plan:
-    """`plan_revision` without Git history (a revision's literal values): the planning
-    path the controller takes, for benchmarks and tests of values."""
-    context = PlanContext(repo=None, records=last_applied or {}, failed=failed or {})
-    return plan_revision(context, desired, observed)[1].plan
-
-
-def plan_revision(
-    context: PlanContext,
-    desired: Desired,
-    observed: ObservedState,
-    *,
-    base: str | None = None,
-) -> tuple[Diff, Gated]:
-    """The diff and the gated plan of `desired` against `observed`: the one planning path.
-
-    Approvals count from each resource's last applied revision (or, for one no longer
-    declared, the last revision declaring it) to the head; `base` starts every range
-    there instead (a branch's plan: only approvals on the branch count).
-    """
-    found = diff(desired, observed, last_applied=context.records)
-    declared: dict[str, tuple[str, ResolvedResource] | None] = {}
-
-    def before(key: str) -> tuple[str, ResolvedResource] | None:
-        if key not in declared:
-            declared[key] = last_declared(context.repo, key, context.reconciled, context.load)
-        return declared[key]
-
-    replan = replanner(
-        desired,
-        found,
-        observed,
-        failed=context.failed,
-        phases=context.phases,
-        paused=context.paused,
-        observed_orphans=observed_orphans(found, before, context.load),
-    )
-
-    def base_of(key: str) -> str | None:
-        if base is not None:
-            return base
-        record = context.records.get(key)
-        if record is not None and record.revision:
-            return record.revision
-        if key not in desired.resources and (found_before := before(key)) is not None:
-            return found_before[0]
-        return context.reconciled
-
-    def declared_before(key: str) -> ResolvedResource | None:
-        found_before = before(key)
-        return found_before[1] if found_before is not None else None
-
-    gated = gate(
-        context.repo,
-        desired=desired,
-        found=found,
-        replan=replan,
-        rules_from=context.rules_from,
-        base_of=base_of,
-        declared_before=declared_before,
-        status_branch=context.status_branch,
-        reconciled=context.reconciled,
-    )
-    if context.rules_note:
-        gated = replace(gated, plan=with_notes(gated.plan, context.rules_note))
-    found_reverts = reverts(desired, context.records, context.history)
-    if found_reverts and context.repo is not None:
-        undone = reverted_commits(context.repo, desired, found_reverts, context.load)
-        gated = replace(gated, plan=label(gated.plan, desired, found_reverts, undone))
-    return found, gated
-
-
-def reverted_commits(
-    repo: pygit2.Repository,
-    desired: Desired,
-    found: Mapping[str, Revert],
-    load: Callable[[str], Desired | None],
-) -> dict[str, Reverted]:
-    """The commit each revert undoes: the newest one, up to the revision the resolution
-    reverted away from was applied at, that changed a document the resource resolves
-    from (then, or now)."""
-    by_revision: dict[str, dict[str, frozenset[DocumentKey]]] = {}
-    for key, revert in found.items():
-        if not revert.from_revision:
-            continue
-        resource = desired.resources[key]
-        then = load(revert.from_revision)
-        docs = documents_of(desired, resource)
-        if then is not None and key in then.resources:
-            docs |= documents_of(then, then.resources[key])
-        by_revision.setdefault(revert.from_revision, {})[key] = docs
-    changes = DocumentChanges(repo)
-    out: dict[str, Reverted] = {}
-    for revision, wanted in by_revision.items():
-        try:
-            origins = changes.origins(revision, wanted)
-        except (KeyError, ValueError, pygit2.GitError):  # the revision is gone (force-push)
-            continue
-        for key, origin in origins.items():
-            if origin.commit is None:
-                continue
-            commit = repo[origin.commit].peel(pygit2.Commit)
-            subject = commit.message.strip().splitlines()[0] if commit.message.strip() else ""
-            out[key] = Reverted(origin.commit, subject, origin.author)
-    return out
-
-
-def observed_orphans(
-    found: Diff,
-    before: Callable[[str], tuple[str, ResolvedResource] | None],
-    load: Callable[[str], Desired | None],
-) -> dict[str, str]:
-    """Orphans that were observed only at the last revision declaring them (its
-    `management`, or its Policy's `observeOnly`), and why: removing an observed-only
-    resource from Git never decommissions it."""
-    out: dict[str, str] = {}
-    for key, d in found.resources.items():
-        if d.status is not Status.ORPHANED:
-            continue
-        last = before(key)
-        if last is None:
-            continue
-        sha, resource = last
-        at = load(sha)
-        why = observe_only(resource, at.policy if at is not None else PolicySpec())
-        if why is not None:
-            out[key] = f"{why} at {sha[:12]}, the last revision declaring it"
-    return out
+    """The controller's planning path without Git history (a revision's literal values:
+    nothing gated can be approved), for benchmarks and tests of values."""
+    found = diff(desired, observed, last_applied=last_applied or {})
+    replan = replanner(desired, found, observed, failed=failed or {})
+    draft = replan()
+    if not gating(desired, None):
+        return draft
+    return without_history(draft, replan, desired, found, None).plan
 
 
 def with_notes(value: Plan, *notes: str) -> Plan:
@@ -389,8 +303,43 @@ class RulesVerdict:
     """Why the head's changes to the rules wait (a plan note), when they do."""
 
 
+@dataclass(frozen=True)
+class RulesHistory:
+    """What Git says about a change of the approval rules, gathered by the caller."""
+
+    old_signers: str = ""
+    """The allowed_signers text of the rules in force (verifies the commits below)."""
+    new_signers: str = ""
+    """The allowed_signers text the head's rules name."""
+    commits: tuple[CommitEvidence, ...] = ()
+    """The commits of `rules_range` (empty when it is None)."""
+
+
+def changed_rules(current: Desired, head: Desired, history: RulesHistory | None) -> list[str]:
+    """Which approval rules the head changes, the signers files' contents included."""
+    changed = list(rule_changes(current.policy, head.policy))
+    signers_changed = history is not None and history.old_signers != history.new_signers
+    if signers_changed and "approvals.trustedSigners" not in changed:
+        changed.append("approvals.trustedSigners (the signers files)")
+    return changed
+
+
+def _rules_subject(current: Desired, head: Desired) -> Subject:
+    name, path = head.policy_source or current.policy_source or ("policy", None)
+    return Subject(key=f"Policy/{name}", path=path, protected=True)
+
+
+def rules_range(current: Desired | None, head: Desired, history: RulesHistory) -> Range | None:
+    """The commits `judge_rules` weighs (given the signers in `history`), if any."""
+    if current is None or current.revision is None or head.revision is None:
+        return None
+    if not current.policy.approvals.required or not changed_rules(current, head, history):
+        return None
+    return (current.revision, _rules_subject(current, head).path)
+
+
 def judge_rules(
-    repo: pygit2.Repository | None, current: Desired | None, head: Desired
+    current: Desired | None, head: Desired, history: RulesHistory | None
 ) -> RulesVerdict:
     """The rules in force for `head`: those of the last revision whose changes to the
     approval rules were approved (`current`), or the head's own once its changes to
@@ -398,34 +347,21 @@ def judge_rules(
     judge it, however many cycles run at that head.
 
     Without a current rules revision (the first cycle) the head's rules apply. When
-    the current rules do not require approvals, changing them needs none.
+    the current rules do not require approvals, changing them needs none. `history`
+    None: there is no Git history to read approvals from.
     """
     if current is None or current.revision is None:
         return RulesVerdict(head, head.revision)
-    changed = list(rule_changes(current.policy, head.policy))
-    old_signers = new_signers = ""
-    signers = current.policy.approvals.trusted_signers or head.policy.approvals.trusted_signers
-    if signers and repo is not None:
-        old_signers = allowed_signers(
-            current.policy.approvals.trusted_signers, repo, current.revision
-        )[0]
-        new_signers = allowed_signers(head.policy.approvals.trusted_signers, repo, head.revision)[0]
-        if old_signers != new_signers and "approvals.trustedSigners" not in changed:
-            changed.append("approvals.trustedSigners (the signers files)")
+    changed = changed_rules(current, head, history)
     if not changed:
         return RulesVerdict(current, current.revision)
     rules = current.policy.approvals
     if not rules.required or head.revision is None:
         return RulesVerdict(head, head.revision)
-    if repo is None:
+    if history is None:
         return RulesVerdict(current, current.revision, "the approval rules changed: no history")
-    name, path = head.policy_source or current.policy_source or ("policy", None)
-    subject = Subject(key=f"Policy/{name}", path=path, protected=True)
-    verifier = SignatureVerifier.for_signers(old_signers) if old_signers.strip() else None
-    in_range = since_change(repo, commits_between(repo, current.revision, head.revision), path)
-    decision = decide(
-        [(subject, True, False)], rules, {subject.key: [evidence(c, verifier) for c in in_range]}
-    )
+    subject = _rules_subject(current, head)
+    decision = decide([(subject, True, False)], rules, {subject.key: history.commits})
     if subject.key in decision.approved:
         return RulesVerdict(head, head.revision)
     why = decision.pending.get(subject.key, "needs approval")
@@ -435,57 +371,3 @@ def judge_rules(
         "judge every change"
     )
     return RulesVerdict(current, current.revision, note)
-
-
-def last_declared(
-    repo: pygit2.Repository | None,
-    key: str,
-    start: str | None,
-    load: Callable[[str], Desired | None],
-    *,
-    limit: int = 20,
-) -> tuple[str, ResolvedResource] | None:
-    """The newest revision (first parents from `start`, at most `limit`) still declaring `key`."""
-    if start is None or repo is None:
-        return None
-    try:
-        commit: pygit2.Commit | None = repo[start].peel(pygit2.Commit)
-    except (KeyError, ValueError, AttributeError, pygit2.GitError):
-        return None
-    for _ in range(limit):
-        if commit is None:
-            return None
-        loaded = load(str(commit.id))
-        if loaded is not None and key in loaded.resources:
-            return str(commit.id), loaded.resources[key]
-        commit = commit.parents[0] if commit.parents else None
-    return None
-
-
-def _changes(commit: pygit2.Commit, path: str) -> bool:
-    def blob(tree: pygit2.Tree) -> pygit2.Oid | None:
-        try:
-            return tree[path].id
-        except KeyError:
-            return None
-
-    before = blob(commit.parents[0].tree) if commit.parents else None
-    return blob(commit.tree) != before
-
-
-def since_change(
-    repo: pygit2.Repository, commits: list[pygit2.Commit], path: str | None
-) -> list[pygit2.Commit]:
-    """The commits (newest first) from the first one in range that changed `path` on.
-
-    An approval counts only when given with the change or after it, so an old
-    `Approved-by` in the same range does not approve a later change. Without a
-    change in range (drift correction, a resource never applied) the whole range counts.
-    """
-    if path is None:
-        return commits
-    changed = [c for c in commits if _changes(c, path)]
-    if not changed:
-        return commits
-    first = changed[-1].id
-    return [c for c in commits if c.id == first or repo.descendant_of(c.id, first)]

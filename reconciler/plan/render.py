@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from reconciler.plan.plan import ObservedOnly, Operation, Plan, PlannedAction, UndoAction
-from reconciler.secrets import REDACTOR
 
 _T = TypeVar("_T")
 
@@ -193,12 +192,12 @@ def render_text(plan: Plan) -> str:
     if plan.notes:
         lines.append("")
     lines.append(summary_line(plan))
-    return REDACTOR.text("\n".join(lines)) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def render_json(plan: Plan) -> str:
     """The plan value as indented JSON (schema: schemas/plan.json)."""
-    return REDACTOR.text(plan.to_json(indent=2)) + "\n"
+    return plan.to_json(indent=2) + "\n"
 
 
 def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
@@ -266,7 +265,7 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
         body = [*head, *parts]
         if note:
             body += ["", note]
-        return REDACTOR.text("\n".join([*body, "", *tail])) + "\n"
+        return "\n".join([*body, "", *tail]) + "\n"
 
     full = assemble(blocks, None)
     if len(full) <= limit:

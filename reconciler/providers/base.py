@@ -25,20 +25,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+# The values providers answer with live in observe/ (re-exported here for providers).
+from reconciler.observe.values import Observation as Observation
+from reconciler.observe.values import ObservationResult as ObservationResult
+from reconciler.observe.values import ObservationUnknown as ObservationUnknown
+from reconciler.observe.values import OwnedResource as OwnedResource
+from reconciler.observe.values import plain as _plain
+
 if TYPE_CHECKING:
     from reconciler.model.kinds import ProviderSpec
 
 MANAGED_BY = "reconciler"
 """Value of the `managed-by` ownership tag on everything a provider creates for us."""
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready deep copy (mappings to dicts, sequences to lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -76,89 +74,6 @@ class ResourceRef:
             declared=dict(data.get("declared", {})),
             params=dict(data.get("params", {})),
             labels=dict(data.get("labels", {})),
-        )
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the provider saw of one resource.
-
-    `exists` False means the provider looked and the resource is not there (a create
-    is needed). `fields` use the same shape as the declared state (`params.os`,
-    `size`, `power`…) so they can be compared path by path, plus what only
-    observation knows (`inventory`, `state`).
-    """
-
-    key: str
-    exists: bool
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-    known = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "exists": self.exists, "fields": _plain(self.fields)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Observation:
-        return cls(key=data["key"], exists=bool(data["exists"]), fields=dict(data["fields"]))
-
-
-@dataclass(frozen=True)
-class ObservationUnknown:
-    """The provider could not say (it failed, timed out, or answered implausibly).
-
-    Never read as "gone": nothing is created, changed or destroyed on its strength.
-    """
-
-    key: str
-    reason: str
-
-    known = False
-    exists = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "unknown": True, "reason": self.reason}
-
-
-ObservationResult = Observation | ObservationUnknown
-
-
-@dataclass(frozen=True)
-class OwnedResource:
-    """A resource the provider holds with our ownership tags (managed-by, repository, key).
-
-    `provider` is the Provider name that listed it (the engine fills it in if empty).
-    """
-
-    key: str
-    kind: str
-    name: str
-    repository: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    provider: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "name": self.name,
-            "repository": self.repository,
-            "labels": dict(self.labels),
-            "fields": _plain(self.fields),
-            "provider": self.provider,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OwnedResource:
-        return cls(
-            key=data["key"],
-            kind=data["kind"],
-            name=data["name"],
-            repository=data["repository"],
-            labels=dict(data.get("labels", {})),
-            fields=dict(data.get("fields", {})),
-            provider=data.get("provider", ""),
         )
 
 

@@ -25,15 +25,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.execute.engine import ExecutionResult, ResourceOutcome
+from reconciler.execute.results import ExecutionResult, ResourceOutcome
 from reconciler.load.desired import Desired, ResolvedResource
 from reconciler.model.kinds import FailureBackoff
-from reconciler.observe.observe import ObservedState
+from reconciler.observe.values import Observation, ObservedState
 from reconciler.plan.diff import Diff, LastApplied, ResourceDiff, Status
 from reconciler.plan.plan import ObservedOnly, Operation, Plan, PlannedAction
-from reconciler.providers.base import Observation
 from reconciler.report.provenance import Provenance
 from reconciler.report.report import AuditRecord, DriftEntry
 from reconciler.report.status import (
@@ -45,8 +44,9 @@ from reconciler.report.status import (
     remove_condition,
     set_condition,
 )
-from reconciler.secrets import REDACTOR
-from reconciler.source import SourceResult
+
+if TYPE_CHECKING:
+    from reconciler.source.declared import SourceResult
 
 _TRANSIENT: tuple[ConditionType, ...] = ("Reconciling", "Drifted", "Stalled", "Failed")
 
@@ -86,7 +86,7 @@ def _observed(observed: ObservedState | None, key: str, fallback: dict[str, Any]
         return fallback
     found = observed.observations.get(key)
     if isinstance(found, Observation):
-        return REDACTOR.data(dict(found.fields)) if found.exists else {}
+        return dict(found.fields) if found.exists else {}
     return fallback
 
 
@@ -396,7 +396,7 @@ def _projection(record: LastApplied | None) -> LastAppliedStatus | None:
         stages_done=tuple(record.stages),
         stages=dict(record.stages),
         adopted=record.adopted,
-        declared=REDACTOR.data(dict(record.declared)) if record.declared is not None else None,
+        declared=dict(record.declared) if record.declared is not None else None,
     )
 
 

@@ -7,6 +7,9 @@ module reads). Reads the mirror only; verifying a signature runs `ssh-keygen`.
   from `base` (`git rev-list base..head`, merge commits and the PR's own commits
   included), newest first. Without a base (or one that is not an ancestor of
   head), the history of `head` up to `limit` commits.
+- `gather(repo, wanted)`: the `Evidence` the approval gate asks for
+  (`reconciler.plan.approvals.EvidenceWanted`), gathered before it decides, so the
+  gate itself stays pure; `last_declared` finds where a removed resource was declared.
 - `SignatureVerifier`: SSH signatures (`gpgsig` headers made by
   `git commit -S` with `gpg.format=ssh`) are checked with `ssh-keygen -Y
   find-principals` / `-Y verify` against the trusted allowed_signers, with
@@ -21,13 +24,21 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pygit2
 from pygit2.enums import SortMode
 
-from reconciler.plan.approvals import APPROVED_BY, CommitEvidence, SignatureStatus
+from reconciler.load.desired import Desired, ResolvedResource
+from reconciler.plan.approvals import (
+    APPROVED_BY,
+    CommitEvidence,
+    Evidence,
+    EvidenceWanted,
+    Range,
+    SignatureStatus,
+)
 from reconciler.source.tree import read_file
 
 SSH_SIGNATURE = b"-----BEGIN SSH SIGNATURE-----"
@@ -187,3 +198,90 @@ def allowed_signers(
         else:
             texts.append(text.rstrip("\n") + "\n")
     return "".join(texts), missing
+
+
+def gather(repo: pygit2.Repository, wanted: EvidenceWanted) -> Evidence:
+    """The evidence of each wanted range, signatures verified against the trusted signers."""
+    verifier: SignatureVerifier | None = None
+    missing: list[str] = []
+    if wanted.signers:
+        text, missing = allowed_signers(wanted.signers, repo, wanted.signers_at)
+        verifier = SignatureVerifier.for_signers(text) if text.strip() else None
+    walked: dict[str | None, list[pygit2.Commit]] = {}
+    seen: dict[pygit2.Oid, CommitEvidence] = {}
+    found: dict[Range, tuple[CommitEvidence, ...]] = {}
+    for base, path in wanted.ranges:
+        if base not in walked:
+            walked[base] = commits_between(repo, base, wanted.head)
+        in_range = since_change(repo, walked[base], path)
+        for commit in in_range:
+            if commit.id not in seen:
+                seen[commit.id] = evidence(commit, verifier)
+        found[(base, path)] = tuple(seen[c.id] for c in in_range)
+    merged: tuple[str, ...] = ()
+    if wanted.merged:
+        merged = tuple(str(c.id) for c in commits_between(repo, wanted.merged_since, wanted.head))
+    return Evidence(commits=found, missing_signers=tuple(missing), merged=merged)
+
+
+def range_evidence(
+    repo: pygit2.Repository, base: str | None, head: str, path: str | None, allowed: str
+) -> tuple[CommitEvidence, ...]:
+    """The evidence of one range, signatures verified against an allowed_signers text."""
+    verifier = SignatureVerifier.for_signers(allowed) if allowed.strip() else None
+    in_range = since_change(repo, commits_between(repo, base, head), path)
+    return tuple(evidence(c, verifier) for c in in_range)
+
+
+def last_declared(
+    repo: pygit2.Repository | None,
+    key: str,
+    start: str | None,
+    load: Callable[[str], Desired | None],
+    *,
+    limit: int = 20,
+) -> tuple[str, ResolvedResource] | None:
+    """The newest revision (first parents from `start`, at most `limit`) still declaring `key`."""
+    if start is None or repo is None:
+        return None
+    try:
+        commit: pygit2.Commit | None = repo[start].peel(pygit2.Commit)
+    except (KeyError, ValueError, AttributeError, pygit2.GitError):
+        return None
+    for _ in range(limit):
+        if commit is None:
+            return None
+        loaded = load(str(commit.id))
+        if loaded is not None and key in loaded.resources:
+            return str(commit.id), loaded.resources[key]
+        commit = commit.parents[0] if commit.parents else None
+    return None
+
+
+def _changes(commit: pygit2.Commit, path: str) -> bool:
+    def blob(tree: pygit2.Tree) -> pygit2.Oid | None:
+        try:
+            return tree[path].id
+        except KeyError:
+            return None
+
+    before = blob(commit.parents[0].tree) if commit.parents else None
+    return blob(commit.tree) != before
+
+
+def since_change(
+    repo: pygit2.Repository, commits: list[pygit2.Commit], path: str | None
+) -> list[pygit2.Commit]:
+    """The commits (newest first) from the first one in range that changed `path` on.
+
+    An approval counts only when given with the change or after it, so an old
+    `Approved-by` in the same range does not approve a later change. Without a
+    change in range (drift correction, a resource never applied) the whole range counts.
+    """
+    if path is None:
+        return commits
+    changed = [c for c in commits if _changes(c, path)]
+    if not changed:
+        return commits
+    first = changed[-1].id
+    return [c for c in commits if c.id == first or repo.descendant_of(c.id, first)]

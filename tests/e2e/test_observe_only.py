@@ -198,7 +198,7 @@ def test_apply_never_acts_on_them_even_with_self_heal_and_prune(tmp_path: Path) 
     assert_reported_not_acted_on(fleet)
 
     # Removed from Git: prune is on, but the last revision declaring it observed it only.
-    commit_change(fleet, "machines.yaml", declared(with_gone=False), "Forget gone")
+    commit_change(fleet.bare, {"machines.yaml": declared(with_gone=False)}, "Forget gone")
     shown = fleet.run("plan")
     assert "! Machine/gone  orphaned" in shown.stdout
     assert "Machine/gone  decommission" not in shown.stdout

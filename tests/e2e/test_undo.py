@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.support import Fleet, rows
-from tests.e2e.test_provisioning import commit_change
+from tests.repos import commit_change
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def git(*args: str, cwd: Path) -> str:
 def test_a_revert_commit_is_planned_as_an_undo_naming_the_commit(tmp_path: Path) -> None:
     fleet = Fleet.create(tmp_path, files())
     assert fleet.run("apply").returncode == 0
-    commit_change(fleet, "profiles.yaml", profile("rhel"), "Move to RHEL")
+    commit_change(fleet.bare, {"profiles.yaml": profile("rhel")}, "Move to RHEL")
     change = git("rev-parse", "main", cwd=fleet.bare)
     ahead = fleet.run("plan")
     assert "Undo (" not in ahead.stdout  # a change, not an undo

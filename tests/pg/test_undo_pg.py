@@ -8,16 +8,16 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.e2e.test_provisioning import commit_change
 from tests.e2e.test_undo import files, git, profile
 from tests.pg.support import PgFleet
+from tests.repos import commit_change
 from tests.servers.postgres import Cluster
 
 
 def test_a_revert_is_an_undo_with_the_journal_in_postgresql(tmp_path: Path, pg: Cluster) -> None:
     fleet = PgFleet.create_pg(tmp_path, files(), pg)
     assert fleet.run("apply").returncode == 0
-    commit_change(fleet, "profiles.yaml", profile("rhel"), "Move to RHEL")
+    commit_change(fleet.bare, {"profiles.yaml": profile("rhel")}, "Move to RHEL")
     change = git("rev-parse", "main", cwd=fleet.bare)
     assert fleet.run("apply", "--yes").returncode == 0
 

@@ -79,12 +79,16 @@ def test_markdown_fits_and_says_what_was_cut():
     assert small == same and "Truncated" not in small
 
 
-def test_resolved_secrets_are_scrubbed_from_rendered_text():
-    REDACTOR.add("canary-7f3a9")
+def test_rendering_is_pure_redaction_is_left_to_the_edges():
+    """The renderers do not consult the process-wide redactor (ARCHITECTURE.md: pure
+    steps have no globals): the same plan renders the same text whatever secrets the
+    process has resolved. Secrets are scrubbed where the text leaves the process —
+    `reconciler plan` output in every format (tests/e2e/test_canary.py), the UI's
+    /plan/text and /plan/markdown (tests/e2e/test_canary_api.py)."""
     d = pv.desired([pv.resource("a", params={"os": "canary-7f3a9"})])
-    p = plan_values(d, pv.observed(d, absent=["Machine/a"]))
     seen = pv.observed(d, fields={"Machine/a": {"params": {"os": "canary-7f3a9x"}}})
     p = plan_values(d, seen)
-    assert "canary-7f3a9" not in p.to_json()
-    for text in (render_text(p), render_json(p), *render_markdown(p)):
-        assert "canary-7f3a9" not in text
+    before = (render_text(p), render_json(p), *render_markdown(p))
+    REDACTOR.add("canary-7f3a9")
+    assert (render_text(p), render_json(p), *render_markdown(p)) == before
+    assert all("canary-7f3a9" in text for text in before)

@@ -570,7 +570,8 @@ def install_ui(
             return to_signin(request)
         if scheduler.plan is None:
             raise HTTPException(404, "no plan yet: the first cycle has not planned")
-        return PlainTextResponse(render_text(scheduler.plan), headers=SECURITY_HEADERS)
+        text = REDACTOR.text(render_text(scheduler.plan))
+        return PlainTextResponse(text, headers=SECURITY_HEADERS)
 
     @page("/plan/markdown")
     def plan_markdown(request: Request) -> Response:
@@ -579,7 +580,7 @@ def install_ui(
         if scheduler.plan is None:
             raise HTTPException(404, "no plan yet: the first cycle has not planned")
         _, full = render_markdown(scheduler.plan)
-        return PlainTextResponse(full, headers=SECURITY_HEADERS)
+        return PlainTextResponse(REDACTOR.text(full), headers=SECURITY_HEADERS)
 
     @page("/drift", response_class=HTMLResponse)
     def drift_page(request: Request) -> Response:

@@ -15,7 +15,6 @@ revisions' `protected` selectors.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -27,7 +26,7 @@ from reconciler.load.desired import Desired, ResolvedResource
 from reconciler.observe.observe import ObservedState
 from reconciler.plan.approvals import CommitEvidence, Decision, Subject, decide, pin, rule_changes
 from reconciler.plan.diff import Diff, LastApplied, diff, selector_matches
-from reconciler.plan.plan import Plan, plan
+from reconciler.plan.plan import Plan, PlannedAction, plan
 from reconciler.source.commits import SignatureVerifier, allowed_signers, commits_between, evidence
 
 
@@ -115,50 +114,102 @@ def gate(
     if not (rules.required or rules.pin_plan) or desired.revision is None:
         return Gated(draft)
     if repo is None:  # no history to read approvals from: everything gated waits
-        labels = functools.partial(_labels, desired=desired, found=found)
-        pending = {
-            a.key: "needs approval, and there is no Git history to read approvals from"
-            for a in draft.actions
-            if a.operation.executes
-            and (
-                a.destructive
-                or _protected(
-                    a.kind, a.name, _labels(a.key, desired, found), desired, rules_desired
-                )
-            )
-        }
+        pending = _without_history(draft, desired, found, rules_desired)
         return Gated(replan(frozenset(), pending), Decision(pending=pending))
     head = desired.revision
-    verifier: SignatureVerifier | None = None
-    problems: list[str] = []
-    if rules.trusted_signers:
-        text, missing = allowed_signers(rules.trusted_signers, repo, rules_desired.revision)
-        problems = [f"trusted signers {ref} could not be read" for ref in missing]
-        verifier = SignatureVerifier.for_signers(text) if text.strip() else None
+    verifier, problems = _verifier(repo, rules_desired)
+    subjects = [
+        (_subject(action, desired, found, rules_from, declared_before), action)
+        for action in draft.actions
+    ]
+    commits = _evidence(repo, subjects, base_of, head, verifier)
+    decision = decide(
+        [(subject, a.operation.executes, a.destructive) for subject, a in subjects],
+        rules,
+        commits,
+    )
+    pending = dict(decision.pending)
+    if rules.pin_plan and status_branch is not None:
+        # Branches merged since the last reconciled revision: what is new to apply.
+        since = (
+            reconciled if reconciled is not None else (rules_from.revision if rules_from else None)
+        )
+        held = _unreviewed(repo, draft, status_branch, since, head)
+        for key, why in held.items():
+            pending[key] = f"{pending[key]}; {why}" if key in pending else why
+    gated = _noted(replan(decision.approved, pending), decision, problems)
+    return Gated(gated, decision, tuple(problems))
 
+
+def _without_history(
+    draft: Plan, desired: Desired, found: Diff, rules_desired: Desired
+) -> dict[str, str]:
+    """Every action the rules gate, pending: with no history nothing can be approved."""
+    return {
+        a.key: "needs approval, and there is no Git history to read approvals from"
+        for a in draft.actions
+        if a.operation.executes
+        and (
+            a.destructive
+            or _protected(a.kind, a.name, _labels(a.key, desired, found), desired, rules_desired)
+        )
+    }
+
+
+def _verifier(
+    repo: pygit2.Repository, rules_desired: Desired
+) -> tuple[SignatureVerifier | None, list[str]]:
+    """The verifier of the trusted signers in force (None: none listed or none readable),
+    and a problem for each reference that could not be read."""
+    rules = rules_desired.policy.approvals
+    if not rules.trusted_signers:
+        return None, []
+    text, missing = allowed_signers(rules.trusted_signers, repo, rules_desired.revision)
+    problems = [f"trusted signers {ref} could not be read" for ref in missing]
+    return (SignatureVerifier.for_signers(text) if text.strip() else None), problems
+
+
+def _subject(
+    action: PlannedAction,
+    desired: Desired,
+    found: Diff,
+    rules_from: Desired | None,
+    declared_before: Callable[[str], ResolvedResource | None] | None,
+) -> Subject:
+    """What the approval rules judge of an action: the resource's path (declared now, in
+    the rules' revision, or before it was removed), its labels (observed ones under the
+    declared ones) and whether a `protected` selector of either revision matches."""
+    resource = desired.resources.get(action.key)
+    if resource is None and rules_from is not None:
+        resource = rules_from.resources.get(action.key)
+    if resource is None and declared_before is not None:
+        resource = declared_before(action.key)
+    resource_diff = found.resources.get(action.key)
+    labels = dict(resource.labels) if resource is not None else {}
+    if resource_diff is not None and resource_diff.labels:
+        labels = {**dict(resource_diff.labels), **labels}
+    return Subject(
+        key=action.key,
+        path=resource.path if resource is not None else None,
+        labels=labels,
+        protected=_protected(action.kind, action.name, labels, desired, rules_from or desired),
+    )
+
+
+def _evidence(
+    repo: pygit2.Repository,
+    subjects: list[tuple[Subject, PlannedAction]],
+    base_of: Callable[[str], str | None],
+    head: str,
+    verifier: SignatureVerifier | None,
+) -> dict[str, list[CommitEvidence]]:
+    """Per gated action, the commits since its base that touched its file, as evidence
+    (each range walked once per base, each commit read once)."""
     ranges: dict[str | None, list[pygit2.Commit]] = {}
     seen: dict[pygit2.Oid, CommitEvidence] = {}
-    subjects = []
     commits: dict[str, list[CommitEvidence]] = {}
-    for action in draft.actions:
-        resource = desired.resources.get(action.key)
-        if resource is None and rules_from is not None:
-            resource = rules_from.resources.get(action.key)
-        if resource is None and declared_before is not None:
-            resource = declared_before(action.key)
-        resource_diff = found.resources.get(action.key)
-        labels = dict(resource.labels) if resource is not None else {}
-        if resource_diff is not None and resource_diff.labels:
-            labels = {**dict(resource_diff.labels), **labels}
-        protected = _protected(action.kind, action.name, labels, desired, rules_desired)
-        subject = Subject(
-            key=action.key,
-            path=resource.path if resource is not None else None,
-            labels=labels,
-            protected=protected,
-        )
-        subjects.append((subject, action.operation.executes, action.destructive))
-        if not (action.operation.executes and (action.destructive or protected)):
+    for subject, action in subjects:
+        if not (action.operation.executes and (action.destructive or subject.protected)):
             continue
         base = base_of(action.key)
         if base not in ranges:
@@ -168,40 +219,42 @@ def gate(
             if commit.id not in seen:
                 seen[commit.id] = evidence(commit, verifier)
         commits[action.key] = [seen[c.id] for c in in_range]
-    decision = decide(subjects, rules, commits)
-    pending = dict(decision.pending)
-    if rules.pin_plan and status_branch is not None:
-        # Branches merged since the last reconciled revision: what is new to apply.
-        since = (
-            reconciled if reconciled is not None else (rules_from.revision if rules_from else None)
-        )
-        merged = commits_between(repo, since, head)
-        reviewed = reviewed_plans(repo, status_branch, {str(c.id) for c in merged})
-        held = pin(
-            [
-                (a.key, a.operation.value, a.stages)
-                for a in draft.actions
-                if a.destructive and a.operation.executes
-            ],
-            reviewed,
-        )
-        for key, why in held.items():
-            pending[key] = f"{pending[key]}; {why}" if key in pending else why
-    gated = replan(decision.approved, pending)
+    return commits
+
+
+def _unreviewed(
+    repo: pygit2.Repository, draft: Plan, status_branch: str, since: str | None, head: str
+) -> dict[str, str]:
+    """With `pinPlan`: the destructive actions no plan reviewed on a branch merged since
+    `since` showed, and why."""
+    merged = commits_between(repo, since, head)
+    reviewed = reviewed_plans(repo, status_branch, {str(c.id) for c in merged})
+    return pin(
+        [
+            (a.key, a.operation.value, a.stages)
+            for a in draft.actions
+            if a.destructive and a.operation.executes
+        ],
+        reviewed,
+    )
+
+
+def _noted(gated: Plan, decision: Decision, problems: list[str]) -> Plan:
+    """The gated plan with a note per approved action and per unreadable signer list."""
     notes = [
         f"{key}: approved by {', '.join(who)}" for key, who in sorted(decision.approvers.items())
     ]
     notes += problems
-    if notes:
-        gated = Plan.build(
-            revision=gated.revision,
-            policy=gated.policy,
-            waves=gated.waves,
-            summary=gated.summary,
-            notes=(*gated.notes, *notes),
-            unknown_providers=gated.unknown_providers,
-        )
-    return Gated(gated, decision, tuple(problems))
+    if not notes:
+        return gated
+    return Plan.build(
+        revision=gated.revision,
+        policy=gated.policy,
+        waves=gated.waves,
+        summary=gated.summary,
+        notes=(*gated.notes, *notes),
+        unknown_providers=gated.unknown_providers,
+    )
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def _desired_at(
     result = load_revision(
         repo, sha, lister=source.lister, cache=source.cache, assemble=source.assemble_other
     ).result
-    if not result.ok:
+    if result.desired is None or not result.ok:
         return None, result.diagnostics, f"revision {sha[:12]} is invalid"
     from dataclasses import replace
 
@@ -668,6 +668,8 @@ def commit_directory(bare: Path, source: Path, message: str) -> str:
 class _DemoSink(BaseHTTPRequestHandler):
     """Stands in for your chat webhook and CMDB during the demo: accepts and prints."""
 
+    server: _SinkServer
+
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -705,6 +707,7 @@ class _DemoSink(BaseHTTPRequestHandler):
 class _SinkServer(ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog of 5 drops a burst of webhooks
     daemon_threads = True
+    server_address: tuple[str, int]  # IPv4 (`demo_sink` binds 127.0.0.1): (host, port)
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)

@@ -526,7 +526,7 @@ def assemble(
         cache.context = context
         cache.resources = {key: (kinds.resources[key], r) for key, r in resolved.items()}
         cache.reused = len(reused)
-    return LoadResult(_desired(kinds, resolved, revision), (), count, files)
+    return LoadResult(_desired(kinds, resolver, resolved, revision), (), count, files)
 
 
 def _index(asm: _Assembler, parsed: Iterable[ParsedFile]) -> tuple[int, int]:
@@ -778,8 +778,11 @@ def _check_all_params(
         )
 
 
-def _desired(kinds: _Kinds, resolved: dict[str, ResolvedResource], revision: str | None) -> Desired:
-    """The clean revision as the value the rest of the flow takes."""
+def _desired(
+    kinds: _Kinds, resolver: Resolver, resolved: dict[str, ResolvedResource], revision: str | None
+) -> Desired:
+    """The clean revision as the value the rest of the flow takes (its pipelines, stages
+    and profiles the maps the resolver used)."""
     policies = kinds.policies
     policy = next(iter(policies.values())).document.spec if policies else PolicySpec()
     policy_source = next(((n, d.path) for n, d in policies.items()), None)
@@ -788,9 +791,9 @@ def _desired(kinds: _Kinds, resolved: dict[str, ResolvedResource], revision: str
         resources=resolved,
         providers={n: d.document for n, d in sorted(kinds.providers.items())},
         policy=policy,
-        pipelines=kinds.models(kinds.pipelines),
-        stages=kinds.models(kinds.stages),
-        profiles=kinds.models(kinds.profiles),
+        pipelines=resolver.pipelines,
+        stages=resolver.stages,
+        profiles=resolver.profiles,
         policy_source=policy_source,
     )
 

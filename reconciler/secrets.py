@@ -45,6 +45,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,6 +368,8 @@ def basic_auth(user: str, password: str) -> str:
     return f"Basic {token}"
 
 
-def redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> dict[str, Any]:
     """structlog processor: no log line carries a resolved secret."""
     return REDACTOR.data(event_dict)

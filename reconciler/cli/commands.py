@@ -129,7 +129,7 @@ def _desired_at(
     result = load_revision(
         repo, sha, lister=source.lister, cache=source.cache, assemble=source.assemble_other
     ).result
-    if not result.ok:
+    if result.desired is None or not result.ok:
         return None, result.diagnostics, f"revision {sha[:12]} is invalid"
     from dataclasses import replace
 

@@ -79,6 +79,8 @@ def commit_directory(bare: Path, source: Path, message: str) -> str:
 class _DemoSink(BaseHTTPRequestHandler):
     """Stands in for your chat webhook and CMDB during the demo: accepts and prints."""
 
+    server: _SinkServer
+
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -115,6 +117,7 @@ class _DemoSink(BaseHTTPRequestHandler):
 
 class _SinkServer(ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog of 5 drops a burst of webhooks
+    server_address: tuple[str, int]  # IPv4 (`demo_sink` binds 127.0.0.1): (host, port)
     daemon_threads = True
 
     def __init__(self, *args: Any) -> None:

@@ -288,8 +288,8 @@ class Metrics:
                 conditions[(condition.type, condition.status)] += 1
         for phase, count in phases.items():
             self.resources.labels(phase=phase).set(count)
-        for (condition, state), count in conditions.items():
-            self.conditions.labels(condition=condition, status=state).set(count)
+        for (kind, state), count in conditions.items():
+            self.conditions.labels(condition=kind, status=state).set(count)
 
     def observe_cycle(
         self,

@@ -401,7 +401,10 @@ class _Run:
             ref = ResourceRef(kind=action.kind, name=action.name, key=action.key)
             # Terraform states kept for it are destroyed first, then the provider's part;
             # each keyed by its own name (position 0), whatever was destroyed before a crash.
-            tasks = [*decommission_tasks(self.executor.state_dir, action.key), DECOMMISSION_TASK]
+            tasks: list[Task] = [
+                *decommission_tasks(self.executor.state_dir, action.key),
+                DECOMMISSION_TASK,
+            ]
             return [("decommission", "work", 0, task) for task in tasks], ref
         by_name = {s.name: s for s in resolved.stages}
         steps = [

@@ -484,6 +484,54 @@ def assemble(
     against what each resource's provider observes; without it they are not.
     """
     asm = _Assembler(read)
+    files, count = _index(asm, parsed)
+    kinds = _Kinds.of(asm)
+    _check_policies(asm, kinds.policies)
+    bad_pipelines = _check_pipelines_and_stages(asm, kinds)
+    context = (
+        tuple(sorted((k, id(d)) for k, d in asm.docs.items() if d.kind not in RESOURCE_KINDS)),
+        frozenset(kinds.resources),
+    )
+    reusable = cache.resources if cache is not None and cache.context == context else {}
+    checked = _check_resources(asm, kinds, bad_pipelines, reusable)
+    resolver = Resolver(
+        kinds.models(kinds.pipelines), kinds.models(kinds.stages), kinds.models(kinds.profiles)
+    )
+    _check_all_params(asm, kinds, resolver, checked)
+    if asm.diagnostics:
+        return LoadResult(None, tuple(sorted(asm.diagnostics)), count, files)
+
+    reused = checked.reused
+    resolved: dict[str, ResolvedResource] = {
+        key: reused.get(key)
+        or resolver.resolve(
+            doc.document,
+            path=doc.path,
+            line=doc.line,
+            depends_on=tuple(checked.dependencies[key]),
+        )
+        for key, doc in sorted(kinds.resources.items())
+    }
+    _check_resolved(
+        asm,
+        {k: r for k, r in resolved.items() if k not in reused},
+        kinds.resources,
+        resolver,
+        kinds.models(kinds.providers),
+        observed_fields,
+    )
+    if asm.diagnostics:
+        return LoadResult(None, tuple(sorted(asm.diagnostics)), count, files)
+    if cache is not None:
+        cache.context = context
+        cache.resources = {key: (kinds.resources[key], r) for key, r in resolved.items()}
+        cache.reused = len(reused)
+    return LoadResult(_desired(kinds, resolver, resolved, revision), (), count, files)
+
+
+def _index(asm: _Assembler, parsed: Iterable[ParsedFile]) -> tuple[int, int]:
+    """Every parsed document into `asm.docs` by (kind, name), a second one of a name
+    reported; the parse diagnostics kept. (files, documents) counted."""
     files = 0
     count = 0
     for parsed_file in sorted(parsed, key=lambda p: p.path):
@@ -501,45 +549,79 @@ def assemble(
                 )
                 continue
             asm.docs[(doc.kind, doc.name)] = doc
+    return files, count
 
-    providers = asm.of_kind("Provider")
-    pipelines = asm.of_kind("Pipeline")
-    stages = asm.of_kind("Stage")
-    profiles = asm.of_kind("Profile")
-    policies = asm.of_kind("Policy")
-    resources = {
-        key: d
-        for key, d in ((f"{k}/{n}", d) for (k, n), d in asm.docs.items())
-        if d.kind in RESOURCE_KINDS
-    }
 
+@dataclass(frozen=True)
+class _Kinds:
+    """The documents by kind and name (resources by key). Documents with schema errors
+    are in these maps too (references to them resolve); what of them validated is
+    checked, the rest was reported already."""
+
+    providers: dict[str, LoadedDocument]
+    pipelines: dict[str, LoadedDocument]
+    stages: dict[str, LoadedDocument]
+    profiles: dict[str, LoadedDocument]
+    policies: dict[str, LoadedDocument]
+    resources: dict[str, LoadedDocument]
+
+    @classmethod
+    def of(cls, asm: _Assembler) -> _Kinds:
+        return cls(
+            providers=asm.of_kind("Provider"),
+            pipelines=asm.of_kind("Pipeline"),
+            stages=asm.of_kind("Stage"),
+            profiles=asm.of_kind("Profile"),
+            policies=asm.of_kind("Policy"),
+            resources={
+                key: d
+                for key, d in ((f"{k}/{n}", d) for (k, n), d in asm.docs.items())
+                if d.kind in RESOURCE_KINDS
+            },
+        )
+
+    @staticmethod
+    def models(docs: Mapping[str, LoadedDocument]) -> dict[str, Any]:
+        """The validated documents of a map, by name."""
+        return {n: d.document for n, d in docs.items() if d.document is not None}
+
+
+def _check_ref(
+    asm: _Assembler, doc: LoadedDocument, loc: Loc, target: str, known: Mapping[str, Any], kind: str
+) -> bool:
+    """Whether `target` names a declared `kind`; reported at `loc` when it does not."""
+    if target in known:
+        return True
+    hint = f"; known: {', '.join(sorted(known)[:10])}" if known else f"; no {kind} is declared"
+    asm.at(doc, loc, f"unknown {kind} {target!r}{hint}")
+    return False
+
+
+def _check_hooks(
+    asm: _Assembler, doc: LoadedDocument, hooks: Mapping[str, Any], stages: Mapping[str, Any]
+) -> None:
+    for stage_name in hooks:
+        if stage_name != "*" and stage_name not in stages:
+            asm.at(
+                doc,
+                ("spec", "hooks", stage_name),
+                f"hooks for unknown Stage {stage_name!r}",
+                at_key=True,
+            )
+
+
+def _check_policies(asm: _Assembler, policies: Mapping[str, LoadedDocument]) -> None:
     if len(policies) > 1:
         for name, doc in sorted(policies.items())[1:]:
             asm.at(
                 doc, ("metadata", "name"), f"only one Policy is allowed; {name!r} is a second one"
             )
 
-    def check_ref(
-        doc: LoadedDocument, loc: Loc, target: str, known: Mapping[str, Any], kind: str
-    ) -> bool:
-        if target in known:
-            return True
-        hint = f"; known: {', '.join(sorted(known)[:10])}" if known else f"; no {kind} is declared"
-        asm.at(doc, loc, f"unknown {kind} {target!r}{hint}")
-        return False
 
-    def check_hooks(doc: LoadedDocument, hooks: Mapping[str, Any]) -> None:
-        for stage_name in hooks:
-            if stage_name != "*" and stage_name not in stages:
-                asm.at(
-                    doc,
-                    ("spec", "hooks", stage_name),
-                    f"hooks for unknown Stage {stage_name!r}",
-                    at_key=True,
-                )
-
-    # Documents with schema errors are in these maps too (references to them
-    # resolve); what of them validated is checked, the rest was reported already.
+def _check_pipelines_and_stages(asm: _Assembler, kinds: _Kinds) -> set[str]:
+    """References of pipelines (steps, includes, hooks), stages (chains) and profiles
+    (hooks), and cycles of includes and chains; the pipelines in an include cycle."""
+    stages, pipelines = kinds.stages, kinds.pipelines
     include_graph: dict[str, list[str]] = {}
     for name, doc in pipelines.items():
         if doc.document is None:
@@ -548,23 +630,23 @@ def assemble(
         include_graph[name] = []
         for i, step in enumerate(spec.steps):
             if step.stage:
-                check_ref(doc, ("spec", "steps", i, "stage"), step.stage, stages, "Stage")
-            elif step.include and check_ref(
-                doc, ("spec", "steps", i, "include"), step.include, pipelines, "Pipeline"
+                _check_ref(asm, doc, ("spec", "steps", i, "stage"), step.stage, stages, "Stage")
+            elif step.include and _check_ref(
+                asm, doc, ("spec", "steps", i, "include"), step.include, pipelines, "Pipeline"
             ):
                 include_graph[name].append(step.include)
-        check_hooks(doc, spec.hooks)
+        _check_hooks(asm, doc, spec.hooks, stages)
     chain_graph: dict[str, list[str]] = {}
     for name, doc in stages.items():
         if doc.document is None:
             continue
         chain_graph[name] = []
         for i, follower in enumerate(doc.document.spec.chain):
-            if check_ref(doc, ("spec", "chain", i), follower, stages, "Stage"):
+            if _check_ref(asm, doc, ("spec", "chain", i), follower, stages, "Stage"):
                 chain_graph[name].append(follower)
-    for doc in profiles.values():
+    for doc in kinds.profiles.values():
         if doc.document is not None:
-            check_hooks(doc, doc.document.spec.hooks)
+            _check_hooks(asm, doc, doc.document.spec.hooks, stages)
 
     bad_pipelines: set[str] = set()
     for cycle in find_cycles(include_graph):
@@ -581,75 +663,105 @@ def assemble(
     for cycle in find_cycles(chain_graph):
         doc = stages[cycle[0]]
         asm.at(doc, ("spec", "chain"), "stage chain cycle: " + " -> ".join([*cycle, cycle[0]]))
+    return bad_pipelines
 
+
+@dataclass(frozen=True)
+class _Checked:
+    """What checking the resources' references found, per resource key."""
+
+    reused: dict[str, ResolvedResource]
+    """Resolved last time and unchanged since (`AssembleCache`)."""
+    dependencies: dict[str, list[str]]
+    """The keys it depends on (those that could be found)."""
+    usable: dict[str, bool]
+    """Whether its provider, pipeline and profiles are declared (and it validated)."""
+
+
+def _check_resources(
+    asm: _Assembler,
+    kinds: _Kinds,
+    bad_pipelines: set[str],
+    reusable: Mapping[str, tuple[LoadedDocument, ResolvedResource]],
+) -> _Checked:
+    """Each resource's references (provider, pipeline, profiles, hooks, dependsOn), and
+    cycles of dependsOn; a resource unchanged since the last clean assemble is reused."""
     names_by_bare: dict[str, list[str]] = {}
-    for key in resources:
+    for key in kinds.resources:
         names_by_bare.setdefault(key.split("/", 1)[1], []).append(key)
-
-    context = (
-        tuple(sorted((k, id(d)) for k, d in asm.docs.items() if d.kind not in RESOURCE_KINDS)),
-        frozenset(resources),
-    )
-    reusable = cache.resources if cache is not None and cache.context == context else {}
-    reused: dict[str, ResolvedResource] = {}
-    dependency_graph: dict[str, list[str]] = {}
-    usable: dict[str, bool] = {}
-    for key, doc in sorted(resources.items()):
+    checked = _Checked(reused={}, dependencies={}, usable={})
+    for key, doc in sorted(kinds.resources.items()):
         hit = reusable.get(key)
         if hit is not None and hit[0] is doc:
-            reused[key] = hit[1]
-            dependency_graph[key] = list(hit[1].depends_on)
-            usable[key] = True
+            checked.reused[key] = hit[1]
+            checked.dependencies[key] = list(hit[1].depends_on)
+            checked.usable[key] = True
             continue
         if doc.document is None:
-            dependency_graph[key] = []
-            usable[key] = False
+            checked.dependencies[key] = []
+            checked.usable[key] = False
             continue
         spec = doc.document.spec
-        ok = check_ref(doc, ("spec", "provider"), spec.provider, providers, "Provider")
-        if check_ref(doc, ("spec", "pipeline"), spec.pipeline, pipelines, "Pipeline"):
+        ok = _check_ref(asm, doc, ("spec", "provider"), spec.provider, kinds.providers, "Provider")
+        pipeline_loc = ("spec", "pipeline")
+        if _check_ref(asm, doc, pipeline_loc, spec.pipeline, kinds.pipelines, "Pipeline"):
             ok = ok and spec.pipeline not in bad_pipelines
         else:
             ok = False
         for i, profile in enumerate(spec.profiles):
-            ok = check_ref(doc, ("spec", "profiles", i), profile, profiles, "Profile") and ok
-        check_hooks(doc, spec.hooks)
-        deps: list[str] = []
-        for i, dep in enumerate(spec.depends_on):
-            if "/" in dep:
-                target = dep if dep in resources else None
-                if target is None:
-                    asm.at(doc, ("spec", "dependsOn", i), f"unknown resource {dep!r} in dependsOn")
-            else:
-                matches = names_by_bare.get(dep, [])
-                target = matches[0] if len(matches) == 1 else None
-                if not matches:
-                    asm.at(doc, ("spec", "dependsOn", i), f"unknown resource {dep!r} in dependsOn")
-                elif len(matches) > 1:
-                    asm.at(
-                        doc,
-                        ("spec", "dependsOn", i),
-                        f"ambiguous dependsOn {dep!r}: write one of {', '.join(sorted(matches))}",
-                    )
-            if target is not None:
-                deps.append(target)
-        dependency_graph[key] = deps
-        usable[key] = ok
-    for cycle in find_cycles(dependency_graph):
-        doc = resources[cycle[0]]
-        index = dependency_graph[cycle[0]].index(cycle[1 % len(cycle)])
+            loc = ("spec", "profiles", i)
+            ok = _check_ref(asm, doc, loc, profile, kinds.profiles, "Profile") and ok
+        _check_hooks(asm, doc, spec.hooks, kinds.stages)
+        checked.dependencies[key] = _dependencies(asm, doc, kinds.resources, names_by_bare)
+        checked.usable[key] = ok
+    for cycle in find_cycles(checked.dependencies):
+        doc = kinds.resources[cycle[0]]
+        index = checked.dependencies[cycle[0]].index(cycle[1 % len(cycle)])
         asm.at(
             doc, ("spec", "dependsOn", index), "dependsOn cycle: " + " -> ".join([*cycle, cycle[0]])
         )
+    return checked
 
-    pipeline_models = {n: d.document for n, d in pipelines.items() if d.document is not None}
-    stage_models = {n: d.document for n, d in stages.items() if d.document is not None}
-    profile_models = {n: d.document for n, d in profiles.items() if d.document is not None}
-    resolver = Resolver(pipeline_models, stage_models, profile_models)
+
+def _dependencies(
+    asm: _Assembler,
+    doc: LoadedDocument,
+    resources: Mapping[str, LoadedDocument],
+    names_by_bare: Mapping[str, list[str]],
+) -> list[str]:
+    """The keys a resource's `dependsOn` names (`Kind/name`, or a bare name when it names
+    one resource); an unknown or ambiguous one reported."""
+    deps: list[str] = []
+    for i, dep in enumerate(doc.document.spec.depends_on):
+        if "/" in dep:
+            target = dep if dep in resources else None
+            if target is None:
+                asm.at(doc, ("spec", "dependsOn", i), f"unknown resource {dep!r} in dependsOn")
+        else:
+            matches = names_by_bare.get(dep, [])
+            target = matches[0] if len(matches) == 1 else None
+            if not matches:
+                asm.at(doc, ("spec", "dependsOn", i), f"unknown resource {dep!r} in dependsOn")
+            elif len(matches) > 1:
+                asm.at(
+                    doc,
+                    ("spec", "dependsOn", i),
+                    f"ambiguous dependsOn {dep!r}: write one of {', '.join(sorted(matches))}",
+                )
+        if target is not None:
+            deps.append(target)
+    return deps
+
+
+def _check_all_params(
+    asm: _Assembler, kinds: _Kinds, resolver: Resolver, checked: _Checked
+) -> None:
+    """The params of each usable resource not reused, against its pipeline's inputs."""
     # With every document valid (the usual case) every param is certain: skip the bookkeeping.
     partial = any(d.left_out for d in asm.docs.values())
-    for key, doc in sorted(resources.items()):
-        if not usable[key] or key in reused:
+    pipelines, profiles = kinds.pipelines, kinds.profiles
+    for key, doc in sorted(kinds.resources.items()):
+        if not checked.usable[key] or key in checked.reused:
             continue
         if partial and not _inputs_known(doc, resolver, pipelines):
             continue
@@ -665,46 +777,25 @@ def assemble(
             _certainty(doc, layers, pipelines, profiles) if partial else _always,
         )
 
-    if asm.diagnostics:
-        return LoadResult(None, tuple(sorted(asm.diagnostics)), count, files)
 
-    resolved: dict[str, ResolvedResource] = {
-        key: reused.get(key)
-        or resolver.resolve(
-            doc.document,
-            path=doc.path,
-            line=doc.line,
-            depends_on=tuple(dependency_graph[key]),
-        )
-        for key, doc in sorted(resources.items())
-    }
-    _check_resolved(
-        asm,
-        {k: r for k, r in resolved.items() if k not in reused},
-        resources,
-        resolver,
-        {n: d.document for n, d in providers.items() if d.document is not None},
-        observed_fields,
-    )
-    if asm.diagnostics:
-        return LoadResult(None, tuple(sorted(asm.diagnostics)), count, files)
-    if cache is not None:
-        cache.context = context
-        cache.resources = {key: (resources[key], r) for key, r in resolved.items()}
-        cache.reused = len(reused)
+def _desired(
+    kinds: _Kinds, resolver: Resolver, resolved: dict[str, ResolvedResource], revision: str | None
+) -> Desired:
+    """The clean revision as the value the rest of the flow takes (its pipelines, stages
+    and profiles the maps the resolver used)."""
+    policies = kinds.policies
     policy = next(iter(policies.values())).document.spec if policies else PolicySpec()
     policy_source = next(((n, d.path) for n, d in policies.items()), None)
-    desired = Desired(
+    return Desired(
         revision=revision,
         resources=resolved,
-        providers={n: d.document for n, d in sorted(providers.items())},
+        providers={n: d.document for n, d in sorted(kinds.providers.items())},
         policy=policy,
-        pipelines=pipeline_models,
-        stages=stage_models,
-        profiles=profile_models,
+        pipelines=resolver.pipelines,
+        stages=resolver.stages,
+        profiles=resolver.profiles,
         policy_source=policy_source,
     )
-    return LoadResult(desired, (), count, files)
 
 
 def _check_resolved(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -105,7 +105,10 @@ def inline_secret_error(paths: list[Loc], hint: str = "") -> PydanticCustomError
     )
 
 
-def refuse_inline_secrets(data: Any) -> Any:
+T = TypeVar("T")
+
+
+def refuse_inline_secrets(data: T) -> T:
     """A field validator's body: `data` unchanged, or an `inline_secret` error."""
     paths = list(inline_secrets(data))
     if paths:

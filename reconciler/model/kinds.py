@@ -273,7 +273,7 @@ class Rollout(Strict):
         "POST /api/v1/rollouts/{id}/resume",
     )
     applies_to: list[Literal["update", "create"]] = Field(
-        default_factory=lambda: ["update"],
+        default_factory=lambda: ["update"],  # type: ignore[arg-type]  # mypy: list[str]
         description="Which actions the rollout holds back: `update` (of provisioned "
         "resources), and `create` only when listed",
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -276,7 +276,7 @@ def pin(
     return held
 
 
-RULE_FIELDS = {
+RULE_FIELDS: dict[str, Callable[[PolicySpec], object]] = {
     "approvals.required": lambda p: p.approvals.required,
     "approvals.reviewers": lambda p: [r.model_dump() for r in p.approvals.reviewers],
     "approvals.trustedSigners": lambda p: list(p.approvals.trusted_signers),

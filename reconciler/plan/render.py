@@ -207,6 +207,25 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
     list is cut at a wave or action boundary with a note saying how much is left
     out and that the full plan is attached separately. `full` is never cut.
     """
+    head = _markdown_head(plan)
+    tail = _markdown_tail(plan)
+
+    def assemble(parts: list[str], note: str | None) -> str:
+        body = [*head, *parts]
+        if note:
+            body += ["", note]
+        return "\n".join([*body, "", *tail]) + "\n"
+
+    full = assemble(_wave_blocks(plan), None)
+    if len(full) <= limit:
+        return full, full
+    total = len(plan.actions)
+    kept, shown = _cut_blocks(plan, limit - len(assemble([], _cut_note(total))) - 2)
+    return assemble(kept, _cut_note(total - shown)), full
+
+
+def _markdown_head(plan: Plan) -> list[str]:
+    """The comment's opening: the summary table, then blocked and destructive actions."""
     s = plan.summary
     undo: list[str] = []
     if plan.undo:
@@ -245,14 +264,23 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
             )
         )
         head.append("")
-    observed: list[str] = []
-    if plan.observed_only:
-        observed = [f"#### {OBSERVED_TITLE.rstrip(':')}", "", "```diff"]
-        observed += [*_observed_block(plan, indent=""), "```", ""]
-    notes = ["**Notes**", *(f"- {note}" for note in plan.notes), ""] if plan.notes else []
-    tail = [*observed, *notes]
-    tail.append(f"<sub>plan `{plan.content_hash[:16]}`</sub>")
+    return head
 
+
+def _markdown_tail(plan: Plan) -> list[str]:
+    """The comment's end: the observed-only resources, the plan's notes and its hash."""
+    tail: list[str] = []
+    if plan.observed_only:
+        tail = [f"#### {OBSERVED_TITLE.rstrip(':')}", "", "```diff"]
+        tail += [*_observed_block(plan, indent=""), "```", ""]
+    if plan.notes:
+        tail += ["**Notes**", *(f"- {note}" for note in plan.notes), ""]
+    tail.append(f"<sub>plan `{plan.content_hash[:16]}`</sub>")
+    return tail
+
+
+def _wave_blocks(plan: Plan) -> list[str]:
+    """One `diff` code block per wave, every action in it."""
     blocks: list[str] = []
     for wave in plan.waves:
         block = [f"#### Wave {wave.number}", "", "```diff"]
@@ -260,19 +288,12 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
             block.extend(_action_lines(action, indent=""))
         block.append("```\n")
         blocks.append("\n".join(block))
+    return blocks
 
-    def assemble(parts: list[str], note: str | None) -> str:
-        body = [*head, *parts]
-        if note:
-            body += ["", note]
-        return "\n".join([*body, "", *tail]) + "\n"
 
-    full = assemble(blocks, None)
-    if len(full) <= limit:
-        return full, full
-
-    total = len(plan.actions)
-    budget = limit - len(assemble([], _cut_note(total))) - 2
+def _cut_blocks(plan: Plan, budget: int) -> tuple[list[str], int]:
+    """The wave blocks that fit in `budget` characters, cut at an action boundary, and
+    how many actions they show."""
     kept: list[str] = []
     shown = 0
     used = 0
@@ -292,7 +313,7 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> tuple[str, str]:
             used += cost
         if len(lines) < len(wave.actions):
             break
-    return assemble(kept, _cut_note(total - shown)), full
+    return kept, shown
 
 
 LISTED = 20

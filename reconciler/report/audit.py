@@ -123,19 +123,23 @@ def _iso(moment: datetime) -> str:
 
 def _blobs_under(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterable[bytes]:
     for entry in tree:
-        if entry.type_str == "tree":
-            yield from _blobs_under(repo, repo[entry.id], f"{prefix}{entry.name}/")
-        elif entry.name.endswith(".jsonl"):
-            yield repo[entry.id].data
+        if isinstance(entry, pygit2.Tree):
+            yield from _blobs_under(repo, entry, f"{prefix}{entry.name}/")
+        elif isinstance(entry, pygit2.Blob) and (entry.name or "").endswith(".jsonl"):
+            yield entry.data
 
 
 def read_records(repo: pygit2.Repository, tip: pygit2.Commit) -> list[AuditRecord]:
     """Every audit record on the status branch (its tip holds them all: append-only)."""
-    if AUDIT_DIR not in tip.tree:
+    try:
+        audit = tip.tree[AUDIT_DIR]
+    except KeyError:
+        return []
+    if not isinstance(audit, pygit2.Tree):
         return []
     records = []
     fields = set(AuditRecord.__dataclass_fields__)
-    for data in _blobs_under(repo, repo[tip.tree[AUDIT_DIR].id], f"{AUDIT_DIR}/"):
+    for data in _blobs_under(repo, audit, f"{AUDIT_DIR}/"):
         for line in data.decode("utf-8", "replace").splitlines():
             if not line.strip():
                 continue
@@ -155,11 +159,30 @@ def read_records(repo: pygit2.Repository, tip: pygit2.Commit) -> list[AuditRecor
     return records
 
 
-def _status_of(repo: pygit2.Repository, commit: pygit2.Commit, path: str) -> pygit2.Oid | None:
+def _shown_state(
+    repo: pygit2.Repository, commit: pygit2.Commit, path: str
+) -> tuple[Any, Any, Any] | None:
+    """(phase, reason, message) of a status file in a commit: its Stalled or Failed
+    condition, else its Ready one. None when the commit has no readable status there:
+    absent, not YAML, or YAML of another shape (the branch can be edited by hand)."""
     try:
-        return commit.tree[path].id
+        blob = commit.tree[path]
     except KeyError:
         return None
+    if not isinstance(blob, pygit2.Blob):
+        return None
+    try:
+        data = yaml.safe_load(blob.data) or {}
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    listed = data.get("conditions")
+    conditions = [c for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), {})
+    stalled = next((c for c in conditions if c.get("type") in ("Stalled", "Failed")), {})
+    shown = stalled or ready
+    return (data.get("phase"), shown.get("reason"), shown.get("message"))
 
 
 def status_events(
@@ -183,21 +206,8 @@ def status_events(
         executions = frozenset(e.strip() for e in named.split(",") if e.strip())
         cycles.append(Cycle(index, moment, trailers.get("Plan-Hash"), executions))
         for key, path in paths.items():
-            oid = _status_of(repo, commit, path)
-            if oid is None:
-                continue
-            try:
-                data = yaml.safe_load(repo[oid].data) or {}
-            except yaml.YAMLError:
-                continue
-            ready = next((c for c in data.get("conditions", []) if c.get("type") == "Ready"), {})
-            stalled = next(
-                (c for c in data.get("conditions", []) if c.get("type") in ("Stalled", "Failed")),
-                {},
-            )
-            shown = stalled or ready
-            state = (data.get("phase"), shown.get("reason"), shown.get("message"))
-            if last.get(key) == state:
+            state = _shown_state(repo, commit, path)
+            if state is None or last.get(key) == state:
                 continue
             last[key] = state
             events.append(
@@ -221,8 +231,11 @@ def declared_revisions(repo: pygit2.Repository, shas: Iterable[str | None]) -> d
         if not sha or sha in out:
             continue
         try:
-            commit = repo.get(sha).peel(pygit2.Commit)
+            found = repo.get(sha)
+            commit = found.peel(pygit2.Commit) if found is not None else None
         except (KeyError, ValueError, AttributeError, pygit2.GitError):
+            commit = None
+        if commit is None:
             out[sha] = Declared(sha)
             continue
         out[sha] = Declared(

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from reconciler.load.desired import Desired
+from reconciler.load.desired import Desired, ResolvedResource
 from reconciler.providers.base import Discovered
 from reconciler.secrets import REDACTOR
 
@@ -44,13 +44,14 @@ class DiscoveryReport:
     """Provider name -> why its listing could not be had (nothing of it is shown)."""
 
     def to_data(self) -> dict[str, Any]:
-        return REDACTOR.data(
+        data: dict[str, Any] = REDACTOR.data(
             {
                 "revision": self.revision,
                 "discovered": [d.to_dict() for d in self.found],
                 "errors": dict(sorted(self.errors.items())),
             }
         )
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_data(), indent=2, sort_keys=True) + "\n"
@@ -133,10 +134,11 @@ def _name(candidate: str, taken: set[str]) -> str:
 def _pipeline(desired: Desired, kind: str, provider: str) -> str:
     """The pipeline most used by declared resources of this kind and provider, else of
     this kind, else the first one no other kind uses, else the first one declared."""
-    for same in (
+    alike: tuple[Callable[[ResolvedResource], bool], ...] = (
         lambda r: r.kind == kind and r.provider == provider,
         lambda r: r.kind == kind,
-    ):
+    )
+    for same in alike:
         used = Counter(r.pipeline for r in desired.resources.values() if same(r))
         if used:
             return sorted(used.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]

@@ -13,6 +13,7 @@ A cycle's overall health is the worst of its resources' (worst wins).
 from __future__ import annotations
 
 import functools
+import re
 from datetime import datetime
 from enum import IntEnum
 from typing import Any, Literal
@@ -42,10 +43,11 @@ SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _FLOATS = SafeRepresenter()
+_Resolvers = tuple[tuple[str, re.Pattern[str]], ...]
 # The dumper's implicit resolvers by first character, those for any character appended
 # (PyYAML's resolver assembles that list on each of its two calls per scalar).
-_WILDCARD = tuple(SAFE_DUMPER.yaml_implicit_resolvers.get(None, ()))
-_RESOLVERS: dict[str, tuple[tuple[str, Any], ...]] = {
+_WILDCARD: _Resolvers = tuple(SAFE_DUMPER.yaml_implicit_resolvers.get(None, ()))
+_RESOLVERS: dict[str, _Resolvers] = {
     first: (*resolvers, *_WILDCARD)
     for first, resolvers in SAFE_DUMPER.yaml_implicit_resolvers.items()
     if first is not None
@@ -129,7 +131,8 @@ def dump_yaml(data: Any) -> str:
     except _NotJson:
         return yaml.dump(data, Dumper=SAFE_DUMPER, sort_keys=False, allow_unicode=True)
     events += [DocumentEndEvent(explicit=False), StreamEndEvent()]
-    return yaml.emit(events, Dumper=SAFE_DUMPER, allow_unicode=True)
+    text: str = yaml.emit(events, Dumper=SAFE_DUMPER, allow_unicode=True)  # no stream: a str
+    return text
 
 
 ConditionType = Literal["Ready", "Reconciling", "Drifted", "Stalled", "Failed"]

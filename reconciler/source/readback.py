@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pygit2
 import yaml
@@ -36,6 +37,15 @@ def status_tree(repo: pygit2.Repository, branch: str) -> pygit2.Tree | None:
         return repo.revparse_single(f"refs/heads/{branch}").peel(pygit2.Commit).tree
     except (KeyError, ValueError, pygit2.GitError):
         return None
+
+
+def _blob_at(tree: pygit2.Tree | None, path: str) -> bytes | None:
+    """The bytes of the file at `path` in `tree`; None when there is no file there."""
+    try:
+        found = tree[path] if tree is not None else None
+    except KeyError:
+        return None
+    return found.data if isinstance(found, pygit2.Blob) else None
 
 
 def _parse_status(data: bytes) -> tuple[ResourceStatus | None, str | None]:
@@ -79,17 +89,19 @@ def read_statuses(
     statuses: dict[str, ResourceStatus] = {}
     known = dict(cache) if cache is not None else {}
     seen: dict[pygit2.Oid, ResourceStatus | None] = {}
-    for kind_entry in repo[tree[STATUS_DIR].id]:
-        if kind_entry.type_str != "tree":
+    folder = tree[STATUS_DIR]
+    kinds = folder if isinstance(folder, pygit2.Tree) else ()
+    for kind_entry in kinds:
+        if not isinstance(kind_entry, pygit2.Tree):
             continue
-        for entry in repo[kind_entry.id]:
-            if not entry.name.endswith(".yaml"):
+        for entry in kind_entry:
+            if not isinstance(entry, pygit2.Blob) or not (entry.name or "").endswith(".yaml"):
                 continue
             path = f"{STATUS_DIR}/{kind_entry.name}/{entry.name}"
             if entry.id in known and (known[entry.id] is not None or unreadable is None):
                 status = known[entry.id]
             else:  # (an unreadable one is parsed again to say why: rare)
-                status, why = _parse_status(repo[entry.id].data)
+                status, why = _parse_status(entry.data)
                 if why is not None and unreadable is not None:
                     unreadable[path] = why
             seen[entry.id] = status
@@ -153,20 +165,23 @@ class ControllerShown:
 def read_controller(repo: pygit2.Repository, branch: str) -> ControllerShown | None:
     """The controller's file on the status branch; None when there is none. Read
     tolerantly: a condition that cannot be read is left out."""
-    tree = status_tree(repo, branch)
+    text = _blob_at(status_tree(repo, branch), f"{STATUS_DIR}/controller.yaml")
     try:
-        data = yaml.safe_load(repo[tree[f"{STATUS_DIR}/controller.yaml"].id].data) if tree else None
-    except (KeyError, ValueError, yaml.YAMLError):
+        data = yaml.safe_load(text) if text is not None else None
+    except (ValueError, yaml.YAMLError):
         return None
     if not isinstance(data, dict):
         return None
     conditions = []
-    for item in data.get("conditions") or ():
+    listed = data.get("conditions")
+    for item in listed if isinstance(listed, list) else ():
         try:
             conditions.append(Condition.model_validate(item))
         except ValueError:
             continue
-    invalid = data.get("invalidRevision") if isinstance(data.get("invalidRevision"), dict) else {}
+    invalid = data.get("invalidRevision")
+    if not isinstance(invalid, dict):
+        invalid = {}
     revision = data.get("revision")
     return ControllerShown(
         branch=str(data.get("branch") or ""),
@@ -178,38 +193,37 @@ def read_controller(repo: pygit2.Repository, branch: str) -> ControllerShown | N
 
 
 def read_controller_conditions(repo: pygit2.Repository, branch: str) -> tuple[Condition, ...]:
-    tree = status_tree(repo, branch)
-    path = f"{STATUS_DIR}/controller.yaml"
+    """The controller's last conditions; none when its file is missing or cannot be read
+    (a hand edit may leave any YAML there: a list, a number where the list belongs)."""
+    text = _blob_at(status_tree(repo, branch), f"{STATUS_DIR}/controller.yaml")
     try:
-        data = yaml.safe_load(repo[tree[path].id].data) if tree is not None else None
-        return tuple(Condition.model_validate(c) for c in (data or {}).get("conditions", []))
-    except (KeyError, ValueError, yaml.YAMLError):
+        data = yaml.safe_load(text) if text is not None else None
+    except (ValueError, yaml.YAMLError):
+        return ()
+    listed = data.get("conditions") if isinstance(data, dict) else None
+    if not isinstance(listed, list):
+        return ()
+    try:
+        return tuple(Condition.model_validate(c) for c in listed)
+    except ValueError:
         return ()
 
 
 def read_drift(repo: pygit2.Repository, branch: str) -> list[DriftEntry]:
     """The drift entries of the last drift report (kept for resources a targeted reconcile
     did not look at)."""
-    tree = status_tree(repo, branch)
-    path = f"{REPORTS_DIR}/drift.json"
+    text = _blob_at(status_tree(repo, branch), f"{REPORTS_DIR}/drift.json")
     try:
-        data = json.loads(repo[tree[path].id].data) if tree is not None else {}
-    except (KeyError, ValueError):
+        data = json.loads(text) if text is not None else {}
+    except ValueError:
         return []
+    listed = data.get("drifted") if isinstance(data, dict) else None
     entries = []
-    for item in data.get("drifted", []):
-        since = item.get("since")
-        entries.append(
-            DriftEntry(
-                key=item["resource"],
-                since=datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-                if since
-                else None,
-                corrected=bool(item.get("corrected")),
-                reason=item.get("reason", ""),
-                fields=tuple(item.get("fields", ())),
-            )
-        )
+    for item in listed if isinstance(listed, list) else ():
+        try:
+            entries.append(_drift_entry(item))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue  # an entry edited out of shape: left out, the next report has it again
     return entries
 
 
@@ -218,14 +232,22 @@ def read_files(repo: pygit2.Repository, branch: str, paths: Iterable[str]) -> di
     that did not recompute it carries over)."""
     tree = status_tree(repo, branch)
     found: dict[str, bytes] = {}
-    if tree is None:
-        return found
     for path in paths:
-        try:
-            found[path] = repo[tree[path].id].data
-        except KeyError:
-            continue
+        data = _blob_at(tree, path)
+        if data is not None:
+            found[path] = data
     return found
+
+
+def _drift_entry(item: Any) -> DriftEntry:
+    since = item.get("since")
+    return DriftEntry(
+        key=str(item["resource"]),
+        since=datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if since else None,
+        corrected=bool(item.get("corrected")),
+        reason=item.get("reason", ""),
+        fields=tuple(item.get("fields", ())),
+    )
 
 
 __all__ = [

@@ -93,7 +93,7 @@ class StatusBranch:
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key]  # type: ignore[no-any-return]
+                return self._cache[key]
         repo = self._repo()
         assert repo is not None
         value = read(repo)

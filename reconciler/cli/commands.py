@@ -26,6 +26,7 @@ from typing import Any
 import pygit2
 
 from reconciler.controller.controller import WRITE_FAILURE, Controller, CycleResult
+from reconciler.controller.cycle import INCREMENTAL, Targeted
 from reconciler.controller.progress import Progress
 from reconciler.errors import Diagnostic, ReconcilerError, TemporaryError
 from reconciler.execute.journal import LeaseHeld
@@ -408,7 +409,8 @@ class StopRequest:
         self, controller: Controller, targets: Collection[str] = ()
     ) -> CycleResult | None:
         loop = asyncio.get_running_loop()
-        cycle = asyncio.ensure_future(controller.cycle(targets=targets))
+        scope = Targeted(frozenset(targets)) if targets else INCREMENTAL
+        cycle = asyncio.ensure_future(controller.reconcile(scope))
 
         def force() -> None:
             if not cycle.done():

@@ -22,6 +22,7 @@ from typing import Any
 import pygit2
 
 from reconciler.controller.controller import WRITE_FAILURE, Controller, CycleResult
+from reconciler.controller.cycle import INCREMENTAL, Targeted
 from reconciler.controller.planning import PlanContext, judge_rules, plan_revision
 from reconciler.controller.progress import Progress
 from reconciler.errors import Diagnostic, ReconcilerError, TemporaryError
@@ -477,7 +478,8 @@ class StopRequest:
         self, controller: Controller, targets: Collection[str] = ()
     ) -> CycleResult | None:
         loop = asyncio.get_running_loop()
-        cycle = asyncio.ensure_future(controller.cycle(targets=targets))
+        scope = Targeted(frozenset(targets)) if targets else INCREMENTAL
+        cycle = asyncio.ensure_future(controller.reconcile(scope))
 
         def force() -> None:
             if not cycle.done():

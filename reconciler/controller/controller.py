@@ -12,12 +12,17 @@ A plan counts as finished in the journal only once the status commit reporting i
 is written: a crash in between resumes it next cycle (every task's result comes
 from the journal, nothing runs again) so its outcome and audit are reported.
 
+Every cycle takes one path, `Controller.reconcile(scope)`: the scope
+(`reconciler.controller.cycle`) says whether it is a cycle at the head (incremental,
+full, holding failures in backoff) or targeted (`apply --target`, provider events at
+the revision in force); each step returns a frozen result the next takes.
+
 Each step is a module of its own; this file only chains them and owns the
 long-lived pieces (mirror, parse cache, journal, lease). `reconciler apply` runs
 one cycle; `reconciler run` (`reconciler.controller.scheduler`,
-`reconciler.controller.server`) schedules
-cycles, and between them reconciles single resources named by provider events
-(`reconcile_resources`: the same steps over a subset, with the revision in force).
+`reconciler.controller.server`) schedules cycles, and between them reconciles single
+resources named by provider events; what a cycle leaves waiting (`CycleResult.requeue`)
+is for the scheduler to act on.
 """
 
 from __future__ import annotations
@@ -36,6 +41,17 @@ from typing import Any
 import pygit2
 
 from reconciler.controller.branch_plans import PLANS_DIR, BranchPlans, patterns_of, watched_branches
+from reconciler.controller.cycle import (
+    Coverage,
+    CycleScope,
+    Executed,
+    Fetched,
+    Planned,
+    ProviderEvents,
+    Requeue,
+    Resumed,
+    Targeted,
+)
 from reconciler.controller.planning import PlanContext, judge_rules, plan_revision
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
@@ -162,6 +178,11 @@ class CycleResult:
     @property
     def incremental(self) -> bool:
         return isinstance(self.scope, Scope)
+
+    @property
+    def requeue(self) -> Requeue:
+        """What this cycle left waiting, and for how long: the scheduler acts on it."""
+        return Requeue(fetch_after=self.source.retry_after, failures=self.held)
 
     @property
     def ok(self) -> bool:
@@ -559,77 +580,122 @@ class Controller:
 
     # --- one cycle -------------------------------------------------------------------
 
-    async def cycle(
-        self,
-        *,
-        execute: bool = True,
-        full: bool = False,
-        also: Collection[str] = (),
-        hold_failed: bool = False,
-        targets: Collection[str] = (),
-    ) -> CycleResult:
-        """One cycle at the head: incremental when it can be (`reconciler.plan.scope`), with
-        the resources in `also` planned too, or full (always when `full`). With `targets`
-        (`--target`), only those resources and what they depend on are planned.
+    async def reconcile(self, scope: CycleScope) -> CycleResult:
+        """One cycle over what `scope` asks for (`reconciler.controller.cycle`): fetch,
+        resume an interrupted plan, cover, observe, plan, execute, report in one commit.
 
-        `hold_failed` (scheduled cycles): resources whose last apply failed are left
-        alone until their backoff runs out (`scope.held_failures`), status kept.
+        Raises ValueError when a `Targeted` key is not declared.
         """
         self._timings = {}
-        source = await asyncio.to_thread(self.pull)
-        now = self.clock()
-        previous = await asyncio.to_thread(self.statuses)
-        try:
-            resumed = await self.resume() if execute else None
-        except ResumeDeferred as exc:
-            deferred = CycleResult(source=source, resume_error=str(exc))
-            return await self._write(deferred, None, previous, None, None, now)
+        fetched = await self._fetch(scope)
+        resumed = await self._resume_step(scope)
         base = CycleResult(
-            source=source,
-            resumed=resumed[0] if resumed else None,
-            resumed_revision=resumed[1] if resumed else None,
+            source=fetched.source,
+            resumed=resumed.execution,
+            resumed_revision=resumed.revision,
+            resume_error=resumed.deferred,
         )
-        if source.load is None or source.load.desired is None or self._stop is not None:
+        if resumed.deferred is not None:
+            return await self._report(base, fetched)
+        cover = self._cover(scope, fetched, resumed)
+        if cover is None:
+            if isinstance(scope, ProviderEvents):  # nothing in force: nothing to report
+                return CycleResult(source=fetched.source, statuses=fetched.previous)
             # Nothing is in force, or a stop came while the interrupted plan resumed.
-            return await self._write(base, None, previous, None, None, now)
-        desired = dataclasses.replace(
-            source.load.desired, revision=source.revision.sha if source.revision else None
+            return await self._report(base, fetched)
+        providers, failed = open_providers(
+            {n: p for n, p in cover.full.providers.items() if n in cover.providers},
+            state_dir=self.state_dir,
+            repository=self.repository,
         )
-        if targets:
-            keys = with_dependencies(desired, targets)  # ValueError: not declared
-            keys |= self._awaiting_report()
-            return await self._reconcile_subset(base, desired, keys, previous, now, execute=execute)
-        held = held_failures(desired, previous, now) if hold_failed else {}
-        # A provider event about a held resource is news (its BMC answers again): tried.
-        held = {key: until for key, until in held.items() if key not in also}
-        base = dataclasses.replace(base, held=held)
-        scope = self._scope(desired, previous, resumed=resumed is not None, full=full, also=also)
-        if isinstance(scope, Scope):
-            result = await self._reconcile_subset(
-                dataclasses.replace(base, scope=scope),
-                desired,
-                scope.observed - held.keys(),
-                previous,
-                now,
-                execute=execute,
-                removed={k: self._in_force.resources[k] for k in scope.removed}
-                if self._in_force
-                else {},
-            )
-        else:
-            result = await self._reconcile_all(
-                dataclasses.replace(base, scope=scope),
-                desired,
-                previous,
-                now,
-                execute=execute,
-                held=held.keys(),
-            )
-        if result.written is not None:
-            self._in_force = desired
-            if not isinstance(scope, Scope):
+        try:
+            observed = await self._observe_step(cover, providers, failed)
+            discovered = await self._discover_step(cover, providers, failed)
+            planned = self._plan_step(cover, observed, fetched.previous)
+            executed = await self._execute_step(cover, planned, providers, observed)
+        finally:
+            await _close(providers)
+        branch_plans = (
+            await self.plan_branches(cover.full, fetched.previous) if cover.at_head else None
+        )
+        result = dataclasses.replace(
+            base,
+            plan=planned.plan,
+            execution=executed.execution,
+            decision=planned.decision,
+            branch_plans=branch_plans,
+            held=cover.held,
+            scope=cover.scope,
+            discovered=discovered,
+        )
+        result = await self._report(result, fetched, cover, planned.diff, executed.observed)
+        if cover.at_head and result.written is not None:
+            self._in_force = cover.full
+            if not isinstance(cover.scope, Scope):
                 self._full_at = time.monotonic()
         return result
+
+    async def _fetch(self, scope: CycleScope) -> Fetched:
+        """Poll the source (provider events: no fetch, the revision in force) and read
+        the statuses the status branch holds."""
+        if isinstance(scope, ProviderEvents):
+            source = await asyncio.to_thread(self.source.poll, fetch=False)
+        else:
+            source = await asyncio.to_thread(self.pull)
+        now = self.clock()
+        previous = await asyncio.to_thread(self.statuses)
+        return Fetched(source=source, previous=previous, now=now)
+
+    async def _resume_step(self, scope: CycleScope) -> Resumed:
+        """Run an interrupted plan to its end first (not for provider events: a cycle does)."""
+        if isinstance(scope, ProviderEvents):
+            return Resumed()
+        try:
+            done = await self.resume()
+        except ResumeDeferred as exc:
+            return Resumed(deferred=str(exc))
+        return Resumed(*done) if done is not None else Resumed()
+
+    def _cover(self, scope: CycleScope, fetched: Fetched, resumed: Resumed) -> Coverage | None:
+        """The resources this cycle looks at; None when no revision is in force (or a stop
+        came while the interrupted plan resumed)."""
+        source, previous = fetched.source, fetched.previous
+        if source.load is None or source.load.desired is None:
+            return None
+        if self._stop is not None and not isinstance(scope, ProviderEvents):
+            return None
+        full = dataclasses.replace(
+            source.load.desired, revision=source.revision.sha if source.revision else None
+        )
+        if isinstance(scope, ProviderEvents):
+            return _narrowed(full, scope.keys | self._awaiting_report(), at_head=False)
+        if isinstance(scope, Targeted):
+            keys = with_dependencies(full, scope.keys)  # ValueError: not declared
+            return _narrowed(full, keys | self._awaiting_report(), at_head=False)
+        held = held_failures(full, previous, fetched.now) if scope.hold_failures else {}
+        # A provider event about a held resource is news (its BMC answers again): tried.
+        held = {key: until for key, until in held.items() if key not in scope.also}
+        found = self._scope(
+            full, previous, resumed=resumed.execution is not None, full=scope.full, also=scope.also
+        )
+        if isinstance(found, Scope):
+            in_force = self._in_force
+            removed = {k: in_force.resources[k] for k in found.removed} if in_force else {}
+            narrowed = _narrowed(full, found.observed - held.keys(), removed=removed)
+            return dataclasses.replace(narrowed, held=held, scope=found)
+        # Every resource but the held ones: their status and drift entries are carried
+        # over, and they are not found orphaned.
+        desired = subset(full, full.resources.keys() - held.keys()) if held else full
+        reported = frozenset((previous.keys() | full.resources.keys()) - held.keys())
+        return Coverage(
+            full=full,
+            desired=desired,
+            providers=tuple(desired.providers),
+            narrowed=False,
+            held=held,
+            scope=found,
+            reported=reported if held else None,
+        )
 
     def _scope(
         self,
@@ -651,150 +717,70 @@ class Controller:
             return FullCycle("the last full cycle is older than full_resync_interval")
         return revision_scope(self._in_force, desired, previous, also=also)
 
-    async def _reconcile_all(
-        self,
-        base: CycleResult,
-        desired: Desired,
-        previous: Mapping[str, ResourceStatus],
-        now: datetime,
-        *,
-        execute: bool,
-        held: Collection[str] = (),
-    ) -> CycleResult:
-        """Observe and plan every declared resource but the `held` ones (their status
-        and drift entries are carried over, and they are not found orphaned)."""
-        full = desired
-        if held:
-            desired = subset(full, full.resources.keys() - set(held))
-        providers, failed = open_providers(
-            desired.providers, state_dir=self.state_dir, repository=self.repository
-        )
-        try:
-            observed = await self.observe(desired, providers, failed)
-            with self._timed("observe"):  # the inbox: listed, never acted on
-                found_now, why = await discover(full, providers)
-            discovered = DiscoveryReport(full.revision, tuple(found_now), {**why, **failed})
-            if held:
-                observed = dataclasses.replace(
-                    observed, owned={k: o for k, o in observed.owned.items() if k not in held}
-                )
-            found, plan_value = self.plan(desired, observed, previous)
-            if self.on_plan is not None:
-                self.on_plan(plan_value)
-            execution = None
-            if (
-                execute
-                and any(a.runnable for a in plan_value.actions)
-                and self._confirmed(plan_value)
-            ):
-                execution, observed = await self._execute_and_observe(
-                    plan_value, desired, providers, observed
-                )
-        finally:
-            await _close(providers)
-        branch_plans = await self.plan_branches(full, previous)
-        result = dataclasses.replace(
-            base,
-            plan=plan_value,
-            execution=execution,
-            decision=self.decision,
-            branch_plans=branch_plans,
-            discovered=discovered,
-        )
-        only = (previous.keys() | full.resources.keys()) - set(held) if held else None
-        return await self._write(result, desired, previous, found, observed, now, only=only)
+    async def _discover_step(
+        self, cover: Coverage, providers: Mapping[str, Provider], failed: Mapping[str, str]
+    ) -> DiscoveryReport | None:
+        """The discovery inbox, on cycles over the whole fleet: what providers see that
+        nothing declares and nobody owns; listed, never acted on (none when narrowed)."""
+        if cover.narrowed:
+            return None
+        with self._timed("observe"):
+            found_now, why = await discover(cover.full, providers)
+        return DiscoveryReport(cover.full.revision, tuple(found_now), {**why, **failed})
 
-    async def reconcile_resources(self, keys: set[str], *, execute: bool = True) -> CycleResult:
-        """Observe, plan, execute and report only `keys`, at the revision already in force.
-
-        Between full cycles, for provider events: no fetch and no resume (full cycles
-        do both), nothing found orphaned (only declared `keys` are looked at), the
-        other resources' status and drift entries carried over unchanged. Keys not
-        declared at the revision in force are ignored.
-        """
-        self._timings = {}
-        source = await asyncio.to_thread(self.source.poll, fetch=False)
-        now = self.clock()
-        previous = await asyncio.to_thread(self.statuses)
-        if source.load is None or source.load.desired is None:
-            return CycleResult(source=source, statuses=previous)
-        full = dataclasses.replace(
-            source.load.desired, revision=source.revision.sha if source.revision else None
-        )
-        keys = set(keys) | self._awaiting_report()
-        return await self._reconcile_subset(
-            CycleResult(source=source), full, keys, previous, now, execute=execute
-        )
-
-    async def _reconcile_subset(
-        self,
-        base: CycleResult,
-        full: Desired,
-        keys: Collection[str],
-        previous: Mapping[str, ResourceStatus],
-        now: datetime,
-        *,
-        execute: bool,
-        removed: Mapping[str, ResolvedResource] | None = None,
-    ) -> CycleResult:
-        """Observe, plan, execute and report the declared `keys` of `full`, and find the
-        `removed` resources (declared before, not in `full`) orphaned if they still exist.
-
-        Only the providers these resources use are opened; what providers own is
-        looked at for the removed keys only, so nothing else is found orphaned.
-        """
-        removed = removed or {}
-        desired = subset(full, set(keys) & full.resources.keys())
-        names = {r.provider for r in desired.resources.values()}
-        names |= {r.provider for r in removed.values()}
-        providers, failed = open_providers(
-            {name: full.providers[name] for name in names if name in full.providers},
-            state_dir=self.state_dir,
-            repository=self.repository,
-        )
-        looked_at = desired.resources.keys() | removed.keys()
-        try:
-            with self._timed("observe"):
-                observed = await observe(
-                    desired,
-                    providers,
-                    previous=self.existing,
-                    unavailable=failed,
-                    list_owned={r.provider for r in removed.values()},
-                )
-            observed = dataclasses.replace(
-                observed, owned={k: o for k, o in observed.owned.items() if k in removed}
+    async def _observe_step(
+        self, cover: Coverage, providers: Mapping[str, Provider], failed: Mapping[str, str]
+    ) -> ObservedState:
+        """Observe the covered resources; what providers own counts only where this cycle
+        may find orphans (everywhere but the held resources, or only the removed ones)."""
+        removed = cover.removed
+        with self._timed("observe"):
+            observed = await observe(
+                cover.desired,
+                providers,
+                previous=self.existing,
+                unavailable=failed,
+                list_owned={r.provider for r in removed.values()} if cover.narrowed else None,
             )
-            self.remember_existing(
-                {
-                    name: (frozenset(self.existing.get(name, ())) - looked_at) | seen
-                    for name, seen in observed.existing.items()
-                }
-            )
-            found, plan_value = self.plan(desired, observed, previous)
-            execution = None
-            if (
-                execute
-                and any(a.runnable for a in plan_value.actions)
-                and self._confirmed(plan_value)
-            ):
-                execution, observed = await self._execute_and_observe(
-                    plan_value, desired, providers, observed
-                )
-        finally:
-            await _close(providers)
-        # An incremental cycle is a cycle at a new head: the branches' plans follow it.
-        branch_plans = await self.plan_branches(full, previous) if base.incremental else None
-        result = dataclasses.replace(
-            base,
-            plan=plan_value,
-            execution=execution,
-            decision=self.decision,
-            branch_plans=branch_plans,
+        if not cover.narrowed:
+            self.remember_existing(observed.existing)
+            if not cover.held:
+                return observed
+            owned = {k: o for k, o in observed.owned.items() if k not in cover.held}
+            return dataclasses.replace(observed, owned=owned)
+        looked_at = cover.desired.resources.keys() | removed.keys()
+        self.remember_existing(
+            {
+                name: (frozenset(self.existing.get(name, ())) - looked_at) | seen
+                for name, seen in observed.existing.items()
+            }
         )
-        return await self._write(
-            result, desired, previous, found, observed, now, only=set(looked_at)
+        owned = {k: o for k, o in observed.owned.items() if k in removed}
+        return dataclasses.replace(observed, owned=owned)
+
+    def _plan_step(
+        self, cover: Coverage, observed: ObservedState, previous: Mapping[str, ResourceStatus]
+    ) -> Planned:
+        found, plan_value = self.plan(cover.desired, observed, previous)
+        if cover.announced and self.on_plan is not None:
+            self.on_plan(plan_value)
+        return Planned(diff=found, plan=plan_value, decision=self.decision)
+
+    async def _execute_step(
+        self,
+        cover: Coverage,
+        planned: Planned,
+        providers: Mapping[str, Provider],
+        observed: ObservedState,
+    ) -> Executed:
+        """Run the plan if anything in it can run and whoever is asked agrees."""
+        plan_value = planned.plan
+        if not any(a.runnable for a in plan_value.actions) or not self._confirmed(plan_value):
+            return Executed(execution=None, observed=observed)
+        execution, observed = await self._execute_and_observe(
+            plan_value, cover.desired, providers, observed
         )
+        return Executed(execution=execution, observed=observed)
 
     def _confirmed(self, plan_value: Plan) -> bool:
         return self.confirm is None or self.confirm(plan_value)
@@ -824,24 +810,67 @@ class Controller:
             )
         return execution, observed
 
-    async def _write(
+    async def _report(
         self,
         result: CycleResult,
-        desired: Desired | None,
+        fetched: Fetched,
+        cover: Coverage | None = None,
+        found: Diff | None = None,
+        observed: ObservedState | None = None,
+    ) -> CycleResult:
+        """The report step: the statuses, drift and audit of what this cycle did, in one
+        status commit (with the plans earlier cycles could not report)."""
+        now = fetched.now
+        desired = cover.desired if cover is not None else None
+        planned = desired is not None and found is not None and result.plan is not None
+        if planned:
+            # Their statuses come with this commit's: reported by it.
+            result = dataclasses.replace(result, earlier=self._earlier(result))
+        statuses, drift = await self._statuses_and_drift(
+            result, cover, fetched.previous, found, observed, now
+        )
+        controller = self._controller_status(result.source, result.resume_error, now)
+        author = None
+        if result.source.revision is not None:
+            revision = result.source.revision
+            author = f"{revision.author_name} <{revision.author_email}>"
+        decision = result.decision or self.decision or Decision()  # this cycle's plan's
+        audit = await self._audit(result, desired, decision, revision=controller.revision)
+        audit += self._resume_records(controller.revision, author, now)
+        if result.plan is not None:  # what changed in what observed-only resources show
+            audit += observation_records(
+                result.plan, fetched.previous, statuses, revision=controller.revision, now=now
+            )
+        report = build_report(
+            controller=controller,
+            statuses=statuses,
+            drift=drift,
+            audit=audit,
+            plan_hash=result.execution.plan_hash
+            if result.execution
+            else (result.plan.content_hash if result.plan else None),
+            plan_summary=_plan_summary(result),
+            author=author,
+            now=now,
+            status_files=self._status_files,
+        )
+        return await self._commit(result, report, statuses, controller.revision, now)
+
+    async def _statuses_and_drift(
+        self,
+        result: CycleResult,
+        cover: Coverage | None,
         previous: Mapping[str, ResourceStatus],
         found: Diff | None,
         observed: ObservedState | None,
         now: datetime,
-        *,
-        only: set[str] | None = None,
-    ) -> CycleResult:
-        source = result.source
-        if desired is not None and found is not None and result.plan is not None:
-            # Their statuses come with this commit's: reported by it.
-            result = dataclasses.replace(result, earlier=self._earlier(result))
+    ) -> tuple[dict[str, ResourceStatus], list[Any]]:
+        """Every resource's next status and the drift entries; the resources this cycle
+        did not cover keep theirs."""
         statuses = dict(previous)
         drift: list[Any] = []
-        if desired is not None and found is not None and result.plan is not None:
+        if cover is not None and found is not None and result.plan is not None:
+            desired = cover.desired
             records = self.records(previous)
             for key, record in refreshed_records(desired, found, records).items():
                 self.journal.record_applied(key, record.to_dict())
@@ -857,6 +886,7 @@ class Controller:
                 now=now,
                 resumed=_merged(*(e for e, _ in result.earlier), result.resumed),
             )
+        only = cover.reported if cover is not None else None
         if only is not None:
             # A targeted reconcile: every other resource keeps its status and drift entry;
             # a key looked at and no longer declared has none.
@@ -866,6 +896,13 @@ class Controller:
                 [e for e in kept if e.key not in only] + drift,
                 key=lambda e: e.key,
             )
+        return statuses, drift
+
+    def _controller_status(
+        self, source: SourceResult, resume_error: str | None, now: datetime
+    ) -> ControllerStatus:
+        """The controller's own status file: the source's conditions, unreadable status
+        files, and a plan that could not be resumed."""
         controller = ControllerStatus(
             repository=canonical_location(self.settings.repo or ""),
             owner=self.repository,
@@ -885,42 +922,26 @@ class Controller:
             invalid_revision=source.head.sha if source.diagnostics and source.head else None,
             errors=tuple(str(d) for d in source.diagnostics),
         )
-        if result.resume_error is not None:
+        if resume_error is not None:
             controller = dataclasses.replace(
                 controller,
                 conditions=set_condition(
                     controller.conditions, "Ready", "False", "ResumeDeferred",
-                    result.resume_error, now,
+                    resume_error, now,
                 ),
             )  # fmt: skip
-        author = None
-        if source.revision is not None:
-            author = f"{source.revision.author_name} <{source.revision.author_email}>"
-        decision = result.decision or self.decision or Decision()  # this cycle's plan's
-        audit = await self._audit(result, desired, decision, revision=controller.revision)
-        audit += self._resume_records(controller.revision, author, now)
-        if result.plan is not None:  # what changed in what observed-only resources show
-            audit += observation_records(
-                result.plan, previous, statuses, revision=controller.revision, now=now
-            )
-        report = build_report(
-            controller=controller,
-            statuses=statuses,
-            drift=drift,
-            audit=audit,
-            plan_hash=result.execution.plan_hash
-            if result.execution
-            else (result.plan.content_hash if result.plan else None),
-            plan_summary=(
-                summary_line(result.plan)
-                + (f" ({result.scope.describe()})" if isinstance(result.scope, Scope) else "")
-            )
-            if result.plan
-            else "No plan: no declared revision is in force.",
-            author=author,
-            now=now,
-            status_files=self._status_files,
-        )
+        return controller
+
+    async def _commit(
+        self,
+        result: CycleResult,
+        report: CycleReport,
+        statuses: dict[str, ResourceStatus],
+        revision: str | None,
+        now: datetime,
+    ) -> CycleResult:
+        """Write the status commit; only once it is written are the reported plans
+        finished in the journal (a failed push keeps them for the next commit)."""
         files, replaced = dict(report.files), report.managed_prefixes
         files.update(self._rollout_files(result))
         if result.discovered is not None:
@@ -956,10 +977,27 @@ class Controller:
                 write_error=REDACTOR.text(str(exc)),
                 timings=dict(self._timings),
             )
-            failure = WriteFailure(now, final.write_error or "", controller.revision)
+            failure = WriteFailure(now, final.write_error or "", revision)
             self.journal.set_fact(WRITE_FAILURE, failure.to_fact())
             self.last = final
             return final
+        await self._written(result, statuses, now)
+        final = dataclasses.replace(
+            result,
+            statuses=statuses,
+            written=written,
+            report=report,
+            timings=dict(self._timings),
+        )
+        self.last = final
+        return final
+
+    async def _written(
+        self, result: CycleResult, statuses: Mapping[str, ResourceStatus], now: datetime
+    ) -> None:
+        """After a status commit landed: its revision is reconciled, its plans reported,
+        and what no longer needs keeping (trees, journal rows, logs) is pruned."""
+        source = result.source
         self._resumed = []  # their audit records landed
         if self.journal.fact(WRITE_FAILURE):
             self.journal.set_fact(WRITE_FAILURE, "")  # the status branch is current again
@@ -975,15 +1013,6 @@ class Controller:
             apply_retention, self.state_dir, Retention.from_settings(self.settings),
             now=now, statuses=statuses, store=self.journal,
         )  # fmt: skip
-        final = dataclasses.replace(
-            result,
-            statuses=statuses,
-            written=written,
-            report=report,
-            timings=dict(self._timings),
-        )
-        self.last = final
-        return final
 
     def _awaiting_report(self) -> set[str]:
         """The resources of executed plans no status commit reported yet (a push failed).
@@ -1094,6 +1123,37 @@ class Controller:
         unfinished = self.journal.unfinished_plan()
         row = self.journal.plan(unfinished.plan_hash) if unfinished is not None else None
         return {row.revision} if row is not None and row.revision else set()
+
+
+def _narrowed(
+    full: Desired,
+    keys: Collection[str],
+    *,
+    removed: Mapping[str, ResolvedResource] | None = None,
+    at_head: bool = True,
+) -> Coverage:
+    """The declared `keys` of `full`, and the `removed` resources to find orphaned: only
+    the providers these use are opened, and only these keys are reported."""
+    removed = removed or {}
+    desired = subset(full, set(keys) & full.resources.keys())
+    names = {r.provider for r in desired.resources.values()}
+    names |= {r.provider for r in removed.values()}
+    return Coverage(
+        full=full,
+        desired=desired,
+        providers=tuple(name for name in full.providers if name in names),
+        narrowed=True,
+        removed=removed,
+        reported=frozenset(desired.resources.keys() | removed.keys()),
+        at_head=at_head,
+    )
+
+
+def _plan_summary(result: CycleResult) -> str:
+    if result.plan is None:
+        return "No plan: no declared revision is in force."
+    scope = f" ({result.scope.describe()})" if isinstance(result.scope, Scope) else ""
+    return summary_line(result.plan) + scope
 
 
 def _content_hash(row: PlanRow) -> str:

@@ -13,13 +13,13 @@ the controller is. Everything else only asks:
   queue until its events go quiet for `event_debounce` (at most `event_max_delay`);
   events for a resource already waiting are coalesced, events for a new resource
   when `event_queue_size` resources wait are shed (counted in metrics). Due
-  resources are reconciled together (`Controller.reconcile_resources`). A cycle
-  covers every resource waiting when it starts (an incremental one plans them
-  too); after events were shed, the next cycle is a full one, which recovers them.
+  resources are reconciled together (`Controller.reconcile(ProviderEvents(...))`).
+  A cycle covers every resource waiting when it starts (an incremental one plans
+  them too); after events were shed, the next cycle is a full one, which recovers them.
 - After a cycle whose fetch failed, scheduled cycles wait for the backoff the
-  source suggests (`SourceResult.retry_after`: exponential with jitter while the
-  remote is down, its cap, 5 minutes, while it refuses us), however short the
-  interval; a sync, a push webhook or a provider event do not wait.
+  source suggests (`CycleResult.requeue`, the source's `retry_after`: exponential with
+  jitter while the remote is down, its cap, 5 minutes, while it refuses us), however
+  short the interval; a sync, a push webhook or a provider event do not wait.
 - `stop(reason)` — SIGTERM: no new work is taken, the executor stops at a task
   boundary (tasks in flight finish and are journaled), the running cycle ends,
   the worker exits; the next start resumes.
@@ -48,6 +48,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from reconciler.controller.controller import Controller, CycleResult
+from reconciler.controller.cycle import AtHead, ProviderEvents
 from reconciler.controller.metrics import Metrics
 from reconciler.controller.notify import Notifier
 from reconciler.controller.progress import ProgressState
@@ -597,9 +598,8 @@ class Scheduler:
         result: CycleResult | None = None
         errors: list[str] = []
         try:
-            result = await controller.cycle(
-                full=job.full, also=job.covered, hold_failed=job.scheduled
-            )
+            scope = AtHead(full=job.full, also=job.covered, hold_failures=job.scheduled)
+            result = await controller.reconcile(scope)
         except Exception as exc:  # one bad cycle must not end the controller
             log.exception("cycle failed")
             errors.append(REDACTOR.text(f"{type(exc).__name__}: {exc}"))
@@ -607,7 +607,7 @@ class Scheduler:
                 self._shed_since_full |= job.full  # still owed
         self.cycles_run += 1
         if result is not None:
-            self._back_off(result.source.retry_after)
+            self._back_off(result.requeue.fetch_after)
             kind = "incremental" if result.incremental else "full"
             seconds = time.monotonic() - began
             errors.extend(self._absorb(result, kind, seconds))
@@ -652,7 +652,7 @@ class Scheduler:
             self._execution = ProgressState()
         began = time.monotonic()
         try:
-            result = await controller.reconcile_resources(keys)
+            result = await controller.reconcile(ProviderEvents(frozenset(keys)))
         except Exception:
             log.exception("targeted reconcile failed", resources=sorted(keys))
             self.metrics.cycles.labels(kind="targeted", result="failed").inc()

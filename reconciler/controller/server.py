@@ -196,11 +196,35 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     mutating = Depends(require_token)
     reading = Depends(require_read)
     install_routes(app, scheduler, reading)  # GET /api/v1/controller: role, leader, epoch
+    install_health_routes(app, scheduler)
+    install_operation_routes(app, scheduler, mutating=mutating, reading=reading)
+    index_cache = IndexCache()
+    install_resource_routes(app, scheduler, reading=reading, index_cache=index_cache)
+    install_webhook_routes(app, scheduler, mutating=mutating)
 
-    def accepted(op_id: str, phase: str) -> JSONResponse:
-        location = f"/api/v1/operations/{op_id}"
-        body = Accepted(id=op_id, phase=phase, location=location).model_dump()
-        return JSONResponse(body, status_code=202, headers={"Location": location})
+    requests = portal_service(scheduler)
+    install_ui(
+        app,
+        scheduler,
+        token_matches=token_matches,
+        reading=reading,
+        index_cache=index_cache,
+        requests=requests,
+    )
+    app.state.requests = requests
+    app.include_router(portal_router(requests))
+    app.include_router(terraform_backend_router(settings))
+    return app
+
+
+def _accepted(op_id: str, phase: str) -> JSONResponse:
+    location = f"/api/v1/operations/{op_id}"
+    body = Accepted(id=op_id, phase=phase, location=location).model_dump()
+    return JSONResponse(body, status_code=202, headers={"Location": location})
+
+
+def install_health_routes(app: FastAPI, scheduler: Scheduler) -> None:
+    """`/healthz`, `/readyz`, `/metrics`: open to probes and scrapers."""
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -230,6 +254,12 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         data, content_type = scheduler.metrics.render()
         return Response(data, media_type=content_type)
 
+
+def install_operation_routes(
+    app: FastAPI, scheduler: Scheduler, *, mutating: Any, reading: Any
+) -> None:
+    """Asking for work (sync, resuming a rollout) and polling its operation."""
+
     @app.post(
         "/api/v1/rollouts/{rollout}/resume",
         status_code=202,
@@ -242,7 +272,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         op = scheduler.request_resume(rollout, "the API (POST /api/v1/rollouts/…/resume)")
         if op is None:
             raise HTTPException(503, "the controller is stopping")
-        return accepted(op.id, op.phase)
+        return _accepted(op.id, op.phase)
 
     @app.post(
         "/api/v1/sync",
@@ -256,7 +286,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         op = scheduler.request_cycle(f"sync:{who.name}")  # the token's name: who asked
         if op is None:
             raise HTTPException(503, "the controller is stopping")
-        return accepted(op.id, op.phase)
+        return _accepted(op.id, op.phase)
 
     @app.get(
         "/api/v1/operations/{op_id}",
@@ -272,7 +302,11 @@ def create_app(scheduler: Scheduler) -> FastAPI:
             raise HTTPException(404, f"no operation {op_id} (the last {kept} are kept)")
         return op.to_json()
 
-    index_cache = IndexCache()
+
+def install_resource_routes(
+    app: FastAPI, scheduler: Scheduler, *, reading: Any, index_cache: IndexCache
+) -> None:
+    """What the last cycles reported: resources' statuses and the current plan."""
 
     @app.get("/api/v1/resources", tags=["resources"], responses={401: {}})
     def resources(
@@ -319,6 +353,10 @@ def create_app(scheduler: Scheduler) -> FastAPI:
             raise HTTPException(404, "no discovery report yet: no full cycle has been reported")
         return REDACTOR.data(json.loads(text))
 
+
+def install_webhook_routes(app: FastAPI, scheduler: Scheduler, *, mutating: Any) -> None:
+    """Git push webhooks (signed) and provider events (token): work the outside asks for."""
+
     @app.post(
         "/api/v1/webhooks/{source}",
         tags=["webhooks"],
@@ -331,11 +369,11 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         body = await request.body()
         outcome = receive(
             source,
-            _secret(settings.webhook_secret),
+            _secret(scheduler.settings.webhook_secret),
             dict(request.headers),
             body,
-            branch=settings.branch,
-            pinned=settings.ref is not None,
+            branch=scheduler.settings.branch,
+            pinned=scheduler.settings.ref is not None,
         )
         if outcome.verdict == "refused":
             scheduler.metrics.webhooks.labels(source=source, result="refused").inc()
@@ -350,7 +388,7 @@ def create_app(scheduler: Scheduler) -> FastAPI:
         if op is None:
             raise HTTPException(503, "the controller is stopping")
         scheduler.metrics.webhooks.labels(source=source, result="accepted").inc()
-        return accepted(op.id, op.phase)
+        return _accepted(op.id, op.phase)
 
     @app.post(
         "/api/v1/events/{provider}",
@@ -392,20 +430,6 @@ def create_app(scheduler: Scheduler) -> FastAPI:
             shed=list(result.shed),
         )
         return JSONResponse(body.model_dump(), status_code=202)
-
-    requests = portal_service(scheduler)
-    install_ui(
-        app,
-        scheduler,
-        token_matches=token_matches,
-        reading=reading,
-        index_cache=index_cache,
-        requests=requests,
-    )
-    app.state.requests = requests
-    app.include_router(portal_router(requests))
-    app.include_router(terraform_backend_router(settings))
-    return app
 
 
 # --- reconciler run --------------------------------------------------------------------

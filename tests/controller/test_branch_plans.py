@@ -15,6 +15,7 @@ import pygit2
 
 from reconciler.controller.branch_plans import delta, merged
 from reconciler.controller.controller import Controller
+from reconciler.controller.cycle import FULL
 from reconciler.load.load import load_files
 from reconciler.observe.observe import ObservedState
 from reconciler.providers.base import Observation
@@ -59,7 +60,7 @@ def test_branch_plans_observe_the_fleet_once_and_are_reused_until_their_key_move
 
             async def cycle() -> None:
                 before = (plans.planned, plans.observed_resources)
-                await controller.cycle(full=True)
+                await controller.reconcile(FULL)
                 counts = (plans.planned - before[0], plans.observed_resources - before[1])
                 seen.append((*counts, plan_files(bare)))
 

@@ -16,6 +16,7 @@ import pygit2
 import yaml
 
 from reconciler.controller.controller import Controller
+from reconciler.controller.cycle import AtHead
 from reconciler.providers.simulator import SimulatorProvider
 
 from .conftest import declare, repo_files, settings_for
@@ -43,7 +44,7 @@ def test_a_dependent_waits_for_a_failed_dependency_held_in_backoff(tmp_path: Pat
     bare = declare(tmp_path, files)
     state = tmp_path / "state"
     with Controller(settings_for(bare, state)) as controller:
-        first = asyncio.run(controller.cycle(hold_failed=True))
+        first = asyncio.run(controller.reconcile(AtHead(hold_failures=True)))
         assert first.statuses["Machine/m00"].phase == "Failed"
         assert first.statuses["Machine/m01"].phase == "Stalled"
         sim = SimulatorProvider.open(state, name="sim", repository="x")
@@ -52,7 +53,7 @@ def test_a_dependent_waits_for_a_failed_dependency_held_in_backoff(tmp_path: Pat
         # A scheduled cycle holds m00 (failure backoff): it is not in this plan. m01 is
         # not Ready either and is planned again; it must still wait.
         seen = len(sim.action_log())
-        scheduled = asyncio.run(controller.cycle(hold_failed=True))
+        scheduled = asyncio.run(controller.reconcile(AtHead(hold_failures=True)))
         assert "Machine/m00" in scheduled.held
         assert started(sim, seen) == []
         reason, message = stalled_reason(bare, "m01")
@@ -63,7 +64,7 @@ def test_a_dependent_waits_for_a_failed_dependency_held_in_backoff(tmp_path: Pat
 
         # Fixed: the next cycle a person asks for runs m00, then m01 after it.
         (flags / "m00").unlink()
-        asked = asyncio.run(controller.cycle())
+        asked = asyncio.run(controller.reconcile(AtHead()))
         assert asked.ok, asked.statuses
         assert [k for k, _ in started(sim, seen)] == ["Machine/m00", "Machine/m01"]
         assert status_commit(bare)[1] == {"m00": "Ready", "m01": "Ready"}

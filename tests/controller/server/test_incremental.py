@@ -16,6 +16,7 @@ import pygit2
 import yaml
 
 from reconciler.controller.controller import Controller
+from reconciler.controller.cycle import AtHead
 from reconciler.plan.scope import FullCycle, Scope
 from reconciler.providers.simulator import SimulatorProvider
 from reconciler.report.status import ResourceStatus
@@ -66,7 +67,7 @@ def test_a_new_head_is_planned_from_what_it_changed_and_the_same_head_again_in_f
     bare = declare(tmp_path, files)
     state = tmp_path / "state"
     with Controller(settings_for(bare, state, full_resync_interval=3600.0)) as controller:
-        first = asyncio.run(controller.cycle())
+        first = asyncio.run(controller.reconcile(AtHead()))
         assert first.ok and isinstance(first.scope, FullCycle), first.scope
         sim = SimulatorProvider.open(state, name="sim", repository=str(bare))
         seen = len(sim.action_log())
@@ -79,7 +80,7 @@ def test_a_new_head_is_planned_from_what_it_changed_and_the_same_head_again_in_f
         changed["machines.yaml"] = "---\n".join(machines)
         push(bare, changed, "Move m01 to rhel, replace m02 by m09")
 
-        second = asyncio.run(controller.cycle())
+        second = asyncio.run(controller.reconcile(AtHead()))
         assert second.ok, second
         assert isinstance(second.scope, Scope), second.scope
         assert second.scope.changed == {"Machine/m01", "Machine/m09"}
@@ -95,7 +96,8 @@ def test_a_new_head_is_planned_from_what_it_changed_and_the_same_head_again_in_f
         assert drifted == []  # m05 was not looked at
 
         seen = len(sim.action_log())
-        third = asyncio.run(controller.cycle())  # the same head: every resource observed
+        # The same head: every resource observed.
+        third = asyncio.run(controller.reconcile(AtHead()))
         assert isinstance(third.scope, FullCycle) and "no new revision" in third.scope.reason
         message, phases, drifted = status_commit(bare)
         assert "incremental" not in message
@@ -103,7 +105,7 @@ def test_a_new_head_is_planned_from_what_it_changed_and_the_same_head_again_in_f
         assert started(sim, seen) == []
 
         push(bare, {**changed, "policy.yaml": PRUNE.replace("true", "false")}, "Prune off")
-        fourth = asyncio.run(controller.cycle())
+        fourth = asyncio.run(controller.reconcile(AtHead()))
         assert fourth.scope == FullCycle("the Policy changed")
 
 
@@ -115,14 +117,14 @@ def test_a_failed_resource_is_planned_again_with_the_next_head(tmp_path: Path) -
     bare = declare(tmp_path, files)
     state = tmp_path / "state"
     with Controller(settings_for(bare, state, full_resync_interval=3600.0)) as controller:
-        assert asyncio.run(controller.cycle()).ok
+        assert asyncio.run(controller.reconcile(AtHead())).ok
         (flags / "m03").touch()
         changed = dict(files)
         changed["machines.yaml"] = files["machines.yaml"].replace(
             "serial: SN03}\n  params: {os: ubuntu}", "serial: SN03}\n  params: {os: rhel}"
         )
         push(bare, changed, "m03 to rhel")
-        failed = asyncio.run(controller.cycle())
+        failed = asyncio.run(controller.reconcile(AtHead()))
         assert isinstance(failed.scope, Scope) and not failed.ok
         assert status_commit(bare)[1]["m03"] == "Failed"
 
@@ -130,7 +132,7 @@ def test_a_failed_resource_is_planned_again_with_the_next_head(tmp_path: Path) -
         push(bare, {**changed, "README.md": "unrelated\n"}, "Docs only")
         sim = SimulatorProvider.open(state, name="sim", repository=str(bare))
         seen = len(sim.action_log())
-        retried = asyncio.run(controller.cycle())
+        retried = asyncio.run(controller.reconcile(AtHead()))
         assert isinstance(retried.scope, Scope), retried.scope
         assert retried.scope.changed == frozenset()
         assert retried.scope.revisited == {"Machine/m03"}
@@ -192,7 +194,7 @@ def test_scheduled_cycles_leave_a_failure_alone_until_its_backoff_runs_out(
     bare = declare(tmp_path, files)
     state = tmp_path / "state"
     with Controller(settings_for(bare, state)) as controller:
-        first = asyncio.run(controller.cycle(hold_failed=True))
+        first = asyncio.run(controller.reconcile(AtHead(hold_failures=True)))
         assert not first.ok and first.held == {}
         retry_at = {}
         for key in ("Machine/m01", "Machine/m02"):
@@ -204,18 +206,19 @@ def test_scheduled_cycles_leave_a_failure_alone_until_its_backoff_runs_out(
             (flags / name).unlink()
         sim = SimulatorProvider.open(state, name="sim", repository=str(bare))
         seen = len(sim.action_log())
-        scheduled = asyncio.run(controller.cycle(hold_failed=True))
+        scheduled = asyncio.run(controller.reconcile(AtHead(hold_failures=True)))
         assert scheduled.held == retry_at
         assert started(sim, seen) == []
         assert status_commit(bare)[1] == {"m00": "Ready", "m01": "Failed", "m02": "Failed"}
 
         # A provider event about m01 waiting when the scheduled cycle began: m01 is tried.
-        evented = asyncio.run(controller.cycle(hold_failed=True, also={"Machine/m01"}))
+        evented_scope = AtHead(also=frozenset({"Machine/m01"}), hold_failures=True)
+        evented = asyncio.run(controller.reconcile(evented_scope))
         assert evented.held == {"Machine/m02": retry_at["Machine/m02"]}
         assert started(sim, seen) == [("Machine/m01", "install-os")]
         assert status_commit(bare)[1] == {"m00": "Ready", "m01": "Ready", "m02": "Failed"}
 
-        asked = asyncio.run(controller.cycle())  # POST /sync, a push, `apply`: at once
+        asked = asyncio.run(controller.reconcile(AtHead()))  # POST /sync, a push, `apply`: at once
         assert asked.ok and asked.held == {}
         assert started(sim, seen)[1:] == [("Machine/m02", "install-os")]
         assert status_commit(bare)[1]["m02"] == "Ready"

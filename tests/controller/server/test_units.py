@@ -6,13 +6,13 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.controller.controller import CycleResult
+from reconciler.controller.cycle import AtHead, CycleScope
 from reconciler.controller.scheduler import Operations, Scheduler, UnknownProvider, event_resources
 from reconciler.controller.webhooks import hmac_signature, receive, verify
 from reconciler.load.load import load_files
@@ -93,12 +93,11 @@ class FakeController:
         self.source = type("S", (), {"mirror": type("M", (), {"exists": False})()})()
         FakeController.instances.append(self)
 
-    async def cycle(
-        self, *, full: bool = False, also: Collection[str] = (), hold_failed: bool = False
-    ) -> CycleResult:
+    async def reconcile(self, scope: CycleScope) -> CycleResult:
+        assert isinstance(scope, AtHead)  # the scheduler's cycles are at the head
         self.cycles += 1
-        self.asked.append((full, frozenset(also)))
-        self.holds.append(hold_failed)
+        self.asked.append((scope.full, scope.also))
+        self.holds.append(scope.hold_failures)
         self.running.set()
         while not self.release.is_set():
             await asyncio.sleep(0.01)

@@ -91,7 +91,9 @@ def run(n: int, repeat: int) -> dict[str, dict[str, Any]]:
         providers, _ = open_providers(desired.providers, state_dir=Path(synced))
         converge(desired, providers)
         last = {
-            key: LastApplied(r.fingerprint(), r.declared(), "bench")
+            key: LastApplied(
+                r.fingerprint(), r.declared(), "bench", r.resolution(), r.stage_digests()
+            )
             for key, r in desired.resources.items()
         }
         plan, seen = plan_once(desired, providers, last)
@@ -155,7 +157,9 @@ def run_frozen(files: dict[str, bytes], label: str, repeat: int) -> dict[str, di
             providers, _ = open_providers(desired.providers, state_dir=Path(synced))
             converge(desired, providers)
             last = {
-                key: LastApplied(r.fingerprint(), r.declared(), "bench")
+                key: LastApplied(
+                    r.fingerprint(), r.declared(), "bench", r.resolution(), r.stage_digests()
+                )
                 for key, r in desired.resources.items()
             }
             plan, seen = plan_once(desired, providers, last)

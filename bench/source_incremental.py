@@ -180,7 +180,9 @@ def run(resources: int, changes: int) -> dict[str, Any]:
         assert not failed, failed
         converge(in_force, providers)
         last = {
-            key: LastApplied(r.fingerprint(), r.declared(), "bench")
+            key: LastApplied(
+                r.fingerprint(), r.declared(), "bench", r.resolution(), r.stage_digests()
+            )
             for key, r in in_force.resources.items()
         }
         statuses = {

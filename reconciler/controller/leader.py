@@ -361,11 +361,18 @@ class _StandbyReader:
 
 LOCAL_POSTS = frozenset({"/signin", "/signout"})
 """POSTs a standby answers itself: UI sessions live in the database every replica shares."""
+LEADER_READS = ("/api/v1/operations", "/operations")
+"""GETs a standby forwards too: operations live in the leader's memory (the one that runs
+them), so a standby asked about one it forwarded would not know it."""
+
+
+def _leader_read(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in LEADER_READS)
 
 
 class StandbyForward:
-    """ASGI middleware: on a standby, a POST goes to the leader; 503 with the leader's
-    address when there is none or it cannot be reached."""
+    """ASGI middleware: on a standby, a POST (and a read of operations) goes to the
+    leader; 503 with the leader's address when there is none or it cannot be reached."""
 
     def __init__(self, app: ASGIApp, election: Election | None, max_bytes: int) -> None:
         self.app = app
@@ -377,9 +384,11 @@ class StandbyForward:
         if (
             election is None
             or scope["type"] != "http"
-            or scope["method"] != "POST"
             or election.role == "leader"
-            or scope["path"] in LOCAL_POSTS
+            or not (
+                (scope["method"] == "POST" and scope["path"] not in LOCAL_POSTS)
+                or (scope["method"] == "GET" and _leader_read(scope["path"]))
+            )
         ):
             await self.app(scope, receive, send)
             return
@@ -410,7 +419,9 @@ async def _forward(address: str, scope: Scope, body: bytes, send: Send) -> bool:
     headers.append(("X-Reconciler-Forwarded-By", socket.gethostname()))
     try:
         async with httpx.AsyncClient(timeout=10.0) as client:
-            answer = await client.post(address + path, content=body, headers=headers)
+            answer = await client.request(
+                scope["method"], address + path, content=body, headers=headers
+            )
     except httpx.HTTPError as exc:
         log.warning("standby: forwarding to the leader failed", leader=address, error=str(exc))
         return False

@@ -55,8 +55,16 @@ def test_sign_in_and_sync_now_through_a_standby(tmp_path: Path, pg: Cluster) -> 
             assert synced.status_code == 303, synced.text  # not 403: same origin, same session
             assert synced.headers["x-reconciler-leader"] == leader.url
             op_id = synced.headers["location"].rsplit("/", 1)[1]
+            # Where the browser is sent next: the operation lives in the leader's memory,
+            # so the standby asks the leader for it.
+            shown = browser.get(f"/operations/{op_id}")
+            assert shown.status_code == 200, shown.text
+            assert op_id in shown.text and shown.headers["x-reconciler-leader"] == leader.url
         op = leader.get(f"/api/v1/operations/{op_id}")
         assert op.status_code == 200 and op.json()["trigger"] == "sync:ui"
+        via_standby = standby.get(f"/api/v1/operations/{op_id}")
+        assert via_standby.status_code == 200, via_standby.text
+        assert via_standby.json()["id"] == op_id and via_standby.json()["trigger"] == "sync:ui"
     finally:
         leader.stop()
         if standby is not None:

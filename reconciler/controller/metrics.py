@@ -79,7 +79,17 @@ class Metrics:
     ) -> None:
         self.registry = registry or CollectorRegistry()
         self.resource_series = resource_series
-        r = self.registry
+        # The families register in this order, the order `/metrics` renders them in.
+        self._cycle_families(self.registry)
+        self._fleet_families(self.registry)
+        self._queue_families(self.registry)
+        self._source_families(self.registry)
+        self._message_families(self.registry)
+        self._resource_families(self.registry)
+        self._work_families(self.registry)
+
+    def _cycle_families(self, r: CollectorRegistry) -> None:
+        """Cycles: how long, how they ended, full cycles asked for."""
         self.cycle_duration = Histogram(
             "reconciler_cycle_duration_seconds",
             "Duration of reconcile cycles (full) and targeted reconciles",
@@ -96,6 +106,9 @@ class Metrics:
             ["result"],
             registry=r,
         )
+
+    def _fleet_families(self, r: CollectorRegistry) -> None:
+        """The declared resources by phase and condition; actions run."""
         self.resources = Gauge(
             "reconciler_resources", "Declared resources by phase", ["phase"], registry=r
         )
@@ -108,6 +121,9 @@ class Metrics:
         self.actions = Counter(
             "reconciler_actions", "Resource actions executed, by result", ["result"], registry=r
         )
+
+    def _queue_families(self, r: CollectorRegistry) -> None:
+        """Targeted reconciles: the queue, the provider events feeding it, runs."""
         self.queue_depth = Gauge(
             "reconciler_queue_depth", "Resources waiting for a targeted reconcile", registry=r
         )
@@ -131,6 +147,9 @@ class Metrics:
             "Resources reconciled by targeted reconciles",
             registry=r,
         )
+
+    def _source_families(self, r: CollectorRegistry) -> None:
+        """The revision in force, stale sources, status commits not written."""
         self.revision = Info(
             "reconciler_last_reconciled_revision",
             "The declared revision the last cycle reconciled",
@@ -158,6 +177,9 @@ class Metrics:
             "1 while the last status commit could not be written, else 0",
             registry=r,
         )
+
+    def _message_families(self, r: CollectorRegistry) -> None:
+        """Git webhooks in, notifications out."""
         self.webhooks = Counter(
             "reconciler_webhooks", "Git webhooks by result", ["source", "result"], registry=r
         )
@@ -168,6 +190,8 @@ class Metrics:
             registry=r,
         )
 
+    def _resource_families(self, r: CollectorRegistry) -> None:
+        """Per-resource Ready series (bounded by `resource_series`) and drift by kind."""
         self.resource_ready = Gauge(
             "reconciler_resource_ready",
             "1 when the resource's Ready condition is True, else 0 (at most "
@@ -188,6 +212,9 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+
+    def _work_families(self, r: CollectorRegistry) -> None:
+        """Durations of tasks, stages, provider calls and cycle phases."""
         self.task_duration = Histogram(
             "reconciler_task_duration_seconds",
             "Executed tasks, by provider and stage",

@@ -194,6 +194,84 @@ class _Throttle:
             self._windows = {k: w for k, w in self._windows.items() if now - w[0] < 60}
 
 
+class _PlanActions:
+    """The current plan's actions by resource key, indexed once per plan (the last plan's
+    index only: a new plan replaces it)."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Plan, dict[str, Any]]] = {}
+
+    def of(self, plan: Plan | None) -> dict[str, Any]:
+        if plan is None:
+            return {}
+        known = self._known.get(id(plan))
+        if known is None or known[0] is not plan:
+            self._known.clear()
+            known = (plan, views.plan_index(plan))
+            self._known[id(plan)] = known
+        return known[1]
+
+
+@dataclass(frozen=True)
+class UiContext:
+    """What the UI's routes share, made once by `install_ui`: the scheduler and its settings,
+    the sessions, the templates, the API's read dependency, and the stores the pages read
+    (the resource index, the status branch, the task logs, the portal's requests)."""
+
+    settings: Settings
+    scheduler: Scheduler
+    sessions: Sessions
+    env: jinja2.Environment
+    reading: Any
+    index_cache: IndexCache
+    branch: StatusBranch
+    logs: TaskLogs
+    requests: RequestService | None
+    plan_actions: _PlanActions
+
+    def viewer_of(self, request: Request) -> Viewer | None:
+        """The viewer, or None when the page needs a session the request lacks."""
+        session = self.sessions.find(request.cookies.get(COOKIE))
+        if session is None and not self.settings.api_read_open:
+            return None
+        return Viewer(session)
+
+    def to_signin(self, request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        location = "/signin?" + urlencode({"next": target})
+        if request.headers.get("hx-request"):  # a poll after the session ended
+            return Response(status_code=204, headers={"HX-Redirect": location})
+        return RedirectResponse(location, status_code=303)
+
+    def render(
+        self, template: str, viewer: Viewer, *, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        html = self.env.get_template(template).render(
+            viewer=viewer,
+            now=datetime.now(UTC),
+            ago=views.ago,
+            revision=self.scheduler.revision,
+            read_open=self.settings.api_read_open,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+    def fleet(self) -> Any:
+        return self.index_cache.get(self.scheduler.statuses, self.scheduler.desired)
+
+    def running_now(self) -> views.RunningView | None:
+        state, ops = self.scheduler.execution()
+        if not self.scheduler.busy:
+            return None
+        return views.running_view(state, ops, time.monotonic())
+
+    def live_context(self) -> dict[str, Any]:
+        running = self.running_now()
+        ops = self.scheduler.operations.recent(20)
+        _, ids = self.scheduler.execution()
+        return {"running": running, "operation": views.current_operation(ops, ids)}
+
+
 def install_ui(
     app: FastAPI,
     scheduler: Scheduler,
@@ -205,66 +283,48 @@ def install_ui(
 ) -> None:
     """The UI's routes on `app`, over one scheduler. `token_matches` checks a posted API token;
     `reading` is the API's read dependency (bearer token unless read access is open);
-    `index_cache` is shared with the API's resource list; `requests` are the portal's."""
+    `index_cache` is shared with the API's resource list; `requests` are the portal's.
+    The groups go on in this order, which is the order of their routes in `app.routes`."""
     settings = scheduler.settings
-    # Routes go on the app itself (not an included router): `app.routes` stays one flat
-    # list, and the pages stay out of the OpenAPI document.
-    page = functools.partial(app.get, include_in_schema=False)
-    form = functools.partial(app.post, include_in_schema=False)
-    env = _environment()
+    ui = UiContext(
+        settings=settings,
+        scheduler=scheduler,
+        env=_environment(),
+        sessions=Sessions(store=_session_store(settings)),
+        reading=reading,
+        index_cache=index_cache or IndexCache(),
+        branch=StatusBranch(Path(settings.state_dir) / "mirror.git", settings.status_branch),
+        logs=TaskLogs(Path(settings.state_dir)),
+        requests=requests,
+        plan_actions=_PlanActions(),
+    )
+    install_static_routes(app)
+    install_session_routes(app, ui, token_matches=token_matches)
+    install_overview_routes(app, ui)
+    install_resource_list(app, ui)
+    install_resource_pages(app, ui)
+    install_log_api(app, ui)
+    install_plan_pages(app, ui)
+    install_drift_page(app, ui)
+    install_operation_pages(app, ui)
+    install_request_pages(app, ui)
+    install_sync_form(app, ui)
+
+
+# Routes go on the app itself (not an included router): `app.routes` stays one flat
+# list, and the pages stay out of the OpenAPI document.
+def _pages(app: FastAPI) -> functools.partial[Any]:
+    return functools.partial(app.get, include_in_schema=False)
+
+
+def _forms(app: FastAPI) -> functools.partial[Any]:
+    return functools.partial(app.post, include_in_schema=False)
+
+
+def install_static_routes(app: FastAPI) -> None:
+    """`/ui/static/{name}` (the files of `static/`, read once) and `/favicon.ico`."""
+    page = _pages(app)
     static = _static_files()
-    sessions = Sessions(store=_session_store(settings))
-    throttle = _Throttle(SIGNIN_FAILURES)
-    index_cache = index_cache or IndexCache()
-    branch = StatusBranch(Path(settings.state_dir) / "mirror.git", settings.status_branch)
-    logs = TaskLogs(Path(settings.state_dir))
-    plan_actions: dict[int, tuple[Plan, dict[str, Any]]] = {}
-
-    def viewer_of(request: Request) -> Viewer | None:
-        """The viewer, or None when the page needs a session the request lacks."""
-        session = sessions.find(request.cookies.get(COOKIE))
-        if session is None and not settings.api_read_open:
-            return None
-        return Viewer(session)
-
-    def to_signin(request: Request) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        location = "/signin?" + urlencode({"next": target})
-        if request.headers.get("hx-request"):  # a poll after the session ended
-            return Response(status_code=204, headers={"HX-Redirect": location})
-        return RedirectResponse(location, status_code=303)
-
-    def render(template: str, viewer: Viewer, *, status: int = 200, **context: Any) -> HTMLResponse:
-        html = env.get_template(template).render(
-            viewer=viewer,
-            now=datetime.now(UTC),
-            ago=views.ago,
-            revision=scheduler.revision,
-            read_open=settings.api_read_open,
-            **context,
-        )
-        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
-
-    def fleet() -> Any:
-        return index_cache.get(scheduler.statuses, scheduler.desired)
-
-    def actions_of(plan: Plan | None) -> dict[str, Any]:
-        if plan is None:
-            return {}
-        known = plan_actions.get(id(plan))
-        if known is None or known[0] is not plan:
-            plan_actions.clear()
-            known = (plan, views.plan_index(plan))
-            plan_actions[id(plan)] = known
-        return known[1]
-
-    def running_now() -> views.RunningView | None:
-        state, ops = scheduler.execution()
-        if not scheduler.busy:
-            return None
-        return views.running_view(state, ops, time.monotonic())
-
-    # --- static files ------------------------------------------------------------------
 
     @page("/ui/static/{name}")
     def static_file(name: str, request: Request) -> Response:
@@ -282,13 +342,20 @@ def install_ui(
         """Browsers ask for it on every page without a <link rel=icon> (a task log)."""
         return static_file("icon.svg", request)
 
-    # --- sign-in -----------------------------------------------------------------------
+
+def install_session_routes(
+    app: FastAPI, ui: UiContext, *, token_matches: Callable[[str], bool]
+) -> None:
+    """`/signin` (the form, and posting the API token to it) and `/signout`."""
+    page, form = _pages(app), _forms(app)
+    settings, sessions = ui.settings, ui.sessions
+    throttle = _Throttle(SIGNIN_FAILURES)
 
     @page("/signin", response_class=HTMLResponse)
     def signin_form(request: Request) -> Response:
         viewer = Viewer(sessions.find(request.cookies.get(COOKIE)))
         target = _local(request.query_params.get("next"))
-        return render(
+        return ui.render(
             "signin.html",
             viewer,
             next=target,
@@ -305,8 +372,14 @@ def install_ui(
             raise HTTPException(403, "cross-origin form")
         client = request.client.host if request.client is not None else ""
         if throttle.blocked(client):
-            return render("signin.html", viewer, status=429, next=target, configured=True,
-                          error="Too many wrong tokens: try again in a minute.")  # fmt: skip
+            return ui.render(
+                "signin.html",
+                viewer,
+                status=429,
+                next=target,
+                configured=True,
+                error="Too many wrong tokens: try again in a minute.",
+            )
         if not token_matches(form.get("token", "")):
             throttle.failed(client)
             error = (
@@ -315,8 +388,13 @@ def install_ui(
                 else "No API token is configured (api_token, api_tokens): no one can sign in."
             )
             # 200, the form again: a browser shows a 4xx page as a failed load.
-            return render("signin.html", viewer, next=target, error=error,
-                          configured=bool(settings.api_token or settings.api_tokens))  # fmt: skip
+            return ui.render(
+                "signin.html",
+                viewer,
+                next=target,
+                error=error,
+                configured=bool(settings.api_token or settings.api_tokens),
+            )
         _, cookie = sessions.open()
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
@@ -342,16 +420,20 @@ def install_ui(
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
-    # --- overview ----------------------------------------------------------------------
+
+def install_overview_routes(app: FastAPI, ui: UiContext) -> None:
+    """`/`, the overview, and `/ui/live`, its running operation polled by htmx."""
+    page = _pages(app)
+    scheduler = ui.scheduler
 
     @page("/", response_class=HTMLResponse)
     def overview(request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
-        index = fleet()
+            return ui.to_signin(request)
+        index = ui.fleet()
         plan = scheduler.plan
-        return render(
+        return ui.render(
             "overview.html",
             viewer,
             source=views.source_view(scheduler.revision, scheduler.source),
@@ -361,29 +443,26 @@ def install_ui(
             providers=views.provider_views(index, scheduler.desired, plan, scheduler.observed_at),
             cycles=list(scheduler.cycles)[:10],
             plan_summary=summary_line(plan) if plan is not None else None,
-            **live_context(),
+            **ui.live_context(),
         )
-
-    def live_context() -> dict[str, Any]:
-        running = running_now()
-        ops = scheduler.operations.recent(20)
-        _, ids = scheduler.execution()
-        return {"running": running, "operation": views.current_operation(ops, ids)}
 
     @page("/ui/live", response_class=HTMLResponse)
     def live(request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
-        return render("_live.html", viewer, **live_context())
+            return ui.to_signin(request)
+        return ui.render("_live.html", viewer, **ui.live_context())
 
-    # --- resources ---------------------------------------------------------------------
+
+def install_resource_list(app: FastAPI, ui: UiContext) -> None:
+    """`/resources`: the table, searched, filtered and paginated on the server."""
+    page = _pages(app)
 
     @page("/resources", response_class=HTMLResponse)
     def resources_page(request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
+            return ui.to_signin(request)
         params = request.query_params
         query = Query(
             q=params.get("q", "").strip(),
@@ -394,7 +473,7 @@ def install_ui(
         )
         per = _int(params.get("per"), PER_PAGE)
         number = max(1, _int(params.get("page"), 1))
-        index = fleet()
+        index = ui.fleet()
         page = index.select(query, offset=(number - 1) * max(1, per), limit=per)
         filters = {
             "q": query.q,
@@ -404,67 +483,86 @@ def install_ui(
             "label": query.label,
             "per": str(per) if per != PER_PAGE else "",
         }
-        return render("resources.html", viewer, page=page, index=index, filters=filters)
+        return ui.render("resources.html", viewer, page=page, index=index, filters=filters)
+
+
+def _resource_of(ui: UiContext, key: str) -> views.ResourceView | None:
+    """One resource's view (status, declaration, planned action, drift, running stage), or
+    None when it is neither declared nor has a status."""
+    scheduler = ui.scheduler
+    status = scheduler.statuses.get(key)
+    desired = scheduler.desired
+    if status is None and (desired is None or key not in desired.resources):
+        return None
+    state, _ = scheduler.execution()
+    row = state.running.get(key) if scheduler.busy else None
+    return views.resource_view(
+        key,
+        status=status,
+        desired=desired,
+        action=ui.plan_actions.of(scheduler.plan).get(key),
+        drift=ui.branch.drift().get(key),
+        running=(row.stage, row.task) if row is not None else None,
+    )
+
+
+def _log_text(ui: UiContext, key: str, rel: str) -> Response:
+    text = ui.logs.read(key, rel)
+    if text is None:
+        raise HTTPException(404, f"no task log {rel!r} of {key}")
+    headers = {**SECURITY_HEADERS, "Content-Disposition": "inline"}
+    return PlainTextResponse(text, headers=headers)
+
+
+def install_resource_pages(app: FastAPI, ui: UiContext) -> None:
+    """`/resources/{kind}/{name}` and its parts: the pipeline (polled), the audit timeline,
+    a task log."""
+    page = _pages(app)
+    scheduler = ui.scheduler
 
     @page("/resources/{kind}/{name}", response_class=HTMLResponse)
     def resource_page(kind: str, name: str, request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
+            return ui.to_signin(request)
         key = f"{kind}/{name}"
-        view = resource_of(key)
+        view = _resource_of(ui, key)
         if view is None:
-            return render("missing.html", viewer, status=404, what=key)
+            return ui.render("missing.html", viewer, status=404, what=key)
         status = view.status
-        failure_log = logs.rel_of(status.failure.log) if status and status.failure else None
-        return render(
+        failure_log = ui.logs.rel_of(status.failure.log) if status and status.failure else None
+        return ui.render(
             "resource.html",
             viewer,
             view=view,
-            logs=logs.of(key),
+            logs=ui.logs.of(key),
             failure_log=failure_log,
             self_heal=scheduler.desired.policy.self_heal if scheduler.desired else False,
             plan_hash=scheduler.plan.content_hash if scheduler.plan is not None else "",
         )
 
-    def resource_of(key: str) -> views.ResourceView | None:
-        status = scheduler.statuses.get(key)
-        desired = scheduler.desired
-        if status is None and (desired is None or key not in desired.resources):
-            return None
-        state, _ = scheduler.execution()
-        row = state.running.get(key) if scheduler.busy else None
-        return views.resource_view(
-            key,
-            status=status,
-            desired=desired,
-            action=actions_of(scheduler.plan).get(key),
-            drift=branch.drift().get(key),
-            running=(row.stage, row.task) if row is not None else None,
-        )
-
     @page("/resources/{kind}/{name}/pipeline", response_class=HTMLResponse)
     def pipeline_fragment(kind: str, name: str, request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
-        view = resource_of(f"{kind}/{name}")
+            return ui.to_signin(request)
+        view = _resource_of(ui, f"{kind}/{name}")
         if view is None:
             raise HTTPException(404, f"no resource {kind}/{name}")
-        return render("_pipeline.html", viewer, view=view)
+        return ui.render("_pipeline.html", viewer, view=view)
 
     @page("/resources/{kind}/{name}/timeline", response_class=HTMLResponse)
     def timeline(kind: str, name: str, request: Request) -> Response:
         """The audit of one resource; a fragment for the resource page, else a page of
         its own (the link an auditor keeps)."""
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
+            return ui.to_signin(request)
         key = f"{kind}/{name}"
-        entries = branch.timeline(key)
+        entries = ui.branch.timeline(key)
         action, runs = views.last_run(entries)
         fragment = bool(request.headers.get("hx-request"))
-        return render(
+        return ui.render(
             "_timeline.html" if fragment else "timeline.html",
             viewer,
             key=key,
@@ -477,17 +575,16 @@ def install_ui(
 
     @page("/resources/{kind}/{name}/logs/{rel:path}")
     def log_page(kind: str, name: str, rel: str, request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
-        return log_text(f"{kind}/{name}", rel)
+            return ui.to_signin(request)
+        return _log_text(ui, f"{kind}/{name}", rel)
 
-    def log_text(key: str, rel: str) -> Response:
-        text = logs.read(key, rel)
-        if text is None:
-            raise HTTPException(404, f"no task log {rel!r} of {key}")
-        headers = {**SECURITY_HEADERS, "Content-Disposition": "inline"}
-        return PlainTextResponse(text, headers=headers)
+
+def install_log_api(app: FastAPI, ui: UiContext) -> None:
+    """`/api/v1/resources/{kind}/{name}/logs[/{path}]`: task logs for API clients, behind the
+    API's read dependency (in the OpenAPI document)."""
+    reading = ui.reading
 
     @app.get("/api/v1/resources/{kind}/{name}/logs", tags=["resources"])
     def api_logs(kind: str, name: str, _: None = reading) -> dict[str, Any]:
@@ -506,22 +603,37 @@ def install_ui(
                     "modified": f.modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "url": base + f.rel,
                 }
-                for f in logs.of(key)
+                for f in ui.logs.of(key)
             ],
         }
 
     @app.get("/api/v1/resources/{kind}/{name}/logs/{rel:path}", tags=["resources"])
     def api_log(kind: str, name: str, rel: str, _: None = reading) -> Response:
         """One task log of the resource, redacted, as text."""
-        return log_text(f"{kind}/{name}", rel)
+        return _log_text(ui, f"{kind}/{name}", rel)
 
-    # --- plan and drift ------------------------------------------------------------------
+
+def _rollouts_now(ui: UiContext) -> tuple[RolloutProgress, ...]:
+    """While a cycle runs, its plan's rollouts from the live progress; otherwise the
+    last status commit's (`reports/rollouts.json`, what `reconciler status` shows)."""
+    scheduler = ui.scheduler
+    if not scheduler.busy or scheduler.plan is None:
+        return read_rollouts(ui.branch.report(ROLLOUTS_JSON))
+    state, _ = scheduler.execution()
+    states = states_live(state.running, state.ended)
+    return rollout_progress(scheduler.plan, states, state.paused)
+
+
+def install_plan_pages(app: FastAPI, ui: UiContext) -> None:
+    """`/plan` (and its rollouts, polled at `/ui/rollouts`), `/plan/text`, `/plan/markdown`."""
+    page = _pages(app)
+    scheduler = ui.scheduler
 
     @page("/plan", response_class=HTMLResponse)
     def plan_page(request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
+            return ui.to_signin(request)
         plan = scheduler.plan
         number = max(1, _int(request.query_params.get("page"), 1))
         shown: list[views.ActionView] = []
@@ -533,7 +645,7 @@ def install_ui(
             start = (number - 1) * PLAN_PAGE
             shown = [views.action_view(a) for a in actions[start : start + PLAN_PAGE]]
             first = [views.action_view(a) for a in views.attention(plan)[:PLAN_PAGE]]
-        return render(
+        return ui.render(
             "plan.html",
             viewer,
             plan=plan,
@@ -544,30 +656,21 @@ def install_ui(
             total=total,
             number=number,
             pages=max(1, -(-total // PLAN_PAGE)),
-            branch_plans=branch.branch_plans(),
-            rollouts=rollouts_now(),
+            branch_plans=ui.branch.branch_plans(),
+            rollouts=_rollouts_now(ui),
         )
-
-    def rollouts_now() -> tuple[RolloutProgress, ...]:
-        """While a cycle runs, its plan's rollouts from the live progress; otherwise the
-        last status commit's (`reports/rollouts.json`, what `reconciler status` shows)."""
-        if not scheduler.busy or scheduler.plan is None:
-            return read_rollouts(branch.report(ROLLOUTS_JSON))
-        state, _ = scheduler.execution()
-        states = states_live(state.running, state.ended)
-        return rollout_progress(scheduler.plan, states, state.paused)
 
     @page("/ui/rollouts", response_class=HTMLResponse)
     def rollouts_fragment(request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
-        return render("_rollouts.html", viewer, rollouts=rollouts_now())
+            return ui.to_signin(request)
+        return ui.render("_rollouts.html", viewer, rollouts=_rollouts_now(ui))
 
     @page("/plan/text")
     def plan_text(request: Request) -> Response:
-        if viewer_of(request) is None:
-            return to_signin(request)
+        if ui.viewer_of(request) is None:
+            return ui.to_signin(request)
         if scheduler.plan is None:
             raise HTTPException(404, "no plan yet: the first cycle has not planned")
         text = REDACTOR.text(render_text(scheduler.plan))
@@ -575,23 +678,28 @@ def install_ui(
 
     @page("/plan/markdown")
     def plan_markdown(request: Request) -> Response:
-        if viewer_of(request) is None:
-            return to_signin(request)
+        if ui.viewer_of(request) is None:
+            return ui.to_signin(request)
         if scheduler.plan is None:
             raise HTTPException(404, "no plan yet: the first cycle has not planned")
         _, full = render_markdown(scheduler.plan)
         return PlainTextResponse(REDACTOR.text(full), headers=SECURITY_HEADERS)
 
+
+def install_drift_page(app: FastAPI, ui: UiContext) -> None:
+    """`/drift`: what differs, since when, whether self-heal acts."""
+    page = _pages(app)
+
     @page("/drift", response_class=HTMLResponse)
     def drift_page(request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
-        entries = sorted(branch.drift().values(), key=lambda e: e.key)
+            return ui.to_signin(request)
+        entries = sorted(ui.branch.drift().values(), key=lambda e: e.key)
         number = max(1, _int(request.query_params.get("page"), 1))
         start = (number - 1) * DRIFT_PAGE
-        desired = scheduler.desired
-        return render(
+        desired = ui.scheduler.desired
+        return ui.render(
             "drift.html",
             viewer,
             entries=entries[start : start + DRIFT_PAGE],
@@ -601,35 +709,39 @@ def install_ui(
             self_heal=desired.policy.self_heal if desired is not None else None,
         )
 
-    # --- operations ----------------------------------------------------------------------
+
+def install_operation_pages(app: FastAPI, ui: UiContext) -> None:
+    """`/operations` (recent cycles, live) and `/operations/{id}` (its progress, live)."""
+    page = _pages(app)
+    scheduler = ui.scheduler
 
     @page("/operations", response_class=HTMLResponse)
     def operations_page(request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
+            return ui.to_signin(request)
         fragment = bool(request.headers.get("hx-request"))
-        return render(
+        return ui.render(
             "_operations.html" if fragment else "operations.html",
             viewer,
             operations=scheduler.operations.recent(OPERATIONS_SHOWN),
             targeted=[c for c in scheduler.cycles if c.kind == "targeted"][:20],
-            **live_context(),
+            **ui.live_context(),
         )
 
     @page("/operations/{op_id}", response_class=HTMLResponse)
     def operation_page(op_id: str, request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
+            return ui.to_signin(request)
         op = scheduler.operations.get(op_id)
         if op is None:
-            return render("missing.html", viewer, status=404, what=f"operation {op_id}")
+            return ui.render("missing.html", viewer, status=404, what=f"operation {op_id}")
         fragment = bool(request.headers.get("hx-request"))
         _, ids = scheduler.execution()
-        running = running_now() if op.id in ids else None
+        running = ui.running_now() if op.id in ids else None
         cycle = next((c for c in scheduler.cycles if op.id in c.operations), None)
-        return render(
+        return ui.render(
             "_operation.html" if fragment else "operation.html",
             viewer,
             op=op,
@@ -637,36 +749,46 @@ def install_ui(
             cycle=cycle,
         )
 
-    # --- portal requests -------------------------------------------------------------------
+
+def install_request_pages(app: FastAPI, ui: UiContext) -> None:
+    """`/requests` and `/requests/{id}`: the portal's requests (live until ready or closed)."""
+    page = _pages(app)
+    requests = ui.requests
 
     @page("/requests", response_class=HTMLResponse)
     def requests_page(request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
+            return ui.to_signin(request)
         shown = requests.recent(REQUESTS_SHOWN) if requests is not None else None
-        return render("requests.html", viewer, requests=shown)
+        return ui.render("requests.html", viewer, requests=shown)
 
     @page("/requests/{request_id}", response_class=HTMLResponse)
     def request_page(request_id: str, request: Request) -> Response:
-        viewer = viewer_of(request)
+        viewer = ui.viewer_of(request)
         if viewer is None:
-            return to_signin(request)
+            return ui.to_signin(request)
         record = requests.get(request_id) if requests is not None else None
         if record is None:
-            return render("missing.html", viewer, status=404, what=f"request {request_id}")
+            return ui.render("missing.html", viewer, status=404, what=f"request {request_id}")
         fragment = bool(request.headers.get("hx-request"))
-        return render("_request.html" if fragment else "request.html", viewer, r=record)
+        return ui.render("_request.html" if fragment else "request.html", viewer, r=record)
+
+
+def install_sync_form(app: FastAPI, ui: UiContext) -> None:
+    """`POST /operations/sync`: a session with its CSRF token queues a cycle, whatever
+    `api_read_open` says."""
+    form = _forms(app)
 
     @form("/operations/sync")
     async def sync_now(request: Request) -> Response:
         form = await _form(request)
-        session = sessions.find(request.cookies.get(COOKIE))
+        session = ui.sessions.find(request.cookies.get(COOKIE))
         if session is None:
             return RedirectResponse("/signin?next=/operations", status_code=303)
         if not session.csrf_ok(form.get("csrf")) or not _same_origin(request):
             raise HTTPException(403, "the form's CSRF token does not match the session")
-        op = scheduler.request_cycle("sync:ui")
+        op = ui.scheduler.request_cycle("sync:ui")
         if op is None:
             raise HTTPException(503, "the controller is stopping")
         return RedirectResponse(f"/operations/{op.id}", status_code=303)
@@ -701,9 +823,11 @@ def api_resources(
         rows = index.reported
     else:
         page = index.select(
-            query, offset=offset or 0, limit=limit if limit is not None else PER_PAGE,
+            query,
+            offset=offset or 0,
+            limit=limit if limit is not None else PER_PAGE,
             reported=True,
-        )  # fmt: skip
+        )
         rows = tuple(page.rows)
         answer.update(total=page.total, offset=page.offset, limit=page.limit)
     answer["resources"] = [

@@ -5,9 +5,11 @@ pure `reconciler.plan.gates`: the controller's cycle, the plans of watched
 branches and `reconciler plan` all plan through `plan_revision`, so a reviewer
 sees what will be applied. Every Git read happens here, before the gate decides:
 
-    diff, draft plan  ->  last declarations of removed resources (history)
-    -> subjects, the evidence wanted  ->  `gather` (commits, trailers, signatures)
-    -> reviewed plans (`pinPlan`, the status branch)  ->  `gates.gate` (pure)
+    diff  ->  last declarations of removed resources (history: an orphan observed-only
+    there is never decommissioned)  ->  draft plan  ->  subjects, the evidence wanted
+    ->  `gather` (commits, trailers, signatures)  ->  reviewed plans (`pinPlan`, the
+    status branch)  ->  `gates.gate` (pure)  ->  undo labels (the commits a head
+    reverts, read from history; `reconciler.plan.undo` labels the plan)
 """
 
 from __future__ import annotations

@@ -24,14 +24,9 @@ import pytest
 import yaml
 
 from reconciler.providers.simulator import SimulatorProvider
+from tests import repos
 from tests.e2e.support import Fleet, rows
-
-PROVIDER = """\
-apiVersion: reconciler/v1
-kind: Provider
-metadata: {name: sim}
-spec: {type: simulator}
-"""
+from tests.e2e.test_provisioning import PROVIDER, started, statuses
 
 STAGES = """\
 apiVersion: reconciler/v1
@@ -80,36 +75,13 @@ def policy(body: str) -> str:
     return f"apiVersion: reconciler/v1\nkind: Policy\nmetadata: {{name: p}}\nspec:\n{body}"
 
 
-def statuses(fleet: Fleet) -> dict[str, dict[str, Any]]:
-    repo = pygit2.Repository(str(fleet.bare))
-    tree = repo.revparse_single("refs/heads/reconciler/status").peel(pygit2.Commit).tree
-    out = {}
-    for kind in tree["status"]:
-        if kind.name == "controller.yaml":
-            continue
-        for entry in repo[kind.id]:
-            data = yaml.safe_load(repo[entry.id].data)
-            out[f"{data['kind']}/{data['name']}"] = data
-    return out
-
-
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == kind)
 
 
-def started(fleet: Fleet) -> list[tuple[str, str]]:
-    return [(e["key"], e["action"]) for e in fleet.action_log() if e["event"] == "started"]
-
-
 def commit_change(fleet: Fleet, path: str, text: str, message: str) -> str:
     """A person's commit on main changing one top-level file, straight into the bare repo."""
-    repo = pygit2.Repository(str(fleet.bare))
-    head = repo.revparse_single("refs/heads/main").peel(pygit2.Commit)
-    builder = repo.TreeBuilder(head.tree)
-    builder.insert(path, repo.create_blob(text.encode()), pygit2.enums.FileMode.BLOB)
-    who = pygit2.Signature("A Person", "person@example.com")
-    oid = repo.create_commit("refs/heads/main", who, who, message, builder.write(), [head.id])
-    return str(oid)
+    return repos.commit_change(fleet.bare, {path: text}, message)
 
 
 def owner_of(state: Path) -> str:

@@ -74,6 +74,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +148,22 @@ INSERT OR IGNORE INTO resolutions (resource, resolution, revision, applied_at, s
            json_extract(record_json, '$.revision'), updated_at, rowid
     FROM applied WHERE json_extract(record_json, '$.resolution') IS NOT NULL;
 """
+
+HISTORY_QUERY = (
+    "SELECT resource, resolution, revision, applied_at FROM resolutions ORDER BY resource, seq"
+)
+"""The resolutions each resource was applied with, oldest first (both journal stores)."""
+
+
+def history_by_resource(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """`HISTORY_QUERY`'s rows as `resolution_history` gives them, per resource."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["resource"], []).append(
+            {"resolution": r["resolution"], "revision": r["revision"], "appliedAt": r["applied_at"]}
+        )
+    return out
+
 
 TaskState = Literal["started", "acknowledged", "finished"]
 PlanState = Literal["running", "executed", "reported", "superseded"]
@@ -344,16 +361,7 @@ class Journal:
     def resolution_history(self) -> dict[str, list[dict[str, Any]]]:
         """Per resource, each resolution it was applied with — `resolution`, `revision`
         (the last one it was applied at), `appliedAt` — oldest first."""
-        rows = self._db.execute(
-            "SELECT resource, resolution, revision, applied_at FROM resolutions "
-            "ORDER BY resource, seq"
-        ).fetchall()
-        out: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:
-            out.setdefault(r["resource"], []).append(
-                {"resolution": r["resolution"], "revision": r["revision"], "appliedAt": r[3]}
-            )
-        return out
+        return history_by_resource(self._db.execute(HISTORY_QUERY).fetchall())
 
     def forget_applied(self, resource: str) -> None:
         """A decommissioned resource: nothing of it is ours any more."""

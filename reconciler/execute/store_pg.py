@@ -35,11 +35,13 @@ import structlog
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.execute.context import TaskResult
 from reconciler.execute.journal import (
+    HISTORY_QUERY,
     PlanRow,
     TaskRow,
     UnfinishedPlan,
     _now,
     _redacted_json,
+    history_by_resource,
 )
 from reconciler.secrets import REDACTOR, SecretUnavailable, resolve
 
@@ -362,20 +364,7 @@ class PgJournal:
 
     def resolution_history(self) -> dict[str, list[dict[str, Any]]]:
         """Per resource, each resolution it was applied with, oldest first."""
-        rows = self.db.query(
-            "SELECT resource, resolution, revision, applied_at FROM resolutions "
-            "ORDER BY resource, seq"
-        )
-        out: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:
-            out.setdefault(r["resource"], []).append(
-                {
-                    "resolution": r["resolution"],
-                    "revision": r["revision"],
-                    "appliedAt": r["applied_at"],
-                }
-            )
-        return out
+        return history_by_resource(self.db.query(HISTORY_QUERY))
 
     def forget_applied(self, resource: str) -> None:
         self._write("DELETE FROM applied WHERE resource = %s", (resource,))

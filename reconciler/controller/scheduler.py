@@ -16,6 +16,9 @@ the controller is. Everything else only asks:
   resources are reconciled together (`Controller.reconcile(ProviderEvents(...))`).
   A cycle covers every resource waiting when it starts (an incremental one plans
   them too); after events were shed, the next cycle is a full one, which recovers them.
+  Each event is a `SyncOperation` too (`EventWaits`), done once every resource it
+  named is reconciled; an event that only joins resources already waiting under one
+  operation shares it.
 - After a cycle whose fetch failed, scheduled cycles wait for the backoff the
   source suggests (`CycleResult.requeue`, the source's `retry_after`: exponential with
   jitter while the remote is down, its cap, 5 minutes, while it refuses us), however
@@ -37,7 +40,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +87,8 @@ class SyncOperation:
     resources_total: int = 0
     resources_done: int = 0
     errors: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    """The resources a provider event named (its operation ends once all are reconciled)."""
 
     def to_json(self) -> dict[str, Any]:
         def stamp(value: datetime | None) -> str | None:
@@ -99,6 +104,7 @@ class SyncOperation:
             "revision": self.revision,
             "progress": {"done": self.resources_done, "total": self.resources_total},
             "errors": list(self.errors),
+            "resources": list(self.resources),
         }
 
 
@@ -110,9 +116,13 @@ class Operations:
         self._ops: OrderedDict[str, SyncOperation] = OrderedDict()
         self._lock = threading.Lock()
 
-    def new(self, trigger: str) -> SyncOperation:
+    def new(self, trigger: str, resources: tuple[str, ...] = ()) -> SyncOperation:
         op = SyncOperation(
-            id=uuid.uuid4().hex, trigger=trigger, phase="pending", created=datetime.now(UTC)
+            id=uuid.uuid4().hex,
+            trigger=trigger,
+            phase="pending",
+            created=datetime.now(UTC),
+            resources=resources,
         )
         with self._lock:
             self._ops[op.id] = op
@@ -176,19 +186,64 @@ class CycleJob:
 
 @dataclass(frozen=True)
 class TargetedJob:
-    """Resources whose events are due, reconciled together, and who asked for them."""
+    """Resources whose events are due, reconciled together, who asked for them, and the
+    events' operations that wait on them."""
 
     keys: set[str]
     triggers: tuple[str, ...]
+    operations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class EventResult:
-    """What became of one provider event's resources."""
+    """What became of one provider event's resources, and the operation to poll (None
+    when the controller is stopping: nothing was queued)."""
 
     queued: tuple[str, ...] = ()
     coalesced: tuple[str, ...] = ()
     shed: tuple[str, ...] = ()
+    operation: SyncOperation | None = None
+
+
+class EventWaits:
+    """Which event operations wait on which resources.
+
+    An event's operation ends when every resource it named has been reconciled, by
+    targeted reconciles (resources fall due one by one, debounced) or by a cycle, which
+    covers every waiting resource and, when full, the shed ones. Not thread-safe: the
+    scheduler holds its lock.
+    """
+
+    def __init__(self) -> None:
+        self._by_op: dict[str, set[str]] = {}
+
+    def wait(self, op_id: str, keys: set[str]) -> None:
+        self._by_op.setdefault(op_id, set()).update(keys)
+
+    def on(self, keys: set[str]) -> list[str]:
+        """The operations waiting on any of `keys`, oldest first."""
+        return [op for op, waiting in self._by_op.items() if waiting & keys]
+
+    def reconciled(self, keys: set[str]) -> list[str]:
+        """Forget `keys`; the operations that waited on nothing else, now done."""
+        done = []
+        for op, waiting in list(self._by_op.items()):
+            if waiting & keys:
+                waiting -= keys
+                if not waiting:
+                    del self._by_op[op]
+                    done.append(op)
+        return done
+
+    def take_all(self, keep: Collection[str] = ()) -> list[str]:
+        """Forget every operation but those in `keep`; the ones forgotten."""
+        taken = [op for op in self._by_op if op not in keep]
+        for op in taken:
+            del self._by_op[op]
+        return taken
+
+    def __contains__(self, op_id: object) -> bool:
+        return op_id in self._by_op
 
 
 class UnknownProvider(LookupError):
@@ -287,6 +342,8 @@ class Scheduler:
         self._pending: dict[str, tuple[float, float]] = {}
         self._pending_triggers: dict[str, set[str]] = {}
         """Who asked for each waiting resource (`event:<provider>`)."""
+        self._waits = EventWaits()
+        """The events' operations, until every resource each named is reconciled."""
         self._shed_since_full = False
         """Events were shed: the next cycle is full, whatever changed, to recover them."""
         self._stopping: str | None = None
@@ -349,14 +406,20 @@ class Scheduler:
 
     def request_resources(self, keys: set[str], trigger: str = "event") -> EventResult:
         """Queue targeted reconciles of `keys`, debounced and coalesced per key; `trigger`
-        (`event:<provider>`) is recorded with the reconcile that takes them."""
+        (`event:<provider>`) is recorded with the reconcile that takes them.
+
+        The event is an operation to poll, done once all its resources are reconciled.
+        An event whose resources all wait already, under one operation of the same
+        trigger, shares that operation (a burst of events is one operation)."""
         now = self._clock()
-        queued, coalesced, shed = [], [], []
+        queued: list[str] = []
+        coalesced: list[str] = []
+        shed: list[str] = []
         with self._lock:
+            if self._stopping:
+                return EventResult(shed=tuple(sorted(keys)))
             for key in sorted(keys):
-                if self._stopping:
-                    shed.append(key)
-                elif key in self._pending:
+                if key in self._pending:
                     self._pending[key] = (self._pending[key][0], now)
                     self._pending_triggers.setdefault(key, set()).add(trigger)
                     coalesced.append(key)
@@ -367,12 +430,23 @@ class Scheduler:
                     self._pending[key] = (now, now)
                     self._pending_triggers[key] = {trigger}
                     queued.append(key)
+            op = self._event_operation(keys, trigger, shares=not queued and not shed)
         for outcome, found in (("queued", queued), ("coalesced", coalesced), ("shed", shed)):
             if found:
                 self.metrics.events.labels(outcome=outcome).inc(len(found))
         if queued:
             self._poke()
-        return EventResult(tuple(queued), tuple(coalesced), tuple(shed))
+        return EventResult(tuple(queued), tuple(coalesced), tuple(shed), op)
+
+    def _event_operation(self, keys: set[str], trigger: str, *, shares: bool) -> SyncOperation:
+        if shares:
+            waiting = self._waits.on(keys)
+            joined = self.operations.get(waiting[0]) if len(waiting) == 1 else None
+            if joined is not None and joined.trigger == trigger:
+                return joined
+        op = self.operations.new(trigger, resources=tuple(sorted(keys)))
+        self._waits.wait(op.id, keys)
+        return op
 
     def queue_depth(self) -> float:
         with self._lock:
@@ -386,7 +460,7 @@ class Scheduler:
 
     def execution(self) -> tuple[ProgressState, tuple[str, ...]]:
         """A copy of the running (or last) execution's progress, and the operations the
-        running cycle answers (none between cycles and during a targeted reconcile)."""
+        running cycle or targeted reconcile answers (none between them)."""
         with self._lock:
             state = self._execution
             copy = dataclasses.replace(
@@ -439,6 +513,7 @@ class Scheduler:
             self._stopping = self._stopping or reason
             reason = self._stopping  # the first reason stays: what stopped it (SIGTERM…)
             queued, self._cycle_wanted = self._cycle_wanted or [], None
+            queued += self._waits.take_all(keep=set(self._running))
         if self._aps is not None and self._aps.running:
             self._aps.shutdown(wait=False)
         if self._controller is not None:
@@ -500,12 +575,24 @@ class Scheduler:
                     if isinstance(job, CycleJob):
                         await self._cycle(controller, job)
                     else:
-                        await self._targeted(controller, job.keys, job.triggers)
+                        await self._targeted(controller, job)
                 finally:
                     self.busy = False
         finally:
             self._started.set()
             controller.close()
+            self._fail_waiting("not finished")
+
+    def _fail_waiting(self, what: str) -> None:
+        """Event operations the worker will not finish (it stops): failed, saying why."""
+        with self._lock:
+            waiting = self._waits.take_all()
+        self.operations.update(
+            waiting,
+            phase="failed",
+            finished=datetime.now(UTC),
+            errors=(f"{what}: the controller is stopping ({self._stopping})",),
+        )
 
     async def _restore(self, controller: Controller) -> None:
         """What the last run left: statuses for the API, readiness if a revision is in force."""
@@ -532,6 +619,8 @@ class Scheduler:
         with self._lock:
             if self._cycle_wanted is not None and not self._backing_off():
                 ops, self._cycle_wanted = self._cycle_wanted, None
+                triggers = {op.trigger for op in map(self.operations.get, ops) if op is not None}
+                ops = ops + self._waits.take_all()  # the cycle covers what events wait for
                 self._running = ops
                 covered = frozenset(self._pending)
                 self._pending.clear()
@@ -539,7 +628,6 @@ class Scheduler:
                 if covered:
                     self.metrics.events.labels(outcome="covered").inc(len(covered))
                 full, self._shed_since_full = self._shed_since_full, False
-                triggers = {op.trigger for op in map(self.operations.get, ops) if op is not None}
                 return CycleJob(ops, covered, full, scheduled=triggers == {"schedule"})
             now = self._clock()
             due = {k for k, (first, last) in self._pending.items() if now >= self._due(first, last)}
@@ -547,7 +635,11 @@ class Scheduler:
             for key in due:
                 del self._pending[key]
                 asked |= self._pending_triggers.pop(key, set())
-            return TargetedJob(due, tuple(sorted(asked))) if due else None
+            if not due:
+                return None
+            waiting = tuple(self._waits.on(due))
+            self._running = list(waiting)
+            return TargetedJob(due, tuple(sorted(asked)), waiting)
 
     def _due(self, first: float, last: float) -> float:
         return min(last + self.settings.event_debounce, first + self.settings.event_max_delay)
@@ -643,19 +735,23 @@ class Scheduler:
         if retry_after is not None:
             log.info("fetch failed: scheduled cycles wait", seconds=round(retry_after, 1))
 
-    async def _targeted(
-        self, controller: Controller, keys: set[str], triggers: tuple[str, ...] = ("event",)
-    ) -> None:
+    async def _targeted(self, controller: Controller, job: TargetedJob) -> None:
+        keys = job.keys
         before = dict(self.statuses)
         started = datetime.now(UTC)
         with self._lock:
             self._execution = ProgressState()
+            self._progress = [0, 0]
+        self.operations.update(
+            [op for op in job.operations if self._unstarted(op)], phase="running", started=started
+        )
         began = time.monotonic()
         try:
             result = await controller.reconcile(ProviderEvents(frozenset(keys)))
-        except Exception:
+        except Exception as exc:
             log.exception("targeted reconcile failed", resources=sorted(keys))
             self.metrics.cycles.labels(kind="targeted", result="failed").inc()
+            self._settle_events(job, [REDACTOR.text(f"{type(exc).__name__}: {exc}")])
             return
         self.reconciles.update(keys)
         self.metrics.targeted.inc()
@@ -667,10 +763,45 @@ class Scheduler:
         failed, fields = cycle_log(result, seconds, errors)
         self.cycles.appendleft(
             CycleRecord(
-                started, "targeted", triggers, (), seconds, failed, fields, tuple(sorted(keys))
+                started,
+                "targeted",
+                job.triggers,
+                job.operations,
+                seconds,
+                failed,
+                fields,
+                tuple(sorted(keys)),
             )
         )
         await self._notify(before, result)
+        self._settle_events(job, errors if failed or not result.ok else [])
+
+    def _unstarted(self, op_id: str) -> bool:
+        op = self.operations.get(op_id)
+        return op is not None and op.started is None
+
+    def _settle_events(self, job: TargetedJob, errors: list[str]) -> None:
+        """The job's resources are reconciled: its operations gather its errors, and end
+        once nothing else they named waits (failed if any reconcile of theirs failed)."""
+        with self._lock:
+            self._running = []
+            done = set(self._waits.reconciled(job.keys))
+            progress = self._progress
+        now = datetime.now(UTC)
+        for op_id in job.operations:
+            op = self.operations.get(op_id)
+            if op is None:
+                continue
+            changes: dict[str, Any] = {
+                "errors": op.errors + tuple(errors),
+                "resources_done": progress[0],
+                "resources_total": progress[1],
+                "revision": self.revision,
+            }
+            if op_id in done:
+                changes["phase"] = "failed" if changes["errors"] else "succeeded"
+                changes["finished"] = now
+            self.operations.update([op_id], **changes)
 
     def _absorb(self, result: CycleResult, kind: str, seconds: float) -> list[str]:
         """Keep what the API serves from a cycle's result; record metrics; the errors."""

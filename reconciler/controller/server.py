@@ -93,9 +93,17 @@ class OperationOut(BaseModel):
     revision: str | None
     progress: Progress
     errors: list[str]
+    resources: list[str]
+    """A provider event's resources (empty for cycles)."""
 
 
 class EventAccepted(BaseModel):
+    """A provider event was queued (or joined the operation of one still waiting): poll
+    the operation, which ends once every resource named here is reconciled."""
+
+    id: str
+    phase: str
+    location: str
     resources: list[str]
     queued: list[str]
     coalesced: list[str]
@@ -200,7 +208,8 @@ def create_app(scheduler: Scheduler) -> FastAPI:
     install_operation_routes(app, scheduler, mutating=mutating, reading=reading)
     index_cache = IndexCache()
     install_resource_routes(app, scheduler, reading=reading, index_cache=index_cache)
-    install_webhook_routes(app, scheduler, mutating=mutating)
+    install_webhook_routes(app, scheduler)
+    install_event_routes(app, scheduler, mutating=mutating)
 
     requests = portal_service(scheduler)
     install_ui(
@@ -354,8 +363,8 @@ def install_resource_routes(
         return REDACTOR.data(json.loads(text))
 
 
-def install_webhook_routes(app: FastAPI, scheduler: Scheduler, *, mutating: Any) -> None:
-    """Git push webhooks (signed) and provider events (token): work the outside asks for."""
+def install_webhook_routes(app: FastAPI, scheduler: Scheduler) -> None:
+    """Git push webhooks (signed, no token): fetch and reconcile now."""
 
     @app.post(
         "/api/v1/webhooks/{source}",
@@ -390,19 +399,24 @@ def install_webhook_routes(app: FastAPI, scheduler: Scheduler, *, mutating: Any)
         scheduler.metrics.webhooks.labels(source=source, result="accepted").inc()
         return _accepted(op.id, op.phase)
 
+
+def install_event_routes(app: FastAPI, scheduler: Scheduler, *, mutating: Any) -> None:
+    """Provider events (token): reconcile the resources they concern, as operations."""
+
     @app.post(
         "/api/v1/events/{provider}",
         tags=["events"],
         status_code=202,
         response_model=EventAccepted,
-        responses={200: {}, 400: {}, 401: {}, 404: {}, 413: {}, 422: {}},
+        responses={200: {}, 400: {}, 401: {}, 404: {}, 413: {}, 422: {}, 503: {}},
     )
     async def event(provider: str, request: Request, _: None = mutating) -> JSONResponse:
         """A provider event: reconcile the resource(s) it concerns, alone and soon.
 
         Payload: `{"resource": "Machine/x"}`, `{"kind": ..., "name": ...}`, or a
         provider-specific id matched against declared and observed fields
-        (`{"serial": "SN1"}`). Events are debounced and coalesced per resource.
+        (`{"serial": "SN1"}`). Events are debounced and coalesced per resource. The
+        answer names the operation to poll (`Location`), done once they are reconciled.
         """
         try:
             payload = load_json(await request.body() or b"{}")
@@ -423,13 +437,19 @@ def install_webhook_routes(app: FastAPI, scheduler: Scheduler, *, mutating: Any)
                 status_code=200,
             )
         result = scheduler.request_resources(keys, f"event:{provider}")
+        if result.operation is None:
+            raise HTTPException(503, "the controller is stopping")
+        location = f"/api/v1/operations/{result.operation.id}"
         body = EventAccepted(
+            id=result.operation.id,
+            phase=result.operation.phase,
+            location=location,
             resources=sorted(keys),
             queued=list(result.queued),
             coalesced=list(result.coalesced),
             shed=list(result.shed),
         )
-        return JSONResponse(body.model_dump(), status_code=202)
+        return JSONResponse(body.model_dump(), status_code=202, headers={"Location": location})
 
 
 # --- reconciler run --------------------------------------------------------------------

@@ -146,9 +146,11 @@ def test_a_flood_of_events_becomes_a_handful_of_reconciles_per_resource(
         api.idle()
         keys = [f"Machine/m{i:02d}" for i in range(10)]
         accepted = 0
+        operations: dict[str, str] = {}
         for n in range(1000):
             answer = api.client.post("/api/v1/events/sim", json={"resource": keys[n % 10]})
             accepted += answer.status_code == 202
+            operations[answer.json()["id"]] = keys[n % 10]
         assert accepted == 1000
         api.idle()
         counts = api.scheduler.reconciles
@@ -161,6 +163,12 @@ def test_a_flood_of_events_becomes_a_handful_of_reconciles_per_resource(
         coalesced = sample(metrics, "reconciler_events_total", {"outcome": "coalesced"})
         assert queued + coalesced == 1000
         assert sample(metrics, "reconciler_queue_depth") == 0
+        # Coalesced events share the operation of the event they joined: one per queued.
+        assert len(operations) == queued
+        for op_id, key in operations.items():
+            op = api.client.get(f"/api/v1/operations/{op_id}").json()
+            assert (op["phase"], op["trigger"]) == ("succeeded", "event:sim")
+            assert op["resources"] == [key]
 
 
 def test_a_full_queue_sheds_and_counts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,6 +211,12 @@ spec: {selfHeal: true}
         answer = api.client.post("/api/v1/events/sim", json={"serial": "SN01"})
         assert answer.status_code == 202
         assert answer.json()["resources"] == ["Machine/m01"]
+        assert answer.headers["Location"] == answer.json()["location"]
+        op = api.operation(answer.json()["id"])  # polled at the Location it names
+        assert op["phase"] == "succeeded", op
+        assert (op["trigger"], op["resources"]) == ("event:sim", ["Machine/m01"])
+        assert op["progress"] == {"done": 1, "total": 1}  # install-os, re-run by self-heal
+        assert op["revision"] == api.scheduler.revision
         api.idle()
         started = [e for e in sim.action_log()[before:] if e["event"] == "started"]
         assert [(e["key"], e["action"]) for e in started] == [("Machine/m01", "install-os")]
@@ -278,3 +292,76 @@ def test_an_invalid_push_fails_its_operation_and_the_last_good_revision_stays(
             )
             == 1
         )
+
+
+def test_an_event_whose_reconcile_fails_fails_its_operation_with_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = """\
+apiVersion: reconciler/v1
+kind: Policy
+metadata: {name: default}
+spec: {selfHeal: true}
+"""
+    bare = declare(tmp_path, repo_files(2, policy=policy))
+    state = tmp_path / "state"
+    with running(settings_for(bare, state), monkeypatch) as api:
+        api.idle()
+        failing = repo_files(2, policy=policy)
+        failing["providers.yaml"] = failing["providers.yaml"].replace(
+            'latency: "0s"', 'latency: "0s", failureRate: 1.0'
+        )
+        push(bare, failing, "Every provider action fails")
+        assert api.operation(api.client.post("/api/v1/sync").json()["id"])["phase"] == "succeeded"
+        SimulatorProvider.open(state, name="sim", repository=str(bare)).drift(
+            "Machine/m01", "params.os", "rhel"
+        )
+        answer = api.client.post("/api/v1/events/sim", json={"name": "m01"})
+        assert answer.status_code == 202, answer.text
+        op = api.operation(answer.json()["id"])
+        assert op["phase"] == "failed", op
+        assert any(
+            e.startswith("Machine/m01: stage install-os") and "simulated failure" in e
+            for e in op["errors"]
+        ), op["errors"]
+
+
+def test_a_cycle_answers_the_events_waiting_and_shed_when_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = declare(tmp_path, repo_files(3))
+    settings = settings_for(
+        bare, tmp_path / "state", event_queue_size=1, event_debounce=600.0, event_max_delay=600.0
+    )
+    with running(settings, monkeypatch) as api:
+        api.idle()
+        waiting = api.client.post("/api/v1/events/sim", json={"name": "m00"}).json()
+        shed = api.client.post("/api/v1/events/sim", json={"name": "m01"}).json()
+        assert (waiting["queued"], shed["shed"]) == (["Machine/m00"], ["Machine/m01"])
+        for body in (waiting, shed):
+            assert api.client.get(body["location"]).json()["phase"] == "pending"
+        sync = api.client.post("/api/v1/sync").json()["id"]
+        assert api.operation(sync)["phase"] == "succeeded"
+        for body in (waiting, shed):  # the cycle (full: events were shed) covered them
+            op = api.operation(body["id"])
+            assert op["phase"] == "succeeded" and op["finished"] is not None, op
+        assert not api.scheduler.reconciles  # no targeted reconcile was needed
+        cycle = api.scheduler.cycles[0]
+        assert cycle.kind == "full"
+        assert {waiting["id"], shed["id"], sync} <= set(cycle.operations)
+
+
+def test_events_waiting_at_a_stop_fail_and_later_events_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = declare(tmp_path, repo_files(2))
+    settings = settings_for(bare, tmp_path / "state", event_debounce=600.0, event_max_delay=600.0)
+    with running(settings, monkeypatch) as api:
+        api.idle()
+        waiting = api.client.post("/api/v1/events/sim", json={"name": "m00"}).json()
+        api.scheduler.begin_stop("SIGTERM")
+        op = api.client.get(waiting["location"]).json()
+        assert op["phase"] == "failed"
+        assert op["errors"] == ["not started: the controller is stopping (SIGTERM)"]
+        refused = api.client.post("/api/v1/events/sim", json={"name": "m01"})
+        assert refused.status_code == 503, refused.text

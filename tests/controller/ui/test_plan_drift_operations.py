@@ -1,8 +1,8 @@
 """The plan, resource, drift and operations pages against a real `reconciler run` subprocess.
 
 One controller for the module, three machines on the simulator (its `install-os`
-slowed to a few seconds by the provider's `latency` setting, so a stage is seen
-running). The first cycle provisions them; then one commit re-images two of
+and `configure` slowed to a few seconds by the provider's `latency` setting, so a
+stage is seen running). The first cycle provisions them; then one commit re-images two of
 them (`install-os` is `destructive`), one of which the Policy protects, and
 changes the third's application:
 
@@ -15,7 +15,9 @@ changes the third's application:
   page with since when it was first seen (kept across cycles) and that self-heal
   (off) only reports it;
 - a signed generic webhook and a provider event show on the operations page with
-  their trigger.
+  their trigger;
+- a provider event is an operation of its own: its page, in Chromium, shows the
+  targeted reconcile's self-heal running and, without a reload, done.
 
 The tests run in file order: each builds on what the one before did.
 """
@@ -60,7 +62,7 @@ kind: Provider
 metadata: {name: sim}
 spec:
   type: simulator
-  settings: {latency: {install-os: 6s, default: 0s}}
+  settings: {latency: {install-os: 6s, configure: 3s, default: 0s}}
 """,
         "stages.yaml": """\
 apiVersion: reconciler/v1
@@ -333,19 +335,20 @@ def test_webhook_and_provider_event_operations_show_their_trigger(run: Run) -> N
     event = run.http.post("/api/v1/events/sim", json={"resource": "Machine/z-locked"})
     assert event.status_code == 202, event.text
     assert event.json()["queued"] == ["Machine/z-locked"]
+    run.until(lambda: run.settled(event.json()["id"]), "the provider event's operation")
 
-    def events_table() -> str | None:
-        html = run.http.get("/operations").text
-        part = html.split("Provider events")[1]
-        return part if "/resources/Machine/z-locked" in part else None
-
-    events = run.until(events_table, "the provider event's reconcile")
-    ops = run.http.get("/operations").text.split('id="operations-table"')[1].split("</table>")[0]
-    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", ops, re.S) if op[:12] in r)
+    table = run.http.get("/operations").text.split('id="operations-table"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    row = next(r for r in rows if op[:12] in r)
     assert "<td>webhook:generic</td>" in row
     assert 'badge op-succeeded">succeeded' in row  # finished, with its phase
-    (event_row,) = [r for r in re.findall(r"<tr>(.*?)</tr>", events, re.S) if "z-locked" in r]
-    assert "<td>event:sim</td>" in event_row
+    (event_row,) = [r for r in rows if event.json()["id"][:12] in r]
+    assert "<td>event:sim</td>" in event_row and 'badge op-succeeded">succeeded' in event_row
+    assert 'href="/resources/Machine/z-locked"' in event_row
+    targeted = run.http.get("/operations").text.split('id="targeted-table"')[1]
+    (reconcile,) = [r for r in re.findall(r"<tr>(.*?)</tr>", targeted, re.S) if "z-locked" in r]
+    assert "<td>event:sim</td>" in reconcile
+    assert f'href="/operations/{event.json()["id"]}"' in reconcile
 
 
 def test_self_heal_on_corrects_the_drift_and_says_so(run: Run) -> None:
@@ -363,3 +366,36 @@ def test_self_heal_on_corrects_the_drift_and_says_so(run: Run) -> None:
     panel = page.split('id="drift"')[1].split("</section>")[0]
     assert f"Differs from Git since {run.drift_since}" in panel
     assert "corrected by self-heal" in panel
+
+
+def test_a_provider_event_is_an_operation_with_live_progress(run: Run) -> None:
+    # Not in Chromium: pytest-playwright runs its browser tests first, and this one needs
+    # self-heal on. The page's htmx polls the fragment asked for here (hx-request).
+    assert run.drift_since, "test_self_heal_on_corrects_the_drift_and_says_so runs first"
+    done = run.fleet.run_module(
+        "reconciler.providers.simulator", "drift", "--state-dir", str(run.fleet.state),
+        "Machine/m-base", "params.app", '"web"',
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    event = run.http.post("/api/v1/events/sim", json={"resource": "Machine/m-base"})
+    assert event.status_code == 202, event.text
+    location = event.headers["Location"]
+    assert location == f"/api/v1/operations/{event.json()['id']}"
+
+    def fragment() -> str:
+        path = f"/operations/{event.json()['id']}"
+        return run.http.get(path, headers={"HX-Request": "true"}).text
+
+    live = run.until(lambda: 'id="op-running"' in (t := fragment()) and t, "self-heal running")
+    assert 'id="op-phase">running' in live and 'hx-trigger="every 1s"' in live
+    rows = live.split('id="op-running"')[1].split("</table>")[0]
+    assert "Machine/m-base" in rows and "install-app" in rows  # the reconcile's stage, live
+    assert 'href="/resources/Machine/m-base"' in live.split('id="op-resources"')[1]
+    ended = run.until(lambda: 'id="op-phase">succeeded' in (t := fragment()) and t, "its end")
+    assert "1 of 1 resources" in ended and "hx-trigger" not in ended  # polling stops
+
+    answer = run.http.get(location).json()
+    assert (answer["phase"], answer["trigger"]) == ("succeeded", "event:sim")
+    assert answer["progress"] == {"done": 1, "total": 1}
+    observed = run.http.get("/api/v1/resources/Machine/m-base").json()["observed"]
+    assert observed["params"]["app"] == "db"  # the event's reconcile healed the drift

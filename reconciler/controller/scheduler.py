@@ -109,12 +109,17 @@ class SyncOperation:
 
 
 class Operations:
-    """The last `limit` operations, in memory; the oldest are forgotten first."""
+    """The last `limit` operations, in memory. The oldest finished ones are forgotten
+    first: a flood of provider events does not forget the sync a portal is polling,
+    unless `limit` operations are unfinished at once."""
 
-    def __init__(self, limit: int = 1000) -> None:
+    def __init__(
+        self, limit: int = 1000, on_forget: Callable[[str], None] = lambda op_id: None
+    ) -> None:
         self.limit = limit
         self._ops: OrderedDict[str, SyncOperation] = OrderedDict()
         self._lock = threading.Lock()
+        self._on_forget = on_forget
 
     def new(self, trigger: str, resources: tuple[str, ...] = ()) -> SyncOperation:
         op = SyncOperation(
@@ -124,10 +129,18 @@ class Operations:
             created=datetime.now(UTC),
             resources=resources,
         )
+        forgotten = []
         with self._lock:
             self._ops[op.id] = op
             while len(self._ops) > self.limit:
-                self._ops.popitem(last=False)
+                oldest = next(
+                    (i for i, o in self._ops.items() if o.finished is not None),
+                    next(iter(self._ops)),
+                )
+                del self._ops[oldest]
+                forgotten.append(oldest)
+        for op_id in forgotten:
+            self._on_forget(op_id)
         return op
 
     def get(self, op_id: str) -> SyncOperation | None:
@@ -235,6 +248,9 @@ class EventWaits:
                     done.append(op)
         return done
 
+    def forget(self, op_id: str) -> None:
+        self._by_op.pop(op_id, None)
+
     def take_all(self, keep: Collection[str] = ()) -> list[str]:
         """Forget every operation but those in `keep`; the ones forgotten."""
         taken = [op for op in self._by_op if op not in keep]
@@ -330,7 +346,7 @@ class Scheduler:
         self.election = election
         """With a shared database: this replica works only once elected
         (`reconciler.controller.leader`)."""
-        self.operations = Operations(settings.operations_kept)
+        self.operations = Operations(settings.operations_kept, on_forget=self._forget)
         self._factory = controller_factory
         self._clock = clock
         self._lock = threading.RLock()
@@ -437,6 +453,11 @@ class Scheduler:
         if queued:
             self._poke()
         return EventResult(tuple(queued), tuple(coalesced), tuple(shed), op)
+
+    def _forget(self, op_id: str) -> None:
+        """An operation dropped from memory: nobody can poll it, so nothing waits for it."""
+        with self._lock:
+            self._waits.forget(op_id)
 
     def _event_operation(self, keys: set[str], trigger: str, *, shares: bool) -> SyncOperation:
         if shares:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,20 @@ def test_operations_are_bounded() -> None:
     assert len(ops) == 3
     assert ops.get(made[0].id) is None
     assert ops.get(made[-1].id) is not None
+
+
+def test_operations_forget_finished_ones_before_unfinished() -> None:
+    forgotten: list[str] = []
+    ops = Operations(limit=3, on_forget=forgotten.append)
+    pending, done, running = (ops.new(t) for t in ("sync", "event:sim", "webhook:github"))
+    ops.update([done.id], phase="succeeded", finished=datetime.now(UTC))
+    ops.update([running.id], phase="running", started=datetime.now(UTC))
+    newest = ops.new("event:sim")
+    assert forgotten == [done.id]  # the sync still pending is kept although older
+    assert ops.get(pending.id) is not None
+    ops.new("schedule")  # nothing finished is left: the oldest goes
+    assert forgotten == [done.id, pending.id]
+    assert [o.id for o in ops.recent()][1:] == [newest.id, running.id]
 
 
 class FakeController:

@@ -173,7 +173,9 @@ def test_a_flood_of_events_becomes_a_handful_of_reconciles_per_resource(
 
 def test_a_full_queue_sheds_and_counts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bare = declare(tmp_path, repo_files(10))
-    settings = settings_for(bare, tmp_path / "state", event_queue_size=3, event_debounce=2.0)
+    settings = settings_for(
+        bare, tmp_path / "state", event_queue_size=3, event_debounce=2.0, operations_kept=5
+    )
     with running(settings, monkeypatch) as api:
         api.idle()
         shed = []
@@ -182,6 +184,10 @@ def test_a_full_queue_sheds_and_counts_it(tmp_path: Path, monkeypatch: pytest.Mo
             assert answer.status_code == 202
             shed += answer.json()["shed"]
         assert len(shed) == 7
+        # Ten events, five operations kept: nothing waits on the five forgotten.
+        everything = {f"Machine/m{i:02d}" for i in range(10)}
+        assert len(api.scheduler.operations) == 5
+        assert len(api.scheduler._waits.on(everything)) == 5
         metrics = api.scheduler.metrics
         assert sample(metrics, "reconciler_events_total", {"outcome": "shed"}) == 7
         assert sample(metrics, "reconciler_queue_depth") == 3

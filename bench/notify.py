@@ -56,7 +56,7 @@ def sink() -> Iterator[str]:
 
 
 def statuses(n: int) -> dict[str, Any]:
-    from reconciler.report.status import ResourceStatus, set_condition
+    from reconciler.model.status import ResourceStatus, set_condition
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
     ready = set_condition(

@@ -52,12 +52,12 @@ import yaml
 from bench.plan_10k import converge, plan_once
 from reconciler.load import load
 from reconciler.load.desired import Desired, subset
+from reconciler.model.status import ResourceStatus
 from reconciler.observe.observe import observe
 from reconciler.plan.diff import LastApplied
 from reconciler.plan.plan import Plan
 from reconciler.plan.scope import Scope, revision_scope
 from reconciler.providers import open_providers
-from reconciler.report.status import ResourceStatus
 from reconciler.source import DeclaredSource, GitAccess, Mirror, SourceResult
 
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"

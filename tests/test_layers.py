@@ -42,8 +42,6 @@ VALUES = {"observe.values", "execute.results"}
 
 # Edges that break a rule today: (importing module, imported module) -> what removes it.
 KNOWN: dict[tuple[str, str], str] = {
-    ("plan.scope", "report.status"): "issue 18 part 2: scope as a value of the cycle",
-    ("execute.retention", "report.status"): "issue 18 part 3: values of their own steps",
     ("execute.store", "controller.leader"): "the leader lease beside the store",
     ("execute.store", "controller.notify"): "the notification ledger beside the store",
     ("execute.ledger_pg", "controller.notify"): "the notification ledger beside the store",

@@ -31,6 +31,7 @@ from reconciler.execute.secret_check import declared_uses, unresolvable
 from reconciler.execute.secret_check import environment as secret_environment
 from reconciler.execute.store import open_reader
 from reconciler.load.desired import Desired, subset, with_dependencies
+from reconciler.model.status import ResourceStatus
 from reconciler.observe.observe import discover, observe_desired
 from reconciler.plan.diff import LastApplied
 from reconciler.plan.plan import Operation, Plan, relative_to
@@ -40,8 +41,8 @@ from reconciler.report.discovery import DiscoveryReport, documents_yaml
 from reconciler.report.discovery import documents as documents_of
 from reconciler.report.report import WriteFailure
 from reconciler.report.rollout_progress import ROLLOUTS_JSON, RolloutProgress, read_rollouts
-from reconciler.report.status import ResourceStatus
 from reconciler.report.transitions import failed_stages, records_from_statuses
+from reconciler.report.yaml_text import status_yaml
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import DeclaredSource, Stale, StatusWriter
@@ -565,7 +566,7 @@ def show_status(settings: Settings, resource: str | None, *, as_json: bool) -> i
         if as_json:
             print(json.dumps(found.model_dump(mode="json", by_alias=True), indent=2))
         else:
-            print(found.to_yaml(), end="")
+            print(status_yaml(found), end="")
         return EXIT_OK
     if as_json:
         data = {k: s.model_dump(mode="json", by_alias=True) for k, s in sorted(statuses.items())}

@@ -85,8 +85,8 @@ def point_modelines(root: Path, schema: Path) -> list[Path]:
 
 def extra_schemas() -> dict[str, dict[str, Any]]:
     """Schemas of the controller's own outputs: the plan (`plan --output json`) and status."""
+    from reconciler.model.status import ResourceStatus
     from reconciler.plan.plan import Plan
-    from reconciler.report.status import ResourceStatus
 
     out: dict[str, dict[str, Any]] = {}
     for file_name, cls in (("plan.json", Plan), ("status.json", ResourceStatus)):

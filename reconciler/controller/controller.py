@@ -68,6 +68,7 @@ from reconciler.execute.store import (
 from reconciler.execute.worker import dispatcher_for
 from reconciler.load.desired import Desired, ResolvedResource, subset, with_dependencies
 from reconciler.load.load import LoadResult
+from reconciler.model.status import ResourceStatus, set_condition
 from reconciler.observe.observe import ObservedState, discover, observe, observe_desired
 from reconciler.plan.approvals import Decision
 from reconciler.plan.diff import Diff, LastApplied
@@ -93,7 +94,6 @@ from reconciler.report.rollout_progress import (
     rollouts_json,
     states_of,
 )
-from reconciler.report.status import ResourceStatus, set_condition
 from reconciler.report.transitions import (
     audit_records,
     controller_conditions,

@@ -31,12 +31,12 @@ from datetime import datetime
 
 from reconciler.execute.engine import ExecutionResult
 from reconciler.load.desired import Desired, ResolvedResource
+from reconciler.model.status import ResourceStatus
 from reconciler.observe.observe import ObservedState
 from reconciler.plan.approvals import Decision
 from reconciler.plan.diff import Diff
 from reconciler.plan.plan import Plan
 from reconciler.plan.scope import FullCycle, Scope
-from reconciler.report.status import ResourceStatus
 from reconciler.source import SourceResult
 
 

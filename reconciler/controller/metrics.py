@@ -58,7 +58,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from reconciler.report.status import ResourceStatus
+from reconciler.model.status import ResourceStatus
 
 if TYPE_CHECKING:
     from reconciler.execute.engine import ExecutionResult

@@ -47,7 +47,7 @@ import structlog
 from reconciler.controller.metrics import Metrics
 from reconciler.controller.webhooks import GENERIC_SIGNATURE, hmac_signature
 from reconciler.model.kinds import NotificationEvent, NotificationTarget
-from reconciler.report.status import ResourceStatus
+from reconciler.model.status import ResourceStatus
 from reconciler.secrets import REDACTOR, resolve
 
 LEDGER = "notifications.json"

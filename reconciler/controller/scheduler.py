@@ -57,10 +57,10 @@ from reconciler.controller.notify import Notifier
 from reconciler.controller.progress import ProgressState
 from reconciler.execute.store import ledger_for
 from reconciler.load.desired import Desired
+from reconciler.model.status import ResourceStatus
 from reconciler.plan.plan import Plan
 from reconciler.plan.scope import FullCycle, Scope
 from reconciler.providers.instrument import provider_calls
-from reconciler.report.status import ResourceStatus
 from reconciler.secrets import REDACTOR
 from reconciler.settings import Settings
 from reconciler.source import SourceResult

@@ -44,7 +44,7 @@ from reconciler.providers.support import OperationStore
 
 if TYPE_CHECKING:
     from reconciler.execute.store import JournalStore
-    from reconciler.report.status import ResourceStatus
+    from reconciler.model.status import ResourceStatus
     from reconciler.settings import Settings
 
 log = structlog.get_logger("reconciler.retention")

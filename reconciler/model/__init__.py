@@ -1,10 +1,13 @@
 """Pydantic models of the declared documents: the single source of truth for the format.
 
 `schemas/` is generated from here (`reconciler schema`). Document classes by
-apiVersion live in `versions`; the kinds themselves in `kinds`; tasks in `tasks`.
+apiVersion live in `versions`; the kinds themselves in `kinds`; tasks in `tasks`;
+what the controller writes back about each resource (conditions, phase, last
+applied) in `status`.
 
 Enters: nothing of the flow; it is the format every step reads. Leaves: the
-document classes (`kinds`, `tasks`, `common`, `versions`). May import only
+document classes (`kinds`, `tasks`, `common`, `versions`) and the status values
+(`status`). May import only
 `reconciler.errors`; the JSON Schemas are written by `reconciler.cli.schema`,
 which also needs the plan and status values.
 """

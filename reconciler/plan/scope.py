@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.load.desired import Desired
-from reconciler.report.status import ResourceStatus
+from reconciler.model.status import ResourceStatus
 
 SETTLED_PHASES = frozenset({"Ready", "Decommissioned"})
 """A resource in these phases needs nothing from a revision that leaves it unchanged."""

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from reconciler.model.status import Condition, ResourceStatus, worst_phase
 from reconciler.report.provenance import Approval
-from reconciler.report.status import Condition, ResourceStatus, dump_yaml, worst_phase
+from reconciler.report.yaml_text import dump_yaml
 from reconciler.secrets import REDACTOR
 
 STATUS_DIR = "status"

@@ -30,12 +30,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.execute.results import ExecutionResult, ResourceOutcome
 from reconciler.load.desired import Desired, ResolvedResource
 from reconciler.model.kinds import FailureBackoff
-from reconciler.observe.values import Observation, ObservedState
-from reconciler.plan.diff import Diff, LastApplied, ResourceDiff, Status
-from reconciler.plan.plan import ObservedOnly, Operation, Plan, PlannedAction
-from reconciler.report.provenance import Provenance
-from reconciler.report.report import AuditRecord, DriftEntry
-from reconciler.report.status import (
+from reconciler.model.status import (
     Condition,
     ConditionType,
     Failure,
@@ -44,6 +39,11 @@ from reconciler.report.status import (
     remove_condition,
     set_condition,
 )
+from reconciler.observe.values import Observation, ObservedState
+from reconciler.plan.diff import Diff, LastApplied, ResourceDiff, Status
+from reconciler.plan.plan import ObservedOnly, Operation, Plan, PlannedAction
+from reconciler.report.provenance import Provenance
+from reconciler.report.report import AuditRecord, DriftEntry
 
 if TYPE_CHECKING:
     from reconciler.source.declared import SourceResult

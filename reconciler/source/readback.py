@@ -24,8 +24,8 @@ import pygit2
 import yaml
 from pygit2.enums import SortMode
 
+from reconciler.model.status import Condition, ResourceStatus, remove_condition, set_condition
 from reconciler.report.report import EXECUTIONS_TRAILER, REPORTS_DIR, STATUS_DIR, DriftEntry
-from reconciler.report.status import Condition, ResourceStatus, remove_condition, set_condition
 from reconciler.source.writeback import parse_trailers
 
 UNREADABLE_REASON = "StatusUnreadable"

@@ -20,7 +20,7 @@ import yaml
 from reconciler.cli.commands import apply_exit_code
 from reconciler.controller.controller import CycleResult
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
-from reconciler.report.status import ResourceStatus
+from reconciler.model.status import ResourceStatus
 from reconciler.source import SourceResult
 from reconciler.source.declared import Stale
 from reconciler.source.mirror import Revision

@@ -27,9 +27,9 @@ from reconciler.execute.retention import (
     forgotten_plans,
 )
 from reconciler.execute.tasklog import TaskLog
+from reconciler.model.status import Failure, ResourceStatus
 from reconciler.providers.base import OperationPhase
 from reconciler.providers.support import OperationRecord, OperationStore
-from reconciler.report.status import Failure, ResourceStatus
 from tests.conftest import ROOT
 from tests.controller.server.conftest import declare, push, repo_files
 

@@ -6,8 +6,8 @@ import dataclasses
 
 from reconciler.load.desired import Desired
 from reconciler.load.load import load_files
+from reconciler.model.status import ResourceStatus
 from reconciler.plan.scope import FullCycle, Scope, revision_scope
-from reconciler.report.status import ResourceStatus
 
 PROVIDER = """\
 apiVersion: reconciler/v1
@@ -146,8 +146,8 @@ spec: {prune: true}
 def test_a_failure_is_held_until_its_retry_time_unless_git_changed_it() -> None:
     from datetime import UTC, datetime, timedelta
 
+    from reconciler.model.status import Failure
     from reconciler.plan.scope import held_failures
-    from reconciler.report.status import Failure
 
     now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     d = desired("a", files(**FLEET))

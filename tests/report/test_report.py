@@ -6,8 +6,8 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
+from reconciler.model.status import ResourceStatus, set_condition
 from reconciler.report.report import AuditRecord, ControllerStatus, DriftEntry, build_report
-from reconciler.report.status import ResourceStatus, set_condition
 from reconciler.secrets import REDACTOR
 
 NOW = datetime(2026, 11, 29, 21, 0, tzinfo=UTC)

@@ -7,9 +7,9 @@ from typing import Any
 
 from reconciler.execute.engine import ExecutionResult, ResourceOutcome
 from reconciler.load.desired import Desired
+from reconciler.model.status import ResourceStatus
 from reconciler.plan.diff import diff
 from reconciler.plan.plan import plan
-from reconciler.report.status import ResourceStatus
 from reconciler.report.transitions import next_statuses
 from tests import plan_values as pv
 

@@ -33,9 +33,9 @@ from reconciler.controller.portal.phases import GitFacts, PlanSeen, RequestRecor
 from reconciler.errors import PermanentError
 from reconciler.load import load
 from reconciler.load.load import LoadResult
+from reconciler.model.status import ResourceStatus
 from reconciler.providers import observed_fields
 from reconciler.report.report import STATUS_DIR
-from reconciler.report.status import ResourceStatus
 from reconciler.settings import Settings
 from reconciler.source.mirror import GitAccess, Mirror
 from reconciler.source.tree import ParseCache, TreeLister, declared_files, load_revision, read_file

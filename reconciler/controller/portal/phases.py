@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from reconciler.report.status import ResourceStatus
+from reconciler.model.status import ResourceStatus
 
 Phase = Literal["branch-pushed", "planned", "merged", "provisioning", "ready", "failed", "closed"]
 TERMINAL: frozenset[str] = frozenset({"ready", "closed"})

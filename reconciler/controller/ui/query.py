@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from reconciler.report.status import PHASE_HEALTH, ResourceStatus
+from reconciler.model.status import PHASE_HEALTH, ResourceStatus
 
 if TYPE_CHECKING:
     from reconciler.load.desired import Desired

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.controller.progress import ProgressState
 from reconciler.controller.ui.query import PHASE_ORDER, FleetIndex
+from reconciler.model.status import Condition, ResourceStatus
 from reconciler.plan.diff import _MISSING, _redact, converged_paths, get_path
 from reconciler.plan.plan import Plan, PlannedAction
 from reconciler.plan.render import SYMBOLS, VERBS, _action_lines
 from reconciler.report.audit import Entry, parse_time
 from reconciler.report.report import DriftEntry
-from reconciler.report.status import Condition, ResourceStatus
 
 if TYPE_CHECKING:
     from reconciler.controller.scheduler import SyncOperation

@@ -16,7 +16,7 @@ from reconciler.controller.portal.requests import (
 )
 from reconciler.errors import Diagnostic
 from reconciler.load.load import load_files
-from reconciler.report.status import ResourceStatus
+from reconciler.model.status import ResourceStatus
 from reconciler.source.writeback import parse_trailers
 from tests.controller.portal.conftest import FILES, REQUEST
 

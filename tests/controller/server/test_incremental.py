@@ -17,9 +17,10 @@ import yaml
 
 from reconciler.controller.controller import Controller
 from reconciler.controller.cycle import AtHead
+from reconciler.model.status import ResourceStatus
 from reconciler.plan.scope import FullCycle, Scope
 from reconciler.providers.simulator import SimulatorProvider
-from reconciler.report.status import ResourceStatus
+from reconciler.report.yaml_text import status_yaml
 from reconciler.source.readback import read_statuses
 from tests.controller.server.conftest import declare, push, repo_files, settings_for
 
@@ -155,7 +156,7 @@ def test_status_files_are_parsed_once_per_content(tmp_path: Path) -> None:
         repo.create_commit(ref, signature, signature, "status", tree, parents)
 
     def status(name: str, phase: str) -> bytes:
-        return ResourceStatus(kind="Machine", name=name, phase=phase).to_yaml().encode()
+        return status_yaml(ResourceStatus(kind="Machine", name=name, phase=phase)).encode()
 
     commit_statuses(
         {

@@ -21,8 +21,8 @@ import pytest
 
 from reconciler.controller.notify import Ledger, Transition, transitions
 from reconciler.controller.webhooks import hmac_signature
+from reconciler.model.status import ResourceStatus, set_condition
 from reconciler.providers.simulator import SimulatorProvider
-from reconciler.report.status import ResourceStatus, set_condition
 from tests.controller.server.conftest import (
     ENV,
     TOKEN,

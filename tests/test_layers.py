@@ -45,7 +45,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("execute.store", "controller.leader"): "the leader lease beside the store",
     ("execute.store", "controller.notify"): "the notification ledger beside the store",
     ("execute.ledger_pg", "controller.notify"): "the notification ledger beside the store",
-    ("report.discovery", "providers.base"): "Discovered as a value in observe/values.py",
     ("execute.worker", "source.mirror"): "the worker is a process of its own: beside controller/",
     ("execute.worker", "source.worktree"): "the worker is a process of its own: beside controller/",
     ("execute.migrate_state", "controller.portal.store"): "migrate-state is a command: in cli/",

@@ -2,8 +2,10 @@
 
 Values only (no I/O, nothing of the project imported): the provider seam
 (`reconciler.providers.base`) re-exports them for providers, while the pure steps
-downstream (`reconciler.plan.diff`, `reconciler.report.transitions`) import them,
-and the `ObservedState` of one observation, from here, so they never import the provider registry.
+downstream (`reconciler.plan.diff`, `reconciler.report.transitions`,
+`reconciler.report.discovery`) import them, and the `ObservedState` of one
+observation, from here, so they never import the provider registry. `Discovered` is
+what discovery finds that nobody declares (the discovery inbox).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "Discovered",
     "Observation",
     "ObservationResult",
     "ObservationUnknown",
@@ -136,4 +139,41 @@ class ObservedState:
         return (
             f"ObservedState({len(self.observations)} observations, {len(self.owned)} owned, "
             f"unknown providers: {sorted(self.unknown_providers)})"
+        )
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """Something a provider sees that no declared resource is and nobody owns.
+
+    `kind` is the document kind that would declare it (Machine, Instance, Resource);
+    `name` the provider's own name for it (a system's Name, an instance's Name tag),
+    maybe empty; `identity` what a document needs to find it again (a Machine's `bmc`
+    fields, an instance's id and region, an object's id and type); `facts` what was
+    observed (power, inventory, size…), for people deciding whether to enroll it.
+    """
+
+    kind: str
+    name: str
+    identity: Mapping[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    provider: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "identity": plain(self.identity),
+            "facts": plain(self.facts),
+            "provider": self.provider,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Discovered:
+        return cls(
+            kind=data["kind"],
+            name=data.get("name", ""),
+            identity=dict(data.get("identity", {})),
+            facts=dict(data.get("facts", {})),
+            provider=data.get("provider", ""),
         )

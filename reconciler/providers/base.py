@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 # The values providers answer with live in observe/ (re-exported here for providers).
+from reconciler.observe.values import Discovered as Discovered
 from reconciler.observe.values import Observation as Observation
 from reconciler.observe.values import ObservationResult as ObservationResult
 from reconciler.observe.values import ObservationUnknown as ObservationUnknown
@@ -74,43 +75,6 @@ class ResourceRef:
             declared=dict(data.get("declared", {})),
             params=dict(data.get("params", {})),
             labels=dict(data.get("labels", {})),
-        )
-
-
-@dataclass(frozen=True)
-class Discovered:
-    """Something a provider sees that no declared resource is and nobody owns.
-
-    `kind` is the document kind that would declare it (Machine, Instance, Resource);
-    `name` the provider's own name for it (a system's Name, an instance's Name tag),
-    maybe empty; `identity` what a document needs to find it again (a Machine's `bmc`
-    fields, an instance's id and region, an object's id and type); `facts` what was
-    observed (power, inventory, size…), for people deciding whether to enroll it.
-    """
-
-    kind: str
-    name: str
-    identity: Mapping[str, Any] = field(default_factory=dict)
-    facts: Mapping[str, Any] = field(default_factory=dict)
-    provider: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "identity": _plain(self.identity),
-            "facts": _plain(self.facts),
-            "provider": self.provider,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Discovered:
-        return cls(
-            kind=data["kind"],
-            name=data.get("name", ""),
-            identity=dict(data.get("identity", {})),
-            facts=dict(data.get("facts", {})),
-            provider=data.get("provider", ""),
         )
 
 

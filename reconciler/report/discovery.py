@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from reconciler.load.desired import Desired, ResolvedResource
-from reconciler.providers.base import Discovered
+from reconciler.observe.values import Discovered
 from reconciler.secrets import REDACTOR
 
 DISCOVERED_MD = "reports/discovered.md"

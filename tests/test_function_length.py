@@ -1,10 +1,9 @@
 """No function in reconciler/ over 80 lines (STYLE.md: a function a person can hold).
 
 A function's length is its lines from `def` to its last line, docstring and nested
-functions included. The functions not split yet are listed in `NOT_YET_SPLIT` with
-their length today: the list only shrinks. The test fails when a function not on the
-list passes 80 lines, when a listed one grows past its listed length, and when a
-listed one is now short enough to come off the list (or is gone).
+functions included. The test fails when any function passes 80 lines: split it along
+the steps it performs (issue 18, part 5, split the last of them; there is no list of
+exceptions to grow).
 """
 
 from __future__ import annotations
@@ -15,13 +14,6 @@ from pathlib import Path
 
 LIMIT = 80
 ROOT = Path(__file__).resolve().parents[1] / "reconciler"
-
-NOT_YET_SPLIT: dict[str, int] = {
-    # "module path:qualified name": lines today (issue 18, part 5: others shrink these).
-    "execute/runners.py:run_task": 91,
-    "observe/observe.py:observe": 84,
-    "source/declared.py:DeclaredSource.poll": 82,
-}
 
 
 def _functions(node: ast.AST, prefix: str = "") -> Iterator[tuple[str, int]]:
@@ -48,22 +40,9 @@ def long_functions(root: Path = ROOT) -> dict[str, int]:
     return found
 
 
-def test_no_function_grows_past_the_limit() -> None:
+def test_no_function_passes_the_limit() -> None:
     found = long_functions()
-    new = {name: lines for name, lines in found.items() if name not in NOT_YET_SPLIT}
-    grown = {
-        name: f"{NOT_YET_SPLIT[name]} -> {lines}"
-        for name, lines in found.items()
-        if name in NOT_YET_SPLIT and lines > NOT_YET_SPLIT[name]
-    }
-    assert not new, f"functions over {LIMIT} lines: split them along their steps: {new}"
-    assert not grown, f"functions not split yet grew (split them instead): {grown}"
-
-
-def test_the_list_of_long_functions_only_shrinks() -> None:
-    found = long_functions()
-    short = sorted(name for name in NOT_YET_SPLIT if name not in found)
-    assert not short, f"now {LIMIT} lines or fewer (or gone): take them off NOT_YET_SPLIT: {short}"
+    assert not found, f"functions over {LIMIT} lines: split them along their steps: {found}"
 
 
 def test_the_checker_finds_a_long_function(tmp_path: Path) -> None:

@@ -13,6 +13,9 @@ the per-type runners in `reconciler.execute.tasks`. The flow for one task:
    (``ctx.cancel_operation``: the provider's `cancel`), and its log and message say
    whether it was cancelled, cannot be, or may still complete.
 
+`run_task` reads as those steps; `_TaskRun` holds one run's state (deadline, failures,
+the last progress note) and does each of them.
+
 `run_journaled_timed` wraps it with the journal's crash semantics (see `journal.py`),
 and gives back the times the journal holds for the task: a result taken from the journal
 on resume carries the times it ran at, not the time it was looked up.
@@ -74,89 +77,108 @@ async def run_task(
     rng: Callable[[], float] = random.random,
 ) -> TaskResult:
     """Run `task` to its end: succeeded, or failed with the reason. Never raises a failure."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline = started + task.timeout
-    if ctx.deadline is not None:
-        deadline = min(deadline, ctx.deadline)
-    run = RunState(
-        started=started,
-        deadline=deadline,
-        activity=f"running {task.type} task {task.name}",
-        operation_id=ctx.operation_id,
-    )
-    attempt = attempt_of(task.type)
-    log_path = str(ctx.log.path) if ctx.log.path is not None else None
-    ctx.log.event(
-        f"task {task.name} ({task.type}) of {ctx.resource_key} stage {ctx.stage or '-'} "
-        f"point {ctx.point or '-'}, idempotency key {ctx.idempotency_key}"
-        + (f", resuming operation {ctx.operation_id}" if ctx.operation_id else "")
-    )
+    this = _TaskRun(task, ctx)
+    if this.deadline <= this.started:  # queued, or claimed again, past it: nothing starts
+        return await this.too_late()
+    try:
+        outcome, attempts = await with_retries(
+            this.once, task.retry, deadline=this.deadline, sleep=sleep, rng=rng, clock=this.clock
+        )
+    except GaveUp as exc:
+        return await this.gave_up(exc)
+    except ReconcilerError as exc:  # a runner bug that raised outside the retry loop
+        return this.result("failed", str(exc), {}, 1)
+    except Exception as exc:  # an unexpected bug must not take the whole plan down
+        return this.result("failed", f"internal error: {type(exc).__name__}: {exc}", {}, 1)
+    return this.result("succeeded", outcome.message, outcome.outputs, attempts)
 
-    async def once() -> Outcome:
+
+class _TaskRun:
+    """One run of one task, for `run_task`: its deadline and run state, one attempt under
+    the deadline, the progress reported, and the `TaskResult` it ends in."""
+
+    def __init__(self, task: Task, ctx: TaskContext) -> None:
+        self.task = task
+        self.ctx = ctx
+        self.clock = asyncio.get_running_loop().time
+        self.started = self.clock()
+        self.deadline = self.started + task.timeout
+        if ctx.deadline is not None:
+            self.deadline = min(self.deadline, ctx.deadline)
+        self.run = RunState(
+            started=self.started,
+            deadline=self.deadline,
+            activity=f"running {task.type} task {task.name}",
+            operation_id=ctx.operation_id,
+        )
+        self.attempt = attempt_of(task.type)
+        self.log_path = str(ctx.log.path) if ctx.log.path is not None else None
+        self.last_note: str | None = None
+        ctx.log.event(
+            f"task {task.name} ({task.type}) of {ctx.resource_key} stage {ctx.stage or '-'} "
+            f"point {ctx.point or '-'}, idempotency key {ctx.idempotency_key}"
+            + (f", resuming operation {ctx.operation_id}" if ctx.operation_id else "")
+        )
+
+    async def once(self) -> Outcome:
+        """One call of the runner's attempt, bounded by the deadline, its failure logged."""
         try:
-            async with asyncio.timeout_at(deadline):
-                return await attempt(task, ctx, run)
+            async with asyncio.timeout_at(self.deadline):
+                return await self.attempt(self.task, self.ctx, self.run)
         except TimeoutError:
-            raise DeadlineExceeded(run.describe_deadline(loop.time() - started)) from None
+            elapsed = self.clock() - self.started
+            raise DeadlineExceeded(self.run.describe_deadline(elapsed)) from None
         except TemporaryError as exc:
-            ctx.log.event(f"TemporaryError: {exc}")
-            run.failures += 1
-            report_progress(f"attempt {run.failures} failed: {exc}")
+            self.ctx.log.event(f"TemporaryError: {exc}")
+            self.run.failures += 1
+            self.report_progress(f"attempt {self.run.failures} failed: {exc}")
             raise
         except WaitingError as exc:
-            ctx.log.event(f"waiting: {exc}")
-            report_progress(str(exc))
+            self.ctx.log.event(f"waiting: {exc}")
+            self.report_progress(str(exc))
             raise
         except ReconcilerError as exc:
-            ctx.log.event(f"{type(exc).__name__}: {exc}")
+            self.ctx.log.event(f"{type(exc).__name__}: {exc}")
             raise
 
-    last_note: list[str] = []
-
-    def report_progress(note: str) -> None:
-        if ctx.on_progress is None or last_note == [note]:
+    def report_progress(self, note: str) -> None:
+        if self.ctx.on_progress is None or self.last_note == note:
             return  # unchanged notes (a poll that is still running) are not re-reported
-        last_note[:] = [note]
-        ctx.on_progress(run.failures + 1, REDACTOR.text(note))
+        self.last_note = note
+        self.ctx.on_progress(self.run.failures + 1, REDACTOR.text(note))
 
-    def result(status: str, message: str, outputs: Any, attempts: int) -> TaskResult:
+    async def too_late(self) -> TaskResult:
+        """The deadline passed before the task could start: it is not run."""
+        late = self.started - self.deadline
+        message = (
+            f"deadline exceeded {late:.1f}s before {self.run.activity} could start "
+            "(it waited in the queue, or was claimed again, past its deadline): not run"
+        )
+        return self.result("failed", message + await _cancel_remote(self.ctx), {}, 0)
+
+    async def gave_up(self, exc: GaveUp) -> TaskResult:
+        """The retries ended without success; past the deadline, the remote is cancelled."""
+        message = str(exc)
+        if exc.reason == "deadline":
+            message = self.run.describe_deadline(self.clock() - self.started)
+            if isinstance(exc.last, TemporaryError):
+                message += f"; last error: {exc.last}"
+        if exc.reason == "deadline" or isinstance(exc.last, DeadlineExceeded):
+            message += await _cancel_remote(self.ctx)
+        return self.result("failed", message, {}, exc.attempts)
+
+    def result(self, status: str, message: str, outputs: Any, attempts: int) -> TaskResult:
+        """The task's end as a value, its secrets redacted, and logged."""
         message = REDACTOR.text(message)
-        ctx.log.event(f"task {task.name} {status}: {message}")
+        self.ctx.log.event(f"task {self.task.name} {status}: {message}")
         return TaskResult(
             status="succeeded" if status == "succeeded" else "failed",
             message=message,
             outputs=REDACTOR.data(dict(outputs)),
-            operation_id=REDACTOR.text(run.operation_id) if run.operation_id else None,
+            operation_id=REDACTOR.text(self.run.operation_id) if self.run.operation_id else None,
             attempts=attempts,
-            log_path=log_path,
+            log_path=self.log_path,
         )
-
-    if deadline <= started:  # queued, or claimed again, past it: nothing is started now
-        late = started - deadline
-        message = (
-            f"deadline exceeded {late:.1f}s before {run.activity} could start "
-            "(it waited in the queue, or was claimed again, past its deadline): not run"
-        )
-        return result("failed", message + await _cancel_remote(ctx), {}, 0)
-    try:
-        outcome, attempts = await with_retries(
-            once, task.retry, deadline=deadline, sleep=sleep, rng=rng, clock=loop.time
-        )
-    except GaveUp as exc:
-        message = str(exc)
-        if exc.reason == "deadline":
-            message = run.describe_deadline(loop.time() - started)
-            if isinstance(exc.last, TemporaryError):
-                message += f"; last error: {exc.last}"
-        if exc.reason == "deadline" or isinstance(exc.last, DeadlineExceeded):
-            message += await _cancel_remote(ctx)
-        return result("failed", message, {}, exc.attempts)
-    except ReconcilerError as exc:  # a runner bug that raised outside the retry loop
-        return result("failed", str(exc), {}, 1)
-    except Exception as exc:  # an unexpected bug must not take the whole plan down
-        return result("failed", f"internal error: {type(exc).__name__}: {exc}", {}, 1)
-    return result("succeeded", outcome.message, outcome.outputs, attempts)
 
 
 async def _cancel_remote(ctx: TaskContext) -> str:

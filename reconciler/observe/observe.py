@@ -170,27 +170,18 @@ async def observe(
     """
     previous = previous or {}
     unknown: dict[str, str] = dict(unavailable or {})
-    by_provider: dict[str, list[ResourceRef]] = {name: [] for name in providers}
-    observations: dict[str, ObservationResult] = {}
-    for key, resource in desired.resources.items():
-        if resource.provider in providers:
-            by_provider[resource.provider].append(resource_ref(resource))
-        else:
-            why = unknown.get(resource.provider, "provider is not available")
-            observations[key] = ObservationUnknown(key, f"{resource.provider}: {why}")
-
+    by_provider, observations = _refs_by_provider(desired, providers, unknown)
     names = sorted(by_provider)
     jobs = []
     for name in names:
-        document = desired.providers.get(name)
-        limits = document.spec.limits if document is not None else None
+        concurrency, rate = _limits(desired, name)
         jobs.append(
             _observe_provider(
                 name,
                 providers[name],
                 by_provider[name],
-                concurrency=limits.concurrency if limits else 10,
-                rate=limits.rate_per_second if limits else None,
+                concurrency=concurrency,
+                rate=rate,
                 batch_size=batch_size,
                 timeout=timeout,
                 list_owned=list_owned is None or name in list_owned,
@@ -201,20 +192,8 @@ async def observe(
     owned: dict[str, OwnedResource] = {}
     existing: dict[str, frozenset[str]] = {}
     for name, (seen, listed, problem) in zip(names, outcomes, strict=True):
-        now = frozenset(k for k, o in seen.items() if isinstance(o, Observation) and o.exists)
-        before = frozenset(previous.get(name, ())) & seen.keys()
-        answered = any(isinstance(o, Observation) for o in seen.values())
-        if problem is None and before and answered and not now & before:
-            # "Absent" answers are not believed; a resource it could not observe at all
-            # keeps the provider's own reason (a BMC's 401 stays a 401).
-            problem = f"reported none of the {len(before)} resources it reported existing before"
-            seen = {
-                k: ObservationUnknown(k, f"{name}: {problem}") if isinstance(o, Observation) else o
-                for k, o in seen.items()
-            }
-        elif problem is None and not answered and seen:
-            first = next(iter(seen.values()))
-            problem = getattr(first, "reason", "no answer").removeprefix(f"{name}: ")
+        now = _reported_existing(seen)
+        seen, problem = _believed(name, seen, problem, previous.get(name, ()))
         if problem is not None:
             unknown[name] = problem
             listed = None  # an untrusted provider's listing finds no orphans
@@ -231,6 +210,59 @@ async def observe(
         unknown_providers=dict(sorted(unknown.items())),
         existing=existing,
     )
+
+
+def _refs_by_provider(
+    desired: Desired, providers: Mapping[str, Provider], unknown: Mapping[str, str]
+) -> tuple[dict[str, list[ResourceRef]], dict[str, ObservationResult]]:
+    """The declared resources of each open provider, and the observations already known:
+    a resource whose provider is not open is unknown, with why (from `unknown`)."""
+    by_provider: dict[str, list[ResourceRef]] = {name: [] for name in providers}
+    observations: dict[str, ObservationResult] = {}
+    for key, resource in desired.resources.items():
+        if resource.provider in providers:
+            by_provider[resource.provider].append(resource_ref(resource))
+        else:
+            why = unknown.get(resource.provider, "provider is not available")
+            observations[key] = ObservationUnknown(key, f"{resource.provider}: {why}")
+    return by_provider, observations
+
+
+def _limits(desired: Desired, name: str) -> tuple[int, float | None]:
+    """A provider's declared limits: calls in flight, calls started per second (None:
+    unlimited); 10 and unlimited when it declares none."""
+    document = desired.providers.get(name)
+    limits = document.spec.limits if document is not None else None
+    return (limits.concurrency, limits.rate_per_second) if limits else (10, None)
+
+
+def _reported_existing(seen: Mapping[str, ObservationResult]) -> frozenset[str]:
+    """The keys a provider's answer says exist."""
+    return frozenset(k for k, o in seen.items() if isinstance(o, Observation) and o.exists)
+
+
+def _believed(
+    name: str,
+    seen: dict[str, ObservationResult],
+    problem: str | None,
+    before: Collection[str],
+) -> tuple[dict[str, ObservationResult], str | None]:
+    """A provider's observations as they are believed, and why it is unknown (None: it
+    is trusted). `before` are the keys it reported existing last time."""
+    before_seen = frozenset(before) & seen.keys()
+    answered = any(isinstance(o, Observation) for o in seen.values())
+    if problem is None and before_seen and answered and not _reported_existing(seen) & before_seen:
+        # "Absent" answers are not believed; a resource it could not observe at all
+        # keeps the provider's own reason (a BMC's 401 stays a 401).
+        problem = f"reported none of the {len(before_seen)} resources it reported existing before"
+        seen = {
+            k: ObservationUnknown(k, f"{name}: {problem}") if isinstance(o, Observation) else o
+            for k, o in seen.items()
+        }
+    elif problem is None and not answered and seen:
+        first = next(iter(seen.values()))
+        problem = getattr(first, "reason", "no answer").removeprefix(f"{name}: ")
+    return seen, problem
 
 
 SEEN_FILE = "observed-existing.json"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -222,15 +223,8 @@ class DeclaredSource:
         """Fetch (unless `fetch` is False), resolve the head, load it if it changed."""
         self._restore()
         self.fetch_seconds = 0.0
-        if fetch:
-            began = time.monotonic()
-            try:
-                self.mirror.fetch()
-            except ReconcilerError as exc:
-                return self._fetch_failed(exc)
-            finally:
-                self.fetch_seconds = time.monotonic() - began
-            self._failures = 0
+        if fetch and (failed := self._fetch()) is not None:
+            return failed
         try:
             head_commit = self.mirror.commit_for(self.branch, self.ref)
         except PermanentError as exc:
@@ -239,53 +233,89 @@ class DeclaredSource:
         good = self._good
         if good is not None and head.sha == good.sha:
             return self._in_force(head)
-
         force_pushed = self._is_force_push(head.sha)
         if force_pushed and self.force_push_policy == "refuse":
-            return self._stale(
-                head,
-                FORCE_PUSH_REFUSED,
-                f"{self._what()} was rewritten: {head.short} does not descend from "
-                f"{(self._force_push_base() or '?')[:12]}; "
-                "force_push_policy is 'refuse'",
-                force_pushed=True,
-            )
-
+            return self._refuse_force_push(head)
         files = declared_files(self.lister.files(head.sha), self.repo)
         if good is not None and files == good.files:
-            if not force_pushed and self._only_own_commits(good.sha, head.sha):
-                # The controller's own status commits on the tracked branch are never a
-                # declared revision: the one in force stays, so it never feeds on itself.
-                return self._in_force(head)
-            # A person's commit that changes no declared file (an approval trailer, a
-            # README) is the revision in force: its evidence counts.
-            self._accept(LoadedRevision(head.sha, good.files, good.result))
-            return replace(self._in_force(head), force_pushed=force_pushed)
-
-        if self._rejected is not None and self._rejected.sha == head.sha:
-            loaded = self._rejected
-        else:
-            loaded = load_revision(
-                self.repo,
-                head.sha,
-                lister=self.lister,
-                cache=self.cache,
-                assemble=self._assemble,
-                files=files,
-            )
+            return self._same_declared_files(head, good, force_pushed=force_pushed)
+        loaded = self._load_head(head, files)
         if not loaded.result.ok:
-            self._rejected = loaded
-            self.cache.prune([good.files, loaded.files] if good else [loaded.files])
-            count = len(loaded.result.diagnostics)
-            return self._stale(
-                head,
-                VALIDATION_FAILED,
-                f"revision {head.short} is invalid ({count} error{'s' * (count != 1)})",
-                force_pushed=force_pushed,
-                diagnostics=loaded.result.diagnostics,
-            )
+            return self._reject(head, loaded, force_pushed=force_pushed)
+        return self._take(head, loaded, force_pushed=force_pushed)
 
-        old_files = good.files if good else {}
+    # --- the steps of a poll ---------------------------------------------------
+
+    def _fetch(self) -> SourceResult | None:
+        """Fetch the mirror, timed (the cycle's fetch phase): None when it worked, else
+        the last good revision kept in force with why and when to retry."""
+        began = time.monotonic()
+        try:
+            self.mirror.fetch()
+        except ReconcilerError as exc:
+            return self._fetch_failed(exc)
+        finally:
+            self.fetch_seconds = time.monotonic() - began
+        self._failures = 0
+        return None
+
+    def _refuse_force_push(self, head: Revision) -> SourceResult:
+        """Policy "refuse": a rewritten head is not taken."""
+        return self._stale(
+            head,
+            FORCE_PUSH_REFUSED,
+            f"{self._what()} was rewritten: {head.short} does not descend from "
+            f"{(self._force_push_base() or '?')[:12]}; "
+            "force_push_policy is 'refuse'",
+            force_pushed=True,
+        )
+
+    def _same_declared_files(
+        self, head: Revision, good: LoadedRevision, *, force_pushed: bool
+    ) -> SourceResult:
+        """A new head whose declared files are those in force: nothing is reloaded."""
+        if not force_pushed and self._only_own_commits(good.sha, head.sha):
+            # The controller's own status commits on the tracked branch are never a
+            # declared revision: the one in force stays, so it never feeds on itself.
+            return self._in_force(head)
+        # A person's commit that changes no declared file (an approval trailer, a
+        # README) is the revision in force: its evidence counts.
+        self._accept(LoadedRevision(head.sha, good.files, good.result))
+        return replace(self._in_force(head), force_pushed=force_pushed)
+
+    def _load_head(self, head: Revision, files: Mapping[str, pygit2.Oid]) -> LoadedRevision:
+        """The head loaded (unchanged files from the cache), or the load that rejected it
+        last poll: a head already found invalid is not loaded again."""
+        if self._rejected is not None and self._rejected.sha == head.sha:
+            return self._rejected
+        return load_revision(
+            self.repo,
+            head.sha,
+            lister=self.lister,
+            cache=self.cache,
+            assemble=self._assemble,
+            files=files,
+        )
+
+    def _reject(
+        self, head: Revision, loaded: LoadedRevision, *, force_pushed: bool
+    ) -> SourceResult:
+        """An invalid head: remembered as rejected, the last good revision kept in force."""
+        good = self._good
+        self._rejected = loaded
+        self.cache.prune([good.files, loaded.files] if good else [loaded.files])
+        count = len(loaded.result.diagnostics)
+        return self._stale(
+            head,
+            VALIDATION_FAILED,
+            f"revision {head.short} is invalid ({count} error{'s' * (count != 1)})",
+            force_pushed=force_pushed,
+            diagnostics=loaded.result.diagnostics,
+        )
+
+    def _take(self, head: Revision, loaded: LoadedRevision, *, force_pushed: bool) -> SourceResult:
+        """A valid new head: the revision in force from now on, with the files it changed."""
+        old_files = self._good.files if self._good else {}
         changed = frozenset(
             p for p in set(old_files) | set(loaded.files) if old_files.get(p) != loaded.files.get(p)
         )

@@ -42,9 +42,6 @@ VALUES = {"observe.values", "execute.results"}
 
 # Edges that break a rule today: (importing module, imported module) -> what removes it.
 KNOWN: dict[tuple[str, str], str] = {
-    ("execute.store", "controller.leader"): "the leader lease beside the store",
-    ("execute.store", "controller.notify"): "the notification ledger beside the store",
-    ("execute.ledger_pg", "controller.notify"): "the notification ledger beside the store",
     ("execute.worker", "source.mirror"): "the worker is a process of its own: beside controller/",
     ("execute.worker", "source.worktree"): "the worker is a process of its own: beside controller/",
     ("execute.migrate_state", "controller.portal.store"): "migrate-state is a command: in cli/",

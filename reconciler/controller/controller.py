@@ -52,6 +52,7 @@ from reconciler.controller.cycle import (
     Resumed,
     Targeted,
 )
+from reconciler.controller.leader import acquire_lease
 from reconciler.controller.planning import PlanContext, judge_rules, plan_revision
 from reconciler.errors import ReconcilerError
 from reconciler.execute.engine import EventSink, ExecutionResult, Executor
@@ -60,7 +61,6 @@ from reconciler.execute.retention import Retention, apply_retention
 from reconciler.execute.rollout_gate import PAUSE_FACT
 from reconciler.execute.store import (
     HeldLease,
-    acquire_lease,
     keep_existing,
     open_journal,
     recall_existing,

@@ -18,7 +18,8 @@ holder, the address of its API, an expiry on the database's clock, and a fencing
   newer leader exists. A paused leader that wakes up cannot write over its successor.
 
 `LeaderLease.take` is the one-shot form (`reconciler apply`): the lease at once, or
-`LeaseHeld` naming who has it. `Election` is `reconciler run`'s: stand by — serving
+`LeaseHeld` naming who has it; `acquire_lease` takes it, or the state directory's
+flock without a database, for the controller. `Election` is `reconciler run`'s: stand by — serving
 reads (statuses from the status branch) and forwarding POSTs to the leader
 (`StandbyForward`, 503 with the leader's address when it cannot) — until elected.
 `GET /api/v1/controller` (`install_routes`) tells role, leader, lease and epoch.
@@ -42,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from reconciler.errors import ReconcilerError
-from reconciler.execute.lease import LeaseHeld
+from reconciler.execute.lease import Lease, LeaseHeld
+from reconciler.execute.store import HeldLease, uses_database
 from reconciler.execute.store_pg import LEADER_ROW, Database, described, open_database
 from reconciler.secrets import REDACTOR
 
@@ -253,6 +255,14 @@ class LeaderLease:
             except ReconcilerError as exc:
                 log.warning("leader lease not released", error=REDACTOR.text(str(exc)))
         self.db.close()
+
+
+def acquire_lease(settings: Settings, *, holder: str = "reconciler") -> HeldLease:
+    """The one-writer lease: the state directory's flock (SQLite), or the database's
+    leader lease, taken at once or `LeaseHeld` naming who holds it."""
+    if not uses_database(settings):
+        return Lease.acquire(Path(settings.state_dir), holder=holder)
+    return LeaderLease.take(settings, holder=holder)
 
 
 def advertised(settings: Settings) -> str:

@@ -52,10 +52,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from reconciler.controller.controller import Controller, CycleResult
 from reconciler.controller.cycle import AtHead, ProviderEvents
+from reconciler.controller.ledger_pg import ledger_for
 from reconciler.controller.metrics import Metrics
 from reconciler.controller.notify import Notifier
 from reconciler.controller.progress import ProgressState
-from reconciler.execute.store import ledger_for
 from reconciler.load.desired import Desired
 from reconciler.model.status import ResourceStatus
 from reconciler.plan.plan import Plan

@@ -1,6 +1,7 @@
 """The lease: one controller per state directory (without a shared database).
 
-Beside the journal (`journal.py`), chosen by `store.acquire_lease` when there is no
+Beside the journal (`journal.py`), chosen by
+`reconciler.controller.leader.acquire_lease` when there is no
 `RECONCILER_DATABASE_URL` (with one, the leader lease in the database,
 `reconciler.controller.leader`, takes its place).
 

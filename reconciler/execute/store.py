@@ -11,16 +11,17 @@ journal; two stores implement it:
   (`reconciler.controller.leader`), task queue (`reconciler.execute.worker`), the
   controller's memory.
 
-`open_journal` and `acquire_lease` pick the store from the settings: with no
-database URL everything is exactly as before (SQLite, flock, files in the state
-directory). `TaskJournal` is the smaller part `run_journaled` needs, so a worker can
-hand it a journal fenced by its claim.
+`open_journal` picks the store from the settings (and the controller's
+`reconciler.controller.leader.acquire_lease` the lease): with no database URL
+everything is exactly as before (SQLite, flock, files in the state directory).
+`TaskJournal` is the smaller part `run_journaled` needs, so a worker can hand it a
+journal fenced by its claim.
 
 The controller's memory besides the journal — the "provider suddenly reports
 nothing" guard (`observed-existing.json`) and the notification ledger — lives in
 files of the state directory with SQLite, and in the database with PostgreSQL (a
-standby that takes over must find them): `recall_existing` / `keep_existing` and
-`ledger_for` choose.
+standby that takes over must find them): `recall_existing` / `keep_existing` choose
+(the ledger: `reconciler.controller.ledger_pg.ledger_for`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from reconciler.errors import PermanentError
 from reconciler.execute.context import TaskResult
 from reconciler.execute.journal import Journal, PlanRow, TaskRow, UnfinishedPlan
-from reconciler.execute.lease import Lease
 
 if TYPE_CHECKING:
-    from reconciler.controller.notify import Ledger
     from reconciler.settings import Settings
 
 EXISTING_FACT = "observed_existing"
@@ -127,16 +126,6 @@ def uses_database(settings: Settings) -> bool:
     return bool(settings.database_url)
 
 
-def acquire_lease(settings: Settings, *, holder: str = "reconciler") -> HeldLease:
-    """The one-writer lease: the state directory's flock (SQLite), or the database's
-    leader lease, taken at once or `LeaseHeld` naming who holds it."""
-    if not uses_database(settings):
-        return Lease.acquire(Path(settings.state_dir), holder=holder)
-    from reconciler.controller.leader import LeaderLease
-
-    return LeaderLease.take(settings, holder=holder)
-
-
 def open_journal(
     settings: Settings, *, lease: HeldLease | None = None, owner: str | None = None
 ) -> JournalStore:
@@ -203,24 +192,13 @@ def keep_existing(
     journal.set_fact(EXISTING_FACT, json.dumps(data, separators=(",", ":")))
 
 
-def ledger_for(settings: Settings) -> Ledger | None:
-    """The notification ledger kept in the database (None: the state directory's file)."""
-    if not uses_database(settings):
-        return None
-    from reconciler.execute.ledger_pg import FactLedger
-
-    return FactLedger(settings, LEDGER_FACT)
-
-
 __all__ = [
     "EXISTING_FACT",
     "LEDGER_FACT",
     "HeldLease",
     "JournalStore",
     "TaskJournal",
-    "acquire_lease",
     "keep_existing",
-    "ledger_for",
     "open_journal",
     "open_reader",
     "recall_existing",

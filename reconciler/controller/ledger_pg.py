@@ -1,8 +1,8 @@
 """The notification ledger as a journal fact, for controllers sharing one database.
 
 Beside `reconciler.controller.notify.Ledger` (a file in the state directory), chosen by
-`reconciler.execute.store.ledger_for`: a standby that takes over knows which alerts
-were sent, how often they came back, and which still wait to be delivered.
+`ledger_for`: a standby that takes over knows which alerts were sent, how often they
+came back, and which still wait to be delivered.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from reconciler.controller.notify import Ledger, Post
+from reconciler.execute.store import LEDGER_FACT, uses_database
 from reconciler.execute.store_pg import PgJournal
 
 if TYPE_CHECKING:
@@ -61,4 +62,11 @@ class FactLedger(Ledger):
         self._store().set_fact(self._name, json.dumps(data, sort_keys=True))
 
 
-__all__ = ["FactLedger"]
+def ledger_for(settings: Settings) -> Ledger | None:
+    """The notification ledger kept in the database (None: the state directory's file)."""
+    if not uses_database(settings):
+        return None
+    return FactLedger(settings, LEDGER_FACT)
+
+
+__all__ = ["FactLedger", "ledger_for"]

@@ -2,9 +2,8 @@
 
 Every `import` and `from … import` under `reconciler/` (inside functions and
 `TYPE_CHECKING` blocks too) is an edge from one room of the house to another.
-Each room may import only the rooms below it; `KNOWN` lists the edges that break
-a rule today, each with the change that removes it. A new violation fails, and so
-does an entry of `KNOWN` that no longer happens: the list only shrinks.
+Each room may import only the rooms below it, with no exception: an upward import
+fails.
 """
 
 from __future__ import annotations
@@ -39,13 +38,6 @@ MAY_IMPORT: dict[str, set[str]] = {
 # Value modules of a step (frozen values only, no I/O): what a provider returns and what an
 # execution yields are known below the step that makes them.
 VALUES = {"observe.values", "execute.results"}
-
-# Edges that break a rule today: (importing module, imported module) -> what removes it.
-KNOWN: dict[tuple[str, str], str] = {
-    ("execute.worker", "source.mirror"): "the worker is a process of its own: beside controller/",
-    ("execute.worker", "source.worktree"): "the worker is a process of its own: beside controller/",
-    ("execute.migrate_state", "controller.portal.store"): "migrate-state is a command: in cli/",
-}
 
 
 def module_name(path: Path) -> str:
@@ -104,8 +96,7 @@ def test_every_module_lives_in_a_room() -> None:
 
 def test_imports_run_downwards_only() -> None:
     broken = {edge for edge in edges() if breaks_a_rule(*edge)}
-    assert broken - KNOWN.keys() == set(), "a room imports one above it"
-    assert KNOWN.keys() - broken == set(), "fixed: remove these from KNOWN"
+    assert broken == set(), "a room imports one above it"
 
 
 def test_the_rule_catches_an_upward_import() -> None:

@@ -427,7 +427,7 @@ def worker(
     providers with spec.site run only on workers of that --site; the others on any.
     --state-dir holds this worker's task logs and provider records.
     """
-    from reconciler.execute.worker import run_worker
+    from reconciler.controller.worker import run_worker
 
     settings = _settings(
         ctx, "worker", state_dir=state_dir, database_url=database_url, config=config
@@ -455,8 +455,8 @@ def migrate_state(
     the owner and the portal's requests; then renames journal.sqlite (and
     requests.sqlite) with the suffix .migrated. Exit 0 done, 1 refused (nothing changed).
     """
+    from reconciler.cli.migrate_state import migrate_state as migrate
     from reconciler.errors import ReconcilerError
-    from reconciler.execute.migrate_state import migrate_state as migrate
 
     settings = _settings(
         ctx, "migrate-state", state_dir=state_dir, database_url=database_url, config=config

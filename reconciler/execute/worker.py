@@ -5,8 +5,9 @@ The leader's executor does everything it does inline — order, dependencies, li
 the journal — except running a task: `QueueDispatch` puts the task's manifest
 (`reconciler.execute.manifest`) in `task_queue` under its idempotency key and waits for
 the journal to hold its result. `reconciler worker [--site NAME] [--concurrency N]
-[--name ID]` processes (`Worker`) claim tasks and run them with the same runners
-(`run_journaled`), journal and keys as the controller would.
+[--name ID]` processes (`Worker`, started by `reconciler.controller.worker`) claim
+tasks and run them with the same runners (`run_journaled`), journal and keys as the
+controller would.
 
 - **Claims** (`PgWorkQueue.claim`): `FOR UPDATE SKIP LOCKED`, so workers never wait on
   each other; each claim is leased (`RECONCILER_CLAIM_LEASE`, renewed by heartbeat every
@@ -36,9 +37,7 @@ import contextlib
 import json
 import os
 import random
-import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,7 +62,6 @@ from reconciler.execute.store_pg import (
     mark_started_sql,
     open_database,
 )
-from reconciler.logs import configure_logging
 from reconciler.providers.support import SHARED_PACE
 from reconciler.secrets import REDACTOR
 
@@ -73,9 +71,11 @@ if TYPE_CHECKING:
     from reconciler.execute.store import JournalStore, TaskJournal
     from reconciler.providers.base import Provider
     from reconciler.settings import Settings
-    from reconciler.source.mirror import GitAccess
 
 log = structlog.get_logger("reconciler.worker")
+
+RevisionTrees = Callable[[str | None, str], Path]
+"""(repository URL, revision) -> the revision's read-only tree: blocking, run in a thread."""
 
 PROVIDER_LOCK = 7_340_002
 """The advisory lock class under which one provider's claims are counted and taken."""
@@ -371,14 +371,12 @@ class Worker:
         concurrency: int,
         lease: float,
         poll: float = 0.2,
-        git: Callable[[str | None], GitAccess] | None = None,
-        trees_kept: int = 5,
+        trees: RevisionTrees | None = None,
     ) -> None:
         self.queue = queue
-        self.git = git
-        """The worker's way to the repository, given the manifest's URL (its own --repo
-        and Git credentials win); None: tasks needing the revision's tree fail."""
-        self.trees_kept = trees_kept
+        self.trees = trees
+        """The revision's tree, given the manifest's repository URL and revision (the
+        process's own mirror: `reconciler.controller.worker`); None: tasks needing it fail."""
         self._tree_lock = asyncio.Lock()
         self.state_dir = state_dir
         self.concurrency = concurrency
@@ -456,13 +454,10 @@ class Worker:
         """The revision's read-only tree, for a task that reads repository files."""
         if m.revision is None or not m.needs_tree():
             return None
-        if self.git is None:
+        if self.trees is None:
             raise PermanentError("this worker has no way to the repository (--repo)")
-        access = self.git(m.repository_url)
         async with self._tree_lock:  # one fetch at a time; the others then find the tree
-            return await asyncio.to_thread(
-                revision_tree, self.state_dir, access, m.revision, self.trees_kept
-            )
+            return await asyncio.to_thread(self.trees, m.repository_url, m.revision)
 
     async def _tree_failed(self, journal: TaskJournal, m: TaskManifest, exc: Exception) -> None:
         """A task whose tree could not be had fails (the next plan tries again), reported
@@ -522,39 +517,6 @@ class Worker:
             self._room.set()
 
 
-def revision_tree(state_dir: Path, access: GitAccess, sha: str, keep: int) -> Path:
-    """`<state>/trees/<sha>` from the worker's own mirror (`<state>/mirror.git`), fetched
-    when it lacks the revision; older trees beyond `keep` go."""
-    from reconciler.source.mirror import Mirror
-    from reconciler.source.worktree import materialize, prune_trees, tree_path
-
-    if tree_path(state_dir, sha).is_dir():
-        return tree_path(state_dir, sha)
-    mirror = Mirror.in_state_dir(state_dir, access)
-    if sha not in mirror.repo:
-        mirror.fetch()
-    if sha not in mirror.repo:
-        raise PermanentError(f"revision {sha[:12]} is not in {access.display_url}")
-    tree = materialize(mirror.repo, sha, state_dir)
-    prune_trees(state_dir, keep=keep, needed={sha})
-    return tree
-
-
-def git_access_for(settings: Settings) -> Callable[[str | None], GitAccess]:
-    """The worker's repository access: its own `--repo` when given (a site's nearer
-    mirror), else the manifest's URL; its own Git credentials either way."""
-
-    def access(url: str | None) -> GitAccess:
-        from reconciler.source.mirror import GitAccess
-
-        repo = settings.repo or url
-        if not repo:
-            raise PermanentError("no repository: start the worker with --repo")
-        return GitAccess.from_settings(settings.model_copy(update={"repo": repo}))
-
-    return access
-
-
 def loop_deadline(wall: float | None) -> float | None:
     """A manifest's deadline (epoch seconds) on this event loop's clock (`TaskContext`)."""
     if wall is None:
@@ -562,49 +524,14 @@ def loop_deadline(wall: float | None) -> float | None:
     return asyncio.get_running_loop().time() + (wall - time.time())
 
 
-def run_worker(settings: Settings, *, site: str | None, concurrency: int, name: str | None) -> int:
-    """`reconciler worker`: claim and run tasks until SIGTERM/SIGINT (then exit 0)."""
-    configure_logging(json_logs=True, tracebacks=True)
-    name = name or f"{socket.gethostname()}:{os.getpid()}"
-    try:
-        queue = PgWorkQueue.connect(settings, name=name, site=site)
-    except ReconcilerError as exc:
-        print(f"reconciler worker: {exc}", file=sys.stderr)
-        return 1
-    worker = Worker(
-        queue,
-        state_dir=Path(settings.state_dir),
-        concurrency=concurrency,
-        lease=settings.claim_lease,
-        git=git_access_for(settings),
-        trees_kept=settings.trees_kept,
-    )
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.request_stop)
-        log.info("worker started", worker=name, site=site, concurrency=concurrency)
-        await worker.run()
-
-    try:
-        asyncio.run(main())
-    except ReconcilerError as exc:
-        print(f"reconciler worker: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        queue.close()
-    log.info("worker stopped", worker=name, tasks=worker.ran)
-    return 0
-
-
 __all__ = [
     "Claim",
     "ClaimJournal",
     "PgWorkQueue",
     "QueueDispatch",
+    "RevisionTrees",
     "WorkQueue",
     "Worker",
     "dispatcher_for",
-    "run_worker",
+    "loop_deadline",
 ]

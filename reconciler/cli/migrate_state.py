@@ -1,12 +1,13 @@
 """`reconciler migrate-state`: a SQLite state directory's journal and memory, into PostgreSQL.
 
-Part of execute's edge, run once by a person when a controller moves from the embedded
-default to the shared database. It copies, in one transaction, every row of the SQLite
-journal (plans in their order, tasks, outcomes, applied records, facts) and the
-controller's memory kept in files (`observed-existing.json`, `notifications.json`,
-`owner.json`) and the portal's request records (`requests.sqlite`) into an empty
-database at this version's schema, then renames `journal.sqlite` (and
-`requests.sqlite`) with the suffix `.migrated`, so nothing reads them by mistake.
+Part of the CLI (it reads execute's journal and the portal's store), run once by a
+person when a controller moves from the embedded default to the shared database. It
+copies, in one transaction, every row of the SQLite journal (plans in their order,
+tasks, outcomes, applied records, facts) and the controller's memory kept in files
+(`observed-existing.json`, `notifications.json`, `owner.json`) and the portal's
+request records (`requests.sqlite`) into an empty database at this version's schema,
+then renames `journal.sqlite` (and `requests.sqlite`) with the suffix `.migrated`, so
+nothing reads them by mistake.
 
 Refused, with nothing changed: a state directory a controller holds (its lease), one
 with no journal, a database that already holds a journal.

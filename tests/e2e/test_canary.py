@@ -30,7 +30,6 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,7 +39,7 @@ import pytest
 from reconciler.execute.tasks.notify import SIGNATURE_HEADER
 from tests.e2e.support import Fleet, git_texts
 from tests.execute.conftest import TRICKY, files_under, secret_leaks
-from tests.execute.conftest import ApiServer as ExecuteApi
+from tests.servers.fake_http import ApiServer as ExecuteApi
 
 pytestmark = pytest.mark.slow
 
@@ -289,7 +288,7 @@ spec:
 
 
 def test_tricky_secret_straddling_every_cut_leaks_nowhere(tmp_path: Path) -> None:
-    with echo_api() as api:
+    with ExecuteApi() as api:
         fleet = Fleet.create(tmp_path, tricky_repo(api.url), env={TRICKY_ENV: TRICKY})
         places: dict[str, bytes | str] = {}
         for args, expect in (
@@ -323,16 +322,3 @@ def test_tricky_secret_straddling_every_cut_leaks_nowhere(tmp_path: Path) -> Non
     assert any(":status/Machine/bearer-299-j1.yaml" in w for w in places), "status searched"
     assert any(":audit/" in w for w in places), "audit records searched"
     assert secret_leaks(TRICKY, places) == []
-
-
-@contextmanager
-def echo_api() -> Iterator[ExecuteApi]:
-    server = ExecuteApi()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

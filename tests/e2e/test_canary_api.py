@@ -23,8 +23,9 @@ import pytest
 
 from tests.e2e.controller import TOKEN, Controller, controller
 from tests.e2e.support import Fleet
-from tests.e2e.test_canary import TRICKY_ENV, echo_api, tricky_repo
+from tests.e2e.test_canary import TRICKY_ENV, tricky_repo
 from tests.execute.conftest import TRICKY, secret_leaks
+from tests.servers.fake_http import ApiServer
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def finished(api: Controller, op_id: str) -> dict:
 
 def test_the_tricky_secret_is_in_no_answer_of_the_api_or_the_ui(tmp_path: Path) -> None:
     places: dict[str, bytes | str] = {}
-    with echo_api() as echo:
+    with ApiServer() as echo:
         fleet = Fleet.create(tmp_path, tricky_repo(echo.url), env={TRICKY_ENV: TRICKY})
         with controller(fleet, tmp_path) as api:
             api.wait_for(lambda: api.wait_for_line("cycle failed"), timeout=180)

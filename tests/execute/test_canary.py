@@ -10,13 +10,13 @@ from typing import Any
 
 from reconciler.errors import PermanentError
 from reconciler.execute import Journal, idempotency_key, run_journaled
+from tests.servers.fake_http import ApiServer
 
 from .conftest import (
     CANARY,
     CANARY_ENV,
     TRICKY,
     TRICKY_ENV,
-    ApiServer,
     assert_no_canary,
     files_under,
     make_ctx,
@@ -64,7 +64,7 @@ def test_canary_in_no_log_journal_result_or_error(api: ApiServer, tmp_path: Path
             results.append(asyncio.run(run_journaled(journal, t, ctx, state_dir=state)))
     assert [r.ok for r in results] == [False] * len(tasks)
     # the secret really was used (the server got it), and shows as *** where it is kept
-    assert any(CANARY in (r.headers.get("X-Api-Token") or "") for r in api.state.received)
+    assert any(CANARY in (r.headers.get("X-Api-Token") or "") for r in api.received)
     assert "BMC refused password ***" in results[2].message
     assert_no_canary(state, [r.to_json() for r in results])
     assert (state / "logs").is_dir() and list((state / "logs").rglob("*.log"))

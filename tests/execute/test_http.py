@@ -16,13 +16,13 @@ import pytest
 
 from reconciler.execute import TaskLog, run_task
 from reconciler.execute.tasks.web import retry_after_seconds
+from tests.servers.fake_http import ApiServer
 
 from .conftest import (
     CANARY,
     CANARY_ENV,
     HOOK_SECRET,
     HOOK_SECRET_ENV,
-    ApiServer,
     assert_no_canary,
     make_ctx,
     task,

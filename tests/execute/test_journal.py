@@ -23,8 +23,9 @@ from reconciler.execute import (
     idempotency_key,
     run_journaled,
 )
+from tests.servers.fake_http import ApiServer
 
-from .conftest import ApiServer, assert_no_canary, child_env, make_ctx, task
+from .conftest import assert_no_canary, child_env, make_ctx, task
 
 PLAN = "a" * 64
 
@@ -194,9 +195,9 @@ def test_acknowledged_operation_is_polled_not_reissued_after_sigkill(
         row = journal.task_state(key)
         assert row is not None and row.state == "finished" and row.runs == 2
         # finished: a third run does nothing at all
-        requests_so_far = len(api.state.received)
+        requests_so_far = len(api.received)
         again = asyncio.run(run_journaled(journal, t, ctx, state_dir=tmp_path))
-        assert again == result and len(api.state.received) == requests_so_far
+        assert again == result and len(api.received) == requests_so_far
     log = Path(result.log_path or "")
     assert "resuming operation" in log.read_text()
 

@@ -21,10 +21,10 @@ import yaml
 
 from tests.e2e.support import Fleet, rows
 from tests.repos import commit_change
+from tests.servers.fake_http import WidgetApi
 
 from .conftest import _start_sushy
 from .servers import AWS_SECRET, BMC_PASSWORD, BMC_USER, SYSTEMS
-from .widget_api import WidgetApi, serve
 
 pytestmark = pytest.mark.slow
 
@@ -334,7 +334,7 @@ TOKEN = "canary-Api-Token-5d2e1"
 
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[WidgetApi]:
-    with serve(TOKEN) as running:
+    with WidgetApi(TOKEN) as running:
         yield running
 
 

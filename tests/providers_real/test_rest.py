@@ -1,4 +1,4 @@
-"""The generic REST provider against a real HTTP service on 127.0.0.1 (widget_api)."""
+"""The generic REST provider against a real HTTP service on 127.0.0.1 (fake_http.WidgetApi)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from reconciler.providers.base import (
     ResourceRef,
 )
 from reconciler.providers.rest import RestProvider, select
+from tests.servers.fake_http import WidgetApi
 
 from .servers import Certificates
-from .widget_api import WidgetApi, serve
 
 TOKEN = "canary-Api-Token-91be4"
 
@@ -67,7 +67,7 @@ SETTINGS: dict[str, Any] = {
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[WidgetApi]:
     monkeypatch.setenv("TEST_API_TOKEN", TOKEN)
-    with serve(TOKEN) as running:
+    with WidgetApi(TOKEN) as running:
         yield running
 
 
@@ -132,7 +132,8 @@ def test_create_is_a_202_operation_polled_to_done_then_observed_and_patched(
         assert (
             api.calls("PATCH", "/api/widgets/w1") == 1 and api.calls("PUT", "/api/widgets/w1") == 0
         )
-        keys = [k for m, _, k in api.log if m in ("POST", "PATCH", "DELETE")]
+        writes = [r for r in api.received if r.method in ("POST", "PATCH", "DELETE")]
+        keys = [r.header("Idempotency-Key") for r in writes]
         assert keys == ["p1/w1/create", "p2/w1", "p3/w1", "p4/w1"]
 
     asyncio.run(run())
@@ -371,7 +372,7 @@ def test_tls_is_verified_against_the_declared_ca_bundle(
         finally:
             await provider.close()
 
-    with serve(TOKEN, tls=(certificates.cert, certificates.key)) as api:
+    with WidgetApi(TOKEN, tls=(certificates.cert, certificates.key)) as api:
         with pytest.raises(PermanentError, match=r"certificate was refused.*tls\.caBundle"):
             asyncio.run(observe(api, Tls()))
         trusted = asyncio.run(observe(api, Tls(caBundle=f"file:{certificates.ca}")))

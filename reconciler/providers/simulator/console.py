@@ -10,9 +10,10 @@ demo or an end-to-end test can make drift and see what the fleet was asked to do
     python -m reconciler.providers.simulator log --state-dir D
 
 ``drift`` changes one observed field (a dotted path; the value is JSON, or else the plain
-string) and exits 1 with ``error: …`` when the resource does not exist; ``log`` prints
-the action log as JSON lines, oldest first. It opens the state through
-`SimulatorProvider.open`, so it reads and writes what the provider sees.
+string); ``log`` prints the action log as JSON lines, oldest first. Either exits 1
+with ``error: …`` (no traceback) when the resource does not exist or the state
+directory cannot be opened. It opens the state through `SimulatorProvider.open`, so it
+reads and writes what the provider sees.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import PermanentError
+from reconciler.errors import ReconcilerError
 from reconciler.providers.simulator.provider import SimulatorProvider
 
 PROG = "python -m reconciler.providers.simulator"
@@ -80,13 +81,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m reconciler.providers.simulator drift --state-dir D Machine/x power off``"""
     args = parser().parse_args(argv)
-    if args.command == "drift":
-        try:
+    try:
+        if args.command == "drift":
             drift(args.state_dir, args.key, args.field, parse_value(args.value))
-        except PermanentError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    for entry in action_log(args.state_dir):
-        print(json_line(entry))
+        else:
+            for entry in action_log(args.state_dir):
+                print(json_line(entry))
+    except (ReconcilerError, OSError) as exc:  # no such resource, a state dir we cannot open
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -132,3 +132,15 @@ def test_loading_the_provider_type_leaves_the_console_unloaded() -> None:
     module, loaded = done.stdout.splitlines()
     assert module == "reconciler.providers.simulator.provider"
     assert loaded == "['reconciler.providers.simulator', 'reconciler.providers.simulator.provider']"
+
+
+def test_a_state_dir_that_cannot_be_opened_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("not a directory\n")
+    for args in (("log",), ("drift", MACHINE.key, "power", "off")):
+        done = console(args[0], "--state-dir", str(not_a_dir), *args[1:])
+        assert done.returncode == 1, args
+        assert done.stderr.startswith("error: "), done.stderr
+        assert str(not_a_dir) in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not_a_dir.read_text() == "not a directory\n"

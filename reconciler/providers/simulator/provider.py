@@ -1,4 +1,5 @@
-"""The simulator provider: a believable fleet kept in SQLite, the embedded default.
+"""The simulator provider: a provider the controller observes and acts on, a believable
+fleet kept in SQLite — the embedded default.
 
 An edge of the flow (behind `reconciler.providers.base.Provider`), used by the demo,
 the tests and the benchmarks to exercise the engine without hardware. Its state
@@ -44,18 +45,19 @@ Every action started is written to ``action_log`` with its idempotency key;
 starting again with a key already used returns the existing operation and is
 logged as ``repeated`` (never ``started`` twice) — the executor's crash test
 asserts on this log: nothing started twice, nothing issued again once
-acknowledged. ``drift()`` changes a field "by hand", as someone with a console would.
+acknowledged. ``drift``, ``remove``, ``seed`` and ``action_log`` are the outside
+world's side of the same state (a field changed by hand, a machine pulled, a rack put in
+place, what the fleet was asked to do): the console (`console.py`) and the tests call
+them; the controller never does. This module never imports the console.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
 import re
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -267,7 +269,7 @@ class SimulatorProvider:
         clock: Callable[[], float] = time.time,
         **settings: Any,
     ) -> SimulatorProvider:
-        """A simulator without a Provider document (tests, benchmarks, the CLI)."""
+        """A simulator without a Provider document (tests, benchmarks, the console)."""
         spec = ProviderSpec(type="simulator", settings=settings)
         context = ProviderContext(name, spec, Path(state_dir), repository)
         return cls(context, clock=clock)
@@ -814,45 +816,3 @@ def _rule_holds(fields: Mapping[str, Any], when: str) -> bool:
         )
     except TypeError:
         return False
-
-
-def drift(state_dir: Path | str, key: str, field: str, value: Any) -> None:
-    """Change a field of a simulated resource by hand (for demos and tests)."""
-    sim = SimulatorProvider.open(state_dir)
-    try:
-        sim.drift(key, field, value)
-    finally:
-        sim._db.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m reconciler.providers.simulator drift --state-dir D Machine/x power off``"""
-    parser = argparse.ArgumentParser(prog="python -m reconciler.providers.simulator")
-    sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("drift", help="change an observed field by hand")
-    d.add_argument("--state-dir", default=".reconciler")
-    d.add_argument("key", help="Kind/name")
-    d.add_argument("field", help="dotted path, e.g. power or params.os")
-    d.add_argument("value", help="a JSON value, or a plain string")
-    log = sub.add_parser("log", help="print the action log as JSON lines")
-    log.add_argument("--state-dir", default=".reconciler")
-    args = parser.parse_args(argv)
-    if args.command == "drift":
-        try:
-            value = json.loads(args.value)
-        except json.JSONDecodeError:
-            value = args.value
-        try:
-            drift(args.state_dir, args.key, args.field, value)
-        except PermanentError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    sim = SimulatorProvider.open(args.state_dir)
-    for entry in sim.action_log():
-        print(_dumps(entry))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,9 +1,11 @@
-"""The simulator provider against its SQLite state: operations, idempotency, persistence, drift."""
+"""The simulator provider against its SQLite state: operations, idempotency, persistence, drift.
+
+Its console (`python -m reconciler.providers.simulator`) is tested in test_console.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
@@ -15,7 +17,7 @@ from reconciler.providers.base import (
     Provider,
     ResourceRef,
 )
-from reconciler.providers.simulator import SimulatorProvider, inventory, main
+from reconciler.providers.simulator import SimulatorProvider, inventory
 
 
 class Clock:
@@ -193,18 +195,13 @@ def test_classify_rules_and_args_set(sim, clock):
     assert params == {"role": "storage", "tier": "gold", "zone": "z1"}
 
 
-def test_drift_by_hand_and_from_the_command_line(sim, tmp_path, capsys):
+def test_drift_by_hand_changes_what_observe_reports_and_is_logged(sim):
     run(sim.start(request(MACHINE, "power-on", "p")))
     sim.drift(MACHINE.key, "params.os", "windows-server-2022")
-    assert main(["drift", "--state-dir", str(tmp_path), MACHINE.key, "power", '"off"']) == 0
-    assert main(["drift", "--state-dir", str(tmp_path), "Machine/none", "power", "off"]) == 1
-    fields = run(sim.observe([MACHINE]))[MACHINE.key].fields
-    assert (fields["params"]["os"], fields["power"]) == ("windows-server-2022", "off")
-    capsys.readouterr()
-    assert main(["log", "--state-dir", str(tmp_path)]) == 0
-    events = [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()]
-    # The command line runs on the real clock: power-on completes before its drift.
-    assert events == ["started", "drift", "succeeded", "drift"]
+    assert run(sim.observe([MACHINE]))[MACHINE.key].fields["params"]["os"] == "windows-server-2022"
+    assert [e["event"] for e in sim.action_log()] == ["started", "drift"]
+    with pytest.raises(PermanentError, match="Machine/none does not exist"):
+        sim.drift("Machine/none", "power", "off")
 
 
 def test_racing_starts_from_separate_connections_execute_once(tmp_path):

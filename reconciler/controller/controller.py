@@ -65,6 +65,7 @@ from reconciler.execute.store import (
     open_journal,
     recall_existing,
 )
+from reconciler.execute.windows import next_opening
 from reconciler.execute.worker import dispatcher_for
 from reconciler.load.desired import Desired, ResolvedResource, subset, with_dependencies
 from reconciler.load.load import LoadResult
@@ -152,6 +153,8 @@ class CycleResult:
     branch_plans: Mapping[str, bytes] | None = None
     """`plans/<branch>.md` of the watched branches; None: not computed, plans/ kept."""
     held: Mapping[str, datetime] = field(default_factory=dict)
+    window_opens: datetime | None = None
+    """A destructive action waited for a change window, which opens then."""
     """Failed resources this cycle left alone, and when scheduled cycles try them again."""
     resume_error: str | None = None
     """Why an interrupted plan could not be resumed this cycle (nothing new ran)."""
@@ -182,7 +185,14 @@ class CycleResult:
     @property
     def requeue(self) -> Requeue:
         """What this cycle left waiting, and for how long: the scheduler acts on it."""
-        return Requeue(fetch_after=self.source.retry_after, failures=self.held)
+        failures = {
+            key: status.failure.retry_at
+            for key, status in self.statuses.items()
+            if status.phase == "Failed" and status.failure and status.failure.retry_at
+        }
+        return Requeue(
+            fetch_after=self.source.retry_after, failures=failures, window_opens=self.window_opens
+        )
 
     @property
     def ok(self) -> bool:
@@ -625,6 +635,7 @@ class Controller:
             decision=planned.decision,
             branch_plans=branch_plans,
             held=cover.held,
+            window_opens=self._window_opens(cover, executed),
             scope=cover.scope,
             discovered=discovered,
         )
@@ -634,6 +645,11 @@ class Controller:
             if not isinstance(cover.scope, Scope):
                 self._full_at = time.monotonic()
         return result
+
+    def _window_opens(self, cover: Coverage, executed: Executed) -> datetime | None:
+        if executed.execution is None or not executed.execution.waits_for_window:
+            return None
+        return next_opening(cover.full.policy.change_windows, self.clock())
 
     async def _fetch(self, scope: CycleScope) -> Fetched:
         """Poll the source (provider events: no fetch, the revision in force) and read

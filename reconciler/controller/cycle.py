@@ -154,7 +154,19 @@ class Requeue:
     """Seconds scheduled cycles leave the remote alone: the source's `retry_after`
     after a failed fetch (a sync, a push webhook or a provider event do not wait)."""
     failures: Mapping[str, datetime] = field(default_factory=dict)
-    """Failed resources held in their backoff, and when scheduled cycles try them again."""
+    """Failed resources in their backoff (`Policy.failureBackoff`), and when scheduled
+    cycles try them again."""
+    window_opens: datetime | None = None
+    """A destructive action waited for a change window: when the next one opens."""
+
+    def come_back(self, now: datetime) -> tuple[datetime, str] | None:
+        """When, after `now`, a cycle should run for what waits, and why (None: nothing
+        waits that the interval would not reach)."""
+        due = [(when, f"the backoff of {key} ends") for key, when in self.failures.items()]
+        if self.window_opens is not None:
+            due.append((self.window_opens, "a change window opens"))
+        ahead = [entry for entry in due if entry[0] > now]
+        return min(ahead) if ahead else None
 
 
 __all__ = [

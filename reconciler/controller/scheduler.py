@@ -19,6 +19,10 @@ the controller is. Everything else only asks:
   Each event is a `SyncOperation` too (`EventWaits`), done once every resource it
   named is reconciled; an event that only joins resources already waiting under one
   operation shares it.
+- What a cycle left waiting brings the controller back when it is due
+  (`CycleResult.requeue`: a failed resource's backoff ends, a change window opens
+  after a destructive action waited for it): a cycle with trigger `requeue`, which,
+  like a scheduled one, holds the failures still in their backoff.
 - After a cycle whose fetch failed, scheduled cycles wait for the backoff the
   source suggests (`CycleResult.requeue`, the source's `retry_after`: exponential with
   jitter while the remote is down, its cap, 5 minutes, while it refuses us), however
@@ -51,7 +55,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from reconciler.controller.controller import Controller, CycleResult
-from reconciler.controller.cycle import AtHead, ProviderEvents
+from reconciler.controller.cycle import AtHead, ProviderEvents, Requeue
 from reconciler.controller.ledger_pg import ledger_for
 from reconciler.controller.metrics import Metrics
 from reconciler.controller.notify import Notifier
@@ -182,6 +186,10 @@ class CycleRecord:
 
 
 CYCLES_KEPT = 50
+
+CLOCK_TRIGGERS = frozenset({"schedule", "requeue"})
+"""Cycles only a clock asked for: they wait out a failed fetch's backoff, and failed
+resources wait out theirs (a person, a push or a provider event do not wait)."""
 
 
 @dataclass(frozen=True)
@@ -365,6 +373,10 @@ class Scheduler:
         self._stopping: str | None = None
         self._fetch_after: float | None = None
         """After a failed fetch: scheduled cycles wait until then (the source's `retry_after`)."""
+        self._come_back_at: float | None = None
+        """When what the last cycle left waiting is due: a cycle runs then (`Requeue`)."""
+        self.come_back: tuple[datetime, str] | None = None
+        """When, and why, the controller comes back before the interval (the UI shows it)."""
         self._controller: Controller | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -634,10 +646,11 @@ class Scheduler:
         if self._clock() >= self._fetch_after:
             return False
         triggers = {op.trigger for op in map(self.operations.get, self._cycle_wanted) if op}
-        return triggers <= {"schedule"}
+        return triggers <= CLOCK_TRIGGERS
 
     def _next_job(self) -> CycleJob | TargetedJob | None:
         with self._lock:
+            self._requeue_if_due()
             if self._cycle_wanted is not None and not self._backing_off():
                 ops, self._cycle_wanted = self._cycle_wanted, None
                 triggers = {op.trigger for op in map(self.operations.get, ops) if op is not None}
@@ -649,7 +662,8 @@ class Scheduler:
                 if covered:
                     self.metrics.events.labels(outcome="covered").inc(len(covered))
                 full, self._shed_since_full = self._shed_since_full, False
-                return CycleJob(ops, covered, full, scheduled=triggers == {"schedule"})
+                scheduled = bool(triggers) and triggers <= CLOCK_TRIGGERS
+                return CycleJob(ops, covered, full, scheduled=scheduled)
             now = self._clock()
             due = {k for k, (first, last) in self._pending.items() if now >= self._due(first, last)}
             asked: set[str] = set()
@@ -662,12 +676,25 @@ class Scheduler:
             self._running = list(waiting)
             return TargetedJob(due, tuple(sorted(asked)), waiting)
 
+    def _requeue_if_due(self) -> None:
+        """What the last cycle left waiting is due: a cycle (`requeue`), unless one is
+        wanted already. Like a scheduled one, it holds the failures still in backoff."""
+        if self._come_back_at is None or self._clock() < self._come_back_at:
+            return
+        self._come_back_at = None
+        self.come_back = None
+        if self._cycle_wanted is None and not self._stopping:
+            self._cycle_wanted = [self.operations.new("requeue").id]
+            self.metrics.cycle_requests.labels(result="queued").inc()
+
     def _due(self, first: float, last: float) -> float:
         return min(last + self.settings.event_debounce, first + self.settings.event_max_delay)
 
     def _next_due(self) -> float | None:
         with self._lock:
             due = [self._due(f, last) for f, last in self._pending.values()]
+            if self._come_back_at is not None:
+                due.append(self._come_back_at)
             if self._backing_off():
                 assert self._fetch_after is not None
                 due.append(self._fetch_after)
@@ -721,6 +748,7 @@ class Scheduler:
         self.cycles_run += 1
         if result is not None:
             self._back_off(result.requeue.fetch_after)
+            self._requeue(result.requeue)
             kind = "incremental" if result.incremental else "full"
             seconds = time.monotonic() - began
             errors.extend(self._absorb(result, kind, seconds))
@@ -748,6 +776,19 @@ class Scheduler:
             resources_total=total,
             errors=tuple(errors),
         )
+
+    def _requeue(self, requeue: Requeue) -> None:
+        """Come back when what a cycle left waiting is due — a failure's backoff ends, a
+        change window opens — rather than at the next interval."""
+        now = datetime.now(UTC)
+        found = requeue.come_back(now)
+        with self._lock:
+            self.come_back = found
+            self._come_back_at = (
+                None if found is None else self._clock() + (found[0] - now).total_seconds()
+            )
+        if found is not None:
+            log.info("coming back", at=found[0].isoformat(), why=found[1])
 
     def _back_off(self, retry_after: float | None) -> None:
         """A failed fetch says when to try the remote again: scheduled cycles wait for it."""
@@ -795,6 +836,7 @@ class Scheduler:
             )
         )
         await self._notify(before, result)
+        self._requeue(result.requeue)
         self._settle_events(job, errors if failed or not result.ok else [])
 
     def _unstarted(self, op_id: str) -> bool:

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -48,15 +47,21 @@ from reconciler.errors import ReconcilerError
 from reconciler.execute.context import TaskContext, TaskResult
 from reconciler.execute.journal import idempotency_key
 from reconciler.execute.manifest import TaskManifest, provider_callbacks
-from reconciler.execute.results import ExecutionResult, ResourceOutcome, ResultKind, TaskRecord
+from reconciler.execute.results import (
+    WAITS_FOR_WINDOW,
+    ExecutionResult,
+    ResourceOutcome,
+    ResultKind,
+    TaskRecord,
+)
 from reconciler.execute.rollout_gate import PAUSE_FACT, RolloutGate, pause_record
 from reconciler.execute.runners import Journaled, dispatched, run_journaled_timed
 from reconciler.execute.secret_check import environment as secret_environment
 from reconciler.execute.secret_check import precheck
 from reconciler.execute.store import JournalStore
 from reconciler.execute.tasks.terraform import decommission_tasks
+from reconciler.execute.windows import in_change_window
 from reconciler.load.desired import TASK_POINTS, Desired, ResolvedResource
-from reconciler.model.kinds import ChangeWindow
 from reconciler.model.tasks import ProviderActionTask, Task
 from reconciler.observe.observe import resource_ref
 from reconciler.plan.diff import FAILED_STAGE, MISSING, LastApplied, get_path, still_differing
@@ -94,21 +99,6 @@ def execution_id(plan: Plan, started: str) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def in_change_window(windows: tuple[ChangeWindow, ...] | list[ChangeWindow], now: datetime) -> bool:
-    """True when there are no windows, or `now` falls inside one of them."""
-    if not windows:
-        return True
-    for window in windows:
-        local = now.astimezone(ZoneInfo(window.timezone))
-        day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
-        minute = local.hour * 60 + local.minute
-        start = int(window.start[:2]) * 60 + int(window.start[3:])
-        end = int(window.end[:2]) * 60 + int(window.end[3:])
-        if day in window.days and start <= minute < end:
-            return True
-    return False
 
 
 @dataclass
@@ -390,7 +380,7 @@ class _Run:
             return self._skipped(action, f"not started: {ex._stop}")
         policy = ex.desired.policy
         if action.destructive and not in_change_window(policy.change_windows, ex.clock()):
-            return self._skipped(action, "destructive action waits for a change window")
+            return self._skipped(action, WAITS_FOR_WINDOW)
         return None
 
     def _steps(

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 ResultKind = Literal["succeeded", "failed", "skipped"]
 
+WAITS_FOR_WINDOW = "destructive action waits for a change window"
+"""The reason of an action skipped because every change window is closed."""
+
 
 @dataclass(frozen=True)
 class TaskRecord:
@@ -81,6 +84,11 @@ class ExecutionResult:
     @property
     def failed(self) -> list[ResourceOutcome]:
         return [o for o in self.outcomes.values() if o.result == "failed"]
+
+    @property
+    def waits_for_window(self) -> bool:
+        """A destructive action was left for the next change window."""
+        return any(o.reason == WAITS_FOR_WINDOW for o in self.outcomes.values())
 
     @classmethod
     def from_journal(cls, journal: JournalStore, execution: str, plan_hash: str) -> ExecutionResult:

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.execute.engine import ExecutionResult, Executor, in_change_window
+from reconciler.execute.engine import ExecutionResult, Executor
 from reconciler.execute.journal import Journal
+from reconciler.execute.windows import in_change_window, next_opening
 from reconciler.load.desired import Desired
 from reconciler.load.load import load_files
 from reconciler.model.kinds import ChangeWindow
@@ -423,3 +424,16 @@ def test_a_provider_that_cannot_cancel_is_said_to_let_it_complete(tmp_path: Path
     assert outcome.error is not None
     assert "provider sim cannot cancel operation" in outcome.error
     assert "it may still complete" in Path(str(outcome.log)).read_text()
+
+
+def test_the_next_window_opening_in_its_own_time_zone() -> None:
+    window = ChangeWindow(days=["sat"], start="22:00", end="24:00", timezone="Europe/Paris")
+    friday = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    assert next_opening([window], friday) == datetime(2026, 11, 28, 21, 0, tzinfo=UTC)
+    inside = datetime(2026, 11, 28, 21, 30, tzinfo=UTC)  # open now: the next is a week on
+    assert next_opening([window], inside) == datetime(2026, 12, 5, 21, 0, tzinfo=UTC)
+    weekdays = ChangeWindow(days=["mon", "tue"], start="02:00", end="04:00")
+    assert next_opening([window, weekdays], friday) == datetime(2026, 11, 28, 21, 0, tzinfo=UTC)
+    sunday = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+    assert next_opening([window, weekdays], sunday) == datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+    assert next_opening([], friday) is None

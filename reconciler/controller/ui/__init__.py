@@ -442,6 +442,7 @@ def install_overview_routes(app: FastAPI, ui: UiContext) -> None:
             total=len(index.rows),
             providers=views.provider_views(index, scheduler.desired, plan, scheduler.observed_at),
             cycles=list(scheduler.cycles)[:10],
+            come_back=scheduler.come_back,
             plan_summary=summary_line(plan) if plan is not None else None,
             **ui.live_context(),
         )

@@ -7,7 +7,6 @@ with `--output json`). No logic of its own lives here.
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from enum import StrEnum
@@ -673,11 +672,6 @@ def main() -> None:
         code = EXIT_USAGE if code == 2 else code  # 2 means "incomplete" here
     except (KeyboardInterrupt, typer.Abort):
         code = 130
-    finally:
-        # Whatever the command leaves (an apply of 1,000 resources: their desired state,
-        # plan and statuses) goes with the process; out of the collector's reach, the
-        # interpreter's exit does not traverse it in full collections (0.1 s).
-        gc.freeze()
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 

@@ -39,8 +39,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import httpx
 import structlog
 
 from reconciler.errors import ReconcilerError
@@ -70,9 +71,6 @@ from reconciler.plan.rollouts import rollout_spec
 from reconciler.providers.base import Provider, ResourceRef
 from reconciler.providers.operations import observe_one
 from reconciler.secrets import REDACTOR
-
-if TYPE_CHECKING:
-    import httpx
 
 log = structlog.get_logger("reconciler.execute")
 
@@ -158,11 +156,8 @@ class Executor:
         outcomes: dict[str, ResourceOutcome] = {}
         async with contextlib.AsyncExitStack() as stack:
             client = None
-            # Made only for a plan that has HTTP tasks: httpx and a client's transport
-            # (httpcore, trio where installed) are a tenth of a second of an apply.
+            # Made only for a plan that has HTTP tasks: one pool of connections for all.
             if self._sends_http(actions):
-                import httpx
-
                 limits = httpx.Limits(max_connections=self.concurrency)
                 client = await stack.enter_async_context(
                     httpx.AsyncClient(limits=limits, follow_redirects=False)

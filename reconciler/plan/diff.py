@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from deepdiff import DeepDiff
+from deepdiff.helper import notpresent
+
 from reconciler.observe.values import Observation, OwnedResource
 from reconciler.secrets import REDACTED
 
@@ -243,11 +246,6 @@ def _differences(declared: Any, observed: Any, base: list[str]) -> list[tuple[li
         isinstance(declared, Mapping | list) and isinstance(observed, Mapping | list)
     ):
         return [(base, declared, observed)]
-    # Imported here: a tenth of a second of start-up (numpy with it), and a cycle whose
-    # resources are all in sync or all new never gets this far.
-    from deepdiff import DeepDiff
-    from deepdiff.helper import notpresent
-
     tree = DeepDiff(declared, observed, view="tree", verbose_level=2)
     out = []
     for items in tree.values():

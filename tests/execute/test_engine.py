@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 from reconciler.execute.engine import Executor
@@ -15,7 +13,6 @@ from reconciler.model.tasks import TASK_TYPES
 from reconciler.observe.observe import observe
 from reconciler.plan.gates import plan_values
 from reconciler.providers import open_providers
-from tests.conftest import ROOT
 
 PROVIDER_TASK = "{name: run, type: provider, action: install-os, args: {os: '${params.os}'}}"
 HTTP_TASK = "{name: cmdb, type: http, method: PUT, url: 'http://127.0.0.1:9/ci'}"
@@ -74,16 +71,3 @@ def test_a_plan_with_an_http_task_gets_the_shared_client(tmp_path: Path) -> None
 def test_every_task_type_has_a_runner() -> None:
     for task_type in TASK_TYPES:
         assert callable(attempt_of(task_type))
-
-
-def test_start_up_leaves_the_libraries_of_unused_paths_unimported() -> None:
-    # httpx comes with the first HTTP task, deepdiff with the first value that differs.
-    code = (
-        "import sys, reconciler.cli.cli, reconciler.cli.commands, reconciler.providers.simulator\n"
-        "print(sorted({'httpx', 'deepdiff'} & set(sys.modules)))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"

@@ -207,17 +207,7 @@ def _status_update(
         fields = _drift_fields(found)
         shown = ", ".join(f["path"] for f in fields) or found.reason
         message = f"differs from Git outside Git: {shown}"
-        return {
-            **update,
-            "phase": "Drifted",
-            "drifted_since": seen.before.drifted_since or now,
-            "conditions": _conditions(
-                conditions,
-                now,
-                ("False", "DriftDetected", message),
-                ("Drifted", "DriftDetected", message),
-            ),
-        }
+        return {**update, **_drifted(seen, now, message)}
     if action is not None and action.runnable:
         message = f"{action.operation.value} planned: {'; '.join(action.reasons) or 'pending'}"
         return {
@@ -252,11 +242,16 @@ def _observed_only(seen: _Seen, now: datetime) -> dict[str, Any]:
         }
     shown = ", ".join(c.path for c in watched.changes) or "; ".join(watched.reasons)
     message = f"differs from Git: {shown}; observe only ({watched.why}): never corrected"
+    return _drifted(seen, now, message)
+
+
+def _drifted(seen: _Seen, now: datetime, message: str) -> dict[str, Any]:
+    """Drifted since it was first seen differing: Ready False and Drifted, both saying how."""
     return {
         "phase": "Drifted",
         "drifted_since": seen.before.drifted_since or now,
         "conditions": _conditions(
-            conditions,
+            seen.before.conditions,
             now,
             ("False", "DriftDetected", message),
             ("Drifted", "DriftDetected", message),

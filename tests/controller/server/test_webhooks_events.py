@@ -20,6 +20,13 @@ from tests.controller.server.conftest import (
     settings_for,
 )
 
+SELF_HEAL = """\
+apiVersion: reconciler/v1
+kind: Policy
+metadata: {name: default}
+spec: {selfHeal: true}
+"""
+
 
 def github_push(branch: str = "main", after: str = "0" * 40) -> bytes:
     return json.dumps({"ref": f"refs/heads/{branch}", "after": after}).encode()
@@ -199,12 +206,7 @@ def test_a_full_queue_sheds_and_counts_it(tmp_path: Path, monkeypatch: pytest.Mo
 def test_an_event_reconciles_its_resource_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = """\
-apiVersion: reconciler/v1
-kind: Policy
-metadata: {name: default}
-spec: {selfHeal: true}
-"""
+    policy = SELF_HEAL
     bare = declare(tmp_path, repo_files(3, policy=policy))
     state = tmp_path / "state"
     with running(settings_for(bare, state), monkeypatch) as api:
@@ -303,12 +305,7 @@ def test_an_invalid_push_fails_its_operation_and_the_last_good_revision_stays(
 def test_an_event_whose_reconcile_fails_fails_its_operation_with_the_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = """\
-apiVersion: reconciler/v1
-kind: Policy
-metadata: {name: default}
-spec: {selfHeal: true}
-"""
+    policy = SELF_HEAL
     bare = declare(tmp_path, repo_files(2, policy=policy))
     state = tmp_path / "state"
     with running(settings_for(bare, state), monkeypatch) as api:

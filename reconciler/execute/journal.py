@@ -155,6 +155,35 @@ HISTORY_QUERY = (
 """The resolutions each resource was applied with, oldest first (both journal stores)."""
 
 
+def applied_writes(
+    resource: str, record: Mapping[str, Any], before: str | None
+) -> tuple[str, list[tuple[str, tuple[Any, ...]]]]:
+    """A resource's new record, redacted, and the writes that keep it (`?` placeholders):
+    the record itself, and, when its pipeline completed (or it was adopted) with another
+    resolution than `before`, a line of its history (records of stages done under the
+    resolution in force change no history). Both journal stores write these."""
+    text = REDACTOR.text(json.dumps(record, sort_keys=True, default=str))
+    writes: list[tuple[str, tuple[Any, ...]]] = [
+        (
+            "INSERT INTO applied (resource, record_json, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (resource) DO UPDATE SET record_json = excluded.record_json, "
+            "updated_at = excluded.updated_at",
+            (resource, text, _now()),
+        )
+    ]
+    if record.get("resolution") and record["resolution"] != before:
+        writes.append(
+            (
+                "INSERT INTO resolutions (resource, resolution, revision, applied_at, seq) "
+                "VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM resolutions)) "
+                "ON CONFLICT (resource, resolution) DO UPDATE SET revision = "
+                "excluded.revision, applied_at = excluded.applied_at, seq = excluded.seq",
+                (resource, str(record["resolution"]), record.get("revision"), _now()),
+            )
+        )
+    return text, writes
+
+
 def history_by_resource(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """`HISTORY_QUERY`'s rows as `resolution_history` gives them, per resource."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -338,25 +367,11 @@ class Journal:
 
     def record_applied(self, resource: str, record: dict[str, Any]) -> None:
         """Replace a resource's record (a stage completed, the pipeline completed, adopted)."""
-        text = REDACTOR.text(json.dumps(record, sort_keys=True, default=str))
         before = (self.applied().get(resource) or {}).get("resolution")
-        self._write(
-            "INSERT INTO applied (resource, record_json, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (resource) DO UPDATE SET record_json = excluded.record_json, "
-            "updated_at = excluded.updated_at",
-            (resource, text, _now()),
-        )
+        text, writes = applied_writes(resource, record, before)
+        for sql, args in writes:
+            self._write(sql, args)
         self.applied()[resource] = json.loads(text)
-        if record.get("resolution") and record["resolution"] != before:
-            # Its pipeline completed (or it was adopted) with another resolution: history.
-            # (Records of stages done under the resolution in force change nothing here.)
-            self._write(
-                "INSERT INTO resolutions (resource, resolution, revision, applied_at, seq) "
-                "VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM resolutions)) "
-                "ON CONFLICT (resource, resolution) DO UPDATE SET revision = "
-                "excluded.revision, applied_at = excluded.applied_at, seq = excluded.seq",
-                (resource, str(record["resolution"]), record.get("revision"), _now()),
-            )
 
     def resolution_history(self) -> dict[str, list[dict[str, Any]]]:
         """Per resource, each resolution it was applied with — `resolution`, `revision`

@@ -41,6 +41,7 @@ from reconciler.execute.journal import (
     UnfinishedPlan,
     _now,
     _redacted_json,
+    applied_writes,
     history_by_resource,
 )
 from reconciler.secrets import REDACTOR, SecretUnavailable, resolve
@@ -342,25 +343,11 @@ class PgJournal:
         return self._applied
 
     def record_applied(self, resource: str, record: dict[str, Any]) -> None:
-        text = REDACTOR.text(json.dumps(record, sort_keys=True, default=str))
         before = (self.applied().get(resource) or {}).get("resolution")
-        self._write(
-            "INSERT INTO applied (resource, record_json, updated_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (resource) DO UPDATE SET record_json = excluded.record_json, "
-            "updated_at = excluded.updated_at",
-            (resource, text, _now()),
-        )
+        text, writes = applied_writes(resource, record, before)
+        for sql, args in writes:  # the same writes as SQLite's, in psycopg's placeholders
+            self._write(sql.replace("?", "%s"), args)
         self.applied()[resource] = json.loads(text)
-        if record.get("resolution") and record["resolution"] != before:
-            # As the SQLite journal: a pipeline completed (or adopted) with another
-            # resolution is history (see `reconciler.execute.journal`).
-            self._write(
-                "INSERT INTO resolutions (resource, resolution, revision, applied_at, seq) "
-                "VALUES (%s, %s, %s, %s, (SELECT COALESCE(MAX(seq), 0) + 1 FROM resolutions)) "
-                "ON CONFLICT (resource, resolution) DO UPDATE SET revision = "
-                "excluded.revision, applied_at = excluded.applied_at, seq = excluded.seq",
-                (resource, str(record["resolution"]), record.get("revision"), _now()),
-            )
 
     def resolution_history(self) -> dict[str, list[dict[str, Any]]]:
         """Per resource, each resolution it was applied with, oldest first."""

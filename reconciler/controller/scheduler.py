@@ -266,9 +266,6 @@ class EventWaits:
             del self._by_op[op]
         return taken
 
-    def __contains__(self, op_id: object) -> bool:
-        return op_id in self._by_op
-
 
 class UnknownProvider(LookupError):
     pass

@@ -30,7 +30,14 @@ WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 ENV = {"RECONCILER_TEST_TOKEN": TOKEN, "RECONCILER_TEST_WEBHOOK": WEBHOOK_SECRET}
 
 
-def repo_files(n: int, *, latency: str = "0s", os_name: str = "ubuntu", policy: str = "") -> dict:
+def repo_files(
+    n: int,
+    *,
+    latency: str = "0s",
+    os_name: str = "ubuntu",
+    policy: str = "",
+    failure_rate: float = 0.0,
+) -> dict:
     machines = "---\n".join(
         f"""\
 apiVersion: reconciler/v1
@@ -49,7 +56,10 @@ spec:
 apiVersion: reconciler/v1
 kind: Provider
 metadata: {{name: sim}}
-spec: {{type: simulator, settings: {{latency: "{latency}"}}, limits: {{concurrency: 50}}}}
+spec:
+  type: simulator
+  settings: {{latency: "{latency}", failureRate: {failure_rate}}}
+  limits: {{concurrency: 50}}
 """,
         "stages.yaml": """\
 apiVersion: reconciler/v1

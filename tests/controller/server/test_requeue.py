@@ -17,10 +17,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def failing_files() -> dict[str, str]:
-    files = repo_files(1)
-    files["providers.yaml"] = files["providers.yaml"].replace(
-        'latency: "0s"', 'latency: "0s", failureRate: 1.0'
-    )
+    files = repo_files(1, failure_rate=1.0)
     files["policy.yaml"] = """\
 apiVersion: reconciler/v1
 kind: Policy

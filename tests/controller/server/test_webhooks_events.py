@@ -206,8 +206,7 @@ def test_a_full_queue_sheds_and_counts_it(tmp_path: Path, monkeypatch: pytest.Mo
 def test_an_event_reconciles_its_resource_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = SELF_HEAL
-    bare = declare(tmp_path, repo_files(3, policy=policy))
+    bare = declare(tmp_path, repo_files(3, policy=SELF_HEAL))
     state = tmp_path / "state"
     with running(settings_for(bare, state), monkeypatch) as api:
         api.idle()
@@ -305,15 +304,11 @@ def test_an_invalid_push_fails_its_operation_and_the_last_good_revision_stays(
 def test_an_event_whose_reconcile_fails_fails_its_operation_with_the_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = SELF_HEAL
-    bare = declare(tmp_path, repo_files(2, policy=policy))
+    bare = declare(tmp_path, repo_files(2, policy=SELF_HEAL))
     state = tmp_path / "state"
     with running(settings_for(bare, state), monkeypatch) as api:
         api.idle()
-        failing = repo_files(2, policy=policy)
-        failing["providers.yaml"] = failing["providers.yaml"].replace(
-            'latency: "0s"', 'latency: "0s", failureRate: 1.0'
-        )
+        failing = repo_files(2, policy=SELF_HEAL, failure_rate=1.0)
         push(bare, failing, "Every provider action fails")
         assert api.operation(api.client.post("/api/v1/sync").json()["id"])["phase"] == "succeeded"
         SimulatorProvider.open(state, name="sim", repository=str(bare)).drift(
